@@ -18,7 +18,9 @@ NAME_MAX = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 # Device names Windows reserves whatever the case (and whatever the extension, but names have none).
 RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
 )
 MAX_EPOCHS = 1_000_000
 MAX_LAYERS = 256

@@ -146,8 +146,13 @@ CFG = GPTConfig(vocab_size=64, n_embd=16, n_layer=1, n_head=2, block_size=128)
 )
 def test_sane_settings_accepted(bs, sl, lr, wd, clip, warmup, vf):
     s = dict(
-        batch_size=bs, seq_len=sl, learning_rate=lr, weight_decay=wd, grad_clip=clip,
-        warmup=warmup, val_fraction=vf,
+        batch_size=bs,
+        seq_len=sl,
+        learning_rate=lr,
+        weight_decay=wd,
+        grad_clip=clip,
+        warmup=warmup,
+        val_fraction=vf,
     )
     assert validate_train_settings(s, CFG) == s
 
