@@ -54,20 +54,24 @@ def hf_config(cfg: GPTConfig, eot_id: int | None = None) -> dict:
     }
 
 
-def _unpack(model, tokenizer):
-    """Accept a LanguageModel (``.gpt``, ``.tokenizer``) or a GPT (``.config``, ``.params``)."""
+def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
+    """Write a directory that ``GPT2LMHeadModel.from_pretrained(out_dir)`` loads.
+
+    ``model`` is a LanguageModel (its tokenizer goes along) or a bare GPT.
+    """
     gpt = getattr(model, "gpt", model)
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)
-    return gpt.config, np.asarray(gpt.params, dtype=np.float32), tokenizer
+    return write_hf(gpt.config, gpt.params, out_dir, tokenizer)
 
 
-def export_hf(model, out_dir: str | Path, tokenizer=None) -> Path:
-    """Write a directory that ``GPT2LMHeadModel.from_pretrained(out_dir)`` loads."""
-    cfg, params, tokenizer = _unpack(model, tokenizer)
+def write_hf(cfg: GPTConfig, params: np.ndarray, out_dir: str | Path, tokenizer=None) -> Path:
+    """The same from a config and a flat float32 buffer."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValidationError(f"{out} exists and is not a directory")
+    if params.size != num_params(cfg):
+        raise ValidationError(f"{params.size} parameters given, the config needs {num_params(cfg)}")
     out.mkdir(parents=True, exist_ok=True)
     tensors, off = {}, 0
     for name, shape in param_shapes(cfg):
