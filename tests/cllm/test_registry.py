@@ -1,0 +1,363 @@
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cllm.config import GPTConfig
+from cllm.errors import (
+    AlreadyExistsError,
+    BusyError,
+    CLLMError,
+    ModelFileError,
+    NotFoundError,
+    ValidationError,
+)
+from cllm.modelfile import read_header
+from cllm.registry import TRAIN_PRESETS, Registry
+
+pytest.importorskip("cllm.lm")
+
+CFG = GPTConfig(vocab_size=257, n_embd=16, n_layer=1, n_head=2, block_size=32)
+TEXT = "hello world, the quick brown fox jumps over the lazy dog\n" * 4
+
+
+def make(reg, name=None, **kw):
+    kw.setdefault("config", CFG)
+    kw.setdefault("tokenizer", "byte")
+    kw.setdefault("text", TEXT)
+    return reg.create(name, **kw)
+
+
+def snapshot(folder):
+    """Every path under the folder with its bytes (None for folders)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(root, d), folder)] = None
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = fh.read()
+    return out
+
+
+def add_side_files(reg, name):
+    q = reg.queue(name)
+    q.add_text("some queued text for the model", source="test")
+    q.close()
+    (reg.dir / f"{name}.progress.json").write_text('{"step": 3}')
+    (reg.dir / f"{name}.crawl.sqlite").write_bytes(b"crawl")
+
+
+@pytest.fixture
+def reg(tmp_path):
+    return Registry(tmp_path / "models")
+
+
+def test_create_default_names_and_info(reg):
+    a = make(reg)
+    b = make(reg)
+    c = make(reg, "Mine", target_epochs=3, sources=["x.txt"])
+    assert (a.name, b.name) == ("model_1", "model_2")
+    reg.delete("model_1")
+    assert make(reg).name == "model_1"  # first free, not a counter
+    assert c.meta["epochs_trained"] == 0 and c.meta["target_epochs"] == 3
+    assert c.meta["sources"] == ["x.txt"] and c.meta["created"]
+    assert c.config == CFG and c.tokenizer_kind == "byte" and c.busy is None
+    assert reg.queue_dir("Mine").is_dir()
+    assert [i.name for i in reg.list()] == ["Mine", "model_1", "model_2"]
+    assert reg.info("mine").name == "Mine"  # typed in another case: the stored name
+    lm = reg.load("Mine")
+    assert lm.name == "Mine" and lm.config == CFG
+
+
+def test_env_var_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLLM_MODELS_DIR", str(tmp_path / "elsewhere"))
+    assert Registry().dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize("bad", ["../x", "", "x" * 300, "CON", "con.txt", "mödel", "模型", "-x"])
+def test_hostile_names_change_nothing(reg, bad):
+    make(reg, "keep")
+    before = snapshot(reg.dir)
+    for op in (
+        lambda: make(reg, bad),
+        lambda: reg.rename("keep", bad),
+        lambda: reg.copy("keep", bad),
+        lambda: reg.delete(bad),
+        lambda: reg.info(bad),
+        lambda: reg.set_settings(bad, batch_size=4),
+    ):
+        with pytest.raises(ValidationError) as err:
+            op()
+        assert "\n" not in str(err.value)
+    assert snapshot(reg.dir) == before
+
+
+def test_names_unique_ignoring_case(reg):
+    make(reg, "Alpha")
+    make(reg, "beta")
+    with pytest.raises(AlreadyExistsError, match="already exists"):
+        make(reg, "ALPHA")
+    with pytest.raises(AlreadyExistsError):
+        reg.rename("beta", "alpha")
+    with pytest.raises(AlreadyExistsError):
+        reg.copy("beta", "aLPHA")
+    reg.rename("Alpha", "ALPHA")  # only the case changes: allowed
+    assert [i.name for i in reg.list()] == ["ALPHA", "beta"]
+
+
+def test_list_reads_headers_only_500_models_fast(reg, monkeypatch):
+    make(reg, "m000")
+    src = reg.path("m000")
+    for i in range(1, 500):
+        shutil.copyfile(src, reg.path(f"m{i:03d}"))
+
+    def no_weights(*a, **k):
+        raise AssertionError("list() must not load weights")
+
+    monkeypatch.setattr("cllm.modelfile.load_model_file", no_weights)
+    reg.list()  # warm the OS cache
+    t0 = time.perf_counter()
+    infos = reg.list()
+    dt = time.perf_counter() - t0
+    assert [i.name for i in infos] == [f"m{i:03d}" for i in range(500)]
+    assert dt < 0.5, f"listing 500 models took {dt:.3f} s"
+
+
+def test_damaged_file_does_not_hide_others(reg):
+    make(reg, "good")
+    reg.path("bad").write_bytes(b"\x00" * 40)
+    assert [i.name for i in reg.list()] == ["good"]
+    with pytest.raises(ModelFileError, match="bad.cllm"):
+        reg.info("bad")
+
+
+HOLDER = """
+import sys, time
+from cllm.registry import Registry
+lock = Registry(sys.argv[1]).lock(sys.argv[2], "training")
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_locked_model_refuses_changes_until_holder_dies(reg):
+    make(reg, "busy")
+    add_side_files(reg, "busy")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(reg.dir), "busy"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert reg.info("busy").busy.startswith(f"training by pid {proc.pid}")
+        before = snapshot(reg.dir)
+        for op in (
+            lambda: reg.delete("busy"),
+            lambda: reg.rename("busy", "other"),
+            lambda: reg.set_settings("busy", batch_size=4),
+            lambda: reg.grow("busy", 2),
+            lambda: reg.save(reg.load("busy")),
+        ):
+            with pytest.raises(BusyError, match=f"training by pid {proc.pid}"):
+                op()
+        assert snapshot(reg.dir) == before
+    finally:
+        proc.kill()
+        proc.wait()
+    reg.rename("busy", "free")  # the dead holder's lock is recovered
+    assert reg.info("free").busy is None
+
+
+def test_delete_removes_every_side_file(reg):
+    make(reg, "gone")
+    make(reg, "stays")
+    add_side_files(reg, "gone")
+    reg.delete("gone")
+    assert sorted(os.listdir(reg.dir)) == ["stays.cllm", "stays_queue"]
+    with pytest.raises(NotFoundError):
+        reg.delete("gone")
+
+
+def test_rename_moves_everything_and_rewrites_the_name(reg):
+    make(reg, "old")
+    add_side_files(reg, "old")
+    reg.rename("old", "new")
+    assert sorted(os.listdir(reg.dir)) == [
+        "new.cllm",
+        "new.crawl.sqlite",
+        "new.progress.json",
+        "new_queue",
+    ]
+    assert read_header(reg.path("new"))["meta"]["name"] == "new"
+    assert reg.load("new").name == "new"
+    assert reg.info("new").queue_items == 1
+    q = reg.queue("new")
+    assert q.size()[0] == 1
+    q.close()
+
+
+@pytest.mark.parametrize("fail_at", range(1, 7))
+def test_rename_rolls_back_on_any_failure(reg, monkeypatch, fail_at):
+    make(reg, "old")
+    add_side_files(reg, "old")
+    lm_before = reg.load("old")
+    before = snapshot(reg.dir)
+    calls = {"n": 0}
+    real_rename, real_unlink = os.rename, os.unlink
+
+    def flaky(real):
+        def f(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == fail_at:
+                raise OSError("injected failure")
+            return real(*a, **k)
+
+        return f
+
+    monkeypatch.setattr(os, "rename", flaky(real_rename))
+    monkeypatch.setattr(os, "unlink", flaky(real_unlink))
+    with pytest.raises(OSError, match="injected"):
+        reg.rename("old", "new")
+    monkeypatch.undo()
+    assert snapshot(reg.dir) == before  # usable under exactly the old name, nothing left over
+    lm = reg.load("old")
+    assert lm.name == "old" and np.array_equal(lm.gpt.params, lm_before.gpt.params)
+
+
+def test_copy_brings_queue_and_lineage(reg):
+    make(reg, "src")
+    add_side_files(reg, "src")
+    info = reg.copy("src", "dst")
+    assert info.queue_items == 1 and info.meta["copied_from"] == "src"
+    assert info.meta["lineage"][-1]["copied_from"] == "src"
+    assert reg.load("dst").name == "dst"
+    assert np.array_equal(reg.load("dst").gpt.params, reg.load("src").gpt.params)
+    assert not (reg.dir / "dst.progress.json").exists()  # a run's progress is not copied
+    with pytest.raises(AlreadyExistsError):
+        reg.copy("src", "dst")
+
+
+def test_export_import_round_trip_and_clash(reg, tmp_path):
+    make(reg, "orig")
+    out = reg.export("orig", tmp_path)
+    assert out == tmp_path / "orig.cllm"
+    with pytest.raises(AlreadyExistsError):
+        reg.import_file(out)
+    assert reg.import_file(out, on_clash="rename") == "orig_2"
+    assert reg.import_file(out, on_clash="rename") == "orig_3"
+    assert reg.import_file(out, name="fresh") == "fresh"
+    lm = reg.load("orig_2")
+    assert lm.name == "orig_2"
+    assert np.array_equal(lm.gpt.params, reg.load("orig").gpt.params)
+    with pytest.raises(ValidationError):
+        reg.import_file(out, on_clash="overwrite")
+
+
+def test_import_of_a_damaged_file_changes_nothing(reg, tmp_path):
+    make(reg, "orig")
+    out = reg.export("orig", tmp_path)
+    data = bytearray(out.read_bytes())
+    data[-10] ^= 0xFF
+    bad = tmp_path / "bad.cllm"
+    bad.write_bytes(bytes(data))
+    (tmp_path / "short.cllm").write_bytes(out.read_bytes()[:100])
+    before = snapshot(reg.dir)
+    for p in (bad, tmp_path / "short.cllm", tmp_path / "missing.cllm"):
+        with pytest.raises(CLLMError):
+            reg.import_file(p, name="x")
+    assert snapshot(reg.dir) == before
+
+
+def test_grow_keeps_logits_and_remaps_optimizer(reg):
+    make(reg, "g")
+    lm = reg.load("g")
+    n = lm.gpt.params.size
+    lm.optim_state = {"m": np.full(n, 0.5, np.float32), "v": np.full(n, 0.25, np.float32), "t": 7}
+    reg.save(lm)
+    ids = np.arange(20, dtype=np.int32) % 200
+    before = reg.load("g").logits(ids)
+    info = reg.grow("g", 3)
+    assert info.config.n_layer == 3
+    grown = reg.load("g")
+    np.testing.assert_allclose(grown.logits(ids), before, atol=1e-6)
+    m = grown.optim_state["m"]
+    assert m.size == grown.gpt.params.size and grown.optim_state["t"] == 7
+    assert m[0] == 0.5 and 0 < (m == 0).sum() < m.size  # old moments kept, new blocks at zero
+    with pytest.raises(ValidationError, match="never goes down"):
+        reg.grow("g", 2)
+    assert reg.info("g").config.n_layer == 3
+
+
+def test_set_settings_and_refusals_change_nothing(reg):
+    make(reg, "s")
+    info = reg.set_settings("s", batch_size=4, seq_len=16, learning_rate=3e-4, target_epochs=5)
+    assert (info.train.batch_size, info.train.seq_len) == (4, 16)
+    assert info.train.learning_rate == 3e-4 and info.meta["target_epochs"] == 5
+    lm = reg.load("s")
+    lm.meta["epochs_trained"] = 2
+    reg.save(lm)
+    before = snapshot(reg.dir)
+    for bad in (
+        {"target_epochs": 1},
+        {"seq_len": 33},
+        {"batch_size": 0},
+        {"batch_size": 10**9},
+        {"learning_rate": float("nan")},
+        {"learning_rate": -1.0},
+        {"grad_clip": 0},
+        {"weight_decay": -1},
+        {"nonsense": 3},
+        {"preset": "nope"},
+    ):
+        with pytest.raises(CLLMError):
+            reg.set_settings("s", **bad)
+    assert snapshot(reg.dir) == before
+    assert reg.set_settings("s", target_epochs=2).meta["target_epochs"] == 2  # equal: allowed
+
+
+def test_presets_builtin_and_user(reg):
+    make(reg, "p")
+    assert set(TRAIN_PRESETS) <= set(reg.presets())
+    info = reg.set_settings("p", preset="thorough")
+    assert info.train.batch_size == 32 and info.train.seq_len == 32  # clamped to the context
+    assert info.meta["target_epochs"] == 10
+    reg.save_preset("mine", batch_size=3, learning_rate=1e-4, target_epochs=2)
+    assert Registry(reg.dir).presets()["mine"]["batch_size"] == 3
+    assert reg.set_settings("p", preset="mine").train.batch_size == 3
+    with pytest.raises(ValidationError):
+        reg.save_preset("quick", batch_size=3)
+    with pytest.raises(ValidationError):
+        reg.save_preset("bad", batch_size=-3)
+    reg.delete_preset("mine")
+    assert "mine" not in reg.presets()
+
+
+def test_history_and_csv(reg, tmp_path):
+    make(reg, "h")
+    lm = reg.load("h")
+    lm.history = {
+        "steps": np.array([1, 2, 3]),
+        "train_loss": np.array([3.0, 2.5, 2.0]),
+        "val_loss": np.array([np.nan, np.nan, 2.2]),
+    }
+    reg.save(lm)
+    h = reg.history("h")
+    assert h["steps"] == [1, 2, 3] and h["train_loss"] == [3.0, 2.5, 2.0]
+    path = reg.history_csv("h", tmp_path / "h.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "step,train_loss,val_loss"
+    assert lines[1] == "1,3.0," and lines[3] == "3,2.0,2.2"
+
+
+def test_save_under_own_lock(reg):
+    make(reg, "t")
+    lm = reg.load("t")
+    with reg.lock("t", "training"):
+        lm.meta["steps"] = 5
+        reg.save(lm)  # the trainer checkpointing under the lock it holds
+    assert reg.info("t").meta["steps"] == 5
