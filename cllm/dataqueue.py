@@ -42,6 +42,7 @@ from .errors import CLLMError, NotFoundError, ValidationError
 from .extract import Skipped, iter_file_text
 
 FORMAT, VERSION = "cllm-queue", 1
+MEMMAP_BYTES = 64 << 20  # token files above this are memory-mapped by tokens()
 PART_MAX_AGE = 3600.0  # seconds before an unfinished .part file counts as abandoned
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, current source)
@@ -416,6 +417,8 @@ class DataQueue:
         if path.is_dir():
             return self.add_folder(path, priority=priority)
         source = str(path.resolve())
+        if not path.is_file():  # a FIFO or a device would block or never end
+            return AddResult(skipped=[(source, "not a regular file")])
         try:
             kind, pieces = iter_file_text(path)
         except Skipped as err:
@@ -538,7 +541,12 @@ class DataQueue:
                 raise CLLMError(
                     f"queue item {item_id} ({path}) is damaged: {size} bytes, expected {4 * n}"
                 )
-            ids = np.fromfile(path, dtype="<i4").astype(np.int32, copy=False)
+            if n == 0:
+                return np.empty(0, np.int32)
+            if size > MEMMAP_BYTES:  # a huge item is paged in as it is read, never loaded whole
+                ids = np.memmap(path, dtype="<i4", mode="r")
+            else:
+                ids = np.fromfile(path, dtype="<i4").astype(np.int32, copy=False)
         except OSError as err:
             raise CLLMError(
                 f"queue item {item_id} ({path}) is unreadable: {err.strerror}"

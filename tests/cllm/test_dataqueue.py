@@ -101,6 +101,8 @@ def test_folder_patterns_order_and_skip_reasons(q, tmp_path):
         q.add_folder(tmp_path / "missing")
     with pytest.raises(NotFoundError):
         q.add_file(tmp_path / "missing.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    assert q.add_file(tmp_path / "pipe.txt").skipped[0][1] == "not a regular file"
 
 
 def test_walk_skips_a_queue_inside_the_folder(tmp_path):
@@ -259,6 +261,9 @@ def test_big_file_is_streamed_with_low_memory(tmp_path):
     assert item.n_tokens == size
     assert (q.items_dir / f"{item.sha256[:16]}.tok").stat().st_size == 4 * size
     assert peak < 40_000_000, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.0f} MB file"
+    ids = q.tokens(item.id)  # memory-mapped, not read whole
+    assert isinstance(ids, np.memmap) and ids.size == size and ids[:3].tolist() == [65, 108, 108]
+    del ids
     q.close()
 
 
@@ -296,6 +301,7 @@ def test_kill_9_while_adding_leaves_a_loadable_queue(tmp_path):
         time.sleep(0.003 * round_)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         with DataQueue(d, ByteTok()) as q:
             items = q.items()
             sources = [it.source for it in items]
