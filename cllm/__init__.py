@@ -9,6 +9,7 @@ from .errors import (
     NotFoundError,
     ValidationError,
 )
+from .tokenizer import StreamDecoder, Tokenizer, tokenizer_from_json, train_tokenizer
 
 __all__ = [
     "PRESETS",
@@ -21,5 +22,21 @@ __all__ = [
     "AlreadyExistsError",
     "BusyError",
     "ModelFileError",
+    "Tokenizer",
+    "StreamDecoder",
+    "train_tokenizer",
+    "tokenizer_from_json",
+    "LanguageModel",
+    "load_model",
 ]
+
+
+def __getattr__(name: str):
+    # the model pulls in numba: import it on first use, so `import cllm` (and every CLI
+    # command that does not touch weights) stays fast
+    if name in ("LanguageModel", "load_model"):
+        from . import lm
+
+        return getattr(lm, name)
+    raise AttributeError(f"module 'cllm' has no attribute {name!r}")
 __version__ = "0.1.0"
