@@ -148,8 +148,8 @@ class ModelLock:
         try:
             if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
                 os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # a file left behind is stale once the flock goes: the next taker recovers it
         os.close(self.fd)
         self.fd = None
 

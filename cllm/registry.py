@@ -100,7 +100,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    else:
+    elif path.exists() or path.is_symlink():
         path.unlink(missing_ok=True)
 
 
@@ -225,7 +225,10 @@ class Registry:
         """The whole model (weights, tokenizer, settings, optimizer state) as a LanguageModel."""
         from .lm import load_model
 
-        return load_model(self.path(self.resolve(name)))
+        name = self.resolve(name)
+        lm = load_model(self.path(name))
+        lm.name = lm.meta["name"] = name  # the file name is the model's name
+        return lm
 
     def queue(self, name: str):
         """The model's data queue (its folder is created if missing)."""
@@ -550,8 +553,8 @@ class Registry:
         lm = self.load(name)
         h = lm.history
         steps = [int(s) for s in h.get("steps", [])]
-        train = [float(x) for x in h.get("train", h.get("train_loss", []))]
-        val = [float(x) for x in h.get("val", h.get("val_loss", []))]
+        train = [float(x) for x in h.get("train", [])]
+        val = [float(x) for x in h.get("val", [])]
         return {
             "name": lm.name,
             "steps": steps,

@@ -201,32 +201,44 @@ def test_rename_moves_everything_and_rewrites_the_name(reg):
     q.close()
 
 
-@pytest.mark.parametrize("fail_at", range(1, 7))
-def test_rename_rolls_back_on_any_failure(reg, monkeypatch, fail_at):
-    make(reg, "old")
-    add_side_files(reg, "old")
-    lm_before = reg.load("old")
-    before = snapshot(reg.dir)
-    calls = {"n": 0}
+def test_rename_rolls_back_on_a_failure_at_every_step(tmp_path, monkeypatch):
     real_rename, real_unlink = os.rename, os.unlink
+    fail_at, failures = 1, 0
+    while True:  # fail the 1st, 2nd, ... file operation until a rename gets through
+        reg = Registry(tmp_path / f"models{fail_at}")
+        make(reg, "old")
+        add_side_files(reg, "old")
+        params = reg.load("old").gpt.params.copy()
+        before = snapshot(reg.dir)
+        calls = {"n": 0}
 
-    def flaky(real):
-        def f(*a, **k):
-            calls["n"] += 1
-            if calls["n"] == fail_at:
-                raise OSError("injected failure")
-            return real(*a, **k)
+        def flaky(real, calls=calls, fail_at=fail_at):
+            def f(*a, **k):
+                calls["n"] += 1
+                if calls["n"] == fail_at:
+                    raise OSError("injected failure")
+                return real(*a, **k)
 
-        return f
+            return f
 
-    monkeypatch.setattr(os, "rename", flaky(real_rename))
-    monkeypatch.setattr(os, "unlink", flaky(real_unlink))
-    with pytest.raises(OSError, match="injected"):
-        reg.rename("old", "new")
-    monkeypatch.undo()
-    assert snapshot(reg.dir) == before  # usable under exactly the old name, nothing left over
-    lm = reg.load("old")
-    assert lm.name == "old" and np.array_equal(lm.gpt.params, lm_before.gpt.params)
+        monkeypatch.setattr(os, "rename", flaky(real_rename))
+        monkeypatch.setattr(os, "unlink", flaky(real_unlink))
+        try:
+            reg.rename("old", "new")
+        except OSError as err:
+            assert "injected" in str(err)
+            failures += 1
+        else:
+            monkeypatch.undo()
+            assert reg.names() == ["new"]
+            break
+        monkeypatch.undo()
+        # usable under exactly the old name, nothing left over
+        assert snapshot(reg.dir) == before
+        lm = reg.load("old")
+        assert lm.name == "old" and np.array_equal(lm.gpt.params, params)
+        fail_at += 1
+    assert failures >= 5  # 3 side files, the new model file, removing the old one
 
 
 def test_copy_brings_queue_and_lineage(reg):
@@ -342,8 +354,8 @@ def test_history_and_csv(reg, tmp_path):
     lm = reg.load("h")
     lm.history = {
         "steps": np.array([1, 2, 3]),
-        "train_loss": np.array([3.0, 2.5, 2.0]),
-        "val_loss": np.array([np.nan, np.nan, 2.2]),
+        "train": np.array([3.0, 2.5, 2.0]),
+        "val": np.array([np.nan, np.nan, 2.2]),
     }
     reg.save(lm)
     h = reg.history("h")
