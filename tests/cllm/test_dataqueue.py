@@ -312,3 +312,29 @@ def test_kill_9_while_adding_leaves_a_loadable_queue(tmp_path):
             start = int(sources[-1][3:]) + 1
         with sqlite3.connect(d / "queue.sqlite") as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+_SHARER = """
+import sys
+from tests.cllm.test_dataqueue import ByteTok
+from cllm.dataqueue import DataQueue
+for i in range(40):  # reopening each time also sweeps while the other process adds
+    with DataQueue(sys.argv[1], ByteTok()) as q:
+        q.add_text(f"shared {i} " * 3000, f"{sys.argv[2]}-{i}")
+"""
+
+
+def test_two_processes_share_one_queue(tmp_path):
+    d = tmp_path / "m_queue"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SHARER, str(d), who], cwd=ROOT, env=env)
+        for who in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with DataQueue(d, ByteTok()) as q:
+        items = q.items()
+        assert len(items) == 40  # each text once, whichever process won
+        for it in items:
+            i = int(it.source.split("-")[1])
+            assert q.text(it.id) == f"shared {i} " * 3000
