@@ -1,0 +1,316 @@
+"""The one app state every tab reads: the models folder, the current model, the trainer.
+
+The UI thread owns this object. Disk work goes through the worker and lands back here in
+callbacks; the trainer's state is read once per frame through its snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cllm.errors import CLLMError
+from cllm.registry import Registry
+
+from .worker import Worker
+
+log = logging.getLogger("app")
+
+DEMO_NAME = "demo"
+DEMO_TARGET_EPOCHS = 20
+
+
+@dataclass
+class Busy:
+    """A model operation in flight, so buttons can show it and refuse a second one."""
+
+    what: str
+    name: str
+
+
+@dataclass
+class AppState:
+    models_dir: Path
+    worker: Worker
+    notify: Any = None  # notify(text, kind): shows a toast; set by the studio
+    registry: Registry = field(init=False)
+    models: list = field(default_factory=list)  # ModelInfo, sorted by name
+    listed: bool = False  # the first listing has arrived
+    current: str | None = None
+    lm: Any = None  # the current model's LanguageModel, loaded in the background
+    lm_name: str | None = None
+    loading: str | None = None
+    trainer: Any = None  # a Trainer this process runs
+    trainer_name: str | None = None
+    snapshot: Any = None  # the latest snapshot of the current model's run (ours or headless)
+    remote: Any = None  # a headless run's published progress for the current model
+    busy: list[Busy] = field(default_factory=list)
+    tabs: dict[str, dict] = field(default_factory=dict)  # each tab's own little state
+    crawler: Any = None  # the crawler tab's running crawler, when there is one
+    demo: bool = True  # create and train a demo model when the folder is empty
+    version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
+
+    def __post_init__(self) -> None:
+        self.models_dir = Path(self.models_dir)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry(self.models_dir)
+        self._sig: tuple = ()
+
+    # ------------------------------------------------------------------ messages
+    def say(self, text: str, kind: str = "info") -> None:
+        if self.notify is not None:
+            self.notify(text, kind)
+
+    def fail(self, err: BaseException) -> None:
+        """Errors of background jobs: user errors as they are, bugs with their type."""
+        if isinstance(err, CLLMError):
+            self.say(str(err), "error")
+        else:
+            self.say(f"{type(err).__name__}: {err}", "error")
+
+    # ------------------------------------------------------------------ listing
+    def start(self) -> None:
+        """Begin watching the models folder (the worker polls its mtimes about once a second)."""
+        self.worker.every(1.0, self._scan, self._on_scan)
+
+    def tab(self, name: str) -> dict:
+        return self.tabs.setdefault(name, {})
+
+    def _signature(self) -> tuple:
+        # the folder's entries with their mtimes; progress files change every second and do not
+        # change the listing, so they are left out
+        try:
+            with os.scandir(self.models_dir) as it:
+                return tuple(
+                    sorted(
+                        (e.name, e.stat().st_mtime_ns)
+                        for e in it
+                        if not e.name.endswith(".progress.json")
+                    )
+                )
+        except OSError:
+            return ()
+
+    def _scan(self) -> tuple[list | None, Any]:
+        """Worker: list the models if the folder changed; read the current model's progress."""
+        sig = self._signature()
+        models = None
+        if sig != self._sig or not self.listed:
+            models = self.registry.list()
+            self._sig = sig
+        remote = None
+        name = self.current
+        if name and name != self.trainer_name:
+            from cllm.trainer import read_progress
+
+            remote = read_progress(self.models_dir, name)
+        return models, (name, remote)
+
+    def _on_scan(self, result: tuple) -> None:
+        models, (name, remote) = result
+        if models is not None:
+            self.set_models(models)
+        if name == self.current:
+            self.remote = remote
+
+    def refresh(self) -> None:
+        """List again now (after an operation of ours)."""
+        self.worker.submit(self.registry.list, done=self.set_models, error=self.fail)
+
+    def set_models(self, models: list) -> None:
+        first = not self.listed
+        self.models, self.listed = list(models), True
+        self.version += 1
+        names = [m.name for m in self.models]
+        if self.current not in names:
+            self.current = None
+            if self.lm_name not in names:
+                self.lm, self.lm_name = None, None
+            if names:
+                self.select(DEMO_NAME if DEMO_NAME in names else names[0])
+        if first and not names and self.demo:
+            self.create_demo()
+
+    def info(self, name: str | None = None) -> Any:
+        name = name or self.current
+        return next((m for m in self.models if m.name == name), None)
+
+    def update_info(self, info: Any) -> None:
+        """Replace one model's listing after an operation returned its fresh info."""
+        self.models = [info if m.name == info.name else m for m in self.models]
+        self.version += 1
+
+    # ------------------------------------------------------------------ selection, loading
+    def select(self, name: str | None) -> None:
+        """Make `name` the current model of every tab and load it in the background."""
+        if name == self.current:
+            return
+        self.current, self.remote = name, None
+        self.snapshot = None
+        if name:
+            self.load(name)
+
+    def load(self, name: str) -> None:
+        self.loading = name
+
+        def done(lm: Any) -> None:
+            if self.loading == name:
+                self.loading = None
+            self.lm, self.lm_name = lm, name
+
+        def error(err: BaseException) -> None:
+            if self.loading == name:
+                self.loading = None
+            self.fail(err)
+
+        self.worker.submit(self.registry.load, name, done=done, error=error)
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.current) and (self.lm_name == self.current or self.training_current)
+
+    # ------------------------------------------------------------------ operations
+    def run(
+        self,
+        what: str,
+        name: str,
+        fn: Any,
+        *args: Any,
+        done: Any = None,
+        refresh: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Run a registry operation in the background, mark it busy meanwhile, toast errors."""
+        tag = Busy(what, name)
+        self.busy.append(tag)
+
+        def finish() -> None:
+            if tag in self.busy:
+                self.busy.remove(tag)
+            if refresh:
+                self.refresh()
+
+        def ok(result: Any) -> None:
+            finish()
+            if done is not None:
+                done(result)
+
+        def error(err: BaseException) -> None:
+            finish()
+            self.fail(err)
+
+        self.worker.submit(fn, *args, done=ok, error=error, **kwargs)
+
+    def is_busy(self, name: str | None = None) -> bool:
+        return any(b.name == (name or self.current) for b in self.busy)
+
+    def create_demo(self) -> None:
+        """First launch: a tiny model trained on the project's own docs and source, started live."""
+        from cllm.corpus import demo_corpus
+
+        def make() -> str:
+            text = demo_corpus()
+            info = self.registry.create(
+                DEMO_NAME,
+                preset="tiny",
+                text=text,
+                target_epochs=DEMO_TARGET_EPOCHS,
+                sources=["demo corpus"],
+            )
+            with self.registry.queue(info.name) as q:
+                q.add_text(text, source="demo corpus (the project's docs and source)")
+            return info.name
+
+        def done(name: str) -> None:
+            self.say(f"Created the demo model {name!r}; training it live", "success")
+            self.select(name)
+            self.start_training(name)
+
+        self.say("First launch: creating a demo model...", "info")
+        self.run("create", DEMO_NAME, make, done=done)
+
+    # ------------------------------------------------------------------ training
+    @property
+    def training(self) -> bool:
+        return self.trainer is not None
+
+    @property
+    def training_current(self) -> bool:
+        return self.trainer is not None and self.trainer_name == self.current
+
+    def start_training(self, name: str, **kwargs: Any) -> None:
+        """Start a trainer for `name`: its constructor loads the model (disk), so in the worker."""
+        if self.trainer is not None:
+            self.say(f"{self.trainer_name!r} is training; stop it first", "error")
+            return
+        from cllm.trainer import Trainer
+
+        def make() -> Any:
+            t = Trainer(self.registry, name, **kwargs)
+            t.start()
+            return t
+
+        def done(t: Any) -> None:
+            self.trainer, self.trainer_name = t, name
+
+        self.run("train", name, make, done=done, refresh=False)
+
+    def stop_training(self) -> None:
+        if self.trainer is not None:
+            self.trainer.stop()  # the trainer checkpoints and ends; poll() notices
+
+    def poll(self) -> None:
+        """Once per frame: take the trainer's snapshot and notice when its run has ended."""
+        t = self.trainer
+        if t is not None:
+            snap = t.snapshot()
+            if self.trainer_name == self.current:
+                self.snapshot = snap
+            if not t.is_alive():
+                self._trainer_ended(t, snap)
+        if not self.training_current:
+            self.snapshot = self.remote
+
+    def _trainer_ended(self, t: Any, snap: Any) -> None:
+        name = self.trainer_name
+        self.trainer, self.trainer_name = None, None
+        state = getattr(snap, "state", "")
+        msg = getattr(snap, "message", "") or state
+        self.say(f"{name}: {msg}", "error" if state == "error" else "success")
+        self.worker.submit(t.join, 5.0, done=lambda _: None)
+        self.refresh()
+        if name == self.current and name:
+            self.load(name)  # the saved checkpoint is the freshest model
+
+    # ------------------------------------------------------------------ queue
+    def add_to_queue(self, paths: list[str], name: str | None = None) -> None:
+        """Add files or folders to a model's queue (default: the current one), in the worker."""
+        name = name or self.current
+        if not name:
+            self.say(
+                "Select a model first: dropped files go to the selected model's queue", "error"
+            )
+            return
+
+        def add() -> tuple[int, int, list]:
+            added, tokens, skipped = 0, 0, []
+            with self.registry.queue(name) as q:
+                for p in paths:
+                    res = q.add_folder(p) if Path(p).is_dir() else q.add_file(p)
+                    added += len(res.added)
+                    tokens += res.tokens
+                    skipped += res.skipped
+            return added, tokens, skipped
+
+        def done(r: tuple[int, int, list]) -> None:
+            added, tokens, skipped = r
+            msg = f"{name}: added {added} item{'s' * (added != 1)} ({tokens:,} tokens)"
+            if skipped:
+                src, why = skipped[0]
+                msg += f"; skipped {len(skipped)} ({Path(str(src)).name}: {why})"
+            self.say(msg, "success" if added else "warning")
+
+        self.run("queue", name, add, done=done)

@@ -1,0 +1,378 @@
+"""The studio window: tab bar, right control panel, the main loop, and its command line.
+
+Each tab is a module ``app/tab_<name>.py`` with ``draw(ui, st, main_rect, panel_rect)``; the loop
+draws the current one inside a guard, so an exception in a tab becomes an error banner and a toast
+instead of taking the window down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pygame
+
+from . import selector
+from . import theme as th
+from .state import DEMO_NAME, AppState
+from .ui import UI
+from .worker import Worker
+
+log = logging.getLogger("app")
+
+TABS = [
+    ("LLM", "llm"),
+    ("Training", "training"),
+    ("Research", "research"),
+    ("Crawler", "crawler"),
+    ("Models", "models"),
+]
+PANEL_W = 320
+TAB_H = 40
+TOP = 60
+FPS = 60
+
+
+class Studio:
+    def __init__(
+        self,
+        size: tuple[int, int] = (1600, 900),
+        models_dir: Path | str | None = None,
+        *,
+        fullscreen: bool = False,
+        demo: bool = True,
+        tab: str = "training",
+    ) -> None:
+        pygame.init()
+        self.windowed = size
+        self.fullscreen = fullscreen
+        self._set_mode()
+        pygame.display.set_caption("Crystalline CLLM Studio")
+        self.ui = UI(pygame.display.get_surface())
+        models_dir = Path(models_dir or os.environ.get("CLLM_MODELS_DIR") or "models")
+        self.worker = Worker()
+        self.st = AppState(models_dir, self.worker, demo=demo)
+        self.st.notify = self.ui.toast
+        self.worker.on_error = self.st.fail
+        self.tab = [n for _, n in TABS].index(tab)
+        self.modules: dict[str, ModuleType | BaseException] = {}
+        self.banner: tuple[str, float] | None = None
+        self.clock = pygame.time.Clock()
+        self.running = True
+        self.frame_ms: list[float] = []
+        self.st.start()
+
+    # ------------------------------------------------------------------ window
+    def _set_mode(self) -> None:
+        if self.fullscreen:
+            pygame.display.set_mode((0, 0), pygame.FULLSCREEN)
+        else:
+            pygame.display.set_mode(self.windowed, pygame.RESIZABLE)
+
+    def toggle_fullscreen(self) -> None:
+        if not self.fullscreen:
+            self.windowed = pygame.display.get_surface().get_size()
+        self.fullscreen = not self.fullscreen
+        self._set_mode()
+
+    def layout(self) -> tuple[pygame.Rect, pygame.Rect, pygame.Rect]:
+        """Tab bar, main area and right panel for the current window size."""
+        w, h = pygame.display.get_surface().get_size()
+        mw = max(200, w - PANEL_W)
+        return (
+            pygame.Rect(0, 0, mw, TAB_H),
+            pygame.Rect(0, TOP, mw, h - TOP),
+            pygame.Rect(mw, TOP, w - mw, h - TOP),
+        )
+
+    @property
+    def tab_name(self) -> str:
+        return TABS[self.tab][1]
+
+    def switch(self, i: int) -> None:
+        self.tab = i % len(TABS)
+        selector.close(self.ui)
+        self.ui.focus = None
+
+    # ------------------------------------------------------------------ one frame
+    def step(self) -> bool:
+        """Handle input, draw one frame, flip. Returns False once the app should quit."""
+        t0 = time.perf_counter()
+        events = pygame.event.get()
+        for e in events:
+            if e.type == pygame.QUIT:
+                self.running = False
+        ui = self.ui
+        ui.surface = pygame.display.get_surface()
+        ui.begin(events)
+        self._shortcuts()
+        self.worker.poll()
+        self.st.poll()
+        bar, main, panel = self.layout()
+        ui.surface.fill(th.BG)
+        ui.rect(panel, th.PANEL)
+        self._tab_bar(bar)
+        files = ui.take_dropped()
+        if files:
+            self.st.add_to_queue(files)
+        self._draw_tab(main, panel)
+        try:
+            ui.end()
+        except Exception as err:  # a deferred overlay of a tab
+            ui.recover()
+            self._tab_failed(err)
+        self._draw_banner(main)
+        pygame.display.flip()
+        self.frame_ms.append((time.perf_counter() - t0) * 1000)
+        if len(self.frame_ms) > 100_000:
+            del self.frame_ms[:50_000]
+        return self.running
+
+    def _shortcuts(self) -> None:
+        """Global keys, taken before any tab sees them (none of them types a character)."""
+        ui = self.ui
+        for k in list(ui.f.keys):
+            used = True
+            if k.ctrl and k.key == pygame.K_q:
+                self.running = False
+            elif k.ctrl and pygame.K_1 <= k.key <= pygame.K_5:
+                self.switch(k.key - pygame.K_1)
+            elif k.ctrl and k.key == pygame.K_TAB:
+                self.switch(self.tab + (-1 if k.shift else 1))
+            elif k.key == pygame.K_F11:
+                self.toggle_fullscreen()
+            else:
+                used = False
+            if used:
+                ui.f.keys.remove(k)
+
+    def _tab_bar(self, bar: pygame.Rect) -> None:
+        w = bar.w / len(TABS)
+        for i, (label, _) in enumerate(TABS):
+            r = pygame.Rect(round(bar.x + i * w), bar.y, round(w), bar.h)
+            if self.ui.tab(r, label, i == self.tab):
+                self.switch(i)
+
+    def module(self, name: str) -> ModuleType | BaseException:
+        if name not in self.modules:
+            try:
+                self.modules[name] = importlib.import_module(f"app.tab_{name}")
+            except Exception as err:  # a broken tab must not stop the others
+                log.exception("cannot import tab %s", name)
+                self.modules[name] = err
+        return self.modules[name]
+
+    def _draw_tab(self, main: pygame.Rect, panel: pygame.Rect) -> None:
+        mod = self.module(self.tab_name)
+        if isinstance(mod, BaseException):
+            self.banner = (f"The {TABS[self.tab][0]} tab failed to load: {mod}", time.time() + 1)
+            return
+        try:
+            mod.draw(self.ui, self.st, main, panel)
+        except Exception as err:
+            self.ui.recover()
+            self._tab_failed(err)
+
+    def _tab_failed(self, err: BaseException) -> None:
+        msg = f"{TABS[self.tab][0]} tab: {type(err).__name__}: {err}"
+        if not self.banner or self.banner[0] != msg:
+            log.exception("tab %s raised", self.tab_name)
+            self.ui.toast(msg, "error")
+        self.banner = (msg, time.time() + 8)
+
+    def _draw_banner(self, main: pygame.Rect) -> None:
+        if self.banner and self.banner[1] > time.time():
+            r = pygame.Rect(main.x + 10, main.y - 18, main.w - 20, 26)
+            self.ui.rect(r, (60, 20, 20), th.ERROR)
+            self.ui.label((r.x + 8, r.y + 5), self.banner[0], th.ERROR, max_w=r.w - 16)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        while self.step():
+            self.clock.tick(FPS)
+        self.close()
+
+    def close(self) -> None:
+        """Stop a run we started (it checkpoints), then let the window go."""
+        t = self.st.trainer
+        if t is not None:
+            t.stop()
+            t.join(timeout=30)
+        self.worker.stop()
+        pygame.quit()
+
+    def pump(self, frames: int = 1) -> None:
+        for _ in range(frames):
+            self.step()
+
+
+# ---------------------------------------------------------------------- measured modes
+def wait(studio: Studio, cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        studio.step()
+        if cond():
+            return True
+        studio.clock.tick(FPS)
+    return False
+
+
+def screenshots(studio: Studio, out: Path, model: str | None) -> list[Path]:
+    """Save a PNG of every tab and of the open model dropdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    st = studio.st
+    wait(studio, lambda: st.listed and (st.current or not st.models or st.demo), 60)
+    if model:
+        wait(studio, lambda: any(m.name == model for m in st.models), 30)
+        st.select(model)
+    wait(studio, lambda: st.current and not st.loading and not studio.worker.busy, 60)
+    if st.training:  # let the live view show a few real steps
+        wait(studio, lambda: st.snapshot is not None and getattr(st.snapshot, "step", 0) >= 3, 90)
+    saved = []
+    for i, (_, name) in enumerate(TABS):
+        studio.switch(i)
+        studio.pump(5)
+        path = out / f"{name}.png"
+        pygame.image.save(pygame.display.get_surface(), str(path))
+        saved.append(path)
+    studio.switch(1)
+    studio.pump(2)
+    _, _, panel = studio.layout()
+    box = pygame.Rect(panel.x + 10, panel.y + 30, 300, 30)
+    for e in (pygame.MOUSEMOTION, pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP):
+        kw = {"pos": box.center}
+        if e != pygame.MOUSEMOTION:
+            kw["button"] = 1
+        pygame.event.post(pygame.event.Event(e, **kw))
+        studio.step()
+    studio.pump(3)
+    path = out / "dropdown.png"
+    pygame.image.save(pygame.display.get_surface(), str(path))
+    saved.append(path)
+    return saved
+
+
+def bench(studio: Studio, frames: int, name: str | None) -> dict:
+    """Render `frames` frames at 60 fps while `name` trains; frame times and training speed."""
+    st = studio.st
+    wait(studio, lambda: st.listed, 30)
+    name = name or DEMO_NAME
+    if not st.training:
+        wait(studio, lambda: st.info(name) is not None and not studio.worker.busy, 120)
+        if st.info(name) is None:
+            raise SystemExit(f"error: no model named {name!r}")
+        st.select(name)
+        st.start_training(name)
+    wait(studio, lambda: st.snapshot is not None and getattr(st.snapshot, "step", 0) >= 2, 180)
+    snap0, t0 = st.snapshot, time.monotonic()
+    studio.frame_ms.clear()
+    for _ in range(frames):
+        studio.step()
+        studio.clock.tick(FPS)
+    snap1, t1 = st.snapshot, time.monotonic()
+    ms = sorted(studio.frame_ms)
+
+    def pct(p: float) -> float:
+        return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 2)
+
+    tokens = None
+    if snap0 is not None and snap1 is not None:
+        seen0 = getattr(snap0, "tokens_seen", None)
+        seen1 = getattr(snap1, "tokens_seen", None)
+        if seen0 is not None and seen1 is not None:
+            tokens = round((seen1 - seen0) / (t1 - t0), 1)
+    return {
+        "frames": len(ms),
+        "size": list(pygame.display.get_surface().get_size()),
+        "frame_ms_p50": pct(50),
+        "frame_ms_p95": pct(95),
+        "frame_ms_p99": pct(99),
+        "frame_ms_max": round(ms[-1], 2),
+        "model": name,
+        "train_tokens_per_s": tokens,
+        "trainer_tokens_per_s": round(getattr(snap1, "tokens_per_s", 0.0) or 0.0, 1),
+        "seconds": round(t1 - t0, 2),
+    }
+
+
+# ---------------------------------------------------------------------- command line
+def parse_size(s: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1600x900, got {s!r}") from None
+    if not (320 <= w <= 16384 and 240 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"size {s} is out of range (320x240 to 16384x16384)")
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="Crystalline CLLM studio")
+    p.add_argument("--fullscreen", action="store_true", help="start full screen (F11 toggles)")
+    p.add_argument("--size", type=parse_size, default=(1600, 900), help="window size WxH")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="models folder (default: $CLLM_MODELS_DIR or ./models)",
+    )
+    p.add_argument("--kiosk", action="store_true", help="full-screen attract loop")
+    p.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="DIR",
+        help="save a PNG of every tab and of the open dropdown to DIR, then exit",
+    )
+    p.add_argument("--model", help="the model to show in --screenshot")
+    p.add_argument(
+        "--bench-frames",
+        type=int,
+        metavar="N",
+        help="render N frames while a model trains; print one JSON line",
+    )
+    p.add_argument("--train", metavar="NAME", help="the model to train in --bench-frames")
+    p.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="do not create the demo model on an empty models folder",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    size = (1600, 900) if args.bench_frames else args.size
+    studio = Studio(
+        size, args.models_dir, fullscreen=args.fullscreen or args.kiosk, demo=not args.no_demo
+    )
+    try:
+        if args.screenshot:
+            for path in screenshots(studio, args.screenshot, args.model):
+                print(path)
+            return 0
+        if args.bench_frames:
+            print(json.dumps(bench(studio, args.bench_frames, args.train)))
+            return 0
+        if args.kiosk:
+            kiosk = importlib.import_module("app.kiosk")
+            kiosk.run(studio)
+            return 0
+        while studio.step():
+            studio.clock.tick(FPS)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        studio.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

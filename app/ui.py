@@ -1,0 +1,823 @@
+"""Immediate-mode widgets on pygame-ce, in the manner of microui and Dear ImGui.
+
+A widget is a method call that draws itself and returns what happened this frame:
+``if ui.button(rect, "Save"): ...``. No widget objects mirror the data; callers pass the data in
+fresh every frame. The context holds the little state there is: which id is hot (under the mouse),
+active (pressed or dragged), focused (gets the keys), per-id scraps (scroll offsets, edit buffers),
+and this frame's input, which widgets consume so that one click or key acts once.
+
+Overlays (dropdown lists, dialogs) register a capture rectangle; for the next frame, widgets
+beneath a capture rectangle see no mouse, so a click on an overlay never reaches what lies under it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pygame
+
+from . import theme as th
+
+RectLike = pygame.Rect | tuple[int, int, int, int]
+
+
+@dataclass
+class Key:
+    key: int
+    mod: int
+    unicode: str
+
+    @property
+    def ctrl(self) -> bool:
+        return bool(self.mod & (pygame.KMOD_CTRL | pygame.KMOD_META))
+
+    @property
+    def shift(self) -> bool:
+        return bool(self.mod & pygame.KMOD_SHIFT)
+
+
+@dataclass
+class InputResult:
+    text: str
+    changed: bool = False
+    submitted: bool = False
+    cancelled: bool = False
+    focused: bool = False
+
+
+@dataclass
+class Toast:
+    text: str
+    color: th.Color
+    until: float
+
+
+@dataclass
+class _Layer:
+    name: str
+    rect: pygame.Rect
+
+
+@dataclass
+class _Frame:
+    """This frame's input, consumed by the widgets that use it."""
+
+    mouse: tuple[int, int] = (-1, -1)
+    down: bool = False
+    pressed: bool = False  # went down this frame
+    released: bool = False
+    click_taken: bool = False
+    wheel: int = 0
+    keys: list[Key] = field(default_factory=list)
+    typed: str = ""
+    dropped: list[str] = field(default_factory=list)
+
+
+class UI:
+    def __init__(self, surface: pygame.Surface) -> None:
+        self.surface = surface
+        self.font = th.load_font()
+        self.line_h = self.font.get_linesize()
+        self.f = _Frame()
+        self.hot: str | None = None
+        self.active: str | None = None
+        self.focus: str | None = None
+        self.state: dict[str, dict] = {}
+        self.toasts: list[Toast] = []
+        self.now = time.monotonic()
+        self.frame = 0
+        self._layers: list[_Layer] = []
+        self._prev_layers: list[_Layer] = []
+        self._layer: str | None = None
+        self._deferred: list[tuple[str, Callable[[], None]]] = []
+        self._clips: list[pygame.Rect] = []
+        self._ids: list[str] = []
+        self._focus_claimed = False
+        self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
+        self._overlay: pygame.Surface | None = None
+        self._clipboard = ""  # fallback when the system clipboard is unavailable
+
+    # ---------------------------------------------------------------- frame
+    def begin(self, events: Sequence[pygame.event.Event]) -> None:
+        """Take one frame's events; the mouse position is the last one seen."""
+        self.now = time.monotonic()
+        self.frame += 1
+        f = _Frame(mouse=self.f.mouse, down=self.f.down)
+        for e in events:
+            if e.type == pygame.MOUSEMOTION:
+                f.mouse = e.pos
+            elif e.type == pygame.MOUSEBUTTONDOWN and e.button == 1:
+                f.mouse, f.down, f.pressed = e.pos, True, True
+            elif e.type == pygame.MOUSEBUTTONUP and e.button == 1:
+                f.mouse, f.down, f.released = e.pos, False, True
+            elif e.type == pygame.MOUSEWHEEL:
+                f.wheel += e.y
+            elif e.type == pygame.KEYDOWN:
+                f.keys.append(Key(e.key, e.mod, getattr(e, "unicode", "")))
+            elif e.type == pygame.TEXTINPUT:
+                f.typed += e.text
+            elif e.type == pygame.DROPFILE:
+                f.dropped.append(e.file)
+            elif e.type == pygame.WINDOWLEAVE:
+                f.mouse = (-1, -1)
+        self.f = f
+        self.hot = None
+        self._focus_claimed = False
+        self._layers, self._layer, self._clips, self._ids = [], None, [], []
+
+    def end(self) -> None:
+        """Draw deferred overlays and toasts, then settle active and focus for the next frame."""
+        deferred, self._deferred = self._deferred, []
+        for name, fn in deferred:
+            self._layer = name
+            fn()
+        self._layer = None
+        self._draw_toasts()
+        if self.f.released:
+            self.active = None
+        if self.f.pressed and not self._focus_claimed:
+            self.focus = None  # a click anywhere else drops keyboard focus
+        self._prev_layers = self._layers
+
+    def recover(self) -> None:
+        """Reset drawing state after a tab raised halfway through a frame."""
+        self._layer, self._clips, self._ids = None, [], []
+        self.surface.set_clip(None)
+
+    # ---------------------------------------------------------------- ids, input
+    def id(self, key: str) -> str:
+        return "/".join([*self._ids, key])
+
+    @contextmanager
+    def scope(self, name: str):
+        self._ids.append(name)
+        try:
+            yield
+        finally:
+            self._ids.pop()
+
+    def blocked(self) -> bool:
+        """An overlay drawn last frame above the current layer covers the mouse."""
+        names = [layer.name for layer in self._prev_layers]
+        if self._layer is None:
+            above = self._prev_layers
+        elif self._layer in names:
+            above = self._prev_layers[names.index(self._layer) + 1 :]
+        else:
+            above = []
+        return any(layer.rect.collidepoint(self.f.mouse) for layer in above)
+
+    def hover(self, rect: RectLike) -> bool:
+        if self._clips and not self._clips[-1].collidepoint(self.f.mouse):
+            return False
+        return pygame.Rect(rect).collidepoint(self.f.mouse) and not self.blocked()
+
+    def take_click(self, rect: RectLike) -> bool:
+        """A press inside rect this frame that nothing else took."""
+        if self.f.pressed and not self.f.click_taken and self.hover(rect):
+            self.f.click_taken = True
+            return True
+        return False
+
+    def take_wheel(self, rect: RectLike) -> int:
+        if self.f.wheel and self.hover(rect):
+            w, self.f.wheel = self.f.wheel, 0
+            return w
+        return 0
+
+    def take_key(self, key: int, *, ctrl: bool | None = None) -> bool:
+        for k in self.f.keys:
+            if k.key == key and (ctrl is None or k.ctrl == ctrl):
+                self.f.keys.remove(k)
+                return True
+        return False
+
+    def take_dropped(self) -> list[str]:
+        files, self.f.dropped = self.f.dropped, []
+        return files
+
+    def claim_focus(self, wid: str) -> None:
+        self.focus = wid
+        self._focus_claimed = True
+
+    # ---------------------------------------------------------------- layers, clipping
+    def add_layer(self, name: str, rect: RectLike) -> None:
+        """Register an overlay: from next frame on, widgets beneath rect see no mouse."""
+        self._layers.append(_Layer(name, pygame.Rect(rect)))
+
+    def defer(self, name: str, fn: Callable[[], None]) -> None:
+        """Draw fn at the end of the frame, above everything, as overlay `name`."""
+        self._deferred.append((name, fn))
+
+    def layer_open(self, name: str) -> bool:
+        return any(layer.name == name for layer in self._prev_layers)
+
+    @contextmanager
+    def clip(self, rect: RectLike):
+        r = pygame.Rect(rect)
+        if self._clips:
+            r = r.clip(self._clips[-1])
+        self._clips.append(r)
+        self.surface.set_clip(r)
+        try:
+            yield r
+        finally:
+            self._clips.pop()
+            self.surface.set_clip(self._clips[-1] if self._clips else None)
+
+    # ---------------------------------------------------------------- drawing primitives
+    def rect(
+        self, rect: RectLike, fill: th.Color | None, border: th.Color | None = None, width: int = 1
+    ) -> None:
+        if fill is not None:
+            pygame.draw.rect(self.surface, fill, rect)
+        if border is not None:
+            pygame.draw.rect(self.surface, border, rect, width)
+
+    def render(self, s: str, color: th.Color) -> pygame.Surface:
+        key = (s, color)
+        surf = self._text_cache.get(key)
+        if surf is None:
+            if len(self._text_cache) > 3000:  # numbers change every frame; keep the cache bounded
+                self._text_cache.clear()
+            surf = self.font.render(s, True, color)
+            self._text_cache[key] = surf
+        return surf
+
+    def text_size(self, s: str) -> tuple[int, int]:
+        return self.font.size(s)
+
+    def elide(self, s: str, width: int) -> str:
+        """Shorten s with an ellipsis so that it fits width pixels."""
+        if self.font.size(s)[0] <= width:
+            return s
+        lo, hi = 0, len(s)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.font.size(s[:mid] + "…")[0] <= width:
+                lo = mid
+            else:
+                hi = mid - 1
+        return s[:lo] + "…"
+
+    def label(
+        self,
+        pos: tuple[int, int],
+        s: str,
+        color: th.Color = th.TEXT,
+        *,
+        max_w: int | None = None,
+        align: str = "left",
+    ) -> int:
+        """Draw one line of text at pos (its top-left, or top-right with align='right');
+        returns its width."""
+        if max_w is not None:
+            s = self.elide(s, max_w)
+        surf = self.render(s, color)
+        x, y = pos
+        if align == "right":
+            x -= surf.get_width()
+        elif align == "center":
+            x -= surf.get_width() // 2
+        self.surface.blit(surf, (x, y))
+        return surf.get_width()
+
+    def text_center(self, rect: RectLike, s: str, color: th.Color = th.TEXT) -> None:
+        r = pygame.Rect(rect)
+        s = self.elide(s, r.w - 8)
+        surf = self.render(s, color)
+        self.surface.blit(surf, surf.get_rect(center=r.center))
+
+    def wrap(self, s: str, width: int) -> list[str]:
+        """Split text into lines on words (long words are cut) to fit width pixels."""
+        lines: list[str] = []
+        for para in s.split("\n"):
+            line = ""
+            for word in para.split(" "):
+                cand = word if not line else line + " " + word
+                if self.font.size(cand)[0] <= width:
+                    line = cand
+                    continue
+                if line:
+                    lines.append(line)
+                while self.font.size(word)[0] > width and len(word) > 1:
+                    cut = len(word)
+                    while cut > 1 and self.font.size(word[:cut])[0] > width:
+                        cut -= 1
+                    lines.append(word[:cut])
+                    word = word[cut:]
+                line = word
+            lines.append(line)
+        return lines
+
+    def section(self, pos: tuple[int, int], title: str) -> None:
+        self.label(pos, title, th.ACCENT)
+
+    # ---------------------------------------------------------------- widgets
+    def button(
+        self,
+        rect: RectLike,
+        label: str,
+        *,
+        key: str | None = None,
+        enabled: bool = True,
+        fill: th.Color = th.BUTTON,
+        text: th.Color = th.TEXT,
+        border: th.Color = th.BUTTON_BORDER,
+    ) -> bool:
+        """A push button; True on the frame a press inside it is released inside it."""
+        r = pygame.Rect(rect)
+        wid = self.id(key or label)
+        over = enabled and self.hover(r)
+        if over:
+            self.hot = wid
+            if self.take_click(r):
+                self.active = wid
+        clicked = enabled and self.active == wid and self.f.released and over
+        if not enabled:
+            fill, text, border = th.mix(fill, th.BG, 0.5), th.DIM, th.DIM
+        elif self.active == wid and over:
+            fill = th.shade(fill, -25)
+        elif over:
+            fill = th.shade(fill, 25)
+        self.rect(r, fill, border)
+        self.text_center(r, label, text)
+        return clicked
+
+    def tab(self, rect: RectLike, label: str, selected: bool) -> bool:
+        r = pygame.Rect(rect)
+        wid = self.id("tab:" + label)
+        over = self.hover(r)
+        if over:
+            self.hot = wid
+            if self.take_click(r):
+                self.active = wid
+        clicked = self.active == wid and self.f.released and over
+        fill = th.TAB_ACTIVE if selected else th.TAB
+        if over:
+            fill = th.shade(fill, -15 if self.active == wid else 20)
+        self.rect(r, fill, th.TAB_OUTLINE)
+        self.label((r.x + 10, r.y + 12), label, th.TAB_LABEL, max_w=r.w - 14)
+        return clicked
+
+    def checkbox(
+        self,
+        rect: RectLike,
+        label: str,
+        value: bool,
+        *,
+        key: str | None = None,
+        enabled: bool = True,
+    ) -> bool:
+        """Returns the new value."""
+        r = pygame.Rect(rect)
+        wid = self.id(key or "cb:" + label)
+        box = pygame.Rect(r.x, r.centery - 8, 16, 16)
+        over = enabled and self.hover(r)
+        if over:
+            self.hot = wid
+            if self.take_click(r):
+                self.active = wid
+        if enabled and self.active == wid and self.f.released and over:
+            value = not value
+        fill = th.shade(th.LIST_BG, 25) if over else th.LIST_BG
+        self.rect(box, fill, th.HINT if enabled else th.DIM)
+        if value:
+            pygame.draw.lines(
+                self.surface,
+                th.ACCENT,
+                False,
+                [(box.x + 3, box.y + 8), (box.x + 7, box.y + 12), (box.x + 13, box.y + 4)],
+                2,
+            )
+        self.label(
+            (box.right + 8, r.centery - self.line_h // 2),
+            label,
+            th.TEXT if enabled else th.DIM,
+            max_w=r.right - box.right - 8,
+        )
+        return value
+
+    def slider(
+        self,
+        rect: RectLike,
+        label: str,
+        value: float,
+        lo: float,
+        hi: float,
+        *,
+        key: str | None = None,
+        log: bool = False,
+        integer: bool = False,
+        fmt: str = "{:g}",
+        enabled: bool = True,
+        clamp: Callable[[float], float] | None = None,
+    ) -> tuple[float, bool]:
+        """A labelled slider (text line above, track below) moved by click, drag, wheel and the
+        arrow keys. Returns (value, committed): while dragging, value follows the mouse and
+        committed is False; committed is True when an edit ends (release, wheel, key).
+        clamp(value) narrows the range to what is allowed now (the caller explains why)."""
+        r = pygame.Rect(rect)
+        wid = self.id(key or "sl:" + label)
+        track = pygame.Rect(r.x, r.y + self.line_h + 2, r.w, max(10, r.h - self.line_h - 2))
+        st = self.state.setdefault(wid, {})
+        to_t = (
+            (lambda v: math.log(v / lo) / math.log(hi / lo))
+            if log
+            else (lambda v: (v - lo) / (hi - lo) if hi > lo else 0.0)
+        )
+        from_t = (lambda t: lo * (hi / lo) ** t) if log else (lambda t: lo + t * (hi - lo))
+
+        def snap(v: float) -> float:
+            v = min(hi, max(lo, v))
+            if integer:
+                return float(round(v))
+            if log:  # three significant digits are all a learning rate needs
+                return float(f"{v:.3g}")
+            return v
+
+        def step(v: float, n: int) -> float:
+            if integer:
+                return snap(round(v) + n)
+            if log:
+                return snap(v * 10 ** (n / 20))
+            return snap(v + n * (hi - lo) / 100)
+
+        committed = False
+        over = enabled and self.hover(r)
+        if over:
+            self.hot = wid
+            if self.take_click(track.inflate(0, 8)):
+                self.active = wid
+                self.claim_focus(wid)
+            n = self.take_wheel(r)
+            if n:
+                value, committed = step(value, n), True
+        if enabled and self.active == wid:
+            t = (self.f.mouse[0] - track.x) / max(1, track.w)
+            st["drag"] = snap(from_t(min(1.0, max(0.0, t))))
+            value = st["drag"]
+            if self.f.released:
+                committed = True
+                st.pop("drag", None)
+        if enabled and self.focus == wid:
+            for k, n in (
+                (pygame.K_LEFT, -1),
+                (pygame.K_DOWN, -1),
+                (pygame.K_RIGHT, 1),
+                (pygame.K_UP, 1),
+            ):
+                while self.take_key(k, ctrl=False):
+                    value, committed = step(value, n), True
+        if clamp is not None:
+            value = clamp(value)
+            if "drag" in st:
+                st["drag"] = value
+        # draw
+        col = th.TEXT if enabled else th.DIM
+        self.label((r.x, r.y), label, col)
+        self.label(
+            (r.right, r.y), fmt.format(value), th.SELECTED if enabled else th.DIM, align="right"
+        )
+        t = min(1.0, max(0.0, to_t(value))) if value > 0 or not log else 0.0
+        mid = track.centery
+        self.rect((track.x, mid - 2, track.w, 4), th.LIST_BG, th.DIM)
+        self.rect(
+            (track.x, mid - 2, int(track.w * t), 4),
+            th.mix(th.ACCENT, th.BG, 0.4) if enabled else th.DIM,
+        )
+        hx = track.x + int(t * (track.w - 10))
+        handle = pygame.Rect(hx, track.y, 10, track.h)
+        hc = th.ACCENT if enabled else th.DIM
+        if enabled and (self.active == wid or over):
+            hc = th.shade(hc, 40)
+        self.rect(handle, hc, th.WHITE if self.focus == wid else None)
+        return value, committed
+
+    def text_input(
+        self, rect: RectLike, key: str, text: str, *, placeholder: str = "", enabled: bool = True
+    ) -> InputResult:
+        """A one-line text field. While focused it edits its own buffer (returned as .text);
+        Enter submits, Esc restores the text it had when focused. Keys it takes never reach
+        shortcuts."""
+        r = pygame.Rect(rect)
+        wid = self.id(key)
+        st = self.state.setdefault(wid, {})
+        res = InputResult(text)
+        over = enabled and self.hover(r)
+        if over:
+            self.hot = wid
+            if self.take_click(r):
+                self.claim_focus(wid)
+                if st.get("wid_focus") != self.frame - 1 or "buf" not in st:
+                    st.update(buf=text, orig=text, all=False)
+                st["cur"] = self._cursor_at(st["buf"], self.f.mouse[0] - (r.x + 6))
+        focused = enabled and self.focus == wid
+        if focused:
+            if "buf" not in st:  # focus given by code (ui.focus = id)
+                st.update(buf=text, orig=text, cur=len(text), all=False)
+            st["wid_focus"] = self.frame
+            res = self._edit(st, res)
+            res.focused = self.focus == wid
+        else:
+            st.pop("buf", None)
+        # draw
+        bg = th.INPUT_BG_FOCUS if focused else th.INPUT_BG
+        if not enabled:
+            bg = th.mix(th.INPUT_BG, th.BG, 0.5)
+        self.rect(r, bg, th.INPUT_BORDER_FOCUS if focused else th.INPUT_BORDER, 2 if focused else 1)
+        shown = st["buf"] if focused and "buf" in st else res.text
+        with self.clip(r.inflate(-4, -2)):
+            ty = r.centery - self.line_h // 2
+            if not shown and placeholder and not focused:
+                self.label((r.x + 6, ty), placeholder, th.DIM)
+            x0 = r.x + 6
+            if focused:
+                cur_x = self.font.size(shown[: st["cur"]])[0]
+                x0 -= max(0, cur_x - (r.w - 16))  # keep the cursor in view
+                if st.get("all") and shown:
+                    self.rect((x0, ty, self.font.size(shown)[0], self.line_h), (170, 200, 240))
+            if shown:
+                self.surface.blit(self.render(shown, th.INPUT_TEXT), (x0, ty))
+            if focused and int(self.now * 2) % 2 == 0:
+                cx = x0 + self.font.size(shown[: st["cur"]])[0]
+                pygame.draw.line(self.surface, th.BLACK, (cx, ty + 1), (cx, ty + self.line_h - 2))
+        return res
+
+    def _cursor_at(self, s: str, x: int) -> int:
+        for i in range(len(s) + 1):
+            if self.font.size(s[:i])[0] >= x:
+                return i
+        return len(s)
+
+    def _edit(self, st: dict, res: InputResult) -> InputResult:
+        buf, cur = st["buf"], min(st["cur"], len(st["buf"]))
+        before = buf
+
+        def replace_all_if_selected() -> None:
+            nonlocal buf, cur
+            if st.get("all"):
+                buf, cur, st["all"] = "", 0, False
+
+        for k in list(self.f.keys):
+            self.f.keys.remove(k)  # a focused field takes every key: typing never hits shortcuts
+            if k.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
+                res.submitted = True
+                self.focus = None
+            elif k.key == pygame.K_ESCAPE:
+                buf, res.cancelled = st["orig"], True
+                self.focus = None
+            elif k.key == pygame.K_BACKSPACE:
+                if st.get("all"):
+                    replace_all_if_selected()
+                elif cur > 0:
+                    buf, cur = buf[: cur - 1] + buf[cur:], cur - 1
+            elif k.key == pygame.K_DELETE:
+                if st.get("all"):
+                    replace_all_if_selected()
+                else:
+                    buf = buf[:cur] + buf[cur + 1 :]
+            elif k.key == pygame.K_LEFT:
+                cur, st["all"] = max(0, cur - 1), False
+            elif k.key == pygame.K_RIGHT:
+                cur, st["all"] = min(len(buf), cur + 1), False
+            elif k.key == pygame.K_HOME:
+                cur, st["all"] = 0, False
+            elif k.key == pygame.K_END:
+                cur, st["all"] = len(buf), False
+            elif k.ctrl and k.key == pygame.K_a:
+                st["all"] = True
+            elif k.ctrl and k.key == pygame.K_c:
+                self.set_clipboard(buf)
+            elif k.ctrl and k.key == pygame.K_v:
+                paste = self.get_clipboard().replace("\n", " ").replace("\r", "")
+                replace_all_if_selected()
+                buf, cur = buf[:cur] + paste + buf[cur:], cur + len(paste)
+        if self.f.typed:
+            replace_all_if_selected()
+            buf, cur = buf[:cur] + self.f.typed + buf[cur:], cur + len(self.f.typed)
+            self.f.typed = ""
+        st["buf"], st["cur"] = buf, cur
+        res.text, res.changed = buf, buf != before
+        if res.cancelled:
+            res.changed = buf != res.text
+        return res
+
+    def set_clipboard(self, s: str) -> None:
+        self._clipboard = s
+        try:
+            pygame.scrap.put_text(s)
+        except Exception:  # no clipboard under the dummy video driver: keep the local copy
+            pass
+
+    def get_clipboard(self) -> str:
+        try:
+            if pygame.scrap.has_text():
+                return pygame.scrap.get_text()
+        except Exception:
+            pass
+        return self._clipboard
+
+    def progress(
+        self, rect: RectLike, frac: float, color: th.Color | None = None, text: str | None = None
+    ) -> None:
+        """A bar whose fill goes from green towards amber as it fills, unless color is given."""
+        r = pygame.Rect(rect)
+        frac = min(1.0, max(0.0, frac if frac == frac else 0.0))
+        self.rect(r, th.METRIC_BG, th.METRIC_BORDER)
+        fill = color or th.mix(th.SUCCESS, th.WARNING, frac)
+        if frac > 0:
+            self.rect((r.x + 1, r.y + 1, max(1, int((r.w - 2) * frac)), r.h - 2), fill)
+        if text:
+            self.text_center(r, text, th.WHITE)
+
+    def scroll(
+        self,
+        rect: RectLike,
+        key: str,
+        content_h: int,
+        *,
+        step: int = 40,
+        stick_bottom: bool = False,
+    ) -> int:
+        """Wheel and scrollbar for a region of content_h pixels shown in rect; returns the
+        offset to draw the content at. With stick_bottom, a view scrolled to the end follows new
+        content (logs)."""
+        r = pygame.Rect(rect)
+        wid = self.id("scroll:" + key)
+        st = self.state.setdefault(wid, {"off": 0, "bottom": True})
+        max_off = max(0, content_h - r.h)
+        off = max_off if stick_bottom and st["bottom"] else st["off"]
+        off -= self.take_wheel(r) * step
+        if max_off > 0:
+            bar = pygame.Rect(r.right - 8, r.y, 8, r.h)
+            th_h = max(20, r.h * r.h // content_h)
+            if self.hover(bar):
+                self.hot = wid
+                if self.take_click(bar):
+                    self.active = wid
+                    st["grab"] = None
+                    thumb = pygame.Rect(bar.x, bar.y + (r.h - th_h) * off // max_off, 8, th_h)
+                    if thumb.collidepoint(self.f.mouse):
+                        st["grab"] = self.f.mouse[1] - thumb.y
+            if self.active == wid:
+                grab = st.get("grab") if st.get("grab") is not None else th_h // 2
+                t = (self.f.mouse[1] - grab - bar.y) / max(1, r.h - th_h)
+                off = int(t * max_off)
+            off = max(0, min(max_off, off))
+            self.rect(bar, th.LIST_BG)
+            thumb = pygame.Rect(bar.x + 1, bar.y + (r.h - th_h) * off // max_off, 6, th_h)
+            self.rect(
+                thumb, th.shade(th.DIM, 30) if self.hot == wid or self.active == wid else th.DIM
+            )
+        off = max(0, min(max_off, off))
+        st["off"], st["bottom"] = off, off >= max_off
+        return off
+
+    def scroll_offset(self, key: str) -> int:
+        """The offset scroll(key) returned last frame (to lay out content before calling it)."""
+        return self.state.get(self.id("scroll:" + key), {}).get("off", 0)
+
+    def list_box(
+        self,
+        rect: RectLike,
+        key: str,
+        rows: Sequence[str],
+        selected: int | None = None,
+        *,
+        row_h: int = 20,
+        empty: str = "",
+    ) -> int | None:
+        """A scrollable list of one-line rows; returns the index clicked this frame."""
+        r = pygame.Rect(rect)
+        self.rect(r, th.LIST_BG, th.DIM)
+        inner = r.inflate(-4, -4)
+        off = self.scroll(inner, key, len(rows) * row_h)
+        clicked = None
+        if not rows and empty:
+            self.label((inner.x + 4, inner.y + 2), empty, th.DIM, max_w=inner.w - 8)
+        with self.clip(inner):
+            first = off // row_h
+            for i in range(first, min(len(rows), first + inner.h // row_h + 2)):
+                row = pygame.Rect(inner.x, inner.y + i * row_h - off, inner.w - 10, row_h)
+                over = self.hover(row)
+                if over:
+                    self.rect(row, th.SELECTOR_HOVER)
+                    if self.take_click(row):
+                        clicked = i
+                color = th.SELECTED if i == selected else th.TEXT
+                self.label(
+                    (row.x + 4, row.y + (row_h - self.line_h) // 2), rows[i], color, max_w=row.w - 8
+                )
+        return clicked
+
+    def chart(
+        self,
+        rect: RectLike,
+        series: Sequence[tuple[str, Sequence[float], Sequence[float], th.Color]],
+        *,
+        title: str = "",
+        x_label: str = "step",
+        y_label: str = "loss",
+    ) -> None:
+        """Line chart of (label, xs, ys, colour) series, scaled to fit, axes labelled inside.
+        NaN and None values are gaps; long series are thinned to about one point per pixel."""
+        r = pygame.Rect(rect)
+        self.rect(r, th.METRIC_BG, th.METRIC_BORDER)
+        if title:
+            self.label((r.x + 8, r.y + 6), title, th.ACCENT)
+        plot = pygame.Rect(r.x + 8, r.y + 28, r.w - 16, r.h - 52)
+        for i in range(5):
+            y = plot.y + plot.h * i // 4
+            pygame.draw.line(self.surface, th.GRID, (plot.x, y), (plot.right, y))
+            x = plot.x + plot.w * i // 4
+            pygame.draw.line(self.surface, th.GRID, (x, plot.y), (x, plot.bottom))
+        data = []
+        for name, xs, ys, color in series:
+            x = np.asarray(xs, np.float64)
+            y = np.asarray(
+                [np.nan if v is None else v for v in ys] if isinstance(ys, list) else ys, np.float64
+            )
+            n = min(len(x), len(y))
+            x, y = x[:n], y[:n]
+            ok = np.isfinite(y)
+            x, y = x[ok], y[ok]
+            stride = max(1, len(x) // max(1, plot.w))
+            data.append((name, x[::stride], y[::stride], color))
+        lx = r.right - 8
+        for name, _, _, color in reversed(data):
+            w = self.label((lx, r.y + 6), name, color, align="right")
+            lx -= w + 16
+        if not any(len(x) for _, x, _, _ in data):
+            self.text_center(plot, "no data yet", th.DIM)
+            return
+        x0 = min(x.min() for _, x, _, _ in data if len(x))
+        x1 = max(x.max() for _, x, _, _ in data if len(x))
+        y0 = min(y.min() for _, _, y, _ in data if len(y))
+        y1 = max(y.max() for _, _, y, _ in data if len(y))
+        if x1 == x0:
+            x1 = x0 + 1
+        if y1 - y0 < 1e-9:
+            y0, y1 = y0 - 0.5, y1 + 0.5
+        for _, x, y, color in data:
+            px = plot.x + (x - x0) / (x1 - x0) * plot.w
+            py = plot.bottom - (y - y0) / (y1 - y0) * plot.h
+            pts = np.stack([px, py], 1).tolist()
+            if len(pts) >= 2:
+                pygame.draw.lines(self.surface, color, False, pts, 2)
+            elif pts:
+                pygame.draw.circle(self.surface, color, pts[0], 3)
+        # axis labels inside the plot: y range on the left, x range along the bottom
+        self.label((plot.x + 4, plot.y + 2), f"{y1:.3f}", th.HINT)
+        self.label((plot.x + 4, plot.bottom - self.line_h - 2), f"{y0:.3f}  {y_label}", th.HINT)
+        self.label((plot.x + 4, r.bottom - self.line_h - 4), f"{x_label} {x0:g}", th.HINT)
+        self.label((plot.right, r.bottom - self.line_h - 4), f"{x1:g}", th.HINT, align="right")
+
+    # ---------------------------------------------------------------- dialogs, toasts
+    def begin_dialog(self, key: str, size: tuple[int, int], title: str) -> pygame.Rect:
+        """A modal dialog: darken everything, draw a centred panel, and capture the mouse.
+        Draw its widgets next, then call end_dialog()."""
+        sw, sh = self.surface.get_size()
+        if self._overlay is None or self._overlay.get_size() != (sw, sh):
+            self._overlay = pygame.Surface((sw, sh), pygame.SRCALPHA)
+            self._overlay.fill((0, 0, 0, th.OVERLAY_ALPHA))
+        self.surface.blit(self._overlay, (0, 0))
+        w, h = min(size[0], sw - 20), min(size[1], sh - 20)
+        r = pygame.Rect((sw - w) // 2, (sh - h) // 2, w, h)
+        self.rect(r, th.DIALOG_BG, th.DIALOG_BORDER, 2)
+        self.label((r.x + 15, r.y + 12), title, th.ACCENT)
+        self._layer = "dialog:" + key
+        self.add_layer(self._layer, (0, 0, sw, sh))
+        self._ids.append(self._layer)
+        return r
+
+    def end_dialog(self) -> bool:
+        """True when Esc asked to close the dialog (a focused field takes Esc first)."""
+        self._ids.pop()
+        self._layer = None
+        return self.take_key(pygame.K_ESCAPE)
+
+    def toast(self, text: str, kind: str = "error", seconds: float = 5.0) -> None:
+        color = {"error": th.ERROR, "success": th.SUCCESS, "warning": th.WARNING}.get(kind, th.TEXT)
+        text = text.splitlines()[0] if text else text
+        self.toasts = [t for t in self.toasts if t.text != text][-4:]
+        self.toasts.append(Toast(text, color, self.now + seconds))
+
+    def _draw_toasts(self) -> None:
+        self.toasts = [t for t in self.toasts if t.until > self.now]
+        sw, sh = self.surface.get_size()
+        y = sh - 20
+        for t in reversed(self.toasts):
+            w = min(sw - 40, self.font.size(t.text)[0] + 24)
+            r = pygame.Rect((sw - w) // 2, y - 32, w, 32)
+            self.rect(r, th.DIALOG_BG, t.color, 2)
+            self.text_center(r, t.text, t.color)
+            if self.f.pressed and not self.f.click_taken and r.collidepoint(self.f.mouse):
+                self.f.click_taken = True
+                t.until = 0
+            y -= 38
