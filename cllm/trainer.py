@@ -324,7 +324,7 @@ class Trainer:
         items = self.dq.items()
         if not items:
             raise ValidationError(
-                f"model {self.name!r} has an empty queue: add data to it first (--data or Add Files)"
+                f"model {self.name!r} has an empty queue: add data first (--data or Add Files)"
             )
         self.queue_items = [(it.id, int(it.n_tokens)) for it in items]
         self.position = state.get("position")
@@ -594,6 +594,10 @@ class Trainer:
                     self._checkpoint("timer")
                     last_ckpt = time.monotonic()
                 self._publish("running", f"epoch {self.epochs_trained + 1}, step {self.step}")
+        if self.run_steps and self.history.n and np.isnan(self.history.val[self.history.n - 1]):
+            val = self._evaluate()  # end every run with a validation loss
+            if val is not None:
+                self.history.val[self.history.n - 1] = val
         if self.position:  # a max_steps run ending mid-epoch
             self._checkpoint("end of run")
         msg = f"finished: {self.run_steps} steps in {self._elapsed():.1f} s"

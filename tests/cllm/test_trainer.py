@@ -1,4 +1,4 @@
-"""The trainer's loop on a tiny model: loss falls, snapshots agree, commands work, resume is exact."""
+"""The trainer on a tiny model: loss falls, snapshots agree, commands work, resume is exact."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from cllm.config import GPTConfig
 from cllm.errors import BusyError, CLLMError, ValidationError
 from cllm.registry import Registry
-from cllm.trainer import SPHERES, TrainSnapshot, Trainer, _History, progress_path, read_progress
+from cllm.trainer import SPHERES, Trainer, TrainSnapshot, _History, progress_path, read_progress
 
 TINY = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=32)
 TEXTS = [
