@@ -206,7 +206,9 @@ class BPETokenizer(Tokenizer):
                 cur, n = [], 0
         if cur:
             chunks.append("".join(cur))
-        encs = self.hf.encode_batch(chunks, add_special_tokens=False)
+        # the "fast" batch skips character offsets, which we never use
+        batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+        encs = batch(chunks, add_special_tokens=False)
         return np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
 
 
@@ -243,11 +245,21 @@ def train_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    hf.train_from_iterator([text] if text else [], trainer)
+    hf.train_from_iterator(_pieces(text, 1 << 20), trainer)
     tok = BPETokenizer(hf.to_str())
     if tok.vocab_size > vocab_size:  # the engine never overshoots; guard the model's V anyway
         raise ValidationError(f"bpe training gave {tok.vocab_size} tokens, more than {vocab_size}")
     return tok
+
+
+def _pieces(text: str, size: int):
+    """``text`` in slices of about ``size`` characters cut after a newline (bounded memory in the
+    trainer; its words never span a newline anyway, except runs of blank space)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size) + 1 or len(text)
+        yield text[start:end]
+        start = end
 
 
 def tokenizer_from_json(s: str) -> Tokenizer:
