@@ -62,6 +62,54 @@ class ModelInfo:
         return d
 
 
+# Listings are re-read often (the app refreshes its model list): what was read from a file is
+# kept while the file's identity, size and mtime stay the same. Saves replace the file (new inode).
+_cache: dict[str, tuple[tuple, object]] = {}
+
+
+def _signature(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _cached(path: Path, read, wal: bool = False):
+    key = str(path)
+    sig = (_signature(key), _signature(key + "-wal") if wal else None)  # SQLite commits to a WAL
+    hit = _cache.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    value = read(path, sig[1] is not None and sig[1][1] > 0) if wal else read(path)
+    _cache[key] = (sig, value)
+    return value
+
+
+def _read_header(path: Path) -> dict:
+    from .modelfile import read_header
+
+    return read_header(path)
+
+
+def _queue_size(db: Path, wal_pending: bool) -> tuple[int, int]:
+    """(items, tokens) from a queue's index, read directly: a DataQueue needs the tokenizer."""
+    if not db.is_file():
+        return 0, 0
+    # With no write-ahead log pending, the database file is complete and can be read as
+    # immutable, which skips SQLite's locking and is several times faster.
+    uri = f"file:{db}?mode=ro" + ("" if wal_pending else "&immutable=1")
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=5.0)
+        try:
+            row = con.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM items").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0, 0
+    return int(row[0]), int(row[1])
+
+
 def _busy_text(holder: dict | None) -> str | None:
     if not holder:
         return None
@@ -164,21 +212,19 @@ class Registry:
     # ------------------------------------------------------------------------------ reading
 
     def _info_from_header(self, name: str, lock_files: set[str] | None = None) -> ModelInfo:
-        from .modelfile import read_header
-
         path = self.path(name)
-        h = read_header(path)
-        config, train = h["config"], h["train"]
-        meta = dict(h["meta"])
+        h = _cached(path, _read_header)
+        config = h["config"]
+        meta = dict(h["meta"])  # shallow: the cached header's nested lists are shared
         meta["name"] = name  # the file name is the model's name
-        items, tokens = self._queue_size(name)
+        items, tokens = _cached(self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True)
         has_lock = lock_files is None or f"{name}.lock" in lock_files
         busy = _busy_text(locks.lock_holder(self.dir, name)) if has_lock else None
         return ModelInfo(
             name=name,
             path=path,
             config=config,
-            train=train,
+            train=replace(h["train"]),
             meta=meta,
             n_params=num_params(config),
             file_size=h["file_size"],
@@ -187,23 +233,6 @@ class Registry:
             busy=busy,
             tokenizer_kind=h["tokenizer_kind"],
         )
-
-    def _queue_size(self, name: str) -> tuple[int, int]:
-        # Read the queue's index directly: opening a DataQueue needs the tokenizer, a listing not.
-        db = self.queue_dir(name) / "queue.sqlite"
-        if not db.is_file():
-            return 0, 0
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-            try:
-                row = con.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM items"
-                ).fetchone()
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return 0, 0
-        return int(row[0]), int(row[1])
 
     def list(self) -> list[ModelInfo]:
         """Every model in the folder, sorted by name, from headers only (never the weights)."""

@@ -7,8 +7,6 @@ import pytest
 
 from cllm.cli import main
 
-pytest.importorskip("cllm.lm")
-
 ARCH = [
     "--tokenizer",
     "byte",
