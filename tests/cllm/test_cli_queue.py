@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import shutil
@@ -132,3 +133,17 @@ def test_command_line_end_to_end(models, data):
     assert ok.returncode == 0 and "added 3 item(s)" in ok.stdout
     bad = subprocess.run(cmd + ["remove", "alpha", "x"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal(models, data, monkeypatch, capsys):
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["queue", "add", "alpha", str(data), "--models-dir", str(models)]) == 0
+    shown = term.getvalue()
+    assert "\radding [" in shown and "4/4" in shown
+    assert shown.endswith("\r")  # the line is wiped once done
