@@ -30,7 +30,7 @@ from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
 from .crawldb import CrawlDB, PageRow, UrlRow, compile_pattern
-from .errors import ValidationError
+from .errors import CLLMError, ValidationError
 from .extract import extract_html
 
 USER_AGENT = "CrystallineCLLM/0.1"
@@ -64,6 +64,7 @@ class CrawlConfig:
     exclude: tuple[str, ...] = ()  # and none of these; see crawldb.compile_pattern
     filter: str = "text"  # "all" | "text" | "metadata" | "mixed", passed to extract_html
     user_agent: str = USER_AGENT
+    train_continuously: bool = False  # the model trains an epoch over its queue as text arrives
     keep_pages: int = 500  # downloaded copies kept on disk for the Downloaded view
 
     def validate(self) -> None:
@@ -121,6 +122,7 @@ class CrawlSnapshot:
     failed: int = 0
     blocked: int = 0
     errors: int = 0  # error events this run
+    training: str = ""  # the continuous training round, in a line; '' when none
     elapsed: float = 0.0
     events: list[CrawlEvent] = field(default_factory=list)  # recent, oldest first
 
@@ -372,6 +374,9 @@ class Crawler:
         self._robots: dict[str, RobotFileParser | str | None] = {}  # None: allow all
         self._crawl_delay: dict[str, float] = {}
         self._next_time: dict[str, float] = {}  # host -> monotonic time of its next request
+        self._trainer = None  # the continuous training round in progress
+        self._untrained = 0  # items queued since that round started
+        self._train_problem = ""  # why the last round could not start (reported once)
         self._refresh_counts()
 
     def _registry_queue(self):
@@ -499,12 +504,16 @@ class Crawler:
                     self._crawl(row)
                 finally:
                     self._refresh_counts()
+                self._train_new_items()
+            self._finish_training()
             self._set(state="done", message=message)
         except _Stopped:
+            self._stop_training()
             self._set(state="stopped", message="stopped")
         except Exception as err:  # noqa: BLE001 - the thread reports every failure, never dies silently
             self._event("error", self.snapshot().current_url, _describe(err))
             self._set(state="error", message=_describe(err))
+            self._stop_training()
         finally:
             self.db.requeue_crawling()  # a URL interrupted by stop is fetched next time
             self._refresh_counts()
@@ -661,6 +670,7 @@ class Crawler:
         tokens = sum(item.n_tokens for item in result.added)
         if result.added:
             self._add(tokens=tokens)
+            self._untrained += len(result.added)
             self._event("queued", url, f"{tokens:,} tokens")
             return tokens, ""
         reason = result.skipped[0][1] if result.skipped else "not added"
@@ -758,3 +768,69 @@ class Crawler:
         if delay:
             self._crawl_delay[host_of(root)] = min(float(delay), MAX_CRAWL_DELAY)
         return rules
+
+    # --- continuous training ---
+
+    def _train_new_items(self) -> None:
+        """When the last training round has ended and new items have arrived, start a round:
+        one more epoch over the queue as it now stands (the Trainer takes the model's lock)."""
+        if not self.config.train_continuously:
+            return
+        if self._trainer is not None:
+            if self._trainer.is_alive():
+                self._set(training=_train_line(self._trainer.snapshot()))
+                return
+            self._end_round()
+        if self._untrained == 0:
+            return
+        from .registry import Registry  # the model machinery, only for continuous training
+        from .trainer import Trainer
+
+        registry = Registry(self.models_dir)
+        try:
+            epochs = int(registry.info(self.name).meta.get("epochs_trained", 0))
+            trainer = Trainer(registry, self.name, target_epochs=epochs + 1)
+        except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
+            if str(err) != self._train_problem:
+                self._train_problem = str(err)
+                self._event("error", "", f"cannot train yet: {err}")
+                self._set(training=f"waiting: {err}")
+            return
+        self._train_problem = ""
+        trainer.start()
+        self._trainer, self._untrained = trainer, 0
+        self._event("trained", "", f"training epoch {epochs + 1} of {self.name}")
+        self._set(training=_train_line(trainer.snapshot()))
+
+    def _end_round(self) -> None:
+        snap = self._trainer.snapshot()
+        self._trainer = None
+        ok = snap.state == "done"
+        loss = f"; loss {snap.train_loss:.4f}" if snap.train_loss is not None else ""
+        self._event("trained" if ok else "error", "", f"{snap.message}{loss}")
+        self._set(training=f"{snap.state}: {snap.message}{loss}")
+
+    def _finish_training(self) -> None:
+        """At the end of a crawl: let the round in progress finish (a stop command still stops
+        it), then one last round if pages came in meanwhile, so every page gets trained."""
+        for _ in range(2):
+            while self._trainer is not None and self._trainer.is_alive():
+                self._set(
+                    message="training on the last pages",
+                    training=_train_line(self._trainer.snapshot()),
+                )
+                self._sleep(0.2)
+            self._train_new_items()
+        if self._trainer is not None and not self._trainer.is_alive():
+            self._end_round()
+
+    def _stop_training(self) -> None:
+        if self._trainer is not None:
+            self._trainer.stop()  # it saves a checkpoint
+            self._trainer.join()
+            self._end_round()
+
+
+def _train_line(s) -> str:
+    loss = f", loss {s.train_loss:.4f}" if s.train_loss is not None else ""
+    return f"{s.state}: epoch {s.epoch}, batch {s.batch}/{s.batches_per_epoch}{loss}"
