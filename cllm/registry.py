@@ -433,11 +433,16 @@ class Registry:
                     _remove(p)
                 qsrc, qdst = self.queue_dir(src), self.queue_dir(dst)
                 done.append(qdst)
-                if qsrc.is_dir():
+                if (qsrc / "queue.sqlite").is_file():
+                    # Item by item through the queue's own transactions: consistent even while
+                    # another process (the crawler) is adding to the source queue.
+                    from .dataqueue import DataQueue
+
                     tmpq = self.dir / f".{dst}_queue.copy.tmp"
                     _remove(tmpq)
                     done.append(tmpq)
-                    shutil.copytree(qsrc, tmpq)
+                    with DataQueue(qsrc, lm.tokenizer) as a, DataQueue(tmpq, lm.tokenizer) as b:
+                        b.import_from(a)
                     os.rename(tmpq, qdst)
                 else:
                     qdst.mkdir()
@@ -515,7 +520,11 @@ class Registry:
                 f"{in_dir}: no tokenizer (cllm_tokenizer.json); a model needs the one it was "
                 "trained with"
             )
-        name = name or in_dir.name
+        if name is None:  # the folder's name when it is a valid model name
+            try:
+                name = rules.validate_name(in_dir.resolve().name)
+            except ValidationError:
+                name = rules.default_name(self.names())
         lm = LanguageModel.create(config, tok, name)
         lm.gpt.params[:] = params
         stamp = now_iso()
