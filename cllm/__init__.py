@@ -28,6 +28,7 @@ __all__ = [
     "tokenizer_from_json",
     "LanguageModel",
     "load_model",
+    "Registry",
 ]
 
 
@@ -38,5 +39,9 @@ def __getattr__(name: str):
         from . import lm
 
         return getattr(lm, name)
+    if name == "Registry":
+        from .registry import Registry
+
+        return Registry
     raise AttributeError(f"module 'cllm' has no attribute {name!r}")
 __version__ = "0.1.0"
