@@ -79,7 +79,8 @@ def _limit_threads(n: int) -> dict:
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    info = {"threads": n, "numba_threads": numba.get_num_threads()}
+    # the load average tells a reader how busy the machine was while it was timed
+    info = {"threads": n, "numba_threads": numba.get_num_threads(), "load_avg": os.getloadavg()}
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
     except ImportError:

@@ -173,7 +173,7 @@ def train_step(
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
     opt.step()
-    return float(loss), float(norm) if norm is not None else 0.0
+    return loss.detach().item(), 0.0 if norm is None else norm.item()
 
 
 @torch.no_grad()
