@@ -376,6 +376,8 @@ class Registry:
         rules.check_unique(new, [n for n in self.names() if n != old])
         with self.lock(old, "renaming"):
             with self.lock(new, "renaming") if new.lower() != old.lower() else _nothing():
+                # again under the locks: another process may have created `new` meanwhile
+                rules.check_unique(new, [n for n in self.names() if n != old])
                 self._rename_locked(old, new)
 
     def _rename_locked(self, old: str, new: str) -> None:
