@@ -85,10 +85,13 @@ def save_model_file(
     wide: list[tuple[str, np.ndarray]] = []
     hist_dtypes = {}
     for key, values in sorted((history or {}).items()):
-        a = np.asarray(values)
-        a = a.astype(np.int64) if a.dtype.kind in "iub" else a.astype(np.float64)
-        if a.ndim != 1:
-            raise ValidationError(f"history {key!r} must be one-dimensional")
+        try:
+            a = np.asarray(values)
+            a = a.astype(np.int64) if a.dtype.kind in "iub" else a.astype(np.float64)  # None: NaN
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.ndim != 1 or not isinstance(key, str):
+            raise ValidationError(f"history {key!r} must be a one-dimensional list of numbers")
         wide.append((f"history.{key}", a))
         hist_dtypes[key] = _DTYPE_NAMES[a.dtype]
     offset = 0

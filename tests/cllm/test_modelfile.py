@@ -99,6 +99,30 @@ def test_save_refuses_inconsistent_inputs(tmp_path, tok):
     assert not list(tmp_path.iterdir())  # nothing written, no temporary left
 
 
+def test_history_with_gaps_and_bad_history(tmp_path, tok):
+    path = tmp_path / "m.cllm"
+    _save(path, tok, history={"steps": [1, 2], "val": [None, 2.5]})
+    h = load_model_file(path).history
+    assert h["steps"].tolist() == [1, 2] and np.isnan(h["val"][0]) and h["val"][1] == 2.5
+    for bad in ({"x": ["a", "b"]}, {"x": [[1, 2]]}):
+        with pytest.raises(ValidationError, match="history"):
+            _save(path, tok, history=bad)
+
+
+def test_bad_tokenizer_inside_a_sound_container(tmp_path, tok):
+    class Garbled:  # passes the save checks, but its definition is not a tokenizer
+        kind, vocab_size = tok.kind, tok.vocab_size
+
+        def to_json(self):
+            return '{"kind": "bpe", "version": 1, "hf": "{broken"}'
+
+    path = tmp_path / "m.cllm"
+    _save(path, Garbled())
+    with pytest.raises(ModelFileError, match="m.cllm.*tokenizer"):
+        load_model_file(path)
+    read_header(path)  # the header alone is sound: listing still shows the model
+
+
 def test_save_replaces_and_leaves_no_temp(tmp_path, tok):
     path = tmp_path / "m.cllm"
     _save(path, tok, seed=1)
