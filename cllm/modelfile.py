@@ -110,7 +110,7 @@ def save_model_file(
         optim_t = int(optim_state["t"])
     tensors.append(("tokenizer", _json_bytes(tokenizer.to_json())))
     if train_state is not None:
-        tensors.append(("state.train", _json_bytes(json.dumps(train_state))))
+        tensors.append(("state.train", _json_bytes(_to_json(train_state, "training state"))))
 
     entries, begin, crc = {}, 0, 0
     for name, a in tensors:
@@ -130,10 +130,7 @@ def save_model_file(
         "optim_t": optim_t,
         "history": hist_dtypes,
     }
-    try:
-        cllm_json = json.dumps(info, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValidationError(f"model metadata is not plain JSON ({err})") from None
+    cllm_json = _to_json(info, "model metadata")
     header = {
         "__metadata__": {
             "format": FORMAT,
@@ -191,6 +188,26 @@ def remove_stale_temps(path: Path) -> None:
             tmp.unlink()
         except OSError:
             pass  # already gone, or not ours to remove
+
+
+def _plain(x):
+    """JSON-ready copy: NumPy scalars and arrays become Python values, NaN and inf become None."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _to_json(obj, what: str) -> str:
+    try:
+        return json.dumps(_plain(obj), allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValidationError(f"{what} is not plain JSON ({err})") from None
 
 
 def _json_bytes(s: str) -> np.ndarray:

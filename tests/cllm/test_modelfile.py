@@ -89,6 +89,20 @@ def test_safetensors_reads_our_files(tmp_path, tok):
         assert f.metadata()["format"] == "cllm"
 
 
+def test_numpy_and_nan_in_metadata_are_stored_plainly(tmp_path, tok):
+    path = tmp_path / "m.cllm"
+    meta = {
+        "steps": np.int64(3),
+        "last_val_loss": float("nan"),
+        "best": np.float32(2.5),
+        "curve": np.array([1.0, np.inf]),
+    }
+    _save(path, tok, meta=meta, train_state={"rng": np.array([1, 2], np.uint64)})
+    d = load_model_file(path)
+    assert d.meta == {"steps": 3, "last_val_loss": None, "best": 2.5, "curve": [1.0, None]}
+    assert d.train_state == {"rng": [1, 2]}
+
+
 def test_save_refuses_inconsistent_inputs(tmp_path, tok):
     with pytest.raises(ValidationError):
         _save(tmp_path / "a.cllm", tok, params=np.zeros(10, np.float32))
