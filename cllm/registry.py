@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import locks, rules
 from .config import PRESETS, GPTConfig, TrainConfig, num_params
-from .errors import CLLMError, ModelFileError, NotFoundError, ValidationError
+from .errors import BusyError, CLLMError, ModelFileError, NotFoundError, ValidationError
 
 SUFFIX = ".cllm"
 SIDE_SUFFIXES = (".progress.json", ".crawl.sqlite")
@@ -316,9 +316,9 @@ class Registry:
         from .lm import LanguageModel
         from .tokenizer import train_tokenizer
 
-        existing = self.names()
-        name = rules.default_name(existing) if name is None else rules.validate_name(name)
-        rules.check_unique(name, existing)
+        if name is not None:
+            rules.validate_name(name)
+            rules.check_unique(name, self.names())
         if config is None:
             if preset not in PRESETS:
                 raise ValidationError(
@@ -327,8 +327,8 @@ class Registry:
             config = PRESETS[preset]
         tc = self._train_config(train, config)
         target = rules.check_target_epochs(target_epochs, 0)
-        with self.lock(name, "creating"):
-            rules.check_unique(name, self.names())  # another process may have won the race
+        with self._claim(name) as lock:
+            name = lock.name
             if text is None:
                 from .corpus import demo_corpus
 
@@ -350,6 +350,29 @@ class Registry:
             lm.save(self.path(name))
             self.queue_dir(name).mkdir()
         return self.info(name)
+
+    def _claim(self, name: str | None) -> locks.ModelLock:
+        """The lock of a new model's name; with no name, of the first free model_N."""
+        busy: list[str] = []  # default names another process is creating right now
+        while True:
+            existing = self.names()
+            chosen = name or rules.default_name(existing + busy)
+            rules.check_unique(chosen, existing)
+            try:
+                lock = self.lock(chosen, "creating")
+            except BusyError:
+                if name is not None:
+                    raise
+                busy.append(chosen)
+                continue
+            try:  # again under the lock: another process may have won the race
+                rules.check_unique(chosen, self.names())
+            except BaseException:
+                lock.release()
+                if name is not None:
+                    raise
+                continue
+            return lock
 
     def _train_config(self, train: TrainConfig | dict | None, config: GPTConfig) -> TrainConfig:
         if train is None:  # defaults, fitted to the context

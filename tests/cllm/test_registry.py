@@ -381,3 +381,23 @@ def test_save_under_own_lock(reg):
         lm.meta["steps"] = 5
         reg.save(lm)  # the trainer checkpointing under the lock it holds
     assert reg.info("t").meta["steps"] == 5
+
+
+def test_concurrent_default_names_are_distinct(reg):
+    import threading
+
+    names, errors = [], []
+
+    def go():
+        try:
+            names.append(make(reg).name)
+        except Exception as e:  # any failure is a bug to report
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(names) == ["model_1", "model_2", "model_3", "model_4"]
