@@ -36,6 +36,8 @@ CHUNK_CHARS = 16384
 
 
 def _encode_utf8(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise ValidationError(f"text to encode must be a str, got {type(text).__name__}")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as err:
@@ -46,7 +48,8 @@ def _encode_utf8(text: str) -> bytes:
 
 
 class Tokenizer:
-    """Base: ``token_bytes[i]`` is the byte string of id ``i``; subclasses implement encode."""
+    """Base of the three kinds: ``token_bytes[i]`` is the byte string of id ``i``; each kind adds
+    ``encode(text) -> int32 array``."""
 
     kind = ""
 
@@ -54,9 +57,6 @@ class Tokenizer:
         self.token_bytes = token_bytes
         self.eot_id = eot_id
         self.vocab_size = len(token_bytes)
-
-    def encode(self, text: str) -> np.ndarray:
-        raise TypeError(f"{type(self).__name__} does not encode")
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         tb, V = self.token_bytes, self.vocab_size

@@ -63,8 +63,12 @@ def test_refusals():
         train_tokenizer("wordpiece", TEXT, 1000)
     with pytest.raises(ValidationError, match="at least|from 257"):
         train_tokenizer("bpe", TEXT, 100)
-    with pytest.raises(ValidationError, match="surrogate"):
-        train_tokenizer("byte", TEXT, 1000).encode("a\ud800b")
+    for kind in KINDS:
+        tok = train_tokenizer(kind, TEXT, 1000)
+        with pytest.raises(ValidationError, match="surrogate"):
+            tok.encode("a\ud800b")
+        with pytest.raises(ValidationError, match="must be a str"):
+            tok.encode(b"bytes")
     for bad in [
         "",
         "{",
