@@ -50,6 +50,7 @@ def model_selector(
     opened = s["open"] and s.get("key") == key
     over = ui.hover(r)
     wid = ui.id("selector:" + key)
+    ui.drawn[wid] = r
     if over:
         ui.hot = wid
         if ui.take_click(r):

@@ -98,6 +98,8 @@ class UI:
         self._clips: list[pygame.Rect] = []
         self._ids: list[str] = []
         self._focus_claimed = False
+        self.drawn: dict[str, pygame.Rect] = {}  # widget id -> rect this frame (tests, tours)
+        self.last_drawn: dict[str, pygame.Rect] = {}
         self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
         self._overlay: pygame.Surface | None = None
         self._clipboard = ""  # fallback when the system clipboard is unavailable
@@ -128,6 +130,7 @@ class UI:
         self.f = f
         self.hot = None
         self._focus_claimed = False
+        self.last_drawn, self.drawn = self.drawn, {}
         self._layers, self._layer, self._clips, self._ids = [], None, [], []
 
     def end(self) -> None:
@@ -333,6 +336,7 @@ class UI:
         """A push button; True on the frame a press inside it is released inside it."""
         r = pygame.Rect(rect)
         wid = self.id(key or label)
+        self.drawn[wid] = r
         over = enabled and self.hover(r)
         if over:
             self.hot = wid
@@ -352,6 +356,7 @@ class UI:
     def tab(self, rect: RectLike, label: str, selected: bool) -> bool:
         r = pygame.Rect(rect)
         wid = self.id("tab:" + label)
+        self.drawn[wid] = r
         over = self.hover(r)
         if over:
             self.hot = wid
@@ -377,6 +382,7 @@ class UI:
         """Returns the new value."""
         r = pygame.Rect(rect)
         wid = self.id(key or "cb:" + label)
+        self.drawn[wid] = r
         box = pygame.Rect(r.x, r.centery - 8, 16, 16)
         over = enabled and self.hover(r)
         if over:
@@ -424,6 +430,7 @@ class UI:
         clamp(value) narrows the range to what is allowed now (the caller explains why)."""
         r = pygame.Rect(rect)
         wid = self.id(key or "sl:" + label)
+        self.drawn[wid] = r
         track = pygame.Rect(r.x, r.y + self.line_h + 2, r.w, max(10, r.h - self.line_h - 2))
         st = self.state.setdefault(wid, {})
         to_t = (
@@ -507,6 +514,7 @@ class UI:
         shortcuts."""
         r = pygame.Rect(rect)
         wid = self.id(key)
+        self.drawn[wid] = r
         st = self.state.setdefault(wid, {})
         res = InputResult(text)
         over = enabled and self.hover(r)

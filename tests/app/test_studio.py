@@ -1,0 +1,121 @@
+"""The window shell: tabs, shortcuts, the model selector, resizing, errors inside a tab."""
+
+from __future__ import annotations
+
+import pygame
+
+from app import selector
+from app.studio import TABS
+
+from .conftest import click, frames_until, key, move, press, rect_of, type_text
+
+CTRL = pygame.KMOD_LCTRL
+
+
+def test_tabs_switch_by_click_and_keys(studio):
+    assert studio.tab_name == "training"
+    press(studio, "tab:Models")
+    assert studio.tab_name == "models"
+    for i, (_, name) in enumerate(TABS):
+        key(studio, pygame.K_1 + i, CTRL)
+        assert studio.tab_name == name
+    key(studio, pygame.K_TAB, CTRL)
+    assert studio.tab_name == TABS[0][1]  # wraps from the last to the first
+    key(studio, pygame.K_TAB, CTRL | pygame.KMOD_LSHIFT)
+    assert studio.tab_name == TABS[-1][1]
+
+
+def test_tab_bar_layout_matches_spec(studio):
+    w = 1280 / 5
+    for i, (label, _) in enumerate(TABS):
+        r = rect_of(studio, "tab:" + label)
+        assert (r.y, r.h) == (0, 40)
+        assert abs(r.x - i * w) <= 1 and abs(r.w - w) <= 1
+    assert rect_of(studio, "training/selector:model") == pygame.Rect(1290, 90, 300, 30)
+
+
+def test_bare_q_and_esc_do_not_quit_ctrl_q_does(studio):
+    type_text(studio, "q")
+    key(studio, pygame.K_ESCAPE)
+    assert studio.running
+    key(studio, pygame.K_q, CTRL)
+    assert not studio.running
+
+
+def _open_selector(studio):
+    press(studio, "training/selector:model")
+    assert selector.is_open(studio.ui)
+    studio.pump(1)
+    return rect_of(studio, "training/selector:model")
+
+
+def test_selector_pick_by_mouse(studio):
+    assert studio.st.current == "alpha"
+    box = _open_selector(studio)
+    row2 = (box.x + 50, box.bottom + 1 + 30 + 15)
+    move(studio, row2)
+    click(studio, row2)
+    assert not selector.is_open(studio.ui)
+    assert studio.st.current == "beta"
+    frames_until(studio, lambda: studio.st.lm_name == "beta")  # loaded in the background
+    # every tab with a selector shows the same model
+    for i in range(4):
+        key(studio, pygame.K_1 + i, CTRL)
+        assert studio.st.current == "beta"
+
+
+def test_selector_keys(studio):
+    _open_selector(studio)
+    key(studio, pygame.K_DOWN)
+    key(studio, pygame.K_RETURN)
+    assert studio.st.current == "beta" and not selector.is_open(studio.ui)
+    _open_selector(studio)
+    key(studio, pygame.K_UP)
+    key(studio, pygame.K_ESCAPE)  # Esc closes without choosing
+    assert studio.st.current == "beta" and not selector.is_open(studio.ui)
+    assert studio.running
+
+
+def test_selector_outside_click_closes_and_is_not_passed_on(studio):
+    _open_selector(studio)
+    press(studio, "tab:Models")  # under the open list's capture: only closes it
+    assert studio.tab_name == "training"
+    assert not selector.is_open(studio.ui)
+    press(studio, "tab:Models")
+    assert studio.tab_name == "models"
+
+
+def test_selector_sees_new_models_on_disk(studio, models_dir):
+    import shutil
+
+    shutil.copy(models_dir / "beta.cllm", models_dir / "gamma.cllm")
+    frames_until(studio, lambda: any(m.name == "gamma" for m in studio.st.models), timeout=10)
+
+
+def test_resize_keeps_panel_width(studio):
+    pygame.display.set_mode((1100, 700), pygame.RESIZABLE)
+    studio.pump(2)
+    bar, main, panel = studio.layout()
+    assert panel.w == 320 and main.w == 780 and panel.h == 640
+    assert rect_of(studio, "training/selector:model").x == 790
+
+
+def test_exception_in_a_tab_becomes_a_banner(studio, monkeypatch):
+    mod = studio.module("training")
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(mod, "draw", broken)
+    studio.pump(3)
+    assert studio.running
+    assert studio.banner and "boom" in studio.banner[0]
+    assert any("boom" in t.text for t in studio.ui.toasts)
+
+
+def test_every_tab_draws(studio):
+    for i in range(len(TABS)):
+        key(studio, pygame.K_1 + i, CTRL)
+        studio.pump(2)
+        assert studio.banner is None, studio.banner
+    click(studio, (640, 500))  # a click on an empty area does nothing harmful

@@ -1,0 +1,138 @@
+"""The Training tab: sliders saved to the model and clamped by its rules, the queue, a live run."""
+
+from __future__ import annotations
+
+import math
+
+import pygame
+
+from app import tab_training
+from cllm.registry import Registry
+
+from .conftest import click, drag, frames_until, key, move, press, rect_of, settle
+
+
+def _track(studio, name: str) -> pygame.Rect:
+    r = rect_of(studio, "training/sl:" + name)
+    lh = studio.ui.line_h
+    return pygame.Rect(r.x, r.y + lh + 2, r.w, r.h - lh - 2)
+
+
+def _at(track: pygame.Rect, t: float) -> tuple[int, int]:
+    return (track.x + int(t * track.w), track.centery)
+
+
+def test_sliders_show_saved_settings(studio):
+    s = studio.st.tab("training")
+    assert s["set"] == {
+        "batch_size": 4,
+        "seq_len": 32,
+        "target_epochs": 5,
+        "learning_rate": 1e-3,
+        "layers": 1,
+    }
+
+
+def test_drag_batch_size_saves_it(studio, models_dir):
+    track = _track(studio, "batch_size")
+    drag(studio, _at(track, 0.05), _at(track, 0.5))  # 1..16: the middle is about 8 or 9
+    settle(studio)
+    saved = Registry(models_dir).info("alpha").train.batch_size
+    assert 7 <= saved <= 10
+    assert studio.st.tab("training")["set"]["batch_size"] == saved
+
+
+def test_seq_len_above_context_is_refused_and_explained(studio, models_dir):
+    track = _track(studio, "seq_len")  # 32..512 shown; the model's context is 64
+    drag(studio, _at(track, 0.05), _at(track, 0.9))
+    msg = studio.st.tab("training").get("refused", ("",))[0]
+    assert "context of 64" in msg
+    settle(studio)
+    assert Registry(models_dir).info("alpha").train.seq_len == 64  # clamped, not refused whole
+
+
+def test_layers_grow_after_confirm_and_never_go_down(studio, models_dir):
+    track = _track(studio, "layers")
+    # a click gives the slider focus; the right arrow asks to grow to 2 layers
+    click(studio, _at(track, 0.0))
+    key(studio, pygame.K_RIGHT)
+    assert studio.st.tab("training").get("dialog") == "grow"
+    press(studio, "training/dialog:confirm/dlg-ok")
+    settle(studio)
+    assert Registry(models_dir).info("alpha").config.n_layer == 2
+    # the wheel down, below the current count, is refused with the rule's words
+    move(studio, track.center)
+    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-1))
+    studio.step()
+    assert "never goes down" in studio.st.tab("training")["refused"][0]
+    assert studio.st.tab("training").get("dialog") is None
+    settle(studio)
+    assert Registry(models_dir).info("alpha").config.n_layer == 2
+
+
+def test_epochs_wheel_and_keys(studio, models_dir):
+    track = _track(studio, "target_epochs")
+    move(studio, track.center)
+    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=2))
+    studio.step()
+    settle(studio)
+    assert Registry(models_dir).info("alpha").meta["target_epochs"] == 7
+
+
+def test_drop_file_adds_to_queue(studio, tmp_path, models_dir):
+    f = tmp_path / "notes.txt"
+    f.write_text("Some notes about foxes and dogs.\n" * 20)
+    pygame.event.post(pygame.event.Event(pygame.DROPFILE, file=str(f)))
+    studio.step()
+    settle(studio)
+    assert Registry(models_dir).info("alpha").queue_items == 2
+    frames_until(
+        studio,
+        lambda: any("notes.txt" in row for row in studio.st.tab("training").get("queue", [])),
+    )
+
+
+def test_add_files_through_the_file_browser(studio, tmp_path, models_dir):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "one.txt").write_text("one two three " * 30)
+    press(studio, "training/Add Files...")
+    s = studio.st.tab("training")
+    fb = s["browser"]
+    fb.go(tmp_path / "data")
+    frames_until(studio, lambda: fb.entries is not None and fb.cwd == tmp_path / "data")
+    studio.pump(1)
+    box = rect_of(studio, "training/dialog:files/fb-path")
+    row = (box.x + 40, box.bottom + 10 + 2 + 10)  # the first row of the list below the path
+    click(studio, row)
+    assert fb.selected == {"one.txt"}
+    press(studio, "training/dialog:files/fb-ok")
+    assert s.get("dialog") is None
+    settle(studio)
+    assert Registry(models_dir).info("alpha").queue_items == 2
+
+
+def test_clear_queue_asks_first(studio, models_dir):
+    press(studio, "training/Clear Queue")
+    press(studio, "training/dialog:confirm/dlg-cancel")
+    settle(studio)
+    assert Registry(models_dir).info("alpha").queue_items == 1
+    press(studio, "training/Clear Queue")
+    press(studio, "training/dialog:confirm/dlg-ok")
+    settle(studio)
+    assert Registry(models_dir).info("alpha").queue_items == 0
+
+
+def test_train_a_few_steps_shows_loss_and_spheres(studio):
+    st = studio.st
+    assert tab_training.sphere_activity(None) == [0.0] * 12
+    press(studio, "training/train")
+    frames_until(studio, lambda: st.snapshot is not None and st.snapshot.step >= 3, timeout=60)
+    snap = st.snapshot
+    assert math.isfinite(snap.train_loss) and snap.train_loss > 0
+    assert len(snap.spheres) == 12 and sum(sp["tokens"] for sp in snap.spheres) > 0
+    assert len(snap.history["steps"]) >= 3
+    # while training: sliders locked, START became STOP
+    assert studio.st.training_current
+    press(studio, "training/train")
+    frames_until(studio, lambda: st.trainer is None, timeout=30)
+    assert st.info("alpha").meta.get("steps", 0) >= 3 or st.listed
