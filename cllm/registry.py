@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -398,7 +399,7 @@ class Registry:
             return
         rules.check_unique(new, [n for n in self.names() if n != old])
         with self.lock(old, "renaming"):
-            with self.lock(new, "renaming") if new.lower() != old.lower() else _nothing():
+            with self.lock(new, "renaming") if new.lower() != old.lower() else nullcontext():
                 # again under the locks: another process may have created `new` meanwhile
                 rules.check_unique(new, [n for n in self.names() if n != old])
                 self._rename_locked(old, new)
@@ -595,8 +596,9 @@ class Registry:
         with self.lock(name, "changing settings"):
             lm = load_model(self.path(name))
             target = settings.pop("target_epochs", None)
-            if preset is not None and "seq_len" in settings:  # a preset fits itself to the model
-                settings["seq_len"] = min(int(settings["seq_len"]), lm.config.block_size)
+            seq = settings.get("seq_len")
+            if preset is not None and isinstance(seq, int):  # a preset fits itself to the model
+                settings["seq_len"] = min(seq, lm.config.block_size)
             merged = {k: v for k, v in lm.train_config.to_dict().items() if k != "extra"}
             vals = rules.validate_train_settings(settings, lm.config)
             merged.update(vals)
@@ -689,14 +691,6 @@ class Registry:
 
 def _num(x: float) -> str:
     return "" if x != x else repr(float(x))
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _grow_lm(lm, n_layer: int) -> None:
