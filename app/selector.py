@@ -8,6 +8,8 @@ closes it. Choosing a model makes it current for every tab (AppState.select).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pygame
 
 from cllm.config import format_count
@@ -42,9 +44,18 @@ def close(ui: UI) -> None:
 
 
 def model_selector(
-    ui: UI, st: AppState, rect: pygame.Rect | tuple, *, key: str = "model"
+    ui: UI,
+    st: AppState,
+    rect: pygame.Rect | tuple,
+    *,
+    key: str = "model",
+    value: str | None = None,
+    choose: Callable[[str], None] | None = None,
 ) -> str | None:
-    """Draw the selector; returns the name chosen this frame (already made current)."""
+    """Draw the selector; returns the name chosen this frame (already made current).
+    With `choose`, it picks a model for the caller instead (the LLM tab's Compare model): it
+    shows `value` and calls choose(name), leaving the current model alone."""
+    shown = value if choose is not None else st.current
     r = pygame.Rect(rect)
     s = ui.state.setdefault(LAYER, {"open": False, "hi": 0, "key": key})
     opened = s["open"] and s.get("key") == key
@@ -54,15 +65,17 @@ def model_selector(
     if over:
         ui.hot = wid
         if ui.take_click(r):
-            s.update(open=not opened, key=key, hi=_index(st, st.current))
+            s.update(open=not opened, key=key, hi=_index(st, shown))
             opened = s["open"]
             if opened:
                 ui.claim_focus(LAYER)
     fill = th.shade(th.SELECTOR_BG, 20) if over or opened else th.SELECTOR_BG
     ui.rect(r, fill, th.INPUT_BORDER_FOCUS if opened else th.SELECTOR_BORDER)
-    if st.current:
-        name = st.current
+    if shown:
+        name = shown
         color = th.SELECTOR_TEXT
+    elif choose is not None and st.models:
+        name, color = "(choose a model)", th.HINT
     else:
         name = "(no models yet)" if st.listed else "(listing...)"
         color = th.HINT
@@ -70,7 +83,7 @@ def model_selector(
     _chevron(ui, r, opened)
     chosen: list[str] = []
     if opened:
-        ui.defer(LAYER, lambda: _draw_list(ui, st, r, s, chosen))
+        ui.defer(LAYER, lambda: _draw_list(ui, st, r, s, chosen, shown, choose or st.select))
         # the list is drawn at the end of the frame; a choice made there lands next frame
     picked = s.pop("picked", None)
     return picked
@@ -91,7 +104,15 @@ def _chevron(ui: UI, r: pygame.Rect, up: bool) -> None:
     pygame.draw.lines(ui.surface, th.SELECTOR_TEXT, False, pts, 2)
 
 
-def _draw_list(ui: UI, st: AppState, box: pygame.Rect, s: dict, chosen: list[str]) -> None:
+def _draw_list(
+    ui: UI,
+    st: AppState,
+    box: pygame.Rect,
+    s: dict,
+    chosen: list[str],
+    shown: str | None,
+    select: Callable[[str], None],
+) -> None:
     models = st.models
     n = len(models)
     visible = max(1, min(MAX_ROWS, n))
@@ -105,7 +126,7 @@ def _draw_list(ui: UI, st: AppState, box: pygame.Rect, s: dict, chosen: list[str
 
     def pick(i: int) -> None:
         if 0 <= i < n:
-            st.select(models[i].name)
+            select(models[i].name)
             s["picked"] = models[i].name
         s["open"] = False
 
@@ -149,7 +170,7 @@ def _draw_list(ui: UI, st: AppState, box: pygame.Rect, s: dict, chosen: list[str
                 ui.rect(row, th.SELECTOR_HOVER)
             if ui.take_click(row):
                 pick(i)
-            color = th.SELECTED if m.name == st.current else th.SELECTOR_TEXT
+            color = th.SELECTED if m.name == shown else th.SELECTOR_TEXT
             ui.label((row.x + 8, row.y + 7), m.name, color, max_w=row.w // 2)
             ui.label(
                 (row.right - 8, row.y + 7),

@@ -525,9 +525,11 @@ class UI:
                 if st.get("wid_focus") != self.frame - 1 or "buf" not in st:
                     st.update(buf=text, orig=text, all=False)
                 st["cur"] = self._cursor_at(st["buf"], self.f.mouse[0] - (r.x + 6))
+                st["wid_focus"] = self.frame
         focused = enabled and self.focus == wid
         if focused:
-            if "buf" not in st:  # focus given by code (ui.focus = id)
+            if st.get("wid_focus") not in (self.frame - 1, self.frame) or "buf" not in st:
+                # focus just arrived (given by code): edit a fresh copy of the caller's text
                 st.update(buf=text, orig=text, cur=len(text), all=False)
             st["wid_focus"] = self.frame
             res = self._edit(st, res)
