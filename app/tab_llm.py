@@ -35,6 +35,8 @@ SLIDER_H = 34
 PAD = 10  # inside a bubble
 GAP = 12  # between bubbles
 RUN_STATES = ("running", "paused")
+# control characters (an untrained model writes them) would show as boxes: drop all but newline
+_CONTROLS = {c: None for c in [*range(32), 127] if c != 10}
 
 
 # ---------------------------------------------------------------------------- replies
@@ -380,7 +382,7 @@ def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int]:
     key = (len(msg["text"]), msg.get("state"), width)
     cache = msg.get("_wrap")
     if cache is None or cache[0] != key:
-        text = msg["text"].replace("\t", "    ")
+        text = msg["text"].replace("\t", "    ").translate(_CONTROLS)
         if not text and msg.get("state") == "writing":
             text = "…"
         lines = ui.wrap(text, width) if text else []
