@@ -25,7 +25,7 @@ from cllm.tokenizer import train_tokenizer
 from .crawl_site import BIG_SIZE, Page, Site, chain_routes, demo_routes, html
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = dict(min_delay=0.0, max_delay=0.0, timeout=0.3, retries=1, backoff=0.05, max_depth=50)
+FAST = dict(min_delay=0.0, max_delay=0.0, timeout=2.0, retries=1, backoff=0.05, max_depth=50)
 
 
 def make_queue(models: Path, name: str = "m") -> DataQueue:
@@ -49,7 +49,7 @@ def queued(q: DataQueue) -> dict[str, str]:
 def test_demo_site(tmp_path):
     q = make_queue(tmp_path)
     with Site(demo_routes()) as site:
-        c = crawl(tmp_path, [site.url("/")], q, max_depth=2, max_bytes=50_000)
+        c = crawl(tmp_path, [site.url("/")], q, max_depth=2, max_bytes=50_000, timeout=1.0)
         snap, db, paths = c.snapshot(), c.db, site.paths()
         assert snap.state == "done", snap.message
 
@@ -125,7 +125,7 @@ def test_page_limit_and_resume_after_stop(tmp_path):
         c = Crawler(
             tmp_path,
             "m",
-            CrawlConfig(**{**FAST, "min_delay": 0.1, "max_delay": 0.1}),
+            CrawlConfig(**{**FAST, "min_delay": 0.3, "max_delay": 0.3}),
             queue_factory=lambda: q,
         )
         c.start()
@@ -263,7 +263,10 @@ def test_pause_resume(tmp_path):
         c = Crawler(tmp_path, "m", CrawlConfig(**FAST), queue_factory=lambda: q)
         c.pause()  # queued before start: the thread pauses at its first check
         c.start([site.url("/p0")])
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while c.snapshot().state != "paused" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
         assert c.snapshot().state == "paused" and c.snapshot().pages == 0
         c.resume()
         assert c.join(10) and c.snapshot().pages == 5
