@@ -113,6 +113,10 @@ def test_hf_export_import(capsys, mdir, tmp_path):
     "argv, words",
     [
         (["models", "create", "../x"], "'.'"),
+        (["models", "create", ""], "empty"),
+        (["models", "rename", "keep", ""], "empty"),
+        (["models", "create", "con.txt"], "'.'"),
+        (["models", "create", "模型"], "ASCII"),
         (["models", "create", "CON"], "reserved by Windows"),
         (["models", "create", "x" * 300], "at most 64"),
         (["models", "create", "modèle"], "ASCII"),
