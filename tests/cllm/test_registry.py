@@ -401,3 +401,18 @@ def test_concurrent_default_names_are_distinct(reg):
         t.join()
     assert not errors
     assert sorted(names) == ["model_1", "model_2", "model_3", "model_4"]
+
+
+def test_export_without_optimizer_state(reg, tmp_path):
+    make(reg, "o")
+    lm = reg.load("o")
+    n = lm.gpt.params.size
+    lm.optim_state = {"m": np.ones(n, np.float32), "v": np.ones(n, np.float32), "t": 3}
+    reg.save(lm)
+    full = reg.export("o", tmp_path / "full.cllm")
+    slim = reg.export("o", tmp_path / "slim.cllm", optimizer=False)
+    assert read_header(full)["has_optim"] and not read_header(slim)["has_optim"]
+    assert slim.stat().st_size < full.stat().st_size
+    assert reg.import_file(slim, name="slim") == "slim"
+    assert reg.load("slim").optim_state is None
+    assert reg.load("o").optim_state["t"] == 3  # the model itself keeps its state
