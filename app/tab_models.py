@@ -176,7 +176,12 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             ui.label((col + 130, yy), v, th.TEXT, max_w=half - 140)
             yy += 19
     top = y + 28 + 7 * 19 + 12
-    h = history(st, s, m.name)
+    snap = st.snapshot if m.name == st.current else None
+    if snap is not None and len(snap.history.get("steps", ())):  # a live run: its own history
+        hs = snap.history
+        h = {"steps": hs["steps"], "train_loss": hs["train"], "val_loss": hs["val"]}
+    else:
+        h = history(st, s, m.name)
     chart = pygame.Rect(x, top, r.w - 30, r.bottom - top - 12)
     if h is None:
         ui.rect(chart, th.METRIC_BG, th.METRIC_BORDER)

@@ -23,7 +23,7 @@ from .selector import panel_selector
 from .state import AppState
 from .ui import UI
 
-PANEL_CONTENT_H = 806  # the panel's height at the default size; smaller windows scroll it
+PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
 SLIDER_H = 34
 REFUSED_S = 6.0
 RUN_STATES = ("idle", "running", "paused")
@@ -72,7 +72,8 @@ def _sync(ui: UI, st: AppState, s: dict, info) -> dict:
 
 # ---------------------------------------------------------------------------- right panel
 def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
-    scrolling = panel.h < PANEL_CONTENT_H
+    content_h = s.get("panel_h", PANEL_CONTENT_H)
+    scrolling = panel.h < content_h
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
     info = st.info()
@@ -84,9 +85,10 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
         y = status(ui, st, x, y)
-        actions(ui, st, s, info, x, y, w)
+        y = actions(ui, st, s, info, x, y, w)
+    s["panel_h"] = y + off - panel.y  # measured, so the scroll range fits what was drawn
     if scrolling:
-        ui.scroll(panel, "training-panel", PANEL_CONTENT_H)
+        ui.scroll(panel, "training-panel", content_h)
 
 
 def _refuse(s: dict, ui: UI, msg: str) -> None:
@@ -176,7 +178,7 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
         lines = ui.wrap(refused[0], w)
         for i, line in enumerate(lines[:2]):
             ui.label((x, y + 16 * i - (8 if len(lines) > 1 else 0)), line, th.ERROR, max_w=w)
-    return y + 18
+    return y + 26
 
 
 def commit(ui: UI, st: AppState, s: dict, info, key: str, v: float) -> None:
@@ -602,11 +604,12 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.label((r.x + 8, r.y + 6), "KISSING SPHERES", th.ACCENT)
     ui.label(
         (r.x + 8, r.y + 24),
-        "12 shards of each batch: colour = share of next tokens predicted (p ≥ ½)",
+        "Node Zero and 12 shards of each batch; colour: share of next tokens predicted, count: "
+        "hits so far",
         th.HINT,
         max_w=r.w - 16,
     )
-    strip_h = 58
+    strip_h = 66
     area = pygame.Rect(r.x, r.y + 42, r.w, r.h - 42 - strip_h)
     (cx, cy), ring, rad, centres = sphere_layout(area)
     act = sphere_activity(snap)
@@ -616,12 +619,11 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         pygame.draw.line(surf, th.GRID, (cx, cy), (px, py), 1)
     pygame.draw.circle(surf, (200, 160, 80), (cx, cy), max(6, rad * 0.7))
     pygame.draw.circle(surf, th.TEXT, (cx, cy), max(6, rad * 0.7), 1)
-    ui.label((cx, cy - ui.line_h // 2), "0", th.BLACK, align="center")
     for i, (px, py) in enumerate(centres):
         color = th.sphere_color(act[i])
         pygame.draw.circle(surf, color, (px, py), rad)
         pygame.draw.circle(surf, th.TEXT, (px, py), rad, 1)
-        ui.label((px, py - ui.line_h // 2), str(i + 1), th.WHITE, align="center")
+        ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
         hits = int(sp[i].get("hits", 0)) if i < len(sp) else 0
         d = ring + rad + 12
         a = math.radians(30 * i)
@@ -631,10 +633,10 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.rect(strip, th.VIEW_BG, th.METRIC_BORDER)
     active = sum(a >= 0.01 for a in act)
     gn = getattr(snap, "grad_norm", None)
-    ui.label((strip.x + 8, strip.y + 4), f"Active Spheres: {active} / 12", th.TEXT)
-    ui.label((strip.x + 8, strip.y + 20), f"Total Batches: {getattr(snap, 'step', 0):,}", th.TEXT)
+    ui.label((strip.x + 8, strip.y + 5), f"Active Spheres: {active} / 12", th.TEXT)
+    ui.label((strip.x + 8, strip.y + 22), f"Total Batches: {getattr(snap, 'step', 0):,}", th.TEXT)
     ui.label(
-        (strip.x + 8, strip.y + 36 - 2),
+        (strip.x + 8, strip.y + 39),
         "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
         th.TEXT,
     )
@@ -649,8 +651,8 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
             ("90%+", th.SPHERE_HOT),
         ]
     ):
-        lw = ui.label((lx, strip.y + 20), label, th.HINT, align="right")
-        pygame.draw.circle(surf, color, (lx - lw - 9, strip.y + 28), 5)
+        lw = ui.label((lx, strip.y + 22), label, th.HINT, align="right")
+        pygame.draw.circle(surf, color, (lx - lw - 9, strip.y + 30), 5)
         lx -= lw + 24
 
 

@@ -521,9 +521,9 @@ class UI:
         if over:
             self.hot = wid
             if self.take_click(r):
-                self.claim_focus(wid)
-                if st.get("wid_focus") != self.frame - 1 or "buf" not in st:
+                if self.focus != wid or "buf" not in st:
                     st.update(buf=text, orig=text, all=False)
+                self.claim_focus(wid)
                 st["cur"] = self._cursor_at(st["buf"], self.f.mouse[0] - (r.x + 6))
                 st["wid_focus"] = self.frame
         focused = enabled and self.focus == wid

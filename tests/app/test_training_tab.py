@@ -136,3 +136,18 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     press(studio, "training/train")
     frames_until(studio, lambda: st.trainer is None, timeout=30)
     assert st.info("alpha").meta.get("steps", 0) >= 3 or st.listed
+
+
+def test_small_window_scrolls_the_panel_to_the_actions(studio):
+    pygame.display.set_mode((1000, 600), pygame.RESIZABLE)
+    studio.pump(2)
+    _, _, panel = studio.layout()
+    assert rect_of(studio, "training/train").top > panel.bottom  # below the fold at first
+    move(studio, (panel.x + 150, panel.y + 200))
+    for _ in range(10):
+        pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-3))
+        studio.step()
+    studio.pump(1)
+    r = rect_of(studio, "training/train")
+    assert panel.top <= r.top and r.bottom <= panel.bottom
+    assert rect_of(studio, "training/Load").bottom <= panel.bottom
