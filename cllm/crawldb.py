@@ -3,16 +3,21 @@
 Every URL the crawl has seen is one row with its state (pending, crawling, crawled, failed,
 blocked) and the reason; the URL is the primary key, so a URL is fetched at most once until the
 user resets it. A crawl killed mid-request leaves a 'crawling' row: opening the store puts it back
-to pending, so a restart resumes where the crawl was. The store also keeps the downloaded pages
+to pending when the next crawl takes the store's lock, so a restart resumes where the crawl
+was. The store also keeps the downloaded pages
 (for the Downloaded view), the block patterns and a log of events.
 
 One connection, guarded by a lock, serves every thread of a process (the crawler thread writes,
-the UI reads); WAL lets another process read while this one writes.
+the UI reads); WAL lets another process read while this one writes. One crawl at a time: the
+crawler holds an flock on `<store>-lock` (the kernel drops it when the process dies, however it
+dies), so a second crawler of the same model, in this process or another, is refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
+import os
 import re
 import sqlite3
 import threading
@@ -87,6 +92,11 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     return lambda url: rx.match(url) is not None
 
 
+def exact_pattern(url: str) -> str:
+    """A block pattern that matches this one URL and nothing else."""
+    return f"re:^{re.escape(url)}$"
+
+
 @dataclass
 class UrlRow:
     url: str
@@ -140,11 +150,51 @@ class CrawlDB:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._blocks = self._load_blocks()
-        self.requeue_crawling()  # a crawl killed mid-request never finished those URLs
+        self.lock_path = self.path.with_name(self.path.name + "-lock")
+        self._lock_fd: int | None = None
 
     def close(self) -> None:
+        self.unlock()
         with self._lock:
             self._db.close()
+
+    def try_lock(self) -> bool:
+        """Become the one crawler of this store; False if another crawl holds it. URLs left
+        'crawling' by a killed crawl go back to pending, since no one else is crawling now."""
+        if self._lock_fd is not None:
+            return True
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # the last holder may have unlinked the file between our open and flock
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        self.requeue_crawling()
+        return True
+
+    def lock_holder(self) -> str:
+        """The pid written by the crawler holding the lock ('' if unknown)."""
+        try:
+            return self.lock_path.read_text().strip()
+        except OSError:
+            return ""
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            self.lock_path.unlink(missing_ok=True)  # unlink first: see try_lock
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> CrawlDB:
         return self

@@ -30,7 +30,7 @@ from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
 from urllib.robotparser import RobotFileParser
 
 from .crawldb import CrawlDB, PageRow, UrlRow, compile_pattern
-from .errors import CLLMError, ValidationError
+from .errors import BusyError, CLLMError, ValidationError
 from .extract import extract_html
 
 USER_AGENT = "CrystallineCLLM/0.1"
@@ -399,6 +399,13 @@ class Crawler:
         if self._thread is not None:
             raise ValidationError("this crawler has already been started")
         self.add_urls(urls)
+        if not self.db.try_lock():
+            holder = self.db.lock_holder()
+            raise BusyError(
+                f"model {self.name!r} is already being crawled"
+                + (f" (by pid {holder})" if holder else "")
+            )
+        self._refresh_counts()
         self._set(state="running", message="starting")
         self._thread = threading.Thread(target=self._run, name=f"crawler-{self.name}", daemon=True)
         self._thread.start()
@@ -516,6 +523,7 @@ class Crawler:
             self._stop_training()
         finally:
             self.db.requeue_crawling()  # a URL interrupted by stop is fetched next time
+            self.db.unlock()
             self._refresh_counts()
             self._set(current_url="", elapsed=time.monotonic() - t0)
 

@@ -133,7 +133,7 @@ def demo_routes() -> dict[str, Route]:
                 "/flaky",
                 "/missing",
                 "/a#section",
-                "http://localhost:1/offsite",
+                "http://127.0.0.1:1/offsite",  # another host (port), never followed
             ),
         ),
         "/a": html("Page A", "Depth one.", ("/a/1", "/")),

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cllm.crawldb import CrawlDB, compile_pattern
+from cllm.crawldb import CrawlDB, compile_pattern, exact_pattern
 from cllm.crawler import CrawlConfig, Crawler, check_start_url, normalize_url
 from cllm.dataqueue import DataQueue
-from cllm.errors import ValidationError
+from cllm.errors import BusyError, ValidationError
 from cllm.tokenizer import train_tokenizer
 
 from .crawl_site import BIG_SIZE, Page, Site, chain_routes, demo_routes, html
@@ -257,6 +257,21 @@ def test_include_exclude_and_block_patterns(tmp_path):
         c.close()
 
 
+def test_one_crawl_at_a_time(tmp_path):
+    with Site(chain_routes(3)) as site:
+        q = make_queue(tmp_path)
+        first = Crawler(tmp_path, "m", CrawlConfig(**FAST), queue_factory=lambda: q)
+        first.pause()
+        first.start([site.url("/p0")])
+        second = Crawler(tmp_path, "m", CrawlConfig(**FAST), queue_factory=lambda: q)
+        with pytest.raises(BusyError, match="already being crawled"):
+            second.start()
+        first.close()
+        second.start()  # the first one has let go
+        assert second.join(10) and second.snapshot().pages == 3
+        second.close()
+
+
 def test_pause_resume(tmp_path):
     with Site(chain_routes(5)) as site:
         q = make_queue(tmp_path)
@@ -309,6 +324,8 @@ def test_patterns():
     assert not compile_pattern("*.pdf")("http://h/a.pdf?x")
     assert compile_pattern("/docs/")("http://h/docs/x")
     assert compile_pattern("re:/p[0-9]+$")("http://h/p12")
+    one = compile_pattern(exact_pattern("http://h/a?b=1"))
+    assert one("http://h/a?b=1") and not one("http://h/a?b=12") and not one("http://h/a")
     with pytest.raises(ValidationError):
         compile_pattern("")
 
@@ -322,8 +339,14 @@ def test_crawldb_claims_and_requeue(tmp_path):
     assert row.url == "http://h/a" and db.get("http://h/a").state == "crawling"
     assert not db.claim("http://h/a", 0)  # already taken
     db.close()
-    db = CrawlDB(path)  # a killed crawl: 'crawling' goes back to pending
-    assert db.counts()["pending"] == 2
+    db = CrawlDB(path)  # a killed crawl: 'crawling' goes back to pending, for the next crawler
+    assert db.counts()["crawling"] == 1
+    assert db.try_lock() and db.counts()["pending"] == 2
+    other = CrawlDB(path)
+    assert not other.try_lock() and other.lock_holder() == str(os.getpid())
+    db.unlock()
+    assert other.try_lock()
+    other.close()
     db.finish("http://h/a", "failed", "HTTP 500", status=500)
     db.reset("http://h/a")
     assert db.get("http://h/a").state == "pending"
