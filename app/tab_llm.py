@@ -453,13 +453,14 @@ def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     busy = bool(s["replies"])
     res = ui.text_input(box, "chat-input", s["input"], placeholder="Type a prompt...")
     s["input"] = res.text
-    sent = res.submitted and send(st)
+    refocus = res.submitted and send(st)
     send_r = pygame.Rect(box.right + 10, r.y, 90, r.h)
     if busy:
         if ui.button(
             send_r, "Stop", key="send", fill=th.TRAIN_RUNNING, text=th.WHITE, border=th.WHITE
         ):
             stop(st)
+            refocus = True
     elif ui.button(
         send_r,
         "Send",
@@ -469,8 +470,8 @@ def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         text=th.WHITE,
         border=th.WHITE,
     ):
-        sent = send(st)
-    if sent:  # keep typing: the field stays focused and empty
+        refocus = send(st)
+    if refocus:  # keep typing: the field keeps the keys (and is empty after a send)
         wid = ui.id("chat-input")
         ui.state.get(wid, {}).pop("buf", None)
         ui.focus = wid
