@@ -21,6 +21,7 @@ import re
 import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -203,12 +204,13 @@ def fetch(url: str, *, timeout: float, max_bytes: int, user_agent: str = USER_AG
     Raises TimeoutError, ConnectionError, OSError or http.client.HTTPException.
     """
     parts = urlsplit(url)
+    port = parts.port or SCHEMES[parts.scheme]  # explicit: a bare IPv6 host would lose its tail
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
+            parts.hostname, port, timeout=timeout, context=ssl.create_default_context()
         )
     else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
     deadline = time.monotonic() + timeout
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {
@@ -316,6 +318,23 @@ def decode(body: bytes, charset: str | None, html: bool) -> str:
     return body.decode(codec, errors="replace")
 
 
+def decode_content(body: bytes, headers: dict[str, str], max_bytes: int) -> bytes | None:
+    """The body without its Content-Encoding (we ask for none, not every server listens);
+    None when it cannot be undone. A cut gzip stream still gives what it holds."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    try:  # wbits 47: gzip or zlib, told apart by the header
+        return zlib.decompressobj(47).decompress(body, max_bytes)
+    except zlib.error:
+        try:  # some servers send raw deflate
+            return zlib.decompressobj(-15).decompress(body, max_bytes)
+        except zlib.error:
+            return None
+
+
 def content_type(headers: dict[str, str]) -> tuple[str, str | None]:
     """('text/html', 'utf-8') from a Content-Type header; ('', None) when there is none."""
     raw = headers.get("content-type", "")
@@ -362,6 +381,8 @@ class Crawler:
         self.db = CrawlDB(self.models_dir / f"{model_name}.crawl.sqlite")
         self.pages_dir = self.models_dir / f"{model_name}_crawl"
         self._queue_factory = queue_factory or self._registry_queue
+        self._owns_queue = queue_factory is None  # a queue passed in stays open for its owner
+        self._queue = None
         self._include = [compile_pattern(p) for p in self.config.include]
         self._exclude = [compile_pattern(p) for p in self.config.exclude]
         self._cmds: queue.Queue[str] = queue.Queue()
@@ -524,6 +545,8 @@ class Crawler:
         finally:
             self.db.requeue_crawling()  # a URL interrupted by stop is fetched next time
             self.db.unlock()
+            if self._owns_queue and self._queue is not None:
+                self._queue.close()
             self._refresh_counts()
             self._set(current_url="", elapsed=time.monotonic() - t0)
 
@@ -603,14 +626,16 @@ class Crawler:
         """A 2xx response: keep a copy, extract its text into the queue, add its links."""
         cfg = self.config
         mime, charset = content_type(resp.headers)
-        kind = page_kind(mime, resp.body)
-        sha = hashlib.sha256(resp.body).hexdigest()
+        body = decode_content(resp.body, resp.headers, cfg.max_bytes)
+        kind = "binary" if body is None else page_kind(mime, body)
+        body = resp.body if body is None else body
+        sha = hashlib.sha256(body).hexdigest()
         self._add(pages=1)
         detail = f"{len(resp.body):,} bytes" + (" (truncated)" if resp.truncated else "")
         self._event("downloaded", url, detail)
         text, title, links, note = "", "", [], ""
         if kind == "html":
-            html = decode(resp.body, charset, html=True)
+            html = decode(body, charset, html=True)
             page = parse_page(html)
             title = page.title
             if page.noindex:
@@ -622,10 +647,10 @@ class Crawler:
                 links = [u for u in (normalize_url(h, base) for h in page.links) if u]
         elif kind == "text":
             # plain text has no metadata to extract; every other filter keeps it as it is
-            text = "" if cfg.filter == "metadata" else decode(resp.body, charset, html=False)
+            text = "" if cfg.filter == "metadata" else decode(body, charset, html=False)
         else:
             note = f"not text ({mime or 'unknown type'}), not queued"
-        path = self._keep_copy(url, resp.body, kind)
+        path = self._keep_copy(url, body, kind)
         tokens = 0
         if text.strip():
             self._event("extracted", url, f"{len(text):,} characters")
@@ -771,7 +796,8 @@ class Crawler:
         if not 200 <= resp.status < 300:
             return f"robots.txt unavailable (HTTP {resp.status})"
         rules = RobotFileParser(url)
-        rules.parse(decode(resp.body, content_type(resp.headers)[1], html=False).splitlines())
+        body = decode_content(resp.body, resp.headers, MAX_ROBOTS_BYTES) or b""
+        rules.parse(decode(body, content_type(resp.headers)[1], html=False).splitlines())
         delay = rules.crawl_delay(self.config.user_agent)
         if delay:
             self._crawl_delay[host_of(root)] = min(float(delay), MAX_CRAWL_DELAY)

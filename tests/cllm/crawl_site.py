@@ -8,6 +8,7 @@ Run as a script, it serves the demo site until killed and prints its base URL.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 import time
@@ -131,6 +132,7 @@ def demo_routes() -> dict[str, Route]:
                 "/dup1",
                 "/dup2",
                 "/flaky",
+                "/gz",
                 "/missing",
                 "/a#section",
                 "http://127.0.0.1:1/offsite",  # another host (port), never followed
@@ -149,6 +151,11 @@ def demo_routes() -> dict[str, Route]:
         "/dup1": html("Same", "Two URLs, one text."),
         "/dup2": html("Same", "Two URLs, one text."),
         "/flaky": flaky,
+        # gzip although the crawler asked for none
+        "/gz": Page(
+            gzip.compress(html("Zipped", "Squeezed text.").encode()),
+            headers={"Content-Encoding": "gzip"},
+        ),
     }
 
 

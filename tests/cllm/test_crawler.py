@@ -80,6 +80,10 @@ def test_demo_site(tmp_path):
         assert all(u.startswith(site.base) for u in listed), listed
         # nothing fetched twice except the retried pages; the fragment link is the same page
         once = {p: paths.count(p) for p in paths if p not in ("/slow", "/flaky")}
+        assert set(once) == {
+            *("/robots.txt", "/", "/a", "/a/1", "/loop/a", "/loop/b", "/big", "/data.bin"),
+            *("/notes.txt", "/dup1", "/dup2", "/gz", "/missing"),
+        }
         assert set(once.values()) == {1}, once
 
         texts = queued(q)
@@ -87,6 +91,7 @@ def test_demo_site(tmp_path):
         assert site.url("/data.bin") not in texts  # recorded, not queued
         assert db.get(site.url("/data.bin")).state == "crawled"
         assert "flaky page answered" in texts[site.url("/flaky")]
+        assert "Squeezed text." in texts[site.url("/gz")]
         # the same text under two URLs is stored once
         assert (site.url("/dup1") in texts) + (site.url("/dup2") in texts) == 1
         assert "Welcome to the test site." in texts[site.url("/")]
