@@ -224,8 +224,11 @@ def wait(studio: Studio, cond, timeout: float) -> bool:
     return False
 
 
-def screenshots(studio: Studio, out: Path, model: str | None) -> list[Path]:
-    """Save a PNG of every tab and of the open model dropdown."""
+def screenshots(
+    studio: Studio, out: Path, model: str | None, train: str | None = None, steps: int = 3
+) -> list[Path]:
+    """Save a PNG of every tab and of the open model dropdown (after `steps` live training
+    steps when a model trains; with `train`, that model is started first)."""
     out.mkdir(parents=True, exist_ok=True)
     st = studio.st
     wait(studio, lambda: st.listed and (st.current or not st.models or st.demo), 60)
@@ -233,8 +236,12 @@ def screenshots(studio: Studio, out: Path, model: str | None) -> list[Path]:
         wait(studio, lambda: any(m.name == model for m in st.models), 30)
         st.select(model)
     wait(studio, lambda: st.current and not st.loading and not studio.worker.busy, 60)
-    if st.training:  # let the live view show a few real steps
-        wait(studio, lambda: st.snapshot is not None and getattr(st.snapshot, "step", 0) >= 3, 90)
+    if train:
+        st.select(train)
+        st.start_training(train)
+        wait(studio, lambda: st.training, 60)
+    if st.training:  # let the live view show real steps
+        wait(studio, lambda: st.snapshot is not None and st.snapshot.step >= steps, 300)
     saved = []
     for i, (_, name) in enumerate(TABS):
         studio.switch(i)
@@ -270,24 +277,33 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
             raise SystemExit(f"error: no model named {name!r}")
         st.select(name)
         st.start_training(name)
-    wait(studio, lambda: st.snapshot is not None and getattr(st.snapshot, "step", 0) >= 2, 180)
-    snap0, t0 = st.snapshot, time.monotonic()
+    wait(studio, lambda: st.snapshot is not None and st.snapshot.step >= 2, 180)
+    if st.trainer is None:
+        raise SystemExit(f"error: {name} is not training here (is it busy elsewhere?)")
+    trainer = st.trainer
+    seconds = frames / FPS
+
+    def tokens_per_s(run) -> float:
+        """Training tokens per second over `seconds` of wall time while run() goes on."""
+        n0, t0 = trainer.snapshot().tokens, time.monotonic()
+        run()
+        return (trainer.snapshot().tokens - n0) / (time.monotonic() - t0)
+
+    # the same run without the window (the main thread only sleeps), then with it
+    headless = tokens_per_s(lambda: time.sleep(seconds))
     studio.frame_ms.clear()
-    for _ in range(frames):
-        studio.step()
-        studio.clock.tick(FPS)
-    snap1, t1 = st.snapshot, time.monotonic()
+
+    def render() -> None:
+        for _ in range(frames):
+            studio.step()
+            studio.clock.tick(FPS)
+
+    with_ui = tokens_per_s(render)
     ms = sorted(studio.frame_ms)
 
     def pct(p: float) -> float:
         return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 2)
 
-    tokens = None
-    if snap0 is not None and snap1 is not None:
-        seen0 = getattr(snap0, "tokens_seen", None)
-        seen1 = getattr(snap1, "tokens_seen", None)
-        if seen0 is not None and seen1 is not None:
-            tokens = round((seen1 - seen0) / (t1 - t0), 1)
     return {
         "frames": len(ms),
         "size": list(pygame.display.get_surface().get_size()),
@@ -296,9 +312,10 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
         "frame_ms_p99": pct(99),
         "frame_ms_max": round(ms[-1], 2),
         "model": name,
-        "train_tokens_per_s": tokens,
-        "trainer_tokens_per_s": round(getattr(snap1, "tokens_per_s", 0.0) or 0.0, 1),
-        "seconds": round(t1 - t0, 2),
+        "train_tokens_per_s": round(with_ui, 1),
+        "headless_tokens_per_s": round(headless, 1),
+        "ratio": round(with_ui / headless, 3) if headless else None,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -337,7 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="render N frames while a model trains; print one JSON line",
     )
-    p.add_argument("--train", metavar="NAME", help="the model to train in --bench-frames")
+    p.add_argument(
+        "--train", metavar="NAME", help="the model to train in --bench-frames (and --screenshot)"
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=3,
+        help="--screenshot waits for this many training steps of a live run",
+    )
     p.add_argument(
         "--no-demo",
         action="store_true",
@@ -355,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.screenshot:
-            for path in screenshots(studio, args.screenshot, args.model):
+            for path in screenshots(studio, args.screenshot, args.model, args.train, args.steps):
                 print(path)
             return 0
         if args.bench_frames:

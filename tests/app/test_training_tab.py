@@ -151,3 +151,23 @@ def test_small_window_scrolls_the_panel_to_the_actions(studio):
     r = rect_of(studio, "training/train")
     assert panel.top <= r.top and r.bottom <= panel.bottom
     assert rect_of(studio, "training/Load").bottom <= panel.bottom
+
+
+def test_a_run_started_elsewhere_is_shown_read_only(studio, models_dir):
+    from cllm.trainer import Trainer
+
+    t = Trainer(Registry(models_dir), "alpha", max_steps=10_000)  # as a headless run would
+    t.start()
+    try:
+        st = studio.st
+        frames_until(studio, lambda: st.remote is not None and st.remote.step >= 1, timeout=30)
+        studio.pump(2)
+        assert tab_training.remote_run(st) is not None and not st.training
+        assert st.snapshot is st.remote  # the view shows the published progress
+        before = studio.st.tab("training").get("dialog")
+        press(studio, "training/train")  # START is disabled: nothing starts here
+        studio.pump(2)
+        assert st.trainer is None and studio.st.tab("training").get("dialog") == before
+    finally:
+        t.stop()
+        t.join(30)
