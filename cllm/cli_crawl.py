@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             while not crawler.join(0.2):
                 line.show(_progress(crawler.snapshot(), config.max_pages))
+            line.show(_progress(crawler.snapshot(), config.max_pages))  # the final count
         except KeyboardInterrupt:
             crawler.stop()  # the page being fetched finishes; the rest stays pending
             crawler.join()
@@ -172,7 +173,8 @@ def _summary(args: argparse.Namespace, name: str, s: CrawlSnapshot, seconds: flo
         print(json.dumps(out))
     else:
         print(
-            f"{name}: {s.message}; {s.pages} pages, {s.tokens:,} tokens queued in {seconds:.1f} s"
+            f"{name}: {s.message}; {s.pages} page{'s' * (s.pages != 1)}, {s.tokens:,} tokens"
+            f" queued in {seconds:.1f} s"
             f" ({s.pending} pending, {s.failed} failed, {s.blocked} blocked)"
         )
 

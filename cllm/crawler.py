@@ -65,6 +65,7 @@ class CrawlConfig:
     exclude: tuple[str, ...] = ()  # and none of these; see crawldb.compile_pattern
     filter: str = "text"  # "all" | "text" | "metadata" | "mixed", passed to extract_html
     user_agent: str = USER_AGENT
+    ca_file: str = ""  # extra certificate authorities (PEM) to trust, e.g. an intranet's
     train_continuously: bool = False  # the model trains an epoch over its queue as text arrives
     keep_pages: int = 500  # downloaded copies kept on disk for the Downloaded view
 
@@ -100,6 +101,8 @@ class CrawlConfig:
             )
         for pattern in (*self.include, *self.exclude):
             compile_pattern(pattern)
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ValidationError(f"certificate file {self.ca_file} does not exist")
 
 
 @dataclass
@@ -198,7 +201,14 @@ class Response:
     truncated: bool  # the body was cut at max_bytes
 
 
-def fetch(url: str, *, timeout: float, max_bytes: int, user_agent: str = USER_AGENT) -> Response:
+def fetch(
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    user_agent: str = USER_AGENT,
+    context: ssl.SSLContext | None = None,
+) -> Response:
     """One GET request, redirects not followed; the whole request must end within `timeout`.
 
     Raises TimeoutError, ConnectionError, OSError or http.client.HTTPException.
@@ -206,9 +216,8 @@ def fetch(url: str, *, timeout: float, max_bytes: int, user_agent: str = USER_AG
     parts = urlsplit(url)
     port = parts.port or SCHEMES[parts.scheme]  # explicit: a bare IPv6 host would lose its tail
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            parts.hostname, port, timeout=timeout, context=ssl.create_default_context()
-        )
+        context = context or ssl.create_default_context()
+        conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
     else:
         conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
     deadline = time.monotonic() + timeout
@@ -392,6 +401,9 @@ class Crawler:
         self._thread: threading.Thread | None = None
         self._paused = False
         self._rng = random.Random()
+        self._tls = ssl.create_default_context()
+        if self.config.ca_file:
+            self._tls.load_verify_locations(self.config.ca_file)
         self._robots: dict[str, RobotFileParser | str | None] = {}  # None: allow all
         self._crawl_delay: dict[str, float] = {}
         self._next_time: dict[str, float] = {}  # host -> monotonic time of its next request
@@ -738,7 +750,11 @@ class Crawler:
             retry_after = 0.0
             try:
                 resp = fetch(
-                    url, timeout=cfg.timeout, max_bytes=max_bytes, user_agent=cfg.user_agent
+                    url,
+                    timeout=cfg.timeout,
+                    max_bytes=max_bytes,
+                    user_agent=cfg.user_agent,
+                    context=self._tls,
                 )
             except TRANSIENT_ERRORS as err:
                 problem = _describe(err)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -29,7 +32,7 @@ Route = bytes | str | Page | Callable[["Site", str], Page]
 
 
 class Site:
-    def __init__(self, routes: dict[str, Route]):
+    def __init__(self, routes: dict[str, Route], tls: ssl.SSLContext | None = None):
         self.routes = routes
         self.requests: list[tuple[float, str]] = []  # (time.monotonic(), path), in order
         self.lock = threading.Lock()
@@ -58,7 +61,10 @@ class Site:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def page(self, path: str) -> Page:
@@ -90,6 +96,21 @@ class Site:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1, made with the openssl tool: (its PEM, a server context)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    return cert, tls
 
 
 def html(title: str, body: str = "", links: tuple[str, ...] = ()) -> str:

@@ -31,8 +31,10 @@ def test_crawl_fills_the_queue_and_resumes(models, capsys):
     with Site(chain_routes(5)) as site:
         # the name's case need not match; the page limit stops the first run
         assert crawl(models, "crawly", site.url("/p0"), "--max-pages", "3", "--json") == 0
-        out = json.loads(capsys.readouterr().out)
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)
         assert out["model"] == "Crawly" and out["pages"] == 3 and out["tokens"] > 0
+        assert "/100 pages | " in captured.err  # the progress line (one per page off a terminal)
         assert out["pending"] == 1 and out["failed"] == 0 and out["seconds"] >= 0
         # again with no URL: resumes the pending ones
         assert crawl(models, "Crawly", "--json") == 0
@@ -45,7 +47,7 @@ def test_crawl_fills_the_queue_and_resumes(models, capsys):
         assert crawl(models, "Crawly") == 2
         assert "nothing to crawl" in capsys.readouterr().err
         assert crawl(models, "Crawly", "--reset", "--max-pages", "1") == 0
-        assert "1 pages" in capsys.readouterr().out
+        assert "; 1 page, " in capsys.readouterr().out
         assert site.paths().count("/p0") == 2
 
 

@@ -4,6 +4,7 @@ ever contacted."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +23,7 @@ from cllm.dataqueue import DataQueue
 from cllm.errors import BusyError, ValidationError
 from cllm.tokenizer import train_tokenizer
 
-from .crawl_site import BIG_SIZE, Page, Site, chain_routes, demo_routes, html
+from .crawl_site import BIG_SIZE, Page, Site, chain_routes, demo_routes, html, self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(min_delay=0.0, max_delay=0.0, timeout=2.0, retries=1, backoff=0.05, max_depth=50)
@@ -238,6 +239,21 @@ def test_redirects(tmp_path):
         assert far.state == "failed" and "more than 3 redirects" in far.reason
         assert site.count("/start") == 1 and site.count("/moved") == 1
         assert "/h4" not in site.paths()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl tool")
+def test_https(tmp_path):
+    cert, tls = self_signed(tmp_path)
+    with Site(chain_routes(2), tls=tls) as site:
+        # an unknown certificate authority: refused, recorded, no crash
+        c = crawl(tmp_path / "a", [site.url("/p0")], retries=0)
+        row = c.db.get(site.url("/p0"))
+        assert row.state == "blocked" and "CERTIFICATE_VERIFY_FAILED" in row.reason, row.reason
+        assert site.paths() == []  # the handshake failed before any request
+        # trusted: crawled over TLS
+        q = make_queue(tmp_path / "b")
+        c = crawl(tmp_path / "b", [site.url("/p0")], q, ca_file=str(cert))
+        assert c.snapshot().pages == 2 and len(q.items()) == 2
 
 
 def test_include_exclude_and_block_patterns(tmp_path):
