@@ -34,7 +34,7 @@ def test_crawl_fills_the_queue_and_resumes(models, capsys):
         captured = capsys.readouterr()
         out = json.loads(captured.out)
         assert out["model"] == "Crawly" and out["pages"] == 3 and out["tokens"] > 0
-        assert "/100 pages | " in captured.err  # the progress line (one per page off a terminal)
+        assert "3/3 pages | " in captured.err  # the progress line (one per page off a terminal)
         assert out["pending"] == 1 and out["failed"] == 0 and out["seconds"] >= 0
         # again with no URL: resumes the pending ones
         assert crawl(models, "Crawly", "--json") == 0
