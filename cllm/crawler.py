@@ -823,7 +823,8 @@ class Crawler:
 
     def _train_new_items(self) -> None:
         """When the last training round has ended and new items have arrived, start a round:
-        one more epoch over the queue as it now stands (the Trainer takes the model's lock)."""
+        one more epoch over the queue as it now stands, or up to the model's target epochs if
+        those are not reached yet (the Trainer takes the model's lock)."""
         if not self.config.train_continuously:
             return
         if self._trainer is not None:
@@ -838,8 +839,11 @@ class Crawler:
 
         registry = Registry(self.models_dir)
         try:
-            epochs = int(registry.info(self.name).meta.get("epochs_trained", 0))
-            trainer = Trainer(registry, self.name, target_epochs=epochs + 1)
+            meta = registry.info(self.name).meta
+            epochs = int(meta.get("epochs_trained", 0))
+            # one more epoch, or the rest of the user's own target if that is further
+            target = max(epochs + 1, int(meta.get("target_epochs", 0) or 0))
+            trainer = Trainer(registry, self.name, target_epochs=target)
         except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
             if str(err) != self._train_problem:
                 self._train_problem = str(err)
@@ -849,7 +853,7 @@ class Crawler:
         self._train_problem = ""
         trainer.start()
         self._trainer, self._untrained = trainer, 0
-        self._event("trained", "", f"training epoch {epochs + 1} of {self.name}")
+        self._event("trained", "", f"training epoch {epochs + 1} of {target} of {self.name}")
         self._set(training=_train_line(trainer.snapshot()))
 
     def _end_round(self) -> None:
