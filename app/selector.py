@@ -29,7 +29,7 @@ def summary(info) -> str:
     target = info.meta.get("target_epochs", 0)
     parts = [format_count(info.n_params), f"{ep}/{target} ep"]
     if info.queue_items:
-        parts.append(f"{info.queue_items} files")
+        parts.append(f"{info.queue_items} file{'s' * (info.queue_items != 1)}")
     if info.busy:
         parts.append("busy")
     return " · ".join(parts)
@@ -171,13 +171,13 @@ def _draw_list(
             if ui.take_click(row):
                 pick(i)
             color = th.SELECTED if m.name == shown else th.SELECTOR_TEXT
-            ui.label((row.x + 8, row.y + 7), m.name, color, max_w=row.w // 2)
+            nw = ui.label((row.x + 8, row.y + 7), m.name, color, max_w=row.w * 2 // 3)
             ui.label(
                 (row.right - 8, row.y + 7),
                 summary(m),
                 th.HINT,
                 align="right",
-                max_w=row.w // 2 - 16,
+                max_w=row.w - nw - 32,
             )
     s["last_mouse"] = ui.f.mouse
 

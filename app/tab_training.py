@@ -546,8 +546,8 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     top = y + 108
     bottom = v.bottom - 12
     avail = bottom - top
-    sph_h = max(200, int(avail * 0.44))
-    chart_h = max(120, int(avail * 0.30))
+    sph_h = max(200, int(avail * 0.5))
+    chart_h = max(120, int(avail * 0.28))
     left_w = int(w * 0.5)
     spheres(ui, snap, pygame.Rect(x, top, left_w - 6, sph_h))
     metrics(ui, st, snap, pygame.Rect(x + left_w + 6, top, w - left_w - 6, sph_h))
@@ -604,8 +604,7 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.label((r.x + 8, r.y + 6), "KISSING SPHERES", th.ACCENT)
     ui.label(
         (r.x + 8, r.y + 24),
-        "Node Zero and 12 shards of each batch; colour: share of next tokens predicted, count: "
-        "hits so far",
+        "Node Zero + 12 shards of each batch · colour: share of next tokens predicted",
         th.HINT,
         max_w=r.w - 16,
     )

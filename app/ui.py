@@ -248,21 +248,21 @@ class UI:
         if surf is None:
             if len(self._text_cache) > 3000:  # numbers change every frame; keep the cache bounded
                 self._text_cache.clear()
-            surf = self.font.render(s, True, color)
+            surf = self.font.render(_printable(s), True, color)
             self._text_cache[key] = surf
         return surf
 
     def text_size(self, s: str) -> tuple[int, int]:
-        return self.font.size(s)
+        return self.font.size(_printable(s))
 
     def elide(self, s: str, width: int) -> str:
         """Shorten s with an ellipsis so that it fits width pixels."""
-        if self.font.size(s)[0] <= width:
+        if self.text_size(s)[0] <= width:
             return s
         lo, hi = 0, len(s)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.font.size(s[:mid] + "…")[0] <= width:
+            if self.text_size(s[:mid] + "…")[0] <= width:
                 lo = mid
             else:
                 hi = mid - 1
@@ -303,14 +303,14 @@ class UI:
             line = ""
             for word in para.split(" "):
                 cand = word if not line else line + " " + word
-                if self.font.size(cand)[0] <= width:
+                if self.text_size(cand)[0] <= width:
                     line = cand
                     continue
                 if line:
                     lines.append(line)
-                while self.font.size(word)[0] > width and len(word) > 1:
+                while self.text_size(word)[0] > width and len(word) > 1:
                     cut = len(word)
-                    while cut > 1 and self.font.size(word[:cut])[0] > width:
+                    while cut > 1 and self.text_size(word[:cut])[0] > width:
                         cut -= 1
                     lines.append(word[:cut])
                     word = word[cut:]
@@ -548,20 +548,20 @@ class UI:
                 self.label((r.x + 6, ty), placeholder, th.DIM)
             x0 = r.x + 6
             if focused:
-                cur_x = self.font.size(shown[: st["cur"]])[0]
+                cur_x = self.text_size(shown[: st["cur"]])[0]
                 x0 -= max(0, cur_x - (r.w - 16))  # keep the cursor in view
                 if st.get("all") and shown:
-                    self.rect((x0, ty, self.font.size(shown)[0], self.line_h), (170, 200, 240))
+                    self.rect((x0, ty, self.text_size(shown)[0], self.line_h), (170, 200, 240))
             if shown:
                 self.surface.blit(self.render(shown, th.INPUT_TEXT), (x0, ty))
             if focused and int(self.now * 2) % 2 == 0:
-                cx = x0 + self.font.size(shown[: st["cur"]])[0]
+                cx = x0 + self.text_size(shown[: st["cur"]])[0]
                 pygame.draw.line(self.surface, th.BLACK, (cx, ty + 1), (cx, ty + self.line_h - 2))
         return res
 
     def _cursor_at(self, s: str, x: int) -> int:
         for i in range(len(s) + 1):
-            if self.font.size(s[:i])[0] >= x:
+            if self.text_size(s[:i])[0] >= x:
                 return i
         return len(s)
 
@@ -823,7 +823,7 @@ class UI:
         sw, sh = self.surface.get_size()
         y = sh - 20
         for t in reversed(self.toasts):
-            w = min(sw - 40, self.font.size(t.text)[0] + 24)
+            w = min(sw - 40, self.text_size(t.text)[0] + 24)
             r = pygame.Rect((sw - w) // 2, y - 32, w, 32)
             self.rect(r, th.DIALOG_BG, t.color, 2)
             self.text_center(r, t.text, t.color)
@@ -831,3 +831,10 @@ class UI:
                 self.f.click_taken = True
                 t.until = 0
             y -= 38
+
+
+def _printable(s: str) -> str:
+    """SDL_ttf refuses NUL and lone surrogates: show them as the replacement character."""
+    if "\x00" in s or not s.isprintable():
+        s = s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return s
