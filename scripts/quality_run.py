@@ -149,6 +149,7 @@ def main() -> None:
         "vocab": len(chars),
         "sources": [p if args.text else os.path.basename(p) for p in paths][:3] + ["..."],
         **info,
+        "load_avg_end": os.getloadavg(),
     }
     print(json.dumps(out), flush=True)
 
