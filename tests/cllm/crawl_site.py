@@ -166,7 +166,7 @@ def demo_routes() -> dict[str, Route]:
         "/loop/a": Page("", status=302, headers={"Location": "/loop/b"}),
         "/loop/b": Page("", status=302, headers={"Location": "/loop/a"}),
         "/big": html("Big", filler),
-        "/slow": Page(html("Slow", "Too slow."), delay=2.5),
+        "/slow": Page(html("Slow", "Too slow."), delay=4.0),
         "/data.bin": Page(bytes(range(256)) * 8, type="application/octet-stream"),
         "/notes.txt": Page("Plain notes, taken as they are.\n", type="text/plain; charset=utf-8"),
         "/dup1": html("Same", "Two URLs, one text."),

@@ -50,7 +50,7 @@ def queued(q: DataQueue) -> dict[str, str]:
 def test_demo_site(tmp_path):
     q = make_queue(tmp_path)
     with Site(demo_routes()) as site:
-        c = crawl(tmp_path, [site.url("/")], q, max_depth=2, max_bytes=50_000, timeout=1.0)
+        c = crawl(tmp_path, [site.url("/")], q, max_depth=2, max_bytes=50_000, timeout=1.5)
         snap, db, paths = c.snapshot(), c.db, site.paths()
         assert snap.state == "done", snap.message
 
