@@ -16,7 +16,7 @@ from cllm.config import format_count
 
 from . import theme as th
 from .state import AppState
-from .ui import UI
+from .ui import UI, plural
 
 ROW_H = 30
 MAX_ROWS = 10
@@ -29,7 +29,7 @@ def summary(info) -> str:
     target = info.meta.get("target_epochs", 0)
     parts = [format_count(info.n_params), f"{ep}/{target} ep"]
     if info.queue_items:
-        parts.append(f"{info.queue_items} file{'s' * (info.queue_items != 1)}")
+        parts.append(plural(info.queue_items, "file"))
     if info.busy:
         parts.append("busy")
     return " · ".join(parts)

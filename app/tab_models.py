@@ -18,7 +18,7 @@ from . import dialogs
 from . import theme as th
 from .filebrowser import FileBrowser, human_size
 from .state import AppState
-from .ui import UI
+from .ui import UI, plural
 
 CARD_H = 92
 CARDS_W = 440
@@ -105,7 +105,7 @@ def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
     )
     ui.label(
         (x, y + 58),
-        f"Queue {m.queue_items} files, {m.queue_tokens:,} tokens",
+        f"Queue {plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens",
         th.HINT,
         max_w=c.w - 120,
     )
@@ -165,7 +165,7 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Loss last / best", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
         ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
         ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
-        ("Queue", f"{m.queue_items} files, {m.queue_tokens:,} tokens"),
+        ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),
         ("Sources", ", ".join(meta.get("sources") or []) or "-"),
     ]
     half = (r.w - 30) // 2

@@ -21,7 +21,7 @@ from . import theme as th
 from .filebrowser import FileBrowser
 from .selector import panel_selector
 from .state import AppState
-from .ui import UI
+from .ui import UI, plural
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
 SLIDER_H = 34
@@ -213,7 +213,7 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     lines = [
         f"Epochs: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}"
         f"   Steps: {m.get('steps', 0):,}",
-        f"Queue: {info.queue_items} files, {info.queue_tokens:,} tokens",
+        f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
         f"Loss: last {loss(m.get('last_loss'))} · best {loss(m.get('best_loss'))}",

@@ -838,3 +838,8 @@ def _printable(s: str) -> str:
     if "\x00" in s or not s.isprintable():
         s = s.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return s
+
+
+def plural(n: int, word: str) -> str:
+    """plural(1, 'file') -> '1 file'; plural(3, 'file') -> '3 files'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
