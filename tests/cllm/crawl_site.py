@@ -26,6 +26,7 @@ class Page:
     type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before the response starts
+    trickle: float = 0.0  # seconds between 100-byte pieces of the body
 
 
 Route = bytes | str | Page | Callable[["Site", str], Page]
@@ -53,7 +54,12 @@ class Site:
                     for k, v in page.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(body)
+                    if not page.trickle:
+                        self.wfile.write(body)
+                    for i in range(0, len(body) if page.trickle else 0, 100):
+                        self.wfile.write(body[i : i + 100])
+                        self.wfile.flush()
+                        time.sleep(page.trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the crawler gave up on a slow or oversized page
 
@@ -65,7 +71,7 @@ class Site:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         scheme = "https" if tls else "http"
         self.base = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def page(self, path: str) -> Page:
         route = self.routes.get(path)

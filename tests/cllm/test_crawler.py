@@ -9,12 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cllm.crawldb import CrawlDB, compile_pattern, exact_pattern
@@ -110,6 +111,17 @@ def test_demo_site(tmp_path):
         c.close()
 
 
+def test_a_trickling_page_meets_the_deadline(tmp_path):
+    """The timeout bounds the whole request, not each read: 100 bytes every 0.1 s for 1.5 s."""
+    routes = {"/": Page(html("Trickle", "x" * 1400), trickle=0.1)}
+    with Site(routes) as site:
+        t0 = time.monotonic()
+        c = crawl(tmp_path, [site.url("/")], timeout=0.5, retries=0)
+        row = c.db.get(site.url("/"))
+        assert row.state == "failed" and row.reason.startswith("timed out after 0.5 s"), row
+        assert time.monotonic() - t0 < 1.4
+
+
 def test_polite_delay_per_host(tmp_path):
     with Site(chain_routes(4)) as site:
         c = crawl(tmp_path, [site.url("/p0")], min_delay=0.15, max_delay=0.25)
@@ -186,6 +198,35 @@ def test_resume_after_sigkill(tmp_path):
         assert sorted(it.source for it in q.items()) == sorted(
             site.url(f"/p{i}") for i in range(10)
         )
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    st.integers(1, 7).flatmap(
+        lambda n: st.lists(st.lists(st.integers(0, n - 1), max_size=4), min_size=n, max_size=n)
+    ),
+    st.integers(0, 3),
+)
+def test_any_site_is_crawled_breadth_first_once(links, max_depth):
+    """On any link graph: each page within max_depth link hops of the start is fetched exactly
+    once, and no other page is fetched."""
+    routes = {
+        f"/p{i}": html(f"Page {i}", f"Text of page {i}.", tuple(f"/p{j}" for j in out))
+        for i, out in enumerate(links)
+    }
+    depth, frontier = {0: 0}, [0]
+    while frontier:  # breadth-first distances from /p0
+        i = frontier.pop(0)
+        for j in links[i]:
+            if j not in depth:
+                depth[j] = depth[i] + 1
+                frontier.append(j)
+    expected = sorted(f"/p{i}" for i, d in depth.items() if d <= max_depth)
+    with tempfile.TemporaryDirectory() as tmp, Site(routes) as site:
+        c = crawl(Path(tmp), [site.url("/p0")], max_depth=max_depth)
+        assert sorted(p for p in site.paths() if p != "/robots.txt") == expected
+        assert c.snapshot().pages == len(expected)
+        c.close()
 
 
 def test_bad_start_urls_are_refused(tmp_path):
