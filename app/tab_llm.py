@@ -376,21 +376,33 @@ def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
         ui.label((chat.centerx, y + i * (ui.line_h + 4)), line, th.HINT, align="center")
 
 
-def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int]:
-    """The message's lines at this width and where its error lines start, cached until its text
-    or the width changes."""
+def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
+    """The message's lines at this width, where its error lines start and the widest line's
+    width, cached until its text or the width changes."""
     key = (len(msg["text"]), msg.get("state"), width)
     cache = msg.get("_wrap")
     if cache is None or cache[0] != key:
         text = msg["text"].replace("\t", "    ").translate(_CONTROLS)
         if not text and msg.get("state") == "writing":
             text = "…"
-        lines = ui.wrap(text, width) if text else []
+        lines = _wrap_keep_indent(ui, text, width) if text else []
         err_from = len(lines)
         if msg.get("state") == "error":
             lines += ui.wrap("[error] " + msg.get("error", ""), width)
-        cache = msg["_wrap"] = (key, lines, err_from)
-    return cache[1], cache[2]
+        text_w = max((ui.text_size(line)[0] for line in lines), default=0)
+        cache = msg["_wrap"] = (key, lines, err_from, text_w)
+    return cache[1], cache[2], cache[3]
+
+
+def _wrap_keep_indent(ui: UI, text: str, width: int) -> list[str]:
+    """Word wrap that keeps each line's leading spaces (models write code)."""
+    lines: list[str] = []
+    space = ui.text_size(" ")[0]
+    for para in text.split("\n"):
+        body = para.lstrip(" ")
+        indent = min(len(para) - len(body), width // (2 * max(1, space)))
+        lines += [" " * indent + part for part in ui.wrap(body, width - indent * space)]
+    return lines
 
 
 def _bubble_h(ui: UI, lines: list[str]) -> int:
@@ -423,7 +435,7 @@ def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
 def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
     width = chat.w - 30
     half = (width - GAP) // 2
-    for msg, lines, err_from, col in cells:
+    for msg, lines, err_from, text_w, col in cells:
         user = msg["role"] == "user"
         who = "You" if user else msg.get("model", "model")
         state = msg.get("state")
@@ -431,9 +443,8 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
             who += "  · writing…"
         elif state == "stopped":
             who += "  · stopped"
-        text_w = max([ui.text_size(line)[0] for line in lines] + [ui.text_size(who)[0]])
         if col is None:
-            w = min(int(width * 0.72), text_w + 2 * PAD)
+            w = min(int(width * 0.72), max(text_w, ui.text_size(who)[0]) + 2 * PAD)
             x = chat.right - 18 - w if user else chat.x + 10
         else:
             w = half
@@ -498,7 +509,7 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     if not st.current:
         text, color = "Model: Not Loaded", th.ERROR
     elif training(st, st.current):
-        text, color = "Model: Training (chat uses its last checkpoint)", th.WARNING
+        text, color = "Model: Training (chat: last checkpoint)", th.WARNING
     elif st.lm_name == st.current:
         text, color = "Model: Loaded", th.SUCCESS
     elif st.loading == st.current:

@@ -186,7 +186,13 @@ def test_compare_answers_with_two_models_side_by_side(llm, calls):
 def test_long_utf8_text_wraps_on_words(llm):
     words = "Grüße aus Köln, 東京 und Zürich " * 30
     msg = {"role": "user", "text": words}
-    lines, _ = tab_llm._wrapped(llm.ui, msg, 300)
+    lines, _, widest = tab_llm._wrapped(llm.ui, msg, 300)
     assert len(lines) > 5
-    assert all(llm.ui.text_size(line)[0] <= 300 for line in lines)
+    assert all(llm.ui.text_size(line)[0] <= widest <= 300 for line in lines)
     assert " ".join(lines).split() == words.split()
+
+
+def test_wrapping_keeps_indentation_and_drops_control_characters(llm):
+    msg = {"role": "model", "text": "def f():\n    return 1\x12\x00\n\tpass", "state": "done"}
+    lines, _, _ = tab_llm._wrapped(llm.ui, msg, 400)
+    assert lines == ["def f():", "    return 1", "    pass"]
