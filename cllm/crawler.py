@@ -266,6 +266,38 @@ def _retry_after(resp: Response) -> float:
         return 0.0
 
 
+def crawl_delay(lines: list[str], user_agent: str) -> float | None:
+    """The Crawl-delay of robots.txt for us: our own group's, else the '*' group's.
+    (The standard library's parser reads whole seconds only, and "0.5" is common.)"""
+    token = user_agent.split("/")[0].lower()
+    ours = anyone = None
+    agents: list[str] = []
+    in_rules = False
+    for raw in lines:
+        key, _, value = raw.split("#", 1)[0].partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "user-agent":
+            if in_rules:  # a new group starts
+                agents, in_rules = [], False
+            agents.append(value.lower())
+        elif key:
+            in_rules = True
+            if key != "crawl-delay":
+                continue
+            try:
+                delay = float(value)
+            except ValueError:
+                continue
+            if not 0 <= delay <= 86400:  # also drops nan
+                continue
+            for agent in agents:
+                if agent == "*":
+                    anyone = delay
+                elif agent and agent in token:
+                    ours = delay
+    return ours if ours is not None else anyone
+
+
 # --- pages ---
 
 
@@ -695,6 +727,8 @@ class Crawler:
                 tokens=tokens,
             )
         )
+        for old in self.db.prune_pages(cfg.keep_pages):
+            Path(old).unlink(missing_ok=True)
         if depth < cfg.max_depth:
             hosts = self.db.start_hosts()
             for link in links:
@@ -722,7 +756,7 @@ class Crawler:
         return 0, f"not queued: {reason}"
 
     def _keep_copy(self, url: str, body: bytes, kind: str) -> Path | None:
-        """Save the page for the Downloaded view, keeping only the newest `keep_pages` copies."""
+        """Save the page for the Downloaded view (`_store` then prunes to `keep_pages`)."""
         if kind == "binary" or self.config.keep_pages == 0:
             return None
         self.pages_dir.mkdir(parents=True, exist_ok=True)
@@ -731,8 +765,6 @@ class Crawler:
         )
         path = self.pages_dir / name
         path.write_bytes(body)
-        for old in self.db.prune_pages(self.config.keep_pages):
-            Path(old).unlink(missing_ok=True)
         return path
 
     # --- requests: politeness, retries, robots.txt ---
@@ -813,10 +845,11 @@ class Crawler:
             return f"robots.txt unavailable (HTTP {resp.status})"
         rules = RobotFileParser(url)
         body = decode_content(resp.body, resp.headers, MAX_ROBOTS_BYTES) or b""
-        rules.parse(decode(body, content_type(resp.headers)[1], html=False).splitlines())
-        delay = rules.crawl_delay(self.config.user_agent)
+        lines = decode(body, content_type(resp.headers)[1], html=False).splitlines()
+        rules.parse(lines)
+        delay = crawl_delay(lines, self.config.user_agent)
         if delay:
-            self._crawl_delay[host_of(root)] = min(float(delay), MAX_CRAWL_DELAY)
+            self._crawl_delay[host_of(root)] = min(delay, MAX_CRAWL_DELAY)
         return rules
 
     # --- continuous training ---

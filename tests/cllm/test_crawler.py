@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cllm.crawldb import CrawlDB, compile_pattern, exact_pattern
-from cllm.crawler import CrawlConfig, Crawler, check_start_url, normalize_url
+from cllm.crawler import CrawlConfig, Crawler, check_start_url, crawl_delay, normalize_url
 from cllm.dataqueue import DataQueue
 from cllm.errors import BusyError, ValidationError
 from cllm.tokenizer import train_tokenizer
@@ -130,6 +130,42 @@ def test_polite_delay_per_host(tmp_path):
         assert len(times) == 5  # robots.txt and four pages
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert min(gaps) >= 0.15 - 0.01, gaps
+
+
+def test_robots_crawl_delay(tmp_path):
+    routes = chain_routes(3)
+    routes["/robots.txt"] = Page("User-agent: *\nCrawl-delay: 0.2\n", type="text/plain")
+    with Site(routes) as site:
+        crawl(tmp_path, [site.url("/p0")])
+        times = site.times()[1:]  # the pages, after robots.txt
+        assert len(times) == 3
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.19
+
+
+def test_crawl_delay_groups():
+    robots = [
+        "User-agent: *",
+        "Crawl-delay: 2",
+        "",
+        "User-agent: OtherBot",
+        "User-agent: CrystallineCLLM  # us",
+        "Disallow: /x",
+        "Crawl-delay: 0.5",
+    ]
+    assert crawl_delay(robots, "CrystallineCLLM/0.1") == 0.5
+    assert crawl_delay(robots, "SomeoneElse/1.0") == 2.0
+    assert crawl_delay(["User-agent: *", "Crawl-delay: nan"], "x") is None
+    assert crawl_delay([], "x") is None
+
+
+def test_downloaded_copies_are_bounded(tmp_path):
+    with Site(chain_routes(4)) as site:
+        c = crawl(tmp_path, [site.url("/p0")], keep_pages=2)
+        pages = c.db.pages()
+        assert len(pages) == 4  # all listed, newest first
+        assert [bool(p.path) for p in pages] == [True, True, False, False]
+        assert sorted(c.pages_dir.iterdir()) == sorted(Path(p.path) for p in pages[:2])
+        assert b"page number 3" in Path(pages[0].path).read_bytes()
 
 
 def test_page_limit_and_resume_after_stop(tmp_path):
