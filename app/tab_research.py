@@ -268,27 +268,21 @@ def browser(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             st.worker, mode="folder", title="Choose a research folder", cwd=_existing(s["folder"])
         )
     y += 34
+    rows = visible(s)
+    files = f"Files: {sum(not e.is_dir for e in rows)}"
+    fw = ui.label((r.right - 10, y), files, th.TEXT, align="right")
     where = str(s["folder"]) + ("  (all files below)" if s["recursive"] else "")
-    ui.label((x, y), where, th.HINT, max_w=w)
+    ui.label((x, y), where, th.HINT, max_w=w - fw - 12)
     y += 22
     res = ui.text_input((x, y, w, 26), "search", s["search"], placeholder="Search by name...")
     s["search"] = res.text
     y += 34
-    sx = x
     by, rev = s["sort"]
-    for name in SORTS:
+    for i, name in enumerate(SORTS):
         label = name + ((" ▼" if rev else " ▲") if name == by else "")
-        if ui.button(
-            (sx, y, 62, 24),
-            label,
-            key="sort:" + name,
-            fill=th.TAB_ACTIVE if name == by else th.BUTTON,
-        ):
+        fill = th.TAB_ACTIVE if name == by else th.BUTTON
+        if ui.button((x + i * (bw + 8), y, bw, 24), label, key="sort:" + name, fill=fill):
             set_sort(s, name)
-        sx += 68
-    rows = visible(s)
-    n_files = sum(not e.is_dir for e in rows)
-    ui.label((r.right - 10, y + 4), f"Files: {n_files}", th.TEXT, align="right")
     y += 34
     file_list(ui, st, s, rows, pygame.Rect(x, y, w, r.bottom - 10 - y))
 
