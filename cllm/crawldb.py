@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS urls (
     parent TEXT
 );
 CREATE INDEX IF NOT EXISTS urls_by_state ON urls (state, depth);
+CREATE INDEX IF NOT EXISTS urls_by_depth ON urls (depth, host);
 CREATE TABLE IF NOT EXISTS pages (
     url TEXT PRIMARY KEY,
     title TEXT NOT NULL DEFAULT '',
@@ -223,6 +224,31 @@ class CrawlDB:
                 (url, _host(url), depth, state, reason, time.time(), parent),
             )
             return state if cur.rowcount else None
+
+    def add_many(self, urls: list[str], depth: int, parent: str | None = None) -> int:
+        """`add` for the links of one page, in one transaction; returns how many were new."""
+        now = time.time()
+        rows = []
+        for url in urls:
+            pattern = self.blocked_by(url)
+            state, reason = (
+                ("blocked", f"blocked by pattern {pattern}") if pattern else ("pending", "")
+            )
+            rows.append((url, _host(url), depth, state, reason, now, parent))
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO urls (url, host, depth, state, reason, added, parent)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return self._db.total_changes - before
 
     def claim_next(self) -> UrlRow | None:
         """Take the next pending URL (shallowest first, then first in) and mark it crawling."""

@@ -731,9 +731,8 @@ class Crawler:
             Path(old).unlink(missing_ok=True)
         if depth < cfg.max_depth:
             hosts = self.db.start_hosts()
-            for link in links:
-                if self._follows(link, hosts):
-                    self.db.add(link, depth + 1, url)
+            follow = [link for link in links if self._follows(link, hosts)]
+            self.db.add_many(follow, depth + 1, url)
 
     def _follows(self, link: str, hosts: set[str]) -> bool:
         """Whether a link goes on the list (robots.txt and blocks are checked at fetch time)."""

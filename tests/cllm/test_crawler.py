@@ -448,6 +448,9 @@ def test_crawldb_claims_and_requeue(tmp_path):
     db.finish("http://h/a", "failed", "HTTP 500", status=500)
     db.reset("http://h/a")
     assert db.get("http://h/a").state == "pending"
+    db.block("*/private/*")
+    assert db.add_many(["http://h/b", "http://h/c", "http://h/private/d"], 2, "http://h/a") == 2
+    assert db.get("http://h/c").depth == 2 and db.get("http://h/private/d").state == "blocked"
     db.log("error", "http://h/a", "x")
     assert db.events()[-1].detail == "x"
     db.close()
