@@ -97,7 +97,8 @@ class Kiosk:
         for e in pygame.event.get():
             if e.type == pygame.QUIT:
                 continue
-            person = e.type in INPUT_EVENTS or (e.type == pygame.MOUSEMOTION and any(e.rel))
+            moved = e.type == pygame.MOUSEMOTION and abs(e.rel[0]) + abs(e.rel[1]) > 2
+            person = e.type in INPUT_EVENTS or moved
             if person:
                 self._person()
             if e.type in (pygame.KEYDOWN, pygame.KEYUP) and e.key == pygame.K_F11:

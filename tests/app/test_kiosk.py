@@ -139,3 +139,16 @@ def test_the_kiosk_trains_the_demo_model_live(studio, clock):
         time.sleep(0.01)
     assert studio.st.current == "beta" and studio.st.trainer_name == "beta"
     assert studio.st.snapshot.step >= 2
+
+
+def test_a_jitter_of_the_mouse_is_not_a_person_a_real_move_is(kiosk, clock):
+    pygame.event.post(
+        pygame.event.Event(pygame.MOUSEMOTION, pos=(5, 5), rel=(1, 0), buttons=(0, 0, 0))
+    )
+    run(kiosk, clock, 0.5)
+    assert not kiosk.paused
+    pygame.event.post(
+        pygame.event.Event(pygame.MOUSEMOTION, pos=(90, 50), rel=(40, 25), buttons=(0, 0, 0))
+    )
+    run(kiosk, clock, 0.5)
+    assert kiosk.paused
