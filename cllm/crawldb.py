@@ -2,10 +2,9 @@
 
 Every URL the crawl has seen is one row with its state (pending, crawling, crawled, failed,
 blocked) and the reason; the URL is the primary key, so a URL is fetched at most once until the
-user resets it. A crawl killed mid-request leaves a 'crawling' row: opening the store puts it back
-to pending when the next crawl takes the store's lock, so a restart resumes where the crawl
-was. The store also keeps the downloaded pages
-(for the Downloaded view), the block patterns and a log of events.
+user resets it. A crawl killed mid-request leaves a 'crawling' row, put back to pending when the
+next crawl takes the store's lock, so a restart resumes where the crawl was. The store also keeps
+the downloaded pages (for the Downloaded view), the block patterns and a log of events.
 
 One connection, guarded by a lock, serves every thread of a process (the crawler thread writes,
 the UI reads); WAL lets another process read while this one writes. One crawl at a time: the
