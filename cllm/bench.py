@@ -290,12 +290,18 @@ def bench_generate(args) -> int:
 def first_step(
     vocab_size: int, d_model: int, layers: int, heads: int, context: int, B: int, T: int
 ):
-    """What a fresh process does before it trains: import the engine, build, take one step."""
+    """What a fresh process does before it trains: import the engine, build, take one step.
+
+    Prints the seconds its import and its first step took, for the parent to split the total.
+    """
+    t0 = time.perf_counter()
     from .model import GPT
 
+    t1 = time.perf_counter()
     cfg = GPTConfig(vocab_size, d_model, layers, heads, context)
     x = np.random.default_rng(0).integers(0, vocab_size, (B, T + 1), dtype=np.int32)
     _OursTrainer(GPT(cfg)).step(x[:, :-1], x[:, 1:])
+    print(json.dumps({"import_model_s": t1 - t0, "first_step_s": time.perf_counter() - t1}))
 
 
 def bench_startup(args) -> int:
@@ -306,16 +312,22 @@ def bench_startup(args) -> int:
         f"{args.batch_size}, {args.seq_len})"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    times = []
+    times, parts = [], []
     # A fresh numba cache folder: the first run compiles every kernel (cold), the second loads them.
     with tempfile.TemporaryDirectory(prefix="cllm-numba-") as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         for _ in range(2):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", call], env=env, check=True)
+            run = subprocess.run(
+                [sys.executable, "-c", call], env=env, check=True, stdout=subprocess.PIPE, text=True
+            )
             times.append(time.perf_counter() - t0)
+            parts.append(json.loads(run.stdout.strip().splitlines()[-1]))
     out = {"bench": "startup", "cold_s": round(times[0], 3), "warm_s": round(times[1], 3)}
+    for key in parts[0]:
+        out["cold_" + key], out["warm_" + key] = (round(p[key], 3) for p in parts)
+    out["load_avg"] = os.getloadavg()
     out.update(_describe(cfg, args))
     print(json.dumps(out), flush=True)
     return 0

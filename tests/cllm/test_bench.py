@@ -53,3 +53,11 @@ def test_bench_refuses_bad_arguments(capsys):
     assert "seq-len" in capsys.readouterr().err
     assert main(["bench", "train", *TINY, "--heads", "3", "--no-torch"]) == 2
     assert "divisible" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_startup_cold_then_warm(capsys):
+    out = run_json(capsys, "startup", *TINY, "--batch-size", "2")
+    assert out["cold_s"] > 0 and out["warm_s"] > 0
+    # a warm numba cache skips compilation: the first step is much faster than the cold one
+    assert out["warm_first_step_s"] < out["cold_first_step_s"]
