@@ -133,6 +133,14 @@ class AppState:
                 self.select(DEMO_NAME if DEMO_NAME in names else names[0])
         if first and not names and self.demo:
             self.create_demo()
+        info = self.info()
+        if (
+            info is not None
+            and self.lm_name == info.name
+            and not self.loading
+            and _stamp(info.meta) != _stamp(self.lm.meta)
+        ):
+            self.load(info.name)  # the file changed (a checkpoint, a grow): keep st.lm current
 
     def info(self, name: str | None = None) -> Any:
         name = name or self.current
@@ -314,3 +322,8 @@ class AppState:
             self.say(msg, "success" if added else "warning")
 
         self.run("queue", name, add, done=done)
+
+
+def _stamp(meta: dict) -> tuple:
+    """What changes whenever a model file is saved with new weights or settings."""
+    return meta.get("modified"), meta.get("steps"), meta.get("epochs_trained")

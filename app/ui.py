@@ -537,10 +537,11 @@ class UI:
         else:
             st.pop("buf", None)
         # draw
-        bg = th.INPUT_BG_FOCUS if focused else th.INPUT_BG
+        bg = th.INPUT_BG_FOCUS if focused else th.shade(th.INPUT_BG, 20) if over else th.INPUT_BG
         if not enabled:
             bg = th.mix(th.INPUT_BG, th.BG, 0.5)
-        self.rect(r, bg, th.INPUT_BORDER_FOCUS if focused else th.INPUT_BORDER, 2 if focused else 1)
+        border = th.INPUT_BORDER_FOCUS if focused else th.shade(th.INPUT_BORDER, -40 if over else 0)
+        self.rect(r, bg, border, 2 if focused else 1)
         shown = st["buf"] if focused and "buf" in st else res.text
         with self.clip(r.inflate(-4, -2)):
             ty = r.centery - self.line_h // 2

@@ -119,3 +119,12 @@ def test_every_tab_draws(studio):
         studio.pump(2)
         assert studio.banner is None, studio.banner
     click(studio, (640, 500))  # a click on an empty area does nothing harmful
+
+
+def test_loaded_model_follows_changes_on_disk(studio, models_dir):
+    from cllm.registry import Registry
+
+    assert studio.st.lm.train_config.batch_size == 4
+    Registry(models_dir).set_settings("alpha", batch_size=6)  # another process, say
+    frames_until(studio, lambda: studio.st.lm.train_config.batch_size == 6, timeout=10)
+    assert studio.st.tab("training")["set"]["batch_size"] == 6
