@@ -10,12 +10,54 @@ from __future__ import annotations
 import math
 
 from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 GELU_C = math.sqrt(2.0 / math.pi)
+LOG2E = 1.4426950408889634
+LN2_HI, LN2_LO = 0.693145751953125, 1.4286068203094173e-06  # ln 2 = HI + LO, HI exact in 17 bits
+
+# error_model="numpy": no ZeroDivisionError checks, which would stop loops from vectorizing
+jit = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@intrinsic
+def _f64_from_bits(typingctx, bits):
+    """Reinterpret an int64 as a float64 (a bit cast that vectorizes)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _exp(x):
+    """exp(x) to ~1e-11 relative, in plain arithmetic so that loops calling it vectorize
+    (numba's math.exp is a scalar libm call here). 2**k is built from its exponent bits."""
+    x = min(max(x, -708.0), 709.0)
+    k = math.floor(x * LOG2E + 0.5)
+    r = (x - k * LN2_HI) - k * LN2_LO  # |r| <= ln2 / 2
+    # Taylor to r**9: the truncation error is below 1e-11 on |r| <= ln2 / 2
+    p = 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = (p * r + 1.0) * r + 1.0
+    return p * _f64_from_bits((k + 1023) << 52)
+
+
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _tanh(x):
+    return 1.0 - 2.0 / (_exp(2.0 * x) + 1.0)
+
+
+@jit
 def layernorm_forward(out, mean, rstd, inp, w, b):
     """out[N,D] = normalize(inp[N,D]) * w[D] + b[D]; keeps mean[N], rstd[N] for the backward."""
     N, D = inp.shape
@@ -37,7 +79,7 @@ def layernorm_forward(out, mean, rstd, inp, w, b):
         rstd[n] = s
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def layernorm_backward(dinp, dw, db, dout, inp, mean, rstd, w):
     """dinp[N,D] += grad wrt inp (it is the residual stream); dw[D], db[D] are overwritten."""
     N, D = inp.shape
@@ -63,7 +105,7 @@ def layernorm_backward(dinp, dw, db, dout, inp, mean, rstd, w):
             di[i] += s * (g[i] * w[i] - dnorm_mean - norm * dnorm_norm_mean)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def bias_gelu_forward(out, pre, b):
     """pre[N,F] += b[F] in place (kept for the backward); out[N,F] = gelu_tanh(pre)."""
     N, F = pre.shape
@@ -72,11 +114,11 @@ def bias_gelu_forward(out, pre, b):
         for i in range(F):
             x = p[i] + b[i]
             p[i] = x
-            t = math.tanh(GELU_C * (x + 0.044715 * x * x * x))
+            t = _tanh(GELU_C * (x + 0.044715 * x * x * x))
             o[i] = 0.5 * x * (1.0 + t)
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def gelu_backward(dout, pre):
     """dout[N,F] *= gelu_tanh'(pre[N,F]) in place: on return it holds the gradient wrt pre."""
     N, F = pre.shape
@@ -84,12 +126,12 @@ def gelu_backward(dout, pre):
         p, d = pre[n], dout[n]
         for i in range(F):
             x = p[i]
-            t = math.tanh(GELU_C * (x + 0.044715 * x * x * x))
+            t = _tanh(GELU_C * (x + 0.044715 * x * x * x))
             dt = (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * x * x)
             d[i] *= 0.5 * (1.0 + t) + 0.5 * x * dt
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def attention_softmax_forward(att, scale, offset):
     """Causal softmax in place over att[BH, Tq, Tk] of raw scores q.k.
 
@@ -107,7 +149,7 @@ def attention_softmax_forward(att, scale, offset):
                     mx = row[j]
             s = 0.0
             for j in range(n):
-                e = math.exp(scale * (row[j] - mx))
+                e = _exp(scale * (row[j] - mx))
                 row[j] = e
                 s += e
             r = 1.0 / s
@@ -117,7 +159,7 @@ def attention_softmax_forward(att, scale, offset):
                 row[j] = 0.0
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def attention_softmax_backward(datt, att, scale):
     """datt[BH,T,T] (grad wrt the probabilities) becomes, in place, the grad wrt the raw scores."""
     BH, T, _ = att.shape
@@ -133,7 +175,7 @@ def attention_softmax_backward(datt, att, scale):
                 d[j] = 0.0
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def crossentropy_forward_backward(logits, targets, losses, dscale):
     """Fused softmax + cross-entropy over logits[N,V] with targets[N].
 
@@ -151,7 +193,7 @@ def crossentropy_forward_backward(logits, targets, losses, dscale):
         zy = row[y] - mx  # kept before exp: exp of it may underflow to 0
         s = 0.0
         for j in range(V):
-            e = math.exp(row[j] - mx)
+            e = _exp(row[j] - mx)
             row[j] = e
             s += e
         losses[n] = math.log(s) - zy
@@ -161,7 +203,7 @@ def crossentropy_forward_backward(logits, targets, losses, dscale):
         row[y] -= dscale
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def embedding_backward(dwte, dwpe, dout, idx):
     """dwte[V,D] += scatter of dout[B,T,D] by token idx[B,T]; dwpe[:T] += sum over the batch."""
     B, T, D = dout.shape
@@ -174,7 +216,7 @@ def embedding_backward(dwte, dwpe, dout, idx):
                 dp[i] += g[i]
 
 
-@njit(nogil=True, cache=True, fastmath=True)
+@jit
 def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay, t):
     """One AdamW step over flat buffers; decay[i] (0 or 1) marks the weights that decay."""
     c1 = 1.0 / (1.0 - beta1**t)
@@ -187,3 +229,94 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
         v[i] = vi
         upd = (mi * c1) / (math.sqrt(vi * c2) + eps) + weight_decay * decay[i] * params[i]
         params[i] -= lr * upd
+
+
+@jit
+def _matvec(out, x, params, w_off, b_off, n_in, n_out):
+    """out[O] = x[I] @ W[I,O] + b[O], W and b read from the flat buffer at their offsets."""
+    w = params[w_off : w_off + n_in * n_out].reshape(n_in, n_out)
+    out[:] = params[b_off : b_off + n_out]
+    for i in range(n_in):
+        xi = x[i]
+        row = w[i]
+        for o in range(n_out):
+            out[o] += xi * row[o]
+
+
+@jit
+def _layernorm_vec(out, x, params, w_off, b_off):
+    D = x.size
+    m = 0.0
+    for i in range(D):
+        m += x[i]
+    m /= D
+    var = 0.0
+    for i in range(D):
+        var += (x[i] - m) * (x[i] - m)
+    s = 1.0 / math.sqrt(var / D + LN_EPS)
+    for i in range(D):
+        out[i] = (x[i] - m) * s * params[w_off + i] + params[b_off + i]
+
+
+@jit
+def decode_one(params, offs, k_cache, v_cache, pos, token, x, ln, qkv, y, h, att, logits):
+    """The whole forward of one token at position ``pos`` for a batch of one, in one call.
+
+    At generation sizes NumPy's per-call overhead, not arithmetic, is the cost, so the model's
+    every layer runs here. ``offs`` holds the flat-buffer offset of each tensor in param_shapes
+    order; k_cache, v_cache are [L, H, C, hs]; x, ln, y [D], qkv [3D], h [F], att [C], logits [V]
+    are scratch and output buffers.
+    """
+    L, H, _, hs = k_cache.shape
+    D, F, V = x.size, h.size, logits.size
+    wte = params[offs[0] : offs[0] + V * D].reshape(V, D)
+    for i in range(D):
+        x[i] = wte[token, i] + params[offs[1] + pos * D + i]
+    scale = 1.0 / math.sqrt(hs)
+    for l in range(L):
+        o = offs[
+            2 + 12 * l : 14 + 12 * l
+        ]  # ln_1 w b, c_attn w b, c_proj w b, ln_2 w b, fc w b, proj w b
+        _layernorm_vec(ln, x, params, o[0], o[1])
+        _matvec(qkv, ln, params, o[2], o[3], D, 3 * D)
+        for hd in range(H):
+            q = qkv[hd * hs : (hd + 1) * hs]
+            kc, vc = k_cache[l, hd], v_cache[l, hd]
+            kc[pos, :] = qkv[D + hd * hs : D + (hd + 1) * hs]
+            vc[pos, :] = qkv[2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+            mx = -1e30
+            for j in range(pos + 1):
+                s = 0.0
+                for i in range(hs):
+                    s += q[i] * kc[j, i]
+                att[j] = s * scale
+                mx = max(mx, att[j])
+            tot = 0.0
+            for j in range(pos + 1):
+                att[j] = _exp(att[j] - mx)
+                tot += att[j]
+            yh = y[hd * hs : (hd + 1) * hs]
+            yh[:] = 0.0
+            for j in range(pos + 1):
+                p = att[j] / tot
+                for i in range(hs):
+                    yh[i] += p * vc[j, i]
+        _matvec(ln, y, params, o[4], o[5], D, D)
+        for i in range(D):
+            x[i] += ln[i]
+        _layernorm_vec(ln, x, params, o[6], o[7])
+        _matvec(h, ln, params, o[8], o[9], D, F)
+        for i in range(F):
+            v = h[i]
+            h[i] = 0.5 * v * (1.0 + _tanh(GELU_C * (v + 0.044715 * v * v * v)))
+        _matvec(ln, h, params, o[10], o[11], F, D)
+        for i in range(D):
+            x[i] += ln[i]
+    n = offs.size
+    _layernorm_vec(ln, x, params, offs[n - 2], offs[n - 1])
+    for v in range(V):
+        s = 0.0
+        row = wte[v]
+        for i in range(D):
+            s += ln[i] * row[i]
+        logits[v] = s

@@ -8,6 +8,7 @@ product is ``x @ W`` with no transposes. Activations are allocated once per (B, 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,6 +26,18 @@ def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
     return views
 
 
+def _offsets(cfg: GPTConfig) -> np.ndarray:
+    """Where each tensor starts in the flat buffer, in param_shapes order."""
+    sizes = [math.prod(s) for _, s in param_shapes(cfg)]
+    return np.cumsum([0] + sizes[:-1]).astype(np.int64)
+
+
+def _block_views(views: dict[str, np.ndarray], l: int) -> dict[str, np.ndarray]:
+    """Block l's tensors by their short names ("ln_1.weight", "attn.c_attn.bias", ...)."""
+    h = f"h.{l}."
+    return {name[len(h) :]: v for name, v in views.items() if name.startswith(h)}
+
+
 # ----------------------------------------------------------------------------------------------
 # layer pairs whose work is mostly BLAS: the numba kernels do the rest
 
@@ -35,11 +48,14 @@ def matmul_forward(out, inp, w, b):
     out += b
 
 
-def matmul_backward(dinp, dw, db, dout, inp, w):
-    """dinp[N,I] = dout @ w.T (overwritten); dw[I,O] = inp.T @ dout; db[O] = sum of dout rows."""
+def matmul_backward(dinp, dw, db, dout, inp, w, ones):
+    """dinp[N,I] = dout @ w.T (overwritten); dw[I,O] = inp.T @ dout; db[O] = sum of dout rows.
+
+    ``ones[N]``: the bias sum as a BLAS matrix-vector product, far faster than np.sum(axis=0).
+    """
     np.matmul(dout, w.T, out=dinp)
     np.matmul(inp.T, dout, out=dw)
-    np.sum(dout, axis=0, out=db)
+    np.matmul(ones, dout, out=db)
 
 
 def attention_forward(y, att, qkv, B, T, H, pos_offset=0, kv=None):
@@ -108,6 +124,8 @@ class Activations:
         # backward scratch
         self.dresid, self.dx, self.datty = e(N, D), e(N, D), e(N, D)
         self.dqkv, self.dfch, self.datt = e(N, 3 * D), e(N, F), e(B, H, T, T)
+        self.idx: np.ndarray | None = None
+        self.ones = np.ones(N, dtype)
 
 
 class KVCache:
@@ -119,21 +137,92 @@ class KVCache:
         self.v = np.zeros(shape, dtype)
         self.batch = batch
         self.pos = 0
+        if batch == 1:  # scratch for the one-call decode of a single token
+            D, F, C, V = cfg.n_embd, cfg.n_inner, cfg.block_size, cfg.vocab_size
+            e = lambda n: np.empty(n, dtype)  # noqa: E731
+            self.scratch = (e(D), e(D), e(3 * D), e(D), e(F), e(C), e(V))
+
+
+class Shard:
+    """One worker's slice of the batch: rows b0:b1, its activations and its own gradients."""
+
+    def __init__(self, gpt: GPT, b0: int, b1: int, T: int, grads: np.ndarray):
+        self.b0, self.b1 = b0, b1
+        self.acts = Activations(gpt.config, b1 - b0, T, gpt.dtype)
+        self.grads = grads
+        self.g = _views(grads, gpt.config)
+        self.gl = [_block_views(self.g, l) for l in range(gpt.config.n_layer)]
+
+
+def _blas_one_thread() -> None:
+    """Each worker thread runs single-threaded BLAS: the cores are shared out by batch slices,
+    which keeps every core busy in the numba kernels too and needs no spinning thread barriers.
+    Only NumPy's OpenBLAS is limited (PyTorch's own pool, in the benchmark, is left alone), and
+    again whenever someone raised it since (a ctypes call, ~1 us)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    for lib in _BLAS:
+        if lib.get_num_threads() != 1:
+            lib.set_num_threads(1)
+
+
+_BLAS: list | None = None
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _run_parallel(fn, items: list) -> list:
+    """fn(item) for every item: the first on this thread, the rest on the worker pool."""
+    global _POOL, _POOL_SIZE
+    if len(items) == 1:
+        return [fn(items[0])]
+    if _POOL_SIZE < len(items) - 1:
+        _POOL = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="cllm-gpt")
+        _POOL_SIZE = len(items) - 1
+    futures = [_POOL.submit(fn, it) for it in items[1:]]
+    first = fn(items[0])
+    return [first] + [f.result() for f in futures]
+
+
+def default_threads() -> int:
+    """The engine takes as many threads as numba is given (NUMBA_NUM_THREADS, default every
+    core, or numba.set_num_threads in this thread)."""
+    import numba
+
+    return numba.get_num_threads()
 
 
 class GPT:
-    """The model of spec section 1. ``dtype`` float64 exists for the gradient checks."""
+    """The model of spec section 1. ``dtype`` float64 exists for the gradient checks.
 
-    def __init__(self, config: GPTConfig, seed: int = 0, dtype=np.float32, init: bool = True):
+    ``threads`` (default: ``default_threads()`` at each forward): a batch is cut into that many
+    slices that run forward and backward at the same time, one thread each (numba kernels and
+    NumPy release the GIL); their gradients are summed.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        seed: int = 0,
+        dtype=np.float32,
+        init: bool = True,
+        threads: int | None = None,
+    ):
         self.config = config
         self.dtype = np.dtype(dtype)
+        self.threads = threads
         self.n_params = sum(math.prod(s) for _, s in param_shapes(config))
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = np.zeros(self.n_params, self.dtype)
         self.p = _views(self.params, config)
         self.g = _views(self.grads, config)
-        self.acts: Activations | None = None
-        self._idx: np.ndarray | None = None
+        self.pl = [_block_views(self.p, l) for l in range(config.n_layer)]
+        self._offsets = _offsets(config)
+        self.shards: list[Shard] = []
+        self._have_dlogits = False
         if init:
             rng = np.random.default_rng(seed)
             for name in ("wte", "wpe"):
@@ -152,6 +241,30 @@ class GPT:
                 w = self.p[h + n + ".weight"]
                 w[:] = rng.normal(0.0, std, w.shape)
 
+    def _plan(self, B: int, T: int) -> list[Shard]:
+        """Slices of the batch, reused while (B, T) stays the same."""
+        S = max(1, min(self.threads or default_threads(), B))
+        if B * T < 256:  # too little work to be worth a thread handoff
+            S = 1
+        if self.shards and (
+            sum(s.b1 - s.b0 for s in self.shards),
+            self.shards[0].acts.T,
+            len(self.shards),
+        ) == (B, T, S):
+            return self.shards
+        cuts = [B * i // S for i in range(S + 1)]
+        self.shards = [
+            Shard(
+                self,
+                cuts[i],
+                cuts[i + 1],
+                T,
+                self.grads if i == 0 else np.zeros(self.n_params, self.dtype),
+            )
+            for i in range(S)
+        ]
+        return self.shards
+
     # ------------------------------------------------------------------------------------------
     def forward(self, idx: np.ndarray, targets: np.ndarray | None = None):
         """idx int [B, T] -> mean cross-entropy (float) with targets, else logits [B, T, V]."""
@@ -159,35 +272,45 @@ class GPT:
         if idx.ndim != 2:
             raise ValidationError(f"token ids must be a [batch, time] array, got shape {idx.shape}")
         B, T = idx.shape
-        cfg = self.config
-        if not 1 <= T <= cfg.block_size:
-            raise ValidationError(f"sequence length {T} is outside 1..{cfg.block_size}")
-        if idx.size and (idx.min() < 0 or idx.max() >= cfg.vocab_size):
-            raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
-        a = self.acts
-        if a is None or (a.B, a.T) != (B, T):
-            a = self.acts = Activations(cfg, B, T, self.dtype)
-        p, H = self.p, cfg.n_head
-        N = B * T
+        V = self.config.vocab_size
+        if not 1 <= T <= self.config.block_size:
+            raise ValidationError(f"sequence length {T} is outside 1..{self.config.block_size}")
+        if idx.size and (idx.min() < 0 or idx.max() >= V):
+            raise ValidationError(f"token ids must lie in 0..{V - 1}")
+        if targets is not None:
+            targets = np.ascontiguousarray(targets, dtype=np.int32).reshape(B, T)
+            if targets.min() < 0 or targets.max() >= V:
+                raise ValidationError(f"target ids must lie in 0..{V - 1}")
+        shards = self._plan(B, T)
+        self._have_dlogits = False
+        _blas_one_thread()
+
+        def run(sh: Shard) -> None:
+            sl = slice(sh.b0, sh.b1)
+            self._forward(sh.acts, idx[sl], None if targets is None else targets[sl], B * T)
+
+        _run_parallel(run, shards)
+        if targets is None:
+            return np.concatenate([sh.acts.logits.reshape(sh.b1 - sh.b0, T, V) for sh in shards])
+        self._have_dlogits = True
+        return float(sum(sh.acts.losses.sum(dtype=np.float64) for sh in shards) / (B * T))
+
+    def _forward(self, a: Activations, idx, targets, n_total: int) -> None:
+        """One slice's forward; with targets, its logits become dlogits of the mean over n_total."""
+        cfg, p = self.config, self.p
+        B, T, H = a.B, a.T, cfg.n_head
         x0 = a.resid[0].reshape(B, T, -1)
         np.take(p["wte"], idx, axis=0, out=x0)
         x0 += p["wpe"][:T]
         for l in range(cfg.n_layer):
-            h = f"h.{l}."
+            w = self.pl[l]
             K.layernorm_forward(
-                a.ln1[l],
-                a.ln1_mean[l],
-                a.ln1_rstd[l],
-                a.resid[l],
-                p[h + "ln_1.weight"],
-                p[h + "ln_1.bias"],
+                a.ln1[l], a.ln1_mean[l], a.ln1_rstd[l], a.resid[l], w["ln_1.weight"], w["ln_1.bias"]
             )
-            matmul_forward(
-                a.qkv[l], a.ln1[l], p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"]
-            )
+            matmul_forward(a.qkv[l], a.ln1[l], w["attn.c_attn.weight"], w["attn.c_attn.bias"])
             attention_forward(a.atty[l], a.att[l], a.qkv[l], B, T, H)
             matmul_forward(
-                a.resid_mid[l], a.atty[l], p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"]
+                a.resid_mid[l], a.atty[l], w["attn.c_proj.weight"], w["attn.c_proj.bias"]
             )
             a.resid_mid[l] += a.resid[l]
             K.layernorm_forward(
@@ -195,41 +318,47 @@ class GPT:
                 a.ln2_mean[l],
                 a.ln2_rstd[l],
                 a.resid_mid[l],
-                p[h + "ln_2.weight"],
-                p[h + "ln_2.bias"],
+                w["ln_2.weight"],
+                w["ln_2.bias"],
             )
-            np.matmul(a.ln2[l], p[h + "mlp.c_fc.weight"], out=a.fch[l])
-            K.bias_gelu_forward(a.fch_gelu[l], a.fch[l], p[h + "mlp.c_fc.bias"])
+            np.matmul(a.ln2[l], w["mlp.c_fc.weight"], out=a.fch[l])
+            K.bias_gelu_forward(a.fch_gelu[l], a.fch[l], w["mlp.c_fc.bias"])
             matmul_forward(
-                a.resid[l + 1], a.fch_gelu[l], p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"]
+                a.resid[l + 1], a.fch_gelu[l], w["mlp.c_proj.weight"], w["mlp.c_proj.bias"]
             )
             a.resid[l + 1] += a.resid_mid[l]
-        L = cfg.n_layer
         K.layernorm_forward(
-            a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[L], p["ln_f.weight"], p["ln_f.bias"]
+            a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[cfg.n_layer], p["ln_f.weight"], p["ln_f.bias"]
         )
         np.matmul(a.lnf, p["wte"].T, out=a.logits)  # the head is tied to the token embedding
-        self._idx = idx
-        if targets is None:
-            self._have_dlogits = False
-            return a.logits.reshape(B, T, -1).copy()
-        targets = np.ascontiguousarray(targets, dtype=np.int32).reshape(N)
-        if targets.min() < 0 or targets.max() >= cfg.vocab_size:
-            raise ValidationError(f"target ids must lie in 0..{cfg.vocab_size - 1}")
-        K.crossentropy_forward_backward(a.logits, targets, a.losses, 1.0 / N)
-        self._have_dlogits = True
-        return float(a.losses.mean())
+        a.idx = idx
+        if targets is not None:
+            K.crossentropy_forward_backward(a.logits, targets.reshape(-1), a.losses, 1.0 / n_total)
 
     @property
     def losses(self) -> np.ndarray:
         """Per-position losses [B, T] of the last forward with targets."""
-        return self.acts.losses.reshape(self.acts.B, self.acts.T)
+        return np.concatenate([sh.acts.losses.reshape(sh.acts.B, sh.acts.T) for sh in self.shards])
 
     def backward(self) -> None:
         """Fill ``grads`` (overwriting them) with d(mean loss)/d(params) of the last forward."""
-        if self.acts is None or not getattr(self, "_have_dlogits", False):
+        if not self._have_dlogits:
             raise RuntimeError("backward() needs a forward(idx, targets) first")
-        a, p, g, cfg = self.acts, self.p, self.g, self.config
+        self._have_dlogits = False  # the dlogits are consumed in place
+        shards = self.shards
+        _run_parallel(lambda sh: self._backward(sh.acts, sh.g, sh.gl), shards)
+        if len(shards) > 1:  # sum the slices' gradients, each thread a range of the buffer
+            n, S = self.n_params, len(shards)
+
+            def reduce(i: int) -> None:
+                r = slice(n * i // S, n * (i + 1) // S)
+                for sh in shards[1:]:
+                    np.add(self.grads[r], sh.grads[r], out=self.grads[r])
+
+            _run_parallel(reduce, list(range(S)))
+
+    def _backward(self, a: Activations, g: dict, gl: list[dict]) -> None:
+        p, cfg = self.p, self.config
         B, T, H, L = a.B, a.T, cfg.n_head, cfg.n_layer
         # head (tied): d(lnf) = dlogits @ wte; d(wte) starts as dlogits.T @ lnf
         np.matmul(a.logits, p["wte"], out=a.dx)
@@ -246,66 +375,69 @@ class GPT:
             p["ln_f.weight"],
         )
         for l in reversed(range(L)):
-            h = f"h.{l}."
+            w, gw = self.pl[l], gl[l]
             # MLP half: dresid is the gradient wrt resid[l + 1]
             matmul_backward(
                 a.dfch,
-                g[h + "mlp.c_proj.weight"],
-                g[h + "mlp.c_proj.bias"],
+                gw["mlp.c_proj.weight"],
+                gw["mlp.c_proj.bias"],
                 a.dresid,
                 a.fch_gelu[l],
-                p[h + "mlp.c_proj.weight"],
+                w["mlp.c_proj.weight"],
+                a.ones,
             )
             K.gelu_backward(a.dfch, a.fch[l])
             matmul_backward(
                 a.dx,
-                g[h + "mlp.c_fc.weight"],
-                g[h + "mlp.c_fc.bias"],
+                gw["mlp.c_fc.weight"],
+                gw["mlp.c_fc.bias"],
                 a.dfch,
                 a.ln2[l],
-                p[h + "mlp.c_fc.weight"],
+                w["mlp.c_fc.weight"],
+                a.ones,
             )
             K.layernorm_backward(
                 a.dresid,
-                g[h + "ln_2.weight"],
-                g[h + "ln_2.bias"],
+                gw["ln_2.weight"],
+                gw["ln_2.bias"],
                 a.dx,
                 a.resid_mid[l],
                 a.ln2_mean[l],
                 a.ln2_rstd[l],
-                p[h + "ln_2.weight"],
+                w["ln_2.weight"],
             )
             # attention half: dresid is now the gradient wrt resid_mid[l]
             matmul_backward(
                 a.datty,
-                g[h + "attn.c_proj.weight"],
-                g[h + "attn.c_proj.bias"],
+                gw["attn.c_proj.weight"],
+                gw["attn.c_proj.bias"],
                 a.dresid,
                 a.atty[l],
-                p[h + "attn.c_proj.weight"],
+                w["attn.c_proj.weight"],
+                a.ones,
             )
             attention_backward(a.dqkv, a.datt, a.datty, a.att[l], a.qkv[l], B, T, H)
             matmul_backward(
                 a.dx,
-                g[h + "attn.c_attn.weight"],
-                g[h + "attn.c_attn.bias"],
+                gw["attn.c_attn.weight"],
+                gw["attn.c_attn.bias"],
                 a.dqkv,
                 a.ln1[l],
-                p[h + "attn.c_attn.weight"],
+                w["attn.c_attn.weight"],
+                a.ones,
             )
             K.layernorm_backward(
                 a.dresid,
-                g[h + "ln_1.weight"],
-                g[h + "ln_1.bias"],
+                gw["ln_1.weight"],
+                gw["ln_1.bias"],
                 a.dx,
                 a.resid[l],
                 a.ln1_mean[l],
                 a.ln1_rstd[l],
-                p[h + "ln_1.weight"],
+                w["ln_1.weight"],
             )
         g["wpe"][:] = 0.0
-        K.embedding_backward(g["wte"], g["wpe"], a.dresid.reshape(B, T, -1), self._idx)
-        self._have_dlogits = False  # dlogits were consumed in place
+        K.embedding_backward(g["wte"], g["wpe"], a.dresid.reshape(B, T, -1), a.idx)
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """ids [T] -> [T, V]; ids [B, T] -> [B, T, V]."""
@@ -332,6 +464,13 @@ class GPT:
             raise ValidationError(f"the cache holds {cfg.block_size} positions; {pos + T} asked")
         if T == 0:
             return np.zeros((B, 0, cfg.vocab_size), self.dtype)
+        if B == 1 and T == 1:
+            L, H, C = cfg.n_layer, cfg.n_head, cfg.block_size
+            sc = cache.scratch
+            kc, vc = (c.reshape(L, H, C, cfg.head_size) for c in (cache.k, cache.v))
+            K.decode_one(self.params, self._offsets, kc, vc, pos, int(ids[0, 0]), *sc)
+            cache.pos = pos + 1
+            return sc[-1].reshape(1, 1, -1).copy()
         D, F, H, N = cfg.n_embd, cfg.n_inner, cfg.n_head, B * T
         dt = self.dtype
         x = (p["wte"][ids] + p["wpe"][pos : pos + T]).reshape(N, D).astype(dt)
@@ -385,7 +524,10 @@ class GPT:
         self.params = params
         self.grads = np.zeros_like(params)
         self.p, self.g = _views(self.params, new), _views(self.grads, new)
-        self.acts = None
+        self.pl = [_block_views(self.p, l) for l in range(n_layer)]
+        self._offsets = _offsets(new)
+        self.shards = []
+        self._have_dlogits = False
         self._init_blocks(np.random.default_rng(seed), range(old.n_layer, n_layer))
         for i in range(old.n_layer, n_layer):
             for n in ("attn.c_proj", "mlp.c_proj"):

@@ -147,7 +147,7 @@ def test_matmul_backward():
 
     f()
     dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
-    matmul_backward(dx, dw, db, R, x, w)
+    matmul_backward(dx, dw, db, R, x, w, np.ones(N))
     for a, v in ((dx, x), (dw, w), (db, b)):
         assert_grad(a, v, f)
 

@@ -175,3 +175,30 @@ def test_matches_torch_reference():
     np.testing.assert_allclose(
         gpt.forward(x), ref(torch.from_numpy(x).long()).detach().numpy(), atol=1e-5
     )
+
+
+def test_batch_slices_on_threads_match_one_thread():
+    x, y = batch(CFG, 5, 12)
+    x, y = np.tile(x, (6, 1)), np.tile(y, (6, 1))  # 30 x 12: enough work to be cut in slices
+    one, three = GPT(CFG, seed=3, threads=1), GPT(CFG, seed=3, threads=3)
+    assert one.forward(x, y) == pytest.approx(three.forward(x, y), rel=1e-6)
+    assert len(three.shards) == 3
+    np.testing.assert_allclose(three.losses, one.losses, rtol=1e-6)
+    one.backward()
+    three.backward()
+    np.testing.assert_allclose(three.grads, one.grads, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(three.forward(x), one.forward(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_single_token_decode_path_equals_full_forward(dtype):
+    gpt = GPT(CFG, seed=5, dtype=dtype)
+    x, _ = batch(CFG, 1, 12)
+    full = gpt.forward(x)
+    cache = gpt.new_cache()
+    steps = [gpt.decode(x[:, :3], cache)] + [
+        gpt.decode(x[:, t : t + 1], cache) for t in range(3, 12)
+    ]
+    np.testing.assert_allclose(
+        np.concatenate(steps, 1), full, atol=1e-5 if dtype == np.float32 else 1e-12
+    )
