@@ -49,6 +49,7 @@ class AppState:
     remote: Any = None  # a headless run's published progress for the current model
     busy: list[Busy] = field(default_factory=list)
     tabs: dict[str, dict] = field(default_factory=dict)  # each tab's own little state
+    finished: dict = field(default_factory=dict)  # name -> last snapshot of a run that ended
     crawler: Any = None  # the crawler tab's running crawler, when there is one
     demo: bool = True  # create and train a demo model when the folder is empty
     version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
@@ -280,11 +281,13 @@ class AppState:
             if not t.is_alive():
                 self._trainer_ended(t, snap)
         if not self.training_current:
-            self.snapshot = self.remote
+            # a headless run if there is one, else the end of our last run of this model
+            self.snapshot = self.remote or self.finished.get(self.current)
 
     def _trainer_ended(self, t: Any, snap: Any) -> None:
         name = self.trainer_name
         self.trainer, self.trainer_name = None, None
+        self.finished[name] = snap
         state = getattr(snap, "state", "")
         msg = getattr(snap, "message", "") or state
         self.say(f"{name}: {msg}", "error" if state == "error" else "success")

@@ -201,6 +201,10 @@ class Studio:
 
     def close(self) -> None:
         """Stop a run we started (it checkpoints), then let the window go."""
+        end = time.monotonic() + 10
+        while self.worker.busy and time.monotonic() < end:  # a trainer may be starting
+            time.sleep(0.02)
+            self.worker.poll()
         t = self.st.trainer
         if t is not None:
             t.stop()

@@ -135,7 +135,9 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert studio.st.training_current
     press(studio, "training/train")
     frames_until(studio, lambda: st.trainer is None, timeout=30)
-    assert st.info("alpha").meta.get("steps", 0) >= 3 or st.listed
+    assert st.snapshot.state == "stopped"  # the end of the run stays on screen
+    frames_until(studio, lambda: st.info("alpha").meta.get("steps", 0) >= 3)  # checkpointed
+    assert any("alpha: " in t.text for t in studio.ui.toasts)
 
 
 def test_small_window_scrolls_the_panel_to_the_actions(studio):
