@@ -173,3 +173,17 @@ def test_a_run_started_elsewhere_is_shown_read_only(studio, models_dir):
     finally:
         t.stop()
         t.join(30)
+
+
+def test_import_queue_from_another_model(studio, models_dir):
+    st = studio.st
+    st.select("beta")
+    settle(studio)
+    press(studio, "training/Import From...")
+    assert st.tab("training")["dialog"] == "import"
+    cancel = rect_of(studio, "training/dialog:pick/dlg-cancel")
+    dialog_x, dialog_y = cancel.right + 15 - 420, cancel.bottom + 14 - 380
+    click(studio, (dialog_x + 60, dialog_y + 40 + 2 + 12))  # the first row: alpha
+    assert st.tab("training")["dialog"] is None
+    settle(studio)
+    assert Registry(models_dir).info("beta").queue_items == 1
