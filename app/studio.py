@@ -55,6 +55,7 @@ class Studio:
         self.fullscreen = fullscreen
         self._set_mode()
         pygame.display.set_caption("Crystalline CLLM Studio")
+        pygame.key.set_repeat(400, 30)  # held Backspace and arrows repeat
         self.ui = UI(pygame.display.get_surface())
         models_dir = Path(models_dir or os.environ.get("CLLM_MODELS_DIR") or "models")
         self.worker = Worker()
@@ -320,6 +321,7 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
         "headless_tokens_per_s": round(headless, 1),
         "ratio": round(with_ui / headless, 3) if headless else None,
         "seconds": round(seconds, 2),
+        "run_state": trainer.snapshot().state,  # "running": the run lasted the whole bench
     }
 
 

@@ -128,3 +128,13 @@ def test_loaded_model_follows_changes_on_disk(studio, models_dir):
     Registry(models_dir).set_settings("alpha", batch_size=6)  # another process, say
     frames_until(studio, lambda: studio.st.lm.train_config.batch_size == 6, timeout=10)
     assert studio.st.tab("training")["set"]["batch_size"] == 6
+
+
+def test_f11_toggles_fullscreen_and_back(studio):
+    key(studio, pygame.K_F11)
+    assert studio.fullscreen
+    key(studio, pygame.K_F11)
+    assert not studio.fullscreen
+    assert pygame.display.get_surface().get_size() == (1600, 900)
+    studio.pump(2)
+    assert rect_of(studio, "training/selector:model") == pygame.Rect(1290, 90, 300, 30)

@@ -1,0 +1,77 @@
+"""`python -m app` on the command line: arguments, --screenshot, --bench-frames."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pygame
+import pytest
+
+from app.studio import build_parser, parse_size
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_arguments():
+    a = build_parser().parse_args(["--size", "1280x720", "--models-dir", "m", "--fullscreen"])
+    assert a.size == (1280, 720) and a.models_dir == Path("m") and a.fullscreen
+    assert build_parser().parse_args([]).size == (1600, 900)
+    for bad in ("12x", "axb", "10x10", "99999x100"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+
+
+def _run(args, timeout=120):
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy")
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bad_size_exits_2():
+    r = _run(["--size", "huge"])
+    assert r.returncode == 2 and "size must look like" in r.stderr
+
+
+def test_screenshot_saves_every_tab_and_the_dropdown(models_dir, tmp_path):
+    out = tmp_path / "shots"
+    r = _run(["--models-dir", str(models_dir), "--screenshot", str(out), "--model", "beta"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "crawler.png",
+        "dropdown.png",
+        "llm.png",
+        "models.png",
+        "research.png",
+        "training.png",
+    ]
+    img = pygame.image.load(str(out / "dropdown.png"))
+    assert img.get_size() == (1600, 900)
+    assert img.get_at((1290 + 150, 90 + 30 + 15))[:3] != img.get_at((1290 + 150, 300))[:3]
+
+
+@pytest.mark.slow
+def test_bench_frames_prints_one_json_line(models_dir):
+    from cllm.registry import Registry
+
+    Registry(models_dir).set_settings("alpha", target_epochs=100_000)  # still training at the end
+    r = _run(
+        ["--models-dir", str(models_dir), "--bench-frames", "60", "--train", "alpha"], timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    assert line["frames"] == 60 and line["size"] == [1600, 900]
+    assert line["frame_ms_p50"] <= line["frame_ms_p95"] <= line["frame_ms_max"]
+    assert line["run_state"] == "running"
+    assert line["train_tokens_per_s"] > 0 and line["headless_tokens_per_s"] > 0
