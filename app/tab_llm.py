@@ -83,9 +83,6 @@ class Reply:
         self.msg["state"] = "stopped" if self.stop.is_set() else "done"
         return True
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
 
 def _message(err: BaseException) -> str:
     from cllm.errors import CLLMError
@@ -100,11 +97,14 @@ class ChatCopies:
     def __init__(self, registry: Any, keep: int = 2) -> None:
         self.registry, self.keep = registry, keep
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, Any]] = {}
+        self._cache: dict[str, tuple[int | None, Any]] = {}
 
     def get(self, name: str) -> Any:
         """Runs in a reply thread."""
-        stamp = os.stat(self.registry.path(name)).st_mtime_ns
+        try:
+            stamp = os.stat(self.registry.path(name)).st_mtime_ns
+        except OSError:  # gone: load() below says so in the registry's words
+            stamp = None
         with self._lock:
             hit = self._cache.get(name)
         if hit is not None and hit[0] == stamp:
