@@ -1,22 +1,27 @@
 """The models folder: every named model with its side files, and the operations on them.
 
 A model ``NAME`` is ``NAME.cllm`` (weights, tokenizer, settings, history) plus its side files
-``NAME_queue/``, ``NAME.lock``, ``NAME.progress.json`` and ``NAME.crawl.sqlite``. The file name is
-the model's name; the name stored inside the file follows it (rename rewrites it).
+``NAME_queue/``, ``NAME.lock``, ``NAME.progress.json``, the crawler's ``NAME.crawl.sqlite`` (with
+its ``-wal`` and ``-shm`` files) and ``NAME_crawl/`` (downloaded pages). The file name is the
+model's name; the name stored inside the file follows it (rename rewrites it).
 
 Every operation that changes a model holds the model's lock (cllm.locks) while it does, so a model
 that is training cannot be renamed, deleted or re-set under the trainer's feet. ``save(lm)`` is the
 one exception: a process that already holds the lock (the trainer checkpointing) saves under it.
+A crawl holds its own lock, ``NAME.crawl.sqlite-lock`` (cllm.crawldb), not the model's, because
+its continuous training takes the model's lock for each round; rename and delete take both.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +31,8 @@ from .config import PRESETS, GPTConfig, TrainConfig, num_params
 from .errors import BusyError, CLLMError, ModelFileError, NotFoundError, ValidationError
 
 SUFFIX = ".cllm"
-SIDE_SUFFIXES = (".progress.json", ".crawl.sqlite")
+SIDE_SUFFIXES = (".progress.json", ".crawl.sqlite", ".crawl.sqlite-wal", ".crawl.sqlite-shm")
+CRAWL_LOCK = ".crawl.sqlite-lock"  # held by a running crawl (cllm.crawldb.CrawlDB.try_lock)
 PRESETS_FILE = "presets.json"
 
 # Named sets of training settings; applying one clamps seq_len to the model's context.
@@ -146,6 +152,23 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         raise
 
 
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -170,10 +193,12 @@ class Registry:
         return self.dir / f"{name}_queue"
 
     def side_paths(self, name: str) -> list[Path]:
-        """Everything that belongs to a model except its lock, model file first."""
-        return [self.path(name), self.queue_dir(name)] + [
-            self.dir / f"{name}{s}" for s in SIDE_SUFFIXES
-        ]
+        """Everything that belongs to a model except its locks, model file first."""
+        return (
+            [self.path(name), self.queue_dir(name)]
+            + [self.dir / f"{name}{s}" for s in SIDE_SUFFIXES]
+            + [self.dir / f"{name}_crawl"]
+        )
 
     def names(self) -> list[str]:
         """Names of the models in the folder, sorted (temporary and foreign files ignored)."""
@@ -210,6 +235,46 @@ class Registry:
     def holder(self, name: str) -> dict | None:
         return locks.lock_holder(self.dir, name)
 
+    @contextmanager
+    def _no_crawl(self, name: str) -> Iterator[None]:
+        """Hold the crawl lock of ``name`` (as a crawler would), so no crawl runs or starts while
+        its files move; BusyError if one is running. The lock file goes when released, also one
+        that a killed crawl left behind."""
+        path = self.dir / f"{name}{CRAWL_LOCK}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = _read_pid(path)
+                raise BusyError(
+                    f"model {name!r} is busy: crawling" + (f" by pid {pid}" if pid else "")
+                ) from None
+            try:  # same protocol as the crawler: the file may have been unlinked meanwhile
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            try:  # unlink before close, as the crawler does
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a file left behind is free once the flock goes; the next taker reuses it
+            os.close(fd)
+
+    def crawling(self, name: str) -> int | None:
+        """The pid of the process crawling ``name`` on this host, or None (display only: a lock
+        file with a dead pid was left by a killed crawl)."""
+        pid = _read_pid(self.dir / f"{name}{CRAWL_LOCK}")
+        return pid if pid and _pid_alive(pid) else None
+
     # ------------------------------------------------------------------------------ reading
 
     def _info_from_header(self, name: str, lock_files: set[str] | None = None) -> ModelInfo:
@@ -221,6 +286,9 @@ class Registry:
         items, tokens = _cached(self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True)
         has_lock = lock_files is None or f"{name}.lock" in lock_files
         busy = _busy_text(locks.lock_holder(self.dir, name)) if has_lock else None
+        if busy is None and (lock_files is None or f"{name}{CRAWL_LOCK}" in lock_files):
+            pid = self.crawling(name)
+            busy = f"crawling by pid {pid}" if pid else None
         return ModelInfo(
             name=name,
             path=path,
@@ -239,7 +307,7 @@ class Registry:
         """Every model in the folder, sorted by name, from headers only (never the weights)."""
         if not self.dir.is_dir():
             return []
-        lock_files = {e.name for e in os.scandir(self.dir) if e.name.endswith(".lock")}
+        lock_files = {e.name for e in os.scandir(self.dir) if e.name.endswith("lock")}
         out = []
         for name in self.names():
             try:
@@ -387,7 +455,7 @@ class Registry:
     def delete(self, name: str) -> None:
         """Remove the model and every side file; refused while the model is locked."""
         name = self.resolve(name)
-        with self.lock(name, "deleting"):
+        with self.lock(name, "deleting"), self._no_crawl(name):
             for p in self.side_paths(name):  # model file first: once it is gone, so is the model
                 _remove(p)
 
@@ -398,8 +466,12 @@ class Registry:
         if new == old:
             return
         rules.check_unique(new, [n for n in self.names() if n != old])
-        with self.lock(old, "renaming"):
-            with self.lock(new, "renaming") if new.lower() != old.lower() else nullcontext():
+        other = new.lower() != old.lower()
+        with self.lock(old, "renaming"), self._no_crawl(old):
+            with (
+                self.lock(new, "renaming") if other else nullcontext(),
+                self._no_crawl(new) if other else nullcontext(),
+            ):
                 # again under the locks: another process may have created `new` meanwhile
                 rules.check_unique(new, [n for n in self.names() if n != old])
                 self._rename_locked(old, new)

@@ -9,6 +9,7 @@ import pytest
 
 from cllm import registry
 from cllm.config import GPTConfig
+from cllm.crawldb import CrawlDB
 from cllm.errors import (
     AlreadyExistsError,
     BusyError,
@@ -50,6 +51,10 @@ def add_side_files(reg, name):
     q.close()
     (reg.dir / f"{name}.progress.json").write_text('{"step": 3}')
     (reg.dir / f"{name}.crawl.sqlite").write_bytes(b"crawl")
+    (reg.dir / f"{name}.crawl.sqlite-wal").write_bytes(b"wal")
+    (reg.dir / f"{name}.crawl.sqlite-shm").write_bytes(b"shm")
+    (reg.dir / f"{name}_crawl").mkdir()
+    (reg.dir / f"{name}_crawl" / "page.html").write_text("<p>a crawled page</p>")
 
 
 @pytest.fixture
@@ -198,9 +203,13 @@ def test_rename_moves_everything_and_rewrites_the_name(reg):
     assert sorted(os.listdir(reg.dir)) == [
         "new.cllm",
         "new.crawl.sqlite",
+        "new.crawl.sqlite-shm",
+        "new.crawl.sqlite-wal",
         "new.progress.json",
+        "new_crawl",
         "new_queue",
     ]
+    assert (reg.dir / "new_crawl" / "page.html").read_text() == "<p>a crawled page</p>"
     assert read_header(reg.path("new"))["meta"]["name"] == "new"
     assert reg.load("new").name == "new"
     assert reg.info("new").queue_items == 1
@@ -246,7 +255,7 @@ def test_rename_rolls_back_on_a_failure_at_every_step(tmp_path, monkeypatch):
         lm = reg.load("old")
         assert lm.name == "old" and np.array_equal(lm.gpt.params, params)
         fail_at += 1
-    assert failures >= 5  # 3 side files, the new model file, removing the old one
+    assert failures >= 8  # 6 side files, the new model file, removing the old one
 
 
 def test_copy_brings_queue_and_lineage(reg):
@@ -416,3 +425,67 @@ def test_export_without_optimizer_state(reg, tmp_path):
     assert reg.import_file(slim, name="slim") == "slim"
     assert reg.load("slim").optim_state is None
     assert reg.load("o").optim_state["t"] == 3  # the model itself keeps its state
+
+
+CRAWL_HOLDER = """
+import sys, time
+from cllm.crawldb import CrawlDB
+db = CrawlDB(sys.argv[1])
+assert db.try_lock()
+print("crawling", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_running_crawl_refuses_rename_and_delete_until_it_ends(reg):
+    make(reg, "web")
+    (reg.dir / "web_crawl").mkdir()
+    (reg.dir / "web_crawl" / "page.html").write_text("<p>a crawled page</p>")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRAWL_HOLDER, str(reg.dir / "web.crawl.sqlite")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "crawling"
+        assert reg.info("web").busy == f"crawling by pid {proc.pid}"
+        assert [m.busy for m in reg.list()] == [f"crawling by pid {proc.pid}"]
+        held = {p: b for p, b in snapshot(reg.dir).items() if not p.endswith("-lock")}
+        for op in (lambda: reg.delete("web"), lambda: reg.rename("web", "site")):
+            with pytest.raises(BusyError, match=f"'web' is busy: crawling by pid {proc.pid}"):
+                op()
+        assert {p: b for p, b in snapshot(reg.dir).items() if not p.endswith("-lock")} == held
+        # continuous training inside the crawl takes the model's own lock: not refused
+        with reg.lock("web", "training"):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+    # the killed crawl left its lock file behind (the kernel dropped its flock): not busy
+    assert (reg.dir / "web.crawl.sqlite-lock").exists()
+    assert reg.info("web").busy is None
+    reg.rename("web", "site")
+    assert not (reg.dir / "web.crawl.sqlite-lock").exists()
+    assert (reg.dir / "site_crawl" / "page.html").exists()
+    assert not any(p.startswith("web") for p in snapshot(reg.dir))
+    with CrawlDB(reg.dir / "site.crawl.sqlite") as db:  # the store moved whole, WAL and all
+        assert db.counts()["pending"] == 0
+
+
+def test_a_crawl_in_this_process_refuses_delete_and_none_starts_during_one(reg):
+    make(reg, "web")
+    db = CrawlDB(reg.dir / "web.crawl.sqlite")
+    try:
+        assert db.try_lock()
+        with pytest.raises(BusyError, match=f"crawling by pid {os.getpid()}"):
+            reg.delete("web")
+        db.unlock()
+        # while the registry moves the files, a crawl cannot start
+        with reg._no_crawl("web"):
+            assert not db.try_lock()
+        assert db.try_lock()
+        db.unlock()
+    finally:
+        db.close()
+    reg.delete("web")
+    assert os.listdir(reg.dir) == []
