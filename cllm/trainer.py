@@ -55,7 +55,7 @@ LN2 = math.log(2.0)
 CHUNK = 1 << 16  # tokens handed to the accumulator at once: big items never sit whole in it
 PUBLISH_S = 1.0  # progress file period
 STALE_S = 30.0  # a progress file not updated for this long belongs to a dead run
-HISTORY_TAIL = 2000  # steps of history in the progress file
+HISTORY_TAIL = 1000  # steps of history in the progress file
 
 
 @dataclass
@@ -162,8 +162,9 @@ def read_progress(models_dir: Path, name: str) -> TrainSnapshot | None:
 def _snapshot_to_json(s: TrainSnapshot) -> dict:
     d = {f.name: getattr(s, f.name) for f in fields(s)}
     h = s.history
-    d["history"] = {k: [None if v != v else float(v) for v in h[k][-HISTORY_TAIL:]] for k in h}
-    d["spheres"] = [dict(sp) for sp in s.spheres]
+    # strict JSON (no NaN) so any reader can parse it; tolist() is the fast path out of NumPy
+    d["history"] = {k: [None if v != v else v for v in h[k][-HISTORY_TAIL:].tolist()] for k in h}
+    d["spheres"] = [{k: None if v != v else v for k, v in sp.items()} for sp in s.spheres]
     d["log"] = list(s.log)
     return d
 
@@ -177,7 +178,9 @@ def _snapshot_from_json(d: dict) -> TrainSnapshot:
         "train": np.asarray([np.nan if v is None else v for v in h.get("train", [])], np.float32),
         "val": np.asarray([np.nan if v is None else v for v in h.get("val", [])], np.float32),
     }
-    s.spheres = tuple(s.spheres)
+    s.spheres = tuple(
+        {k: float("nan") if v is None else v for k, v in sp.items()} for sp in s.spheres
+    )
     s.log = tuple(s.log)
     return s
 
@@ -254,7 +257,7 @@ class Trainer:
         name: str,
         *,
         max_steps: int | None = None,
-        eval_interval: int = 100,
+        eval_interval: int = 200,
         val_batches: int = 4,
         publish: bool = True,
         **settings,
@@ -329,9 +332,12 @@ class Trainer:
         self.queue_items = [(it.id, int(it.n_tokens)) for it in items]
         self.position = state.get("position")
         epoch_items = self._epoch_items(self.position)
+        if self.position:
+            self.position["items"] = epoch_items  # items removed since the stop drop out
         self.bpe = self._batches_per_epoch(epoch_items)
-        if self.bpe < 1:
-            n = sum(hi - lo for _, lo, hi in epoch_items)
+        whole = self._epoch_items(None)
+        if self._batches_per_epoch(whole) < 1:
+            n = sum(hi - lo for _, lo, hi in whole)
             raise ValidationError(
                 f"model {self.name!r}'s queue holds {n} training tokens, too few for one batch of "
                 f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
@@ -485,27 +491,26 @@ class Trainer:
             self._published = now
             try:
                 path = progress_path(self.registry.dir, self.name)
-                _write_atomic(path, json.dumps(_snapshot_to_json(snap)))
-            except OSError as err:  # a read-only folder must not stop training
+                _write_atomic(path, json.dumps(_snapshot_to_json(snap), allow_nan=False))
+            except (OSError, ValueError) as err:  # a read-only folder must not stop training
                 self._log(f"could not write progress: {err}")
 
     def _run(self) -> None:
-        state, message = "error", ""
+        state, message = "error", "training failed"
         try:
             state, message = self._train()
         except Exception as err:  # reported in the snapshot, log and stderr, never silent
-            message = (
-                f"training failed: {err}"
-                if isinstance(err, CLLMError)
-                else (f"training failed: {type(err).__name__}: {err}")
-            )
-            self._log(message)
-            if not isinstance(err, CLLMError):
+            if isinstance(err, CLLMError):
+                message = f"training failed: {err}"
+            else:  # a bug: keep its traceback on stderr too
+                message = f"training failed: {type(err).__name__}: {err}"
                 traceback.print_exc()
         finally:
-            self._log(message)
-            self._publish(state, message, force=True)
-            self._release()
+            try:
+                self._log(message)
+                self._publish(state, message, force=True)
+            finally:
+                self._release()
 
     def _release(self) -> None:
         if not self._released:
@@ -551,57 +556,66 @@ class Trainer:
             f"{self.bpe} batches per epoch"
         )
         self._publish("running", "starting", force=True)
-        last_ckpt = self._t_start = time.monotonic()
+        self._last_ckpt = self._t_start = time.monotonic()
         while self.step < self.run["end"]:
             if not self.position:
-                segs = self._epoch_items(None)
-                shift = int(self.rng.integers(self.T))
-                self.position = {"items": segs, "offset": shift, "batch": 0, "loss_sum": 0.0}
-            pos = self.position
-            segs = [tuple(s) for s in pos["items"]]
-            self.bpe = self._batches_per_epoch(segs)
-            stream = _Stream(self.dq, segs, self.eot)
-            acc = BatchAccumulator(self.B, self.T)
-            chunks = stream.chunks(int(pos["offset"]))
-            self.batch = int(pos["batch"])
-            while self.batch < self.bpe and self.step < self.run["end"]:
-                if self._commands_say() == "stop":
-                    self._checkpoint("stop")
-                    return "stopped", f"stopped at step {self.step}; checkpoint saved"
-                t0 = time.monotonic()
-                while not acc.ready:
-                    acc.add(next(chunks))
-                x, y = acc.take()
-                loss = self._step(x, y)
-                pos["offset"] += self.B * self.T
-                pos["batch"] = self.batch = self.batch + 1
-                pos["loss_sum"] += loss
-                val = None
-                if self.step % self.eval_interval == 0 or self.batch == self.bpe:
-                    val = self._evaluate()
-                self.history.append(self.step, loss, val)
-                dt = time.monotonic() - t0
-                rate = self.B * self.T / max(dt, 1e-9)
-                self.tokens_per_s = (
-                    rate if self.run_steps == 1 else 0.9 * self.tokens_per_s + 0.1 * rate
-                )
-                if self.batch == self.bpe:
-                    self._end_epoch()
-                    last_ckpt = time.monotonic()
-                    self._publish("running", f"epoch {self.epochs_trained} done")
-                    break
-                if time.monotonic() - last_ckpt >= self.tc.checkpoint_minutes * 60:
-                    self._checkpoint("timer")
-                    last_ckpt = time.monotonic()
-                self._publish("running", f"epoch {self.epochs_trained + 1}, step {self.step}")
-        if self.run_steps and self.history.n and np.isnan(self.history.val[self.history.n - 1]):
-            val = self._evaluate()  # end every run with a validation loss
-            if val is not None:
-                self.history.val[self.history.n - 1] = val
+                self._start_epoch()
+            if self._train_epoch() == "stop":
+                self._checkpoint("stop")
+                return "stopped", f"stopped at step {self.step}; checkpoint saved"
         if self.position:  # a max_steps run ending mid-epoch
             self._checkpoint("end of run")
-        msg = f"finished: {self.run_steps} steps in {self._elapsed():.1f} s"
-        return "done", msg
+        return "done", f"finished: {self.run_steps} steps in {self._elapsed():.1f} s"
+
+    def _start_epoch(self) -> None:
+        """Fix the epoch's items (ones added from now on join the next epoch) and its offset."""
+        self.queue_items = [(it.id, int(it.n_tokens)) for it in self.dq.items()]
+        segs = self._epoch_items(None)
+        self.bpe = self._batches_per_epoch(segs)
+        if self.bpe < 1:
+            raise CLLMError(f"model {self.name!r}'s queue became too small for one batch")
+        if self.max_steps is None:  # the data may have changed: the run ends at the target
+            self.run["end"] = self.step + (self.target_epochs - self.epochs_trained) * self.bpe
+        shift = int(self.rng.integers(self.T))
+        self.position = {"items": segs, "offset": shift, "batch": 0, "loss_sum": 0.0}
+
+    def _train_epoch(self) -> str | None:
+        """Train from the saved position to the epoch's end or the run's; 'stop' if asked to."""
+        pos = self.position
+        segs = [tuple(s) for s in pos["items"]]
+        self.bpe = self._batches_per_epoch(segs)
+        chunks = _Stream(self.dq, segs, self.eot).chunks(int(pos["offset"]))
+        acc = BatchAccumulator(self.B, self.T)
+        self.batch = int(pos["batch"])
+        while self.batch < self.bpe and self.step < self.run["end"]:
+            if self._commands_say() == "stop":
+                return "stop"
+            t0 = time.monotonic()
+            while not acc.ready:
+                acc.add(next(chunks))
+            x, y = acc.take()
+            loss = self._step(x, y)
+            pos["offset"] += self.B * self.T
+            pos["batch"] = self.batch = self.batch + 1
+            pos["loss_sum"] += loss
+            val = None
+            # validate every eval_interval steps, at each epoch end and at the run's end
+            ends = self.batch == self.bpe or self.step == self.run["end"]
+            if self.step % self.eval_interval == 0 or ends:
+                val = self._evaluate()
+            self.history.append(self.step, loss, val)
+            rate = self.B * self.T / max(time.monotonic() - t0, 1e-9)
+            self.tokens_per_s = (
+                rate if self.run_steps == 1 else 0.9 * self.tokens_per_s + 0.1 * rate
+            )
+            if self.batch < self.bpe:
+                if time.monotonic() - self._last_ckpt >= self.tc.checkpoint_minutes * 60:
+                    self._checkpoint("timer")
+                self._publish("running", f"epoch {self.epochs_trained + 1}, step {self.step}")
+        if self.batch >= self.bpe:  # (also when items were removed and the epoch shrank)
+            self._end_epoch()
+            self._publish("running", f"epoch {self.epochs_trained} done")
+        return None
 
     def _step(self, x: np.ndarray, y: np.ndarray) -> float:
         gpt, tc = self.gpt, self.tc
@@ -700,4 +714,5 @@ class Trainer:
         }
         lm.history = self.history.view()
         self.registry.save(lm)
+        self._last_ckpt = time.monotonic()
         self._log(f"checkpoint ({reason}) at step {self.step} in {time.monotonic() - t0:.2f} s")

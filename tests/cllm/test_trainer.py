@@ -249,3 +249,27 @@ def test_settings_overrides_are_validated_and_saved(tmp_path):
     assert snap.batch_size == 2 and snap.seq_len == 8 and snap.epochs_trained == 2
     info = reg.info("m")
     assert info.train.batch_size == 2 and info.meta["target_epochs"] == 2
+
+
+def test_queue_changes_join_the_next_epoch(tmp_path):
+    reg = make_model(tmp_path, target_epochs=3)
+    t = Trainer(reg, "m", max_steps=2)
+    bpe0 = t.snapshot().batches_per_epoch
+    run(t)  # stopped mid-epoch 1
+    dq = reg.queue("m")
+    dq.add_text("new words arrive while the model trains. " * 12, source="late")
+    dq.close()
+    t = Trainer(reg, "m")
+    snap = run(t)
+    bpe1 = snap.batches_per_epoch
+    assert bpe1 > bpe0 and snap.state == "done" and snap.epochs_trained == 3
+    assert snap.step == bpe0 + 2 * bpe1  # epoch 1 kept its items; the new one joined epoch 2
+
+    reg.set_settings("m", target_epochs=5)
+    run(Trainer(reg, "m", max_steps=1))
+    dq = reg.queue("m")
+    for it in dq.items()[1:]:  # remove items of the epoch in progress
+        dq.remove(it.id)
+    dq.close()
+    snap = run(Trainer(reg, "m"))
+    assert snap.state == "done" and snap.epochs_trained == 5, snap.message
