@@ -174,7 +174,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 
 
-def _run_parallel(fn, items: list) -> list:
+def run_parallel(fn, items: list) -> list:
     """fn(item) for every item: the first on this thread, the rest on the worker pool."""
     global _POOL, _POOL_SIZE
     if len(items) == 1:
@@ -185,6 +185,11 @@ def _run_parallel(fn, items: list) -> list:
     futures = [_POOL.submit(fn, it) for it in items[1:]]
     first = fn(items[0])
     return [first] + [f.result() for f in futures]
+
+
+def chunks(n: int, parts: int) -> list[slice]:
+    """[0, n) cut into ``parts`` nearly equal ranges."""
+    return [slice(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
 
 def default_threads() -> int:
@@ -289,7 +294,7 @@ class GPT:
             sl = slice(sh.b0, sh.b1)
             self._forward(sh.acts, idx[sl], None if targets is None else targets[sl], B * T)
 
-        _run_parallel(run, shards)
+        run_parallel(run, shards)
         if targets is None:
             return np.concatenate([sh.acts.logits.reshape(sh.b1 - sh.b0, T, V) for sh in shards])
         self._have_dlogits = True
@@ -346,16 +351,14 @@ class GPT:
             raise RuntimeError("backward() needs a forward(idx, targets) first")
         self._have_dlogits = False  # the dlogits are consumed in place
         shards = self.shards
-        _run_parallel(lambda sh: self._backward(sh.acts, sh.g, sh.gl), shards)
+        run_parallel(lambda sh: self._backward(sh.acts, sh.g, sh.gl), shards)
         if len(shards) > 1:  # sum the slices' gradients, each thread a range of the buffer
-            n, S = self.n_params, len(shards)
 
-            def reduce(i: int) -> None:
-                r = slice(n * i // S, n * (i + 1) // S)
+            def reduce(r: slice) -> None:
                 for sh in shards[1:]:
                     np.add(self.grads[r], sh.grads[r], out=self.grads[r])
 
-            _run_parallel(reduce, list(range(S)))
+            run_parallel(reduce, chunks(self.n_params, len(shards)))
 
     def _backward(self, a: Activations, g: dict, gl: list[dict]) -> None:
         p, cfg = self.p, self.config

@@ -8,6 +8,13 @@ import numpy as np
 
 from . import kernels as K
 from .config import GPTConfig
+from .model import GPT, chunks, default_threads, run_parallel
+
+PARALLEL_MIN = 1 << 16  # below this many entries one thread is faster than a handoff
+
+
+def _parts(n: int) -> list[slice]:
+    return chunks(n, default_threads() if n >= PARALLEL_MIN else 1)
 
 
 class AdamW:
@@ -48,19 +55,24 @@ class AdamW:
             raise ValueError(f"optimizer holds {self.m.size} entries, got {params.size}")
         self.t += 1
         b1, b2 = self.betas
-        K.adamw_update(
-            params,
-            grads,
-            self.m,
-            self.v,
-            self.decay_mask,
-            self.lr if lr is None else lr,
-            b1,
-            b2,
-            self.eps,
-            self.weight_decay,
-            self.t,
-        )
+        lr = self.lr if lr is None else lr
+
+        def update(r: slice) -> None:  # each thread a range of the flat buffers
+            K.adamw_update(
+                params[r],
+                grads[r],
+                self.m[r],
+                self.v[r],
+                self.decay_mask[r],
+                lr,
+                b1,
+                b2,
+                self.eps,
+                self.weight_decay,
+                self.t,
+            )
+
+        run_parallel(update, _parts(self.m.size))
 
     def state_dict(self) -> dict:
         return {"m": self.m.copy(), "v": self.v.copy(), "t": self.t}
@@ -75,8 +87,6 @@ class AdamW:
 
     def remap(self, old_config: GPTConfig, new_config: GPTConfig, decay_mask: np.ndarray) -> None:
         """Follow the model into a new layout (grown layers): moments of new tensors start at 0."""
-        from .model import GPT
-
         self.m = GPT.remap_flat(old_config, new_config, self.m)
         self.v = GPT.remap_flat(old_config, new_config, self.v)
         self.decay_mask = np.ascontiguousarray(decay_mask, dtype=self.m.dtype)

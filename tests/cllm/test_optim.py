@@ -17,9 +17,9 @@ def adamw_ref(p, g, m, v, mask, lr, b1, b2, eps, wd, t):
     return p, m, v
 
 
-def test_adamw_matches_formula_over_steps():
+@pytest.mark.parametrize("n", [1000, 70_000])  # the larger one is cut in ranges over threads
+def test_adamw_matches_formula_over_steps(n):
     rng = np.random.default_rng(0)
-    n = 1000
     mask = (rng.random(n) < 0.7).astype(np.float32)
     opt = AdamW(n, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, decay_mask=mask)
     p = rng.normal(size=n).astype(np.float32)
