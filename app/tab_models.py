@@ -31,6 +31,12 @@ FIELDS = (
 )
 
 
+def wants_frame(st: AppState) -> bool:
+    """Nothing here moves by itself: the studio repaints on input, finished jobs and new
+    training snapshots, so unchanged frames need not be drawn."""
+    return False
+
+
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = st.tab("models")
     s.setdefault("compare", set())

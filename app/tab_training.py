@@ -29,6 +29,12 @@ REFUSED_S = 6.0
 RUN_STATES = ("idle", "running", "paused")
 
 
+def wants_frame(st: AppState) -> bool:
+    """Nothing here moves by itself: the studio repaints on input, finished jobs and new
+    training snapshots, so unchanged frames need not be drawn."""
+    return False
+
+
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = st.tab("training")
     with ui.scope("training"):

@@ -56,13 +56,15 @@ class Worker:
         with self._lock:
             return self._pending
 
-    def poll(self) -> None:
-        """Run the callbacks of finished jobs (UI thread)."""
+    def poll(self) -> int:
+        """Run the callbacks of finished jobs (UI thread); returns how many results came."""
+        n = 0
         while True:
             try:
                 ok, value, cb, counted = self._results.get_nowait()
             except queue.Empty:
-                return
+                return n
+            n += 1
             if counted:
                 with self._lock:
                     self._pending -= 1

@@ -107,6 +107,7 @@ def test_exception_in_a_tab_becomes_a_banner(studio, monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(mod, "draw", broken)
+    frames_until(studio, lambda: studio.banner is not None)
     studio.pump(3)
     assert studio.running
     assert studio.banner and "boom" in studio.banner[0]
