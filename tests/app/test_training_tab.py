@@ -131,8 +131,15 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert math.isfinite(snap.train_loss) and snap.train_loss > 0
     assert len(snap.spheres) == 12 and sum(sp["tokens"] for sp in snap.spheres) > 0
     assert len(snap.history["steps"]) >= 3
-    # while training: sliders locked, START became STOP
+    # while training: sliders locked, START became STOP, PAUSE and RESUME work
     assert studio.st.training_current
+    press(studio, "training/pause")
+    frames_until(studio, lambda: st.snapshot.state == "paused", timeout=30)
+    step = st.snapshot.step
+    studio.pump(5)
+    assert st.snapshot.step == step
+    press(studio, "training/pause")  # now labelled RESUME
+    frames_until(studio, lambda: st.snapshot.step > step, timeout=30)
     press(studio, "training/train")
     frames_until(studio, lambda: st.trainer is None, timeout=30)
     assert st.snapshot.state == "stopped"  # the end of the run stays on screen
