@@ -580,9 +580,11 @@ class UI:
             if k.key in (pygame.K_RETURN, pygame.K_KP_ENTER):
                 res.submitted = True
                 self.focus = None
+                break  # what follows in this frame is not for this field any more
             elif k.key == pygame.K_ESCAPE:
                 buf, res.cancelled = st["orig"], True
                 self.focus = None
+                break
             elif k.key == pygame.K_BACKSPACE:
                 if st.get("all"):
                     replace_all_if_selected()
@@ -609,14 +611,12 @@ class UI:
                 paste = self.get_clipboard().replace("\n", " ").replace("\r", "")
                 replace_all_if_selected()
                 buf, cur = buf[:cur] + paste + buf[cur:], cur + len(paste)
-        if self.f.typed:
+        if self.f.typed and not res.cancelled:  # text typed in this frame, before Enter
             replace_all_if_selected()
             buf, cur = buf[:cur] + self.f.typed + buf[cur:], cur + len(self.f.typed)
             self.f.typed = ""
         st["buf"], st["cur"] = buf, cur
         res.text, res.changed = buf, buf != before
-        if res.cancelled:
-            res.changed = buf != res.text
         return res
 
     def set_clipboard(self, s: str) -> None:
