@@ -295,6 +295,8 @@ def screenshots(
     for i, (_, name) in enumerate(TABS):
         studio.switch(i)
         studio.pump(5)
+        wait(studio, lambda: not studio.worker.busy, 10)  # a tab's first listing or file read
+        studio.pump(2)
         path = out / f"{name}.png"
         pygame.image.save(pygame.display.get_surface(), str(path))
         saved.append(path)

@@ -415,9 +415,10 @@ def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
     if info is None:
         ui.label((x, y + 20), "Select a model to queue files for", th.DIM, max_w=w)
     else:
+        items = f"{info.queue_items} item{'s' * (info.queue_items != 1)}"
         ui.label(
             (x, y + 20),
-            f"{info.name}: {info.queue_items} items, {info.queue_tokens:,} tokens",
+            f"{info.name}: {items}, {info.queue_tokens:,} tokens",
             th.TEXT,
             max_w=w,
         )
