@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -23,38 +24,79 @@ jit = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
 
 
 @intrinsic
-def _f64_from_bits(typingctx, bits):
-    """Reinterpret an int64 as a float64 (a bit cast that vectorizes)."""
+def _float_from_bits(typingctx, bits):
+    """Reinterpret an int64 (int32) as a float64 (float32): a bit cast that vectorizes."""
+    ftype = types.float64 if bits.bitwidth == 64 else types.float32
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+        return builder.bitcast(args[0], context.get_value_type(ftype))
 
-    return types.float64(types.int64), codegen
+    return ftype(bits), codegen
 
 
-@njit(inline="always", fastmath=True, error_model="numpy")
+def _cast(like, value):
+    """``value`` in the float type of ``like``: float32 kernels then compute in float32 (twice
+    the SIMD lanes) and the float64 ones, for the gradient checks, in float64."""
+    return value
+
+
+@overload(_cast, inline="always")
+def _cast_ol(like, value):
+    if like == types.float32:
+        return lambda like, value: np.float32(value)
+    return lambda like, value: np.float64(value)
+
+
 def _exp(x):
-    """exp(x) to ~1e-11 relative, in plain arithmetic so that loops calling it vectorize
-    (numba's math.exp is a scalar libm call here). 2**k is built from its exponent bits."""
-    x = min(max(x, -708.0), 709.0)
-    k = math.floor(x * LOG2E + 0.5)
-    r = (x - k * LN2_HI) - k * LN2_LO  # |r| <= ln2 / 2
-    # Taylor to r**9: the truncation error is below 1e-11 on |r| <= ln2 / 2
-    p = 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = (p * r + 1.0) * r + 1.0
-    return p * _f64_from_bits((k + 1023) << 52)
+    """exp(x) in plain arithmetic, so that the loops calling it vectorize (numba's math.exp is
+    a scalar libm call here): 2**k * exp(r) with |r| <= ln2/2, 2**k built from exponent bits."""
+    return math.exp(x)
+
+
+@overload(_exp, inline="always", jit_options={"fastmath": True, "error_model": "numpy"})
+def _exp_ol(x):
+    if x == types.float32:
+
+        def exp32(x):  # ~2 ulp
+            x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+            k = np.floor(x * np.float32(LOG2E) + np.float32(0.5))
+            r = (x - k * np.float32(0.693359375)) - k * np.float32(-2.12194440e-4)
+            p = np.float32(1 / 5040)
+            p = p * r + np.float32(1 / 720)
+            p = p * r + np.float32(1 / 120)
+            p = p * r + np.float32(1 / 24)
+            p = p * r + np.float32(1 / 6)
+            p = p * r + np.float32(0.5)
+            p = (p * r + np.float32(1.0)) * r + np.float32(1.0)
+            return p * _float_from_bits(np.int32((np.int64(k) + 127) << 23))  # numba widens ints
+
+        return exp32
+
+    def exp64(x):  # ~1e-11 relative: Taylor to r**9
+        x = min(max(x, -708.0), 709.0)
+        k = math.floor(x * LOG2E + 0.5)
+        r = (x - k * LN2_HI) - k * LN2_LO
+        p = 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = (p * r + 1.0) * r + 1.0
+        return p * _float_from_bits((np.int64(k) + 1023) << 52)
+
+    return exp64
 
 
 @njit(inline="always", fastmath=True, error_model="numpy")
-def _tanh(x):
-    return 1.0 - 2.0 / (_exp(2.0 * x) + 1.0)
+def _gelu_gate(x):
+    """g = (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), so that
+    gelu(x) = x g. This form has no cancellation for negative x, where 1 + tanh(u) loses all
+    its digits."""
+    u2 = _cast(x, 2.0 * GELU_C) * (x + _cast(x, 0.044715) * x * x * x)
+    return _cast(x, 1.0) / (_cast(x, 1.0) + _exp(-u2))
 
 
 @jit
@@ -114,8 +156,7 @@ def bias_gelu_forward(out, pre, b):
         for i in range(F):
             x = p[i] + b[i]
             p[i] = x
-            t = _tanh(GELU_C * (x + 0.044715 * x * x * x))
-            o[i] = 0.5 * x * (1.0 + t)
+            o[i] = x * _gelu_gate(x)
 
 
 @jit
@@ -126,9 +167,10 @@ def gelu_backward(dout, pre):
         p, d = pre[n], dout[n]
         for i in range(F):
             x = p[i]
-            t = _tanh(GELU_C * (x + 0.044715 * x * x * x))
-            dt = (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * x * x)
-            d[i] *= 0.5 * (1.0 + t) + 0.5 * x * dt
+            g = _gelu_gate(x)
+            one = _cast(x, 1.0)
+            du = _cast(x, 2.0 * GELU_C) * (one + _cast(x, 3.0 * 0.044715) * x * x)  # d(2u)/dx
+            d[i] *= g + x * g * (one - g) * du
 
 
 @jit
@@ -139,20 +181,20 @@ def attention_softmax_forward(att, scale, offset):
     to zero. The 1/sqrt(head size) scale is applied here, so the matmul needs no extra pass.
     """
     BH, Tq, Tk = att.shape
+    sc = _cast(att[0, 0, 0], scale)
     for bh in range(BH):
         for i in range(Tq):
             row = att[bh, i]
             n = i + offset + 1
             mx = row[0]
             for j in range(1, n):
-                if row[j] > mx:
-                    mx = row[j]
+                mx = max(mx, row[j])
             s = 0.0
             for j in range(n):
-                e = _exp(scale * (row[j] - mx))
+                e = _exp(sc * (row[j] - mx))
                 row[j] = e
                 s += e
-            r = 1.0 / s
+            r = _cast(mx, 1.0 / s)
             for j in range(n):
                 row[j] *= r
             for j in range(n, Tk):
@@ -187,8 +229,7 @@ def crossentropy_forward_backward(logits, targets, losses, dscale):
         row = logits[n]
         mx = row[0]
         for j in range(1, V):
-            if row[j] > mx:
-                mx = row[j]
+            mx = max(mx, row[j])
         y = targets[n]
         zy = row[y] - mx  # kept before exp: exp of it may underflow to 0
         s = 0.0
@@ -197,7 +238,7 @@ def crossentropy_forward_backward(logits, targets, losses, dscale):
             row[j] = e
             s += e
         losses[n] = math.log(s) - zy
-        r = dscale / s
+        r = _cast(mx, dscale / s)
         for j in range(V):
             row[j] *= r
         row[y] -= dscale
@@ -308,7 +349,7 @@ def decode_one(params, offs, k_cache, v_cache, pos, token, x, ln, qkv, y, h, att
         _matvec(h, ln, params, o[8], o[9], D, F)
         for i in range(F):
             v = h[i]
-            h[i] = 0.5 * v * (1.0 + _tanh(GELU_C * (v + 0.044715 * v * v * v)))
+            h[i] = v * _gelu_gate(v)
         _matvec(ln, h, params, o[10], o[11], F, D)
         for i in range(D):
             x[i] += ln[i]
