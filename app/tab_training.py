@@ -638,27 +638,24 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.rect(strip, th.VIEW_BG, th.METRIC_BORDER)
     active = sum(a >= 0.01 for a in act)
     gn = getattr(snap, "grad_norm", None)
-    ui.label((strip.x + 8, strip.y + 5), f"Active Spheres: {active} / 12", th.TEXT)
-    ui.label((strip.x + 8, strip.y + 22), f"Total Batches: {getattr(snap, 'step', 0):,}", th.TEXT)
-    ui.label(
-        (strip.x + 8, strip.y + 39),
+    lines = [
+        f"Active Spheres: {active} / 12",
+        f"Total Batches: {getattr(snap, 'step', 0):,}",
         "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
-        th.TEXT,
+    ]
+    text_w = max(
+        ui.label((strip.x + 8, strip.y + 5 + 17 * i), line, th.TEXT) for i, line in enumerate(lines)
     )
-    # legend of the colour levels
+    # the legend of the colour levels, where there is room for it
+    legend = [(f"<{lim:.0%}", color) for lim, color in th.SPHERE_LEVELS] + [("90%+", th.SPHERE_HOT)]
+    widths = [ui.text_size(label)[0] + 24 for label, _ in legend]
+    if sum(widths) > strip.w - text_w - 24:
+        return
     lx = strip.right - 8
-    for label, color in reversed(
-        [
-            ("<1%", th.SPHERE_LEVELS[0][1]),
-            ("<30%", th.SPHERE_LEVELS[1][1]),
-            ("<60%", th.SPHERE_LEVELS[2][1]),
-            ("<90%", th.SPHERE_LEVELS[3][1]),
-            ("90%+", th.SPHERE_HOT),
-        ]
-    ):
-        lw = ui.label((lx, strip.y + 22), label, th.HINT, align="right")
-        pygame.draw.circle(surf, color, (lx - lw - 9, strip.y + 30), 5)
-        lx -= lw + 24
+    for (label, color), lw in zip(reversed(legend), reversed(widths), strict=True):
+        ui.label((lx, strip.y + 22), label, th.HINT, align="right")
+        pygame.draw.circle(surf, color, (lx - lw + 15, strip.y + 30), 5)
+        lx -= lw
 
 
 def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:
