@@ -784,8 +784,13 @@ class UI:
             elif pts:
                 pygame.draw.circle(self.surface, color, pts[0], 3)
         # axis labels inside the plot: y range on the left, x range along the bottom
-        self.label((plot.x + 4, plot.y + 2), f"{y1:.3f}", th.HINT)
-        self.label((plot.x + 4, plot.bottom - self.line_h - 2), f"{y0:.3f}  {y_label}", th.HINT)
+        for y, text in (
+            (plot.y + 2, f"{y1:.3f}"),
+            (plot.bottom - self.line_h - 2, f"{y0:.3f}  {y_label}"),
+        ):
+            w, h = self.text_size(text)  # on a patch of background, readable over the lines
+            self.rect((plot.x + 2, y, w + 4, h), th.METRIC_BG)
+            self.label((plot.x + 4, y), text, th.HINT)
         self.label((plot.x + 4, r.bottom - self.line_h - 4), f"{x_label} {x0:g}", th.HINT)
         self.label((plot.right, r.bottom - self.line_h - 4), f"{x1:g}", th.HINT, align="right")
 
