@@ -255,9 +255,10 @@ class AppState:
         if self.trainer is not None:
             self.say(f"{self.trainer_name!r} is training; stop it first", "error")
             return
-        from cllm.trainer import Trainer
 
         def make() -> Any:
+            from cllm.trainer import Trainer  # a third of a second to import: not on the UI thread
+
             t = Trainer(self.registry, name, **kwargs)
             t.start()
             return t

@@ -74,6 +74,10 @@ class Studio:
         self._drawn_at = 0.0
         self._settle = True
         self.st.start()
+        for _, name in TABS:  # import the tabs in the background: the first switch is instant
+            self.worker.submit(
+                importlib.import_module, f"app.tab_{name}", done=_ignore, error=_ignore
+            )
 
     # ------------------------------------------------------------------ window
     def _set_mode(self) -> None:
@@ -260,6 +264,10 @@ class Studio:
     def pump(self, frames: int = 1) -> None:
         for _ in range(frames):
             self.step()
+
+
+def _ignore(_: object) -> None:
+    """A result nobody needs (a failed tab import is reported when the tab is shown)."""
 
 
 # ---------------------------------------------------------------------- measured modes
