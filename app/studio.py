@@ -51,7 +51,8 @@ class Studio:
         demo: bool = True,
         tab: str = "training",
     ) -> None:
-        pygame.init()
+        pygame.display.init()  # no audio: the studio makes no sound
+        pygame.font.init()
         self.windowed = size
         self.fullscreen = fullscreen
         self._set_mode()
