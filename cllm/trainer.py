@@ -6,7 +6,8 @@ followed by an end-of-text token, in queue order, fed through a ``BatchAccumulat
 B x T tokens is one AdamW step (warmup then cosine over the run, global-norm clipping). Each epoch
 starts the stream at a random offset below T (from the saved RNG), so a token does not sit at the
 same context position every epoch; ``batches_per_epoch = (stream_len - T) // (B * T)`` therefore
-fits every epoch and is known up front from the queue's token counts.
+fits every epoch and is known up front from the queue's token counts. Items added to the queue
+during a run join the next epoch; items removed drop out of the epoch in progress.
 
 The thread owns the model. Other threads see only ``snapshot()`` (a ``TrainSnapshot`` replaced
 under a lock after every step, never mutated after publishing) and talk only through the command
