@@ -139,3 +139,24 @@ def test_f11_toggles_fullscreen_and_back(studio):
     assert pygame.display.get_surface().get_size() == (1600, 900)
     studio.pump(2)
     assert rect_of(studio, "training/selector:model") == pygame.Rect(1290, 90, 300, 30)
+
+
+def test_selector_shows_ten_rows_and_scrolls(studio, models_dir):
+    import shutil
+
+    for i in range(12):
+        shutil.copy(models_dir / "beta.cllm", models_dir / f"m{i:02d}.cllm")
+    frames_until(studio, lambda: len(studio.st.models) == 14, timeout=10)
+    box = _open_selector(studio)
+    scroll = studio.ui.state["scroll:selector-list"]
+    assert scroll["off"] == 0
+    move(studio, (box.x + 100, box.bottom + 100))
+    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-2))
+    studio.step()
+    assert scroll["off"] > 0
+    assert scroll["off"] <= 14 * 30 - 10 * 30  # never past the last row
+    for _ in range(13):  # the keys walk to the last row, which scrolls into view
+        key(studio, pygame.K_DOWN)
+    assert scroll["off"] == 14 * 30 - 10 * 30
+    key(studio, pygame.K_RETURN)
+    assert studio.st.current == "m11"
