@@ -194,3 +194,15 @@ def test_import_queue_from_another_model(studio, models_dir):
     assert st.tab("training")["dialog"] is None
     settle(studio)
     assert Registry(models_dir).info("beta").queue_items == 1
+
+
+def test_start_crawler_calls_into_the_crawler_tab(studio):
+    press(studio, "training/crawl")  # enabled now that the Crawler tab offers start_crawler
+    frames_until(
+        studio,
+        lambda: (
+            any("nothing to crawl" in t.text for t in studio.ui.toasts)
+            or studio.st.crawler is not None
+        ),
+    )
+    assert studio.st.crawler is None  # no start URL given: refused with a toast
