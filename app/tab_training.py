@@ -112,54 +112,32 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     trained = int(info.meta.get("epochs_trained", 0))
     ctx, layers = info.config.block_size, info.config.n_layer
 
-    def check(rule, *args):
-        """Clamp to what the model allows and remember why a value was refused."""
+    def clamp_by(rule, bound: int):
+        """Where rule(v) refuses v, clamp to bound and remember the rule's words."""
 
         def clamp(v: float) -> float:
             try:
-                rule(int(round(v)), *args)
+                rule(int(round(v)))
                 return v
             except rules.ValidationError as err:
                 _refuse(s, ui, str(err))
-                return float(args[-1])
+                return float(bound)
 
         return clamp
 
-    def seq_rule(v: int, limit: int) -> None:
-        rules.validate_train_settings({"seq_len": v}, info.config)
-
-    sliders = [
-        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), False, None, "{:.0f}"),
-        (
-            "Sequence Length",
-            "seq_len",
-            min(32, ctx),
-            max(512, vals["seq_len"]),
-            False,
-            check(seq_rule, ctx),
-            "{:.0f}",
-        ),
-        (
-            "Epochs (target)",
-            "target_epochs",
-            1,
-            max(100, trained + 50, vals["target_epochs"]),
-            False,
-            check(rules.check_target_epochs, trained),
-            "{:.0f}",
-        ),
-        ("Learning Rate", "learning_rate", 1e-5, 1e-1, True, None, "{:.2e}"),
-        (
-            "Layers",
-            "layers",
-            1,
-            max(24, layers + 8),
-            False,
-            check(rules.check_layers, layers),
-            "{:.0f}",
-        ),
+    seq = clamp_by(lambda v: rules.validate_train_settings({"seq_len": v}, info.config), ctx)
+    epochs = clamp_by(lambda v: rules.check_target_epochs(v, trained), trained)
+    grow = clamp_by(lambda v: rules.check_layers(v, layers), layers)
+    top_epochs = max(100, trained + 50, vals["target_epochs"])
+    sliders = [  # label, setting, the original's range (wider if the model's value is), clamp
+        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), None),
+        ("Sequence Length", "seq_len", min(32, ctx), max(512, vals["seq_len"]), seq),
+        ("Epochs (target)", "target_epochs", 1, top_epochs, epochs),
+        ("Learning Rate", "learning_rate", 1e-5, 1e-1, None),
+        ("Layers", "layers", 1, max(24, layers + 8), grow),
     ]
-    for label, key, lo, hi, log, clamp, fmt in sliders:
+    for label, key, lo, hi, clamp in sliders:
+        log = key == "learning_rate"
         v, done = ui.slider(
             (x, y, w, SLIDER_H),
             label,
@@ -168,7 +146,7 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
             hi,
             log=log,
             integer=not log,
-            fmt=fmt,
+            fmt="{:.2e}" if log else "{:.0f}",
             enabled=not locked,
             clamp=clamp,
             key="sl:" + key,
