@@ -7,6 +7,7 @@ a headless run publishes beside the model, shown read-only); nothing here is inv
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from pathlib import Path
@@ -222,11 +223,8 @@ def _queue_rows(st: AppState, s: dict, info) -> list[str] | None:
                 return q.items()
 
         def done(result) -> None:
-            s["queue_loading"] = False
-            s["queue_stamp"], s["queue"] = (
-                stamp,
-                [f"{Path(it.source).name or it.source}  ({it.n_tokens:,} tok)" for it in result],
-            )
+            rows = [f"{Path(it.source).name or it.source}  ({it.n_tokens:,} tok)" for it in result]
+            s["queue_loading"], s["queue_stamp"], s["queue"] = False, stamp, rows
 
         def error(err) -> None:
             s["queue_loading"] = False
@@ -247,31 +245,20 @@ def training_data(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     has = info is not None
     half = (w - 8) // 2
     if ui.button((x, y, half, 24), "Add Files...", enabled=has):
-        s["dialog"], s["browser"] = (
-            "browser",
-            FileBrowser(
-                st.worker,
-                "files",
-                f"Add files to {info.name}'s queue",
-                s.get("browse_dir") or Path.cwd(),
-            ),
-        )
+        browse(st, s, "files", f"Add files to {info.name}'s queue")
     if ui.button((x + half + 8, y, half, 24), "Add Folder...", enabled=has):
-        s["dialog"], s["browser"] = (
-            "browser",
-            FileBrowser(
-                st.worker,
-                "folder",
-                f"Add a folder to {info.name}'s queue",
-                s.get("browse_dir") or Path.cwd(),
-            ),
-        )
+        browse(st, s, "folder", f"Add a folder to {info.name}'s queue")
     y += 30
     if ui.button((x, y, half, 24), "Clear Queue", enabled=has and bool(info.queue_items)):
         s["dialog"] = "clear"
     if ui.button((x + half + 8, y, half, 24), "Import From...", enabled=has and len(st.models) > 1):
         s["dialog"] = "import"
     return y + 34
+
+
+def browse(st: AppState, s: dict, mode: str, title: str) -> None:
+    s["dialog"] = "browser"
+    s["browser"] = FileBrowser(st.worker, mode, title, s.get("browse_dir") or Path.cwd())
 
 
 def status(ui: UI, st: AppState, x: int, y: int) -> int:
@@ -300,8 +287,6 @@ def status(ui: UI, st: AppState, x: int, y: int) -> int:
 
 def _crawler_api():
     """The crawler tab's start/stop functions once it has them (the crawler issue)."""
-    import importlib
-
     try:
         mod = importlib.import_module("app.tab_crawler")
     except Exception:
