@@ -394,6 +394,8 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     check_ended(st)
     s["snap"] = st.crawler.snapshot() if st.crawler is not None else None  # once per frame
     name = st.current
+    if s.get("model") != name:  # another target: its own list, nothing selected
+        s.update(model=name, data=None, selected_url=None, selected_page=None, preview=None)
     data = s["data"] if s["data"] is not None and s["data"].name == name else None
     with ui.scope("crawler"):
         area = pygame.Rect(main.x + 10, main.y + 10, main.w - 20, main.h - 20)
@@ -631,7 +633,7 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     color = STATE_COLOR.get(u.state, th.TEXT)
     pygame.draw.circle(ui.surface, color, (r.x + 8, r.centery), 4)
     ty = r.y + (ROW_H - ui.line_h) // 2
-    bw = 70
+    bw = max(40, min(70, (r.w - 60) // 3))  # a narrow window keeps some of the URL in view
     if not (chosen or ui.hover(r)):
         sw = ui.label((r.right - 6, ty), u.state, color, align="right")
         ui.label((r.x + 18, ty), u.url, th.TEXT, max_w=r.w - sw - 32)
@@ -697,7 +699,8 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
         ui.label((x, y), f"* {label}: {snap.message}", RUN_COLOR.get(snap.state, th.TEXT), max_w=w)
     elif snap is not None:
         color = RUN_COLOR.get(snap.state, th.TEXT)
-        ui.label((x, y), f"* Last crawl {snap.state}: {snap.message}", color, max_w=w)
+        said = snap.state.capitalize() + ("" if snap.message == snap.state else f": {snap.message}")
+        ui.label((x, y), f"* {said}", color, max_w=w)
     else:
         ui.label((x, y), "* Idle", th.SUCCESS)
     y += 22
@@ -721,12 +724,13 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
         ("Failed", f"{snap.failed:,}" if c is not None else f"{counts.get('failed', 0):,}"),
         ("Errors", f"{snap.errors:,}" if snap else "0"),
     ]
-    half = w // 2
+    per_row = 2 if w >= 360 else 1  # a narrow window stacks them
+    cell = w // per_row
     for i, (k, v) in enumerate(rows):
-        rx, ry = x + (i % 2) * half, y + (i // 2) * 20
+        rx, ry = x + (i % per_row) * cell, y + (i // per_row) * 20
         ui.label((rx, ry), k, th.HINT)
-        ui.label((rx + half - 10, ry), v, th.TEXT, align="right")
-    y += 4 * 20 + 8
+        ui.label((rx + cell - 10, ry), v, th.TEXT, align="right")
+    y += len(rows) // per_row * 20 + 8
     ui.label((x, y), "Current URL", th.HINT)
     y += 18
     current = snap.current_url if snap and c is not None else ""

@@ -12,7 +12,7 @@ from cllm.errors import BusyError
 from cllm.registry import Registry
 from tests.cllm.crawl_site import Page, Site, chain_routes
 
-from .conftest import click, drag, frames_until, key, move, press, rect_of, settle, type_text
+from .conftest import drag, frames_until, key, move, press, rect_of, settle, type_text
 
 CTRL = pygame.KMOD_LCTRL
 
@@ -182,9 +182,12 @@ def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     for _ in range(len(" re:[unclosed") - 1):
         key(tab, pygame.K_BACKSPACE)
     assert s["settings"].exclude == "*.pdf"
-    click(tab, rect_of(tab, "crawler/filter:metadata").center)
-    assert s["settings"].config().filter == "metadata"
-    assert s["settings"].config().exclude == ("*.pdf",)
+    press(tab, "crawler/filter:metadata")
+    press(tab, "crawler/train")
+    press(tab, "crawler/same")
+    cfg = s["settings"].config()
+    assert cfg.filter == "metadata" and cfg.exclude == ("*.pdf",)
+    assert cfg.train_continuously and not cfg.same_host
 
 
 def test_reset_all_and_clear_ask_first(tab, site):
