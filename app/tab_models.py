@@ -43,10 +43,11 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     with ui.scope("models"):
         cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, CARDS_W, main.h - 20))
         detail = pygame.Rect(main.x + CARDS_W + 20, main.y + 10, main.w - CARDS_W - 30, main.h - 20)
-        if s.get("comparing"):
-            compare(ui, st, s, detail)
-        else:
-            details(ui, st, s, detail)
+        with ui.clip(detail):  # a wide comparison table stays inside its panel
+            if s.get("comparing"):
+                compare(ui, st, s, detail)
+            else:
+                details(ui, st, s, detail)
         side_panel(ui, st, s, panel)
         dialog(ui, st, s)
 
@@ -221,7 +222,9 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         if h is not None:
             series.append((name, h["steps"], h["train_loss"], th.SERIES[i % len(th.SERIES)]))
     chart_h = max(160, (r.h - 40) // 2)
-    ui.chart((x, y + 26, r.w - 30, chart_h), series, title="TRAINING LOSS")
+    ui.chart(
+        (x, y + 26, r.w - 30, chart_h), series, title="TRAINING LOSS (moving average)", smooth=True
+    )
     # settings side by side
     ty = y + 36 + chart_h
     rows = [

@@ -735,9 +735,11 @@ class UI:
         title: str = "",
         x_label: str = "step",
         y_label: str = "loss",
+        smooth: bool = False,
     ) -> None:
         """Line chart of (label, xs, ys, colour) series, scaled to fit, axes labelled inside.
-        NaN and None values are gaps; long series are thinned to about one point per pixel."""
+        NaN and None values are gaps; long series are thinned to about one point per pixel.
+        smooth: a moving average over 1% of each series, so overlaid curves stay legible."""
         r = pygame.Rect(rect)
         self.rect(r, th.METRIC_BG, th.METRIC_BORDER)
         if title:
@@ -758,6 +760,10 @@ class UI:
             x, y = x[:n], y[:n]
             ok = np.isfinite(y)
             x, y = x[ok], y[ok]
+            k = len(y) // 100
+            if smooth and k > 1:
+                y = np.convolve(y, np.ones(k) / k, mode="valid")
+                x = x[k - 1 :]
             stride = max(1, len(x) // max(1, plot.w))
             data.append((name, x[::stride], y[::stride], color))
         lx = r.right - 8
