@@ -304,6 +304,7 @@ def open_dialog(st: AppState, s: dict, kind: str, m) -> None:
             "tokenizer": "bpe",
             **_preset_fields("tiny"),
         }
+        s["autofocus"] = True
     elif kind == "rename":
         s["text"] = m.name
     elif kind == "duplicate":
@@ -489,7 +490,9 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
 
 def create_dialog(ui: UI, st: AppState, s: dict) -> None:
     f = s["form"]
-    r = ui.begin_dialog("create", (520, 400), "Create New Model")
+    r = ui.begin_dialog("create", (520, 330), "Create New Model")
+    if s.pop("autofocus", False):  # the name field has the keys as the dialog opens
+        ui.focus = ui.id("name")
     x, y, w = r.x + 20, r.y + 44, r.w - 40
     lw = 110
     ui.label((x, y + 5), "Name", th.TEXT)
