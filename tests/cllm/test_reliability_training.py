@@ -16,7 +16,7 @@ from cllm.config import GPTConfig
 from cllm.errors import BusyError
 from cllm.modelfile import read_header
 from cllm.registry import Registry
-from cllm.trainer import Trainer
+from cllm.trainer import Trainer, read_progress
 
 TINY = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=32)
 ENV = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -91,6 +91,30 @@ def test_second_trainer_busy_until_holder_is_killed(tmp_path):
         proc.wait()
     t = Trainer(reg, "m")  # the dead holder's lock is recovered
     t.close()
+
+
+def test_headless_run_is_visible_and_ctrl_c_checkpoints(tmp_path):
+    reg = make_model(tmp_path / "models", target_epochs=100_000)
+    proc = start_cli(reg, "--json")
+    try:
+        seen = []
+
+        def live() -> bool:
+            snap = read_progress(reg.dir, "m")  # what the app shows of a run it did not start
+            seen.append(snap)
+            return snap is not None and snap.pid == proc.pid and snap.step > 0
+
+        wait_for(live, proc)
+        assert seen[-1].state == "running" and len(seen[-1].spheres) == 12
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["state"] == "stopped" and res["steps"] == saved_steps(reg) > 0
+    assert read_progress(reg.dir, "m") is None  # its writer is gone
+    assert not reg.info("m").busy
 
 
 @pytest.mark.slow
