@@ -147,10 +147,10 @@ def read_listing(
         out.first = first
         out.urls = db.urls(None if shows == "all" else shows, limit=WINDOW, offset=first)
         out.events = db.events(60)
+        out.page_total = db.page_count()
         if pages:
             out.page_first = page_first
             out.pages = db.pages(WINDOW, page_first)
-            out.page_total = db.page_count()
         return out
 
 
@@ -159,8 +159,10 @@ def load_preview(page: PageRow, filter: str) -> str:
     current filter); the stored preview when the copy was pruned."""
     path = Path(page.path) if page.path else None
     if path is None or not path.is_file():
+        if not page.preview:
+            return f"(no text was extracted from this page: {page.content_type or 'unknown type'})"
         note = "(the stored copy is gone; the start of the text as extracted at crawl time)\n\n"
-        return note + (page.preview or "(no text)")
+        return note + page.preview
     body = path.read_bytes()
     if path.suffix == ".html":
         text = extract_html(decode(body, None, html=True), filter)
@@ -879,7 +881,7 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
 
 
 def select_page(st: AppState, s: dict, page: PageRow) -> None:
-    s["selected_page"] = page.url
+    s["selected_page"], s["page_title"] = page.url, page.title
     s["preview"], s["wrapped"] = (page.url, None), None
     cfg: Settings = s["settings"]
 
@@ -897,7 +899,8 @@ def preview(ui: UI, s: dict, r: pygame.Rect) -> None:
     ui.section((r.x + 10, r.y + 8), title)
     if url:
         tw = ui.text_size(title)[0]
-        ui.label((r.x + 24 + tw, r.y + 8), url, th.SELECTED, max_w=r.w - tw - 34)
+        name = f"{s.get('page_title')}: {url}" if s.get("page_title") else url
+        ui.label((r.x + 24 + tw, r.y + 8), name, th.SELECTED, max_w=r.w - tw - 34)
     inner = pygame.Rect(r.x + 10, r.y + 32, r.w - 20, r.h - 42)
     if url is None:
         ui.label((inner.x, inner.y), "Click a page to see its extracted text.", th.DIM)
