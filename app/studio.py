@@ -114,7 +114,17 @@ class Studio:
 
     # ------------------------------------------------------------------ one frame
     def step(self) -> bool:
-        """Handle input, draw one frame, flip. Returns False once the app should quit."""
+        """Handle input, draw one frame, flip. Returns False once the app should quit.
+        Nothing raises out of here: a failure is logged and shown, and the next frame comes."""
+        try:
+            return self._step()
+        except Exception as err:
+            log.exception("frame failed")
+            self.ui.recover()
+            self.ui.toast(f"{type(err).__name__}: {err}", "error")
+            return self.running
+
+    def _step(self) -> bool:
         t0 = time.perf_counter()
         events = pygame.event.get()
         for e in events:

@@ -391,7 +391,7 @@ class UI:
                 self.active = wid
         if enabled and self.active == wid and self.f.released and over:
             value = not value
-        fill = th.shade(th.LIST_BG, 25) if over else th.LIST_BG
+        fill = th.shade(th.LIST_BG, 10 if self.active == wid else 30) if over else th.LIST_BG
         self.rect(box, fill, th.HINT if enabled else th.DIM)
         if value:
             pygame.draw.lines(

@@ -160,3 +160,17 @@ def test_selector_shows_ten_rows_and_scrolls(studio, models_dir):
     assert scroll["off"] == 14 * 30 - 10 * 30
     key(studio, pygame.K_RETURN)
     assert studio.st.current == "m11"
+
+
+def test_a_failing_trainer_snapshot_does_not_stop_the_loop(studio, monkeypatch):
+    class Broken:
+        def snapshot(self):
+            raise RuntimeError("snapshot exploded")
+
+        def is_alive(self):
+            return True
+
+    studio.st.trainer, studio.st.trainer_name = Broken(), "alpha"
+    studio.pump(3)
+    assert studio.running and any("exploded" in t.text for t in studio.ui.toasts)
+    studio.st.trainer = None
