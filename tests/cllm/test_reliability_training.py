@@ -125,7 +125,7 @@ def test_kill_9_then_sigterm_then_finish_matches_uninterrupted(tmp_path):
     t.start()
     assert t.join(300)
     want = ref.history("m")
-    assert t.snapshot().state == "done"
+    assert t.snapshot().state == "done", t.snapshot().message
 
     reg = make_model(tmp_path / "models", target_epochs=epochs)
     bpe = t.snapshot().batches_per_epoch
