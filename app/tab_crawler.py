@@ -15,6 +15,7 @@ for the read and closed after, so a model renamed or deleted meanwhile leaves no
 from __future__ import annotations
 
 import atexit
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -699,6 +700,10 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
     elif c is not None:
         label = "Stopping..." if s["stopping"] else snap.state.capitalize()
         ui.label((x, y), f"* {label}: {snap.message}", RUN_COLOR.get(snap.state, th.TEXT), max_w=w)
+    elif elsewhere(st, name):
+        ui.label(
+            (x, y), f"* Crawled by another process: {elsewhere(st, name)}", th.WARNING, max_w=w
+        )
     elif snap is not None:
         color = RUN_COLOR.get(snap.state, th.TEXT)
         said = snap.state.capitalize() + ("" if snap.message == snap.state else f": {snap.message}")
@@ -789,6 +794,14 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
                 ui.label((inner.x, yy), line, th.ERROR)
                 yy += 17
             yy += 4
+
+
+def elsewhere(st: AppState, name: str | None) -> str:
+    """'pid N' when another process (python -m cllm crawl) crawls the model, else ''."""
+    info = st.info(name) if name else None
+    busy = (info.busy or "") if info is not None else ""
+    pid = busy.removeprefix("crawling by pid ")
+    return f"pid {pid}" if pid != busy and pid != str(os.getpid()) else ""
 
 
 def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect, data: Listing | None) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pygame
 import pytest
 
@@ -209,3 +212,36 @@ def test_reset_all_and_clear_ask_first(tab, site):
     press(tab, "crawler/dialog:confirm/dlg-ok")
     frames_until(tab, lambda: states(tab) == {})
     frames_until(tab, lambda: s["data"].counts and sum(s["data"].counts.values()) == 0)
+
+
+HOLDER = """
+import sys, time
+from cllm.crawldb import CrawlDB
+db = CrawlDB(sys.argv[1])
+assert db.try_lock()
+print("crawling", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_crawl_in_another_process_is_shown_and_start_refused(tab, site):
+    st = tab.st
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(st.models_dir / "beta.crawl.sqlite")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "crawling"
+        st.refresh()
+        frames_until(tab, lambda: tab_crawler.elsewhere(st, "beta") == f"pid {proc.pid}")
+        press(tab, "crawler/url")
+        type_text(tab, site.url("/p0"))
+        press(tab, "crawler/start")  # START takes the typed URL along
+        settle(tab)
+        assert st.crawler is None
+        assert any("already being crawled" in t.text for t in tab.ui.toasts)
+        assert states(tab) == {site.url("/p0"): "pending"}  # the URL waits for our turn
+    finally:
+        proc.kill()
+        proc.wait()
