@@ -152,9 +152,6 @@ def _create_or_check(reg, args: argparse.Namespace) -> str:
 
 
 def _add_data(reg, name: str, paths: list[Path]) -> None:
-    for path in paths:
-        if not path.exists():
-            raise NotFoundError(f"--data {path}: no such file or folder")
     dq = reg.queue(name)
     try:
         for path in paths:
@@ -199,6 +196,9 @@ def train_main(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise ValidationError(f"--steps must be at least 1, got {args.steps}")
+    for path in args.data:  # before anything is created
+        if not path.exists():
+            raise NotFoundError(f"--data {path}: no such file or folder")
     reg = Registry(models_dir_of(args))
     name = _create_or_check(reg, args)
     if args.data:

@@ -101,6 +101,7 @@ def test_bad_arguments_exit_2(tmp_path, data, capsys, extra, words):
     assert rc == 2
     assert words in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 3
+    assert not list(models.glob("*.cllm"))  # a refused command created nothing
 
 
 def test_refusals_on_existing_model(tmp_path, data, capsys):
