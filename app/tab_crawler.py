@@ -39,7 +39,8 @@ from .state import AppState
 from .ui import UI, plural
 
 ROW_H = 24
-POLL_S = 0.3  # the URL store is read at most this often
+POLL_S = 0.3  # the URL store is read this often while a crawl runs
+IDLE_POLL_S = 1.0  # and this often when none does (another process might start one)
 WINDOW = 120  # URL rows fetched around the visible ones
 PREVIEW_CHARS = 20_000  # extracted text shown of one page
 FILTERS = {
@@ -103,7 +104,6 @@ class Listing:
 
     name: str
     shows: str = "all"  # the state filter this read was made for
-    exists: bool = False  # the model has a crawl store
     counts: dict[str, int] = field(default_factory=dict)
     first: int = 0  # index of urls[0] in the filtered list
     urls: list[UrlRow] = field(default_factory=list)
@@ -144,7 +144,7 @@ def read_listing(
         out = Listing(name, shows)
         if db is None:
             return out
-        out.exists, out.counts = True, db.counts()
+        out.counts = db.counts()
         out.first = first
         out.urls = db.urls(None if shows == "all" else shows, limit=WINDOW, offset=first)
         out.events = db.events(60)
@@ -358,7 +358,8 @@ def edit(st: AppState, name: str, fn: Callable[[CrawlDB], Any], done: Any = None
 
 
 def poll(st: AppState, s: dict, name: str, first: int, page_first: int) -> None:
-    if s["polling"] or time.monotonic() - s["polled_at"] < POLL_S:
+    every = POLL_S if st.crawler is not None or elsewhere(st, name) else IDLE_POLL_S
+    if s["polling"] or time.monotonic() - s["polled_at"] < every:
         return
     s["polling"], s["polled_at"] = True, time.monotonic()
 
@@ -622,6 +623,7 @@ def url_list(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None
             j = i - data.first
             if not 0 <= j < len(data.urls):
                 ui.label((row_r.x + 6, row_r.y + 3), "...", th.DIM)
+                s["polled_at"] = 0.0  # scrolled past the rows read: read those in view now
                 continue
             url_row(ui, st, s, row_r, data.urls[j])
 
@@ -872,6 +874,7 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
             j = i - data.page_first
             if not 0 <= j < len(data.pages):
                 ui.label((row_r.x + 6, row_r.y + 3), "...", th.DIM)
+                s["polled_at"] = 0.0  # scrolled past the rows read: read those in view now
                 continue
             p = data.pages[j]
             chosen = p.url == s["selected_page"]
