@@ -245,3 +245,18 @@ def test_a_crawl_in_another_process_is_shown_and_start_refused(tab, site):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_long_url_list_scrolls_and_reads_the_rows_in_view(tab):
+    s = tab_crawler.state(tab.st)
+    urls = [f"http://127.0.0.1:9/page{i:04d}" for i in range(2000)]
+    with store(tab) as db:
+        db.add_many(urls, 1)
+    s["polled_at"] = 0.0
+    frames_until(tab, lambda: s["data"].counts.get("pending") == 2000)
+    assert len(s["data"].urls) == tab_crawler.WINDOW  # never the whole list at once
+    rect_of(tab, f"crawler/row:{urls[0]}")
+    move(tab, rect_of(tab, f"crawler/row:{urls[3]}").center)
+    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-1000, flipped=False))
+    frames_until(tab, lambda: f"crawler/row:{urls[-1]}" in tab.ui.drawn)
+    assert f"crawler/row:{urls[0]}" not in tab.ui.drawn
