@@ -605,13 +605,15 @@ class Trainer:
             if self.step % self.eval_interval == 0 or ends:
                 val = self._evaluate()
             self.history.append(self.step, loss, val)
+            timer = time.monotonic() - self._last_ckpt >= self.tc.checkpoint_minutes * 60
+            if self.batch < self.bpe and timer:
+                self._checkpoint("timer")
+            # the rate counts validation and checkpoints too, so the ETA holds
             rate = self.B * self.T / max(time.monotonic() - t0, 1e-9)
             self.tokens_per_s = (
                 rate if self.run_steps == 1 else 0.9 * self.tokens_per_s + 0.1 * rate
             )
             if self.batch < self.bpe:
-                if time.monotonic() - self._last_ckpt >= self.tc.checkpoint_minutes * 60:
-                    self._checkpoint("timer")
                 self._publish("running", f"epoch {self.epochs_trained + 1}, step {self.step}")
         if self.batch >= self.bpe:  # (also when items were removed and the epoch shrank)
             self._end_epoch()
