@@ -228,6 +228,8 @@ def url_problem(text: str) -> str:
             check_start_url(u)
         except ValidationError as err:
             return str(err)
+        except ValueError:  # urllib refuses some hosts itself ('http://[')
+            return f"cannot crawl {u!r}: not a valid URL"
     return ""
 
 

@@ -7,10 +7,13 @@ import sys
 
 import pygame
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from app import tab_crawler
 from app import theme as th
 from cllm.crawldb import CrawlDB
+from cllm.crawler import check_start_url
 from cllm.errors import BusyError
 from cllm.registry import Registry
 from tests.cllm.crawl_site import Page, Site, chain_routes
@@ -217,6 +220,7 @@ def test_reset_all_and_clear_ask_first(tab, site):
 HOLDER = """
 import sys, time
 from cllm.crawldb import CrawlDB
+from cllm.crawler import check_start_url
 db = CrawlDB(sys.argv[1])
 assert db.try_lock()
 print("crawling", flush=True)
@@ -260,3 +264,19 @@ def test_a_long_url_list_scrolls_and_reads_the_rows_in_view(tab):
     pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-1000, flipped=False))
     frames_until(tab, lambda: f"crawler/row:{urls[-1]}" in tab.ui.drawn)
     assert f"crawler/row:{urls[0]}" not in tab.ui.drawn
+
+
+URLISH = hs.text(alphabet="htps:/[]@.?#%:-_ ax1\u00e9\u4e16", max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.one_of(URLISH, hs.builds(lambda t: "http://" + t, URLISH), hs.text(max_size=30)))
+def test_url_and_pattern_checks_answer_any_text(text):
+    """What is typed is checked every frame: any text gets an answer, never an exception, and
+    text found fine is accepted by the crawler."""
+    problem = tab_crawler.url_problem(text)
+    if not problem:
+        for u in text.split():
+            check_start_url(u)
+    tab_crawler.pattern_problem(text)
+    tab_crawler.pattern_problem("re:" + text)
