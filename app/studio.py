@@ -389,6 +389,7 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
         "ratio": round(with_ui / headless, 3) if headless else None,
         "seconds": round(seconds, 2),
         "run_state": trainer.snapshot().state,  # "running": the run lasted the whole bench
+        "run_message": trainer.snapshot().message,
     }
 
 
