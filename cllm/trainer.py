@@ -592,8 +592,11 @@ class Trainer:
             if self._commands_say() == "stop":
                 return "stop"
             t0 = time.monotonic()
-            while not acc.ready:
-                acc.add(next(chunks))
+            while not acc.ready and (piece := next(chunks, None)) is not None:
+                acc.add(piece)
+            if not acc.ready:  # batch shape changed since the stop: the epoch's tail is too short
+                self.batch = self.bpe
+                break
             x, y = acc.take()
             loss = self._step(x, y)
             pos["offset"] += self.B * self.T

@@ -273,3 +273,14 @@ def test_queue_changes_join_the_next_epoch(tmp_path):
     dq.close()
     snap = run(Trainer(reg, "m"))
     assert snap.state == "done" and snap.epochs_trained == 5, snap.message
+
+
+def test_resume_with_a_new_batch_shape_finishes_the_epoch(tmp_path):
+    texts = [f"{t} ({i})" for i in range(3) for t in TEXTS]
+    reg = make_model(tmp_path, texts=texts, target_epochs=2, batch_size=8, seq_len=32)
+    run(Trainer(reg, "m", max_steps=3))  # 3 batches of 256 tokens into epoch 1
+    t = Trainer(reg, "m", batch_size=1, seq_len=8)  # counted in small batches, the stream runs dry
+    assert t.snapshot().batch == 3
+    snap = run(t)
+    assert snap.state == "done" and snap.epochs_trained == 2, snap.message
+    assert snap.step < 2 * snap.batches_per_epoch  # epoch 1 ended early, epoch 2 was whole
