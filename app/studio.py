@@ -353,23 +353,29 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
     trainer = st.trainer
     seconds = frames / FPS
 
-    def tokens_per_s(run) -> float:
-        """Training tokens per second over `seconds` of wall time while run() goes on."""
+    rounds = 4  # headless and windowed stretches alternate, so other load hits both alike
+    tokens = {"headless": 0, "window": 0}
+    wall = {"headless": 0.0, "window": 0.0}
+
+    def measure(mode: str, run) -> None:
         n0, t0 = trainer.snapshot().tokens, time.monotonic()
         run()
-        return (trainer.snapshot().tokens - n0) / (time.monotonic() - t0)
+        tokens[mode] += trainer.snapshot().tokens - n0
+        wall[mode] += time.monotonic() - t0
 
-    # the same run without the window (the main thread only sleeps), then with it
-    headless = tokens_per_s(lambda: time.sleep(seconds))
-    studio.frame_ms.clear()
-    studio.skipped = 0
-
-    def render() -> None:
-        for _ in range(frames):
+    def render(n: int) -> None:
+        for _ in range(n):
             studio.step()
             studio.clock.tick(FPS)
 
-    with_ui = tokens_per_s(render)
+    studio.frame_ms.clear()
+    studio.skipped = 0
+    for i in range(rounds):
+        n = frames // rounds + (1 if i < frames % rounds else 0)
+        measure("headless", lambda n=n: time.sleep(n / FPS))  # the main thread only sleeps
+        measure("window", lambda n=n: render(n))
+    headless = tokens["headless"] / wall["headless"]
+    with_ui = tokens["window"] / wall["window"]
     ms = sorted(studio.frame_ms)
 
     def pct(p: float) -> float:
