@@ -442,3 +442,10 @@ def test_app_flags_documented():
 
     for label, _ in TABS:
         assert f"## {label}" in text
+
+
+def test_links_between_docs_resolve():
+    for name in ("cli.md", "models-folder.md", "model-file.md", "tabs.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", read(name)):
+            if "://" not in target:
+                assert (DOCS / target).exists(), f"{name}: broken link {target}"
