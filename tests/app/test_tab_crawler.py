@@ -281,3 +281,21 @@ def test_url_and_pattern_checks_answer_any_text(text):
             check_start_url(u)
     tab_crawler.pattern_problem(text)
     tab_crawler.pattern_problem("re:" + text)
+
+
+def test_train_continuously_trains_the_target_on_the_crawled_pages(tab, site):
+    st, s = tab.st, tab_crawler.state(tab.st)
+    s["settings"].min_delay = s["settings"].max_delay = 0.0
+    s["settings"].max_pages = 8
+    s["settings"].max_depth = 20
+    press(tab, "crawler/train")
+    press(tab, "crawler/url")
+    type_text(tab, site.url("/p0"))
+    press(tab, "crawler/start")
+    frames_until(tab, lambda: st.crawler is not None)
+    frames_until(tab, lambda: st.crawler is None, timeout=60)
+    last = s["last"]["beta"]
+    assert last.state == "done" and last.pages == 8
+    assert any(e.kind == "trained" for e in last.events)
+    info = Registry(st.models_dir).info("beta")
+    assert info.meta["epochs_trained"] >= 1 and info.queue_items == 8
