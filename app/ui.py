@@ -217,9 +217,6 @@ class UI:
         """Draw fn at the end of the frame, above everything, as overlay `name`."""
         self._deferred.append((name, fn))
 
-    def layer_open(self, name: str) -> bool:
-        return any(layer.name == name for layer in self._prev_layers)
-
     @contextmanager
     def clip(self, rect: RectLike):
         r = pygame.Rect(rect)
