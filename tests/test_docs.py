@@ -162,6 +162,28 @@ def test_every_command_and_argument_is_documented():
             assert documented[name] == choices, f"{' '.join(key)} {name}: choices {choices}"
 
 
+def test_documented_defaults_are_the_parsers():
+    """A '(default X)' in an argument's meaning is the parser's default, where it has one."""
+    docs, real = command_sections(read("cli.md")), parsers()
+    checked = 0
+    for key, body in docs.items():
+        defaults = {
+            max(a.option_strings, key=len): a.default
+            for a in real[key]._actions
+            if a.option_strings and a.default not in (None, False, [], argparse.SUPPRESS)
+        }
+        for row in tables(body).get("argument", []):
+            m = re.search(r"default (\S+?)(?:[),;\s]|$)", row[1])
+            name = code(row[0]).split()[0]
+            if not m or name not in defaults:
+                continue
+            want, doc = defaults[name], m.group(1)
+            same = float(doc) == want if isinstance(want, (int, float)) else doc == str(want)
+            assert same, f"{' '.join(key)} {name}: doc says default {doc}, parser has {want!r}"
+            checked += 1
+    assert checked >= 30
+
+
 def test_json_fields_of_crawl_and_models_list():
     """Fields of JSON output not produced by the examples, taken from the code that prints it."""
     from cllm import cli_crawl
