@@ -245,7 +245,10 @@ class UI:
         if surf is None:
             if len(self._text_cache) > 3000:  # numbers change every frame; keep the cache bounded
                 self._text_cache.clear()
-            surf = self.font.render(_printable(s), True, color)
+            try:
+                surf = self.font.render(_printable(s), True, color)
+            except pygame.error:  # nothing visible to draw (a soft hyphen alone, say)
+                surf = pygame.Surface((0, self.line_h), pygame.SRCALPHA)
             self._text_cache[key] = surf
         return surf
 

@@ -202,3 +202,6 @@ def test_wrap_and_elide(ui):
     assert " ".join(lines) == "one two three four five six seven eight nine ten"
     assert ui.text_size(ui.elide("x" * 200, 60))[0] <= 60
     assert ui.render("héllo ✓ 日本", (255, 255, 255)).get_width() > 0  # UTF-8 text renders
+    for odd in ("\x00", "\xad", "\ud800", "a\u200bb"):  # never raises, whatever the text
+        ui.render(odd, (255, 255, 255))
+        ui.text_size(odd)
