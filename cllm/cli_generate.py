@@ -6,8 +6,6 @@ import argparse
 import sys
 
 from .cli import add_models_dir, models_dir_of
-from .errors import NotFoundError
-from .rules import validate_name
 
 
 def register(subparsers) -> None:
@@ -24,13 +22,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .lm import load_model  # the engine loads numba kernels: only when this command runs
+    from .registry import Registry  # the engine loads numba kernels: only when this command runs
 
-    name = validate_name(args.name)
-    path = models_dir_of(args) / f"{name}.cllm"
-    if not path.is_file():
-        raise NotFoundError(f"no model named {name!r} in {path.parent}")
-    lm = load_model(path)
+    lm = Registry(models_dir_of(args)).load(args.name)
     pieces = lm.generate(
         args.prompt,
         max_tokens=args.max_tokens,

@@ -314,8 +314,8 @@ def cmd_history(args) -> int:
         print(f"wrote {args.csv}")
         return 0
     h = reg.history(args.name)
-    if args.json:
-        print(json.dumps(h))
+    if args.json:  # NaN (a step without a validation loss) is not JSON: write null
+        print(json.dumps(_nan_to_none(h), allow_nan=False))
         return 0
     print("step,train_loss,val_loss")
     for i, step in enumerate(h["steps"]):
@@ -325,6 +325,16 @@ def cmd_history(args) -> int:
     for e in h["epochs"]:
         print(f"# epoch {json.dumps(e)}")
     return 0
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
 
 
 def cmd_set(args) -> int:
