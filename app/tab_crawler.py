@@ -640,7 +640,7 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     color = STATE_COLOR.get(u.state, th.TEXT)
     pygame.draw.circle(ui.surface, color, (r.x + 8, r.centery), 4)
     ty = r.y + (ROW_H - ui.line_h) // 2
-    bw = max(40, min(70, (r.w - 60) // 3))  # a narrow window keeps some of the URL in view
+    bw = max(40, min(74, (r.w - 60) // 3))  # a narrow window keeps some of the URL in view
     if not (chosen or ui.hover(r)):
         sw = ui.label((r.right - 6, ty), u.state, color, align="right")
         ui.label((r.x + 18, ty), u.url, th.TEXT, max_w=r.w - sw - 32)
