@@ -172,14 +172,17 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
 
 def check_start_url(url: str) -> str:
     """A start URL, normalized; refuses anything that is not an http or https URL."""
-    scheme = urlsplit(url.strip()).scheme.lower() if "://" in url else ""
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower() if "://" in url else ""
+        norm = normalize_url(url)
+    except ValueError as err:  # urllib refuses e.g. an unclosed IPv6 bracket
+        raise ValidationError(f"cannot crawl {url!r}: not a valid URL ({err})") from None
     if not scheme:
         raise ValidationError(f"cannot crawl {url!r}: a URL must start with http:// or https://")
     if scheme not in SCHEMES:
         raise ValidationError(
             f"cannot crawl {url!r}: only http and https are crawled, not {scheme}"
         )
-    norm = normalize_url(url)
     if norm is None:
         raise ValidationError(f"cannot crawl {url!r}: not a valid URL")
     return norm

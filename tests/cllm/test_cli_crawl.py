@@ -56,6 +56,7 @@ def test_crawl_fills_the_queue_and_resumes(models, capsys):
     [
         (["Crawly", "ftp://127.0.0.1/x"], "only http and https"),
         (["Crawly", "127.0.0.1/x"], "must start with http:// or https://"),
+        (["Crawly", "http://["], "not a valid URL"),
         (["Nobody", "http://127.0.0.1:1/"], "no model named"),
         (["Crawly", "http://127.0.0.1:1/", "--delay", "2", "--max-delay", "1"], "maximum delay"),
         (["Crawly", "http://127.0.0.1:1/", "--include", "re:("], "regular expression"),
