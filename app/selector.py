@@ -62,15 +62,20 @@ def model_selector(
     over = ui.hover(r)
     wid = ui.id("selector:" + key)
     ui.drawn[wid] = r
+    toggle = False
     if over:
         ui.hot = wid
-        if ui.take_click(r):
-            s.update(open=not opened, key=key, hi=_index(st, shown))
-            opened = s["open"]
-            if opened:
-                ui.claim_focus(LAYER)
+        toggle = ui.take_click(r)
+    if not toggle and not opened and ui.focus == wid:  # closed but focused: keys open it
+        toggle = any(ui.take_key(k) for k in (pygame.K_DOWN, pygame.K_RETURN, pygame.K_SPACE))
+    if toggle:
+        s.update(open=not opened, key=key, hi=_index(st, shown), wid=wid)
+        opened = s["open"]
+        if opened:
+            ui.claim_focus(LAYER)
     fill = th.shade(th.SELECTOR_BG, 20) if over or opened else th.SELECTOR_BG
-    ui.rect(r, fill, th.INPUT_BORDER_FOCUS if opened else th.SELECTOR_BORDER)
+    focused = opened or ui.focus == wid
+    ui.rect(r, fill, th.INPUT_BORDER_FOCUS if focused else th.SELECTOR_BORDER)
     if shown:
         name = shown
         color = th.SELECTOR_TEXT
@@ -130,15 +135,17 @@ def _draw_list(
             s["picked"] = models[i].name
         s["open"] = False
 
-    # keys
+    # keys; Esc and Enter hand the focus back to the box, so the keys can open it again
     if ui.take_key(pygame.K_ESCAPE):
         s["open"] = False
+        ui.focus = s.get("wid")
     if ui.take_key(pygame.K_DOWN):
         s["hi"] = min(n - 1, s["hi"] + 1)
     if ui.take_key(pygame.K_UP):
         s["hi"] = max(0, s["hi"] - 1)
     if ui.take_key(pygame.K_RETURN) or ui.take_key(pygame.K_KP_ENTER):
         pick(s["hi"])
+        ui.focus = s.get("wid")
     # an outside press closes and is swallowed; a press on the box toggles it (closed here)
     if ui.f.pressed and not ui.f.click_taken and not lst.collidepoint(ui.f.mouse):
         ui.f.click_taken = True

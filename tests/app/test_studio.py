@@ -74,6 +74,11 @@ def test_selector_keys(studio):
     key(studio, pygame.K_ESCAPE)  # Esc closes without choosing
     assert studio.st.current == "beta" and not selector.is_open(studio.ui)
     assert studio.running
+    key(studio, pygame.K_DOWN)  # the closed box kept the focus: the keys open it again
+    assert selector.is_open(studio.ui)
+    key(studio, pygame.K_UP)
+    key(studio, pygame.K_RETURN)
+    assert studio.st.current == "alpha" and not selector.is_open(studio.ui)
 
 
 def test_selector_outside_click_closes_and_is_not_passed_on(studio):
