@@ -59,6 +59,7 @@ class AppState:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.models_dir)
         self._sig: tuple = ()
+        self._told: set[str] = set()
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, kind: str = "info") -> None:
@@ -98,22 +99,33 @@ class AppState:
     def _scan(self) -> tuple[list | None, Any]:
         """Worker: list the models if the folder changed; read the current model's progress."""
         sig = self._signature()
-        models = None
+        models, damaged = None, []
         if sig != self._sig or not self.listed:
             models = self.registry.list()
             self._sig = sig
+            listed = {m.name for m in models}
+            for name in self.registry.names():  # the listing skips damaged files: say why
+                if name not in listed:
+                    try:
+                        self.registry.info(name)
+                    except (CLLMError, OSError) as err:
+                        damaged.append(str(err))
         remote = None
         name = self.current
         if name and name != self.trainer_name:
             from cllm.trainer import read_progress
 
             remote = read_progress(self.models_dir, name)
-        return models, (name, remote)
+        return models, damaged, (name, remote)
 
     def _on_scan(self, result: tuple) -> None:
-        models, (name, remote) = result
+        models, damaged, (name, remote) = result
         if models is not None:
             self.set_models(models)
+        for msg in damaged:
+            if msg not in self._told:  # once per problem, not every second
+                self._told.add(msg)
+                self.say(msg, "error")
         if name == self.current:
             self.remote = remote
 

@@ -179,3 +179,9 @@ def test_a_failing_trainer_snapshot_does_not_stop_the_loop(studio, monkeypatch):
     studio.pump(3)
     assert studio.running and any("exploded" in t.text for t in studio.ui.toasts)
     studio.st.trainer = None
+
+
+def test_a_damaged_model_file_is_reported_in_a_toast(studio, models_dir):
+    (models_dir / "broken.cllm").write_bytes(b"\x00" * 40)
+    frames_until(studio, lambda: any("broken" in t.text for t in studio.ui.toasts), timeout=10)
+    assert [m.name for m in studio.st.models] == ["alpha", "beta"]
