@@ -206,3 +206,10 @@ def test_start_crawler_calls_into_the_crawler_tab(studio):
         ),
     )
     assert studio.st.crawler is None  # no start URL given: refused with a toast
+
+
+def test_starting_a_locked_model_is_refused_with_a_toast(studio, models_dir):
+    with Registry(models_dir).lock("alpha", "training elsewhere"):
+        press(studio, "training/train")
+        frames_until(studio, lambda: any("pid" in t.text for t in studio.ui.toasts))
+        assert studio.st.trainer is None and studio.running
