@@ -52,7 +52,8 @@ def model_selector(
     value: str | None = None,
     choose: Callable[[str], None] | None = None,
 ) -> str | None:
-    """Draw the selector; returns the name chosen this frame (already made current).
+    """Draw the selector; returns the name chosen (with the mouse or the keys) since the last
+    call, already made current.
     With `choose`, it picks a model for the caller instead (the LLM tab's Compare model): it
     shows `value` and calls choose(name), leaving the current model alone."""
     shown = value if choose is not None else st.current
@@ -86,12 +87,10 @@ def model_selector(
         color = th.HINT
     ui.label((r.x + 8, r.centery - ui.line_h // 2), name, color, max_w=r.w - 36)
     _chevron(ui, r, opened)
-    chosen: list[str] = []
     if opened:
-        ui.defer(LAYER, lambda: _draw_list(ui, st, r, s, chosen, shown, choose or st.select))
+        ui.defer(LAYER, lambda: _draw_list(ui, st, r, s, shown, choose or st.select))
         # the list is drawn at the end of the frame; a choice made there lands next frame
-    picked = s.pop("picked", None)
-    return picked
+    return s.pop("picked", None) if s.get("key") == key else None  # only to the one that chose
 
 
 def _index(st: AppState, name: str | None) -> int:
@@ -114,7 +113,6 @@ def _draw_list(
     st: AppState,
     box: pygame.Rect,
     s: dict,
-    chosen: list[str],
     shown: str | None,
     select: Callable[[str], None],
 ) -> None:
