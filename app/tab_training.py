@@ -593,10 +593,14 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         pygame.draw.circle(surf, th.TEXT, (px, py), rad, 1)
         ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
         hits = int(sp[i].get("hits", 0)) if i < len(sp) else 0
-        d = ring + rad + 12
+        text = format_count(hits)
+        tw, lh = ui.text_size(text)
         a = math.radians(30 * i)
-        tx, ty = cx + d * math.sin(a), cy - d * math.cos(a)
-        ui.label((tx, ty - ui.line_h // 2), format_count(hits), th.HINT, align="center")
+        sin, cos = math.sin(a), math.cos(a)
+        # just outside the sphere, pushed out by half the label's extent along the spoke
+        tx = cx + (ring + rad + 6 + tw / 2 * abs(sin)) * sin
+        ty = cy - (ring + rad + 4 + lh / 2 * abs(cos)) * cos
+        ui.label((tx, ty - lh // 2), text, th.HINT, align="center")
     strip = pygame.Rect(r.x + 6, r.bottom - strip_h, r.w - 12, strip_h - 6)
     ui.rect(strip, th.VIEW_BG, th.METRIC_BORDER)
     active = sum(a >= 0.01 for a in act)
