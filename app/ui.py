@@ -662,6 +662,8 @@ class UI:
         r = pygame.Rect(rect)
         wid = self.id("scroll:" + key)
         st = self.state.setdefault(wid, {"off": 0, "bottom": True})
+        if r.h <= 0 or r.w <= 0:  # squeezed out of a small window: nothing to scroll
+            return 0
         max_off = max(0, content_h - r.h)
         off = max_off if stick_bottom and st["bottom"] else st["off"]
         off -= self.take_wheel(r) * step

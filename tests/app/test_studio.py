@@ -185,3 +185,15 @@ def test_a_damaged_model_file_is_reported_in_a_toast(studio, models_dir):
     (models_dir / "broken.cllm").write_bytes(b"\x00" * 40)
     frames_until(studio, lambda: any("broken" in t.text for t in studio.ui.toasts), timeout=10)
     assert [m.name for m in studio.st.models] == ["alpha", "beta"]
+
+
+def test_a_tiny_window_still_draws_every_tab(studio):
+    pygame.display.set_mode((640, 400), pygame.RESIZABLE)
+    for i in range(len(TABS)):
+        key(studio, pygame.K_1 + i, CTRL)
+        studio.pump(2)
+        assert studio.banner is None, studio.banner
+    key(studio, pygame.K_2, CTRL)
+    _open_selector(studio)
+    studio.pump(2)
+    assert studio.banner is None
