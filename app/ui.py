@@ -644,8 +644,8 @@ class UI:
         fill = color or th.mix(th.SUCCESS, th.WARNING, frac)
         if frac > 0:
             self.rect((r.x + 1, r.y + 1, max(1, int((r.w - 2) * frac)), r.h - 2), fill)
-        if text:
-            self.text_center(r, text, th.WHITE)
+        if text:  # dark on the fill once it reaches the middle, where the text sits
+            self.text_center(r, text, th.BLACK if frac >= 0.5 else th.WHITE)
 
     def scroll(
         self,
