@@ -75,19 +75,22 @@ def _config(args) -> GPTConfig:
 
 
 def _limit_threads(n: int) -> dict:
-    """Give our engine n threads (BLAS and numba) and report what it runs on."""
+    """Give our engine n threads and report what it runs on.
+
+    The engine cuts each batch into numba's thread count of slices, each with single-threaded
+    BLAS, so numba's count is the one knob.
+    """
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     # the load average tells a reader how busy the machine was while it was timed
-    info = {"threads": n, "numba_threads": numba.get_num_threads(), "load_avg": os.getloadavg()}
+    info = {"threads": numba.get_num_threads(), "load_avg": os.getloadavg()}
     try:
-        from threadpoolctl import threadpool_info, threadpool_limits
+        from threadpoolctl import threadpool_info
     except ImportError:
         return info
-    threadpool_limits(n, user_api="blas")
     info["blas"] = [
-        {k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        {k: d.get(k) for k in ("internal_api", "version", "architecture")}
         for d in threadpool_info()
         if d.get("user_api") == "blas"
     ]
@@ -133,7 +136,7 @@ def bench_train(args) -> int:
     from .model import GPT
 
     info = _limit_threads(args.threads)
-    torch = _torch(args.no_torch, args.threads)
+    torch = _torch(args.no_torch, info["threads"])  # the same count for both
     B, T = args.batch_size, args.seq_len
     rng = np.random.default_rng(args.seed)
     data = rng.integers(0, cfg.vocab_size, (8, B, T + 1), dtype=np.int32)
@@ -225,7 +228,7 @@ def bench_generate(args) -> int:
     from .model import GPT
 
     info = _limit_threads(args.threads)
-    torch = _torch(args.no_torch, args.threads)
+    torch = _torch(args.no_torch, info["threads"])  # the same count for both
     rng = np.random.default_rng(args.seed)
     P = min(args.prompt_len, cfg.block_size - 1)
     n_new = min(args.max_new_tokens, cfg.block_size - P)

@@ -80,7 +80,7 @@ def main() -> None:
     info = _limit_threads(args.threads)
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(info["threads"])  # the same count for both
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     offsets = rng.integers(0, len(train) - T - 1, (args.steps, B))
