@@ -467,6 +467,8 @@ class GPT:
             raise ValidationError(f"the cache holds {cfg.block_size} positions; {pos + T} asked")
         if T == 0:
             return np.zeros((B, 0, cfg.vocab_size), self.dtype)
+        if ids.min() < 0 or ids.max() >= cfg.vocab_size:  # the kernel reads rows unchecked
+            raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
         if B == 1 and T == 1:
             L, H, C = cfg.n_layer, cfg.n_head, cfg.block_size
             sc = cache.scratch

@@ -119,6 +119,8 @@ def test_decode_with_cache_equals_full_forward():
     np.testing.assert_allclose(np.concatenate(parts, 1), full, atol=1e-5)
     with pytest.raises(ValidationError):
         gpt.decode(x[:, :1], cache)  # full
+    with pytest.raises(ValidationError):
+        gpt.decode(np.array([[CFG.vocab_size]]), gpt.new_cache())
 
 
 def test_refusals():
