@@ -226,7 +226,9 @@ class GPT:
         self.g = _views(self.grads, config)
         self.pl = [_block_views(self.p, l) for l in range(config.n_layer)]
         self._offsets = _offsets(config)
-        self.shards: list[Shard] = []
+        self.shards: list[Shard] = []  # those of the last forward
+        self._plans: dict[tuple, list[Shard]] = {}
+        self._shard_grads: list[np.ndarray] = []
         self._have_dlogits = False
         if init:
             rng = np.random.default_rng(seed)
@@ -247,27 +249,24 @@ class GPT:
                 w[:] = rng.normal(0.0, std, w.shape)
 
     def _plan(self, B: int, T: int) -> list[Shard]:
-        """Slices of the batch, reused while (B, T) stays the same."""
+        """Slices of the batch with their buffers; the last two shapes are kept (training and
+        validation batches may differ) so that alternating between them allocates nothing."""
         S = max(1, min(self.threads or default_threads(), B))
         if B * T < 256:  # too little work to be worth a thread handoff
             S = 1
-        if self.shards and (
-            sum(s.b1 - s.b0 for s in self.shards),
-            self.shards[0].acts.T,
-            len(self.shards),
-        ) == (B, T, S):
-            return self.shards
-        cuts = [B * i // S for i in range(S + 1)]
-        self.shards = [
-            Shard(
-                self,
-                cuts[i],
-                cuts[i + 1],
-                T,
-                self.grads if i == 0 else np.zeros(self.n_params, self.dtype),
-            )
-            for i in range(S)
-        ]
+        key = (B, T, S)
+        if key not in self._plans:
+            while len(self._shard_grads) < S:  # slice 0 writes the model's own gradients
+                self._shard_grads.append(
+                    self.grads if not self._shard_grads else np.zeros(self.n_params, self.dtype)
+                )
+            cuts = [B * i // S for i in range(S + 1)]
+            self._plans[key] = [
+                Shard(self, cuts[i], cuts[i + 1], T, self._shard_grads[i]) for i in range(S)
+            ]
+            if len(self._plans) > 2:
+                del self._plans[next(iter(self._plans))]
+        self.shards = self._plans[key]
         return self.shards
 
     # ------------------------------------------------------------------------------------------
@@ -531,7 +530,7 @@ class GPT:
         self.p, self.g = _views(self.params, new), _views(self.grads, new)
         self.pl = [_block_views(self.p, l) for l in range(n_layer)]
         self._offsets = _offsets(new)
-        self.shards = []
+        self.shards, self._plans, self._shard_grads = [], {}, []
         self._have_dlogits = False
         self._init_blocks(np.random.default_rng(seed), range(old.n_layer, n_layer))
         for i in range(old.n_layer, n_layer):

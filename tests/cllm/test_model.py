@@ -204,3 +204,18 @@ def test_single_token_decode_path_equals_full_forward(dtype):
     np.testing.assert_allclose(
         np.concatenate(steps, 1), full, atol=1e-5 if dtype == np.float32 else 1e-12
     )
+
+
+def test_alternating_batch_shapes_reuse_buffers():
+    gpt = GPT(CFG, seed=1, threads=2)
+    a, b = batch(CFG, 40, 12), batch(CFG, 30, 10, seed=1)
+    la = gpt.forward(*a)
+    first = gpt.shards
+    lb = gpt.forward(*b)
+    assert gpt.forward(*a) == la and gpt.shards is first  # the training shape's buffers are kept
+    assert gpt.forward(*b) == lb
+    gpt.backward()
+    ref = GPT(CFG, seed=1, threads=1)
+    ref.forward(*b)
+    ref.backward()
+    np.testing.assert_allclose(gpt.grads, ref.grads, rtol=1e-4, atol=1e-7)
