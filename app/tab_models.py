@@ -169,7 +169,7 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     right = [
         ("Epochs", f"{meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}"),
         ("Steps / tokens", f"{meta.get('steps', 0):,} / {meta.get('tokens_seen', 0):,}"),
-        ("Loss last / best", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
+        ("Train / best val", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
         ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
         ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
         ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),
@@ -238,7 +238,7 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             lambda m: f"{m.meta.get('epochs_trained', 0)} / {m.meta.get('target_epochs', 0)}",
         ),
         ("Steps", lambda m: f"{m.meta.get('steps', 0):,}"),
-        ("Best loss", lambda m: _f(m.meta.get("best_loss"))),
+        ("Best val loss", lambda m: _f(m.meta.get("best_loss"))),
         ("Batch x seq", lambda m: f"{m.train.batch_size} x {m.train.seq_len}"),
         ("Learning rate", lambda m: f"{m.train.learning_rate:.2e}"),
         ("Queue tokens", lambda m: f"{m.queue_tokens:,}"),

@@ -201,7 +201,7 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
         f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
-        f"Loss: last {loss(m.get('last_loss'))} · best {loss(m.get('best_loss'))}",
+        f"Loss: train {loss(m.get('last_loss'))} · best val {loss(m.get('best_loss'))}",
     ]
     for line in lines:
         ui.label((x, y), line, th.TEXT, max_w=w)
@@ -474,7 +474,7 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     if snap is not None:
         e_line = (
             f"Epoch: {snap.epoch} / {snap.target_epochs}  |  Loss: {_loss(snap.train_loss)}"
-            f"  |  Best: {_loss(snap.best_loss)}"
+            f"  |  Val: {_loss(snap.val_loss)}  |  Best val: {_loss(snap.best_loss)}"
         )
         bpe = max(1, snap.batches_per_epoch)
         eta_clock = (
@@ -499,7 +499,8 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         m = info.meta if info else {}
         e_line = (
             f"Epoch: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}  |  Loss: "
-            f"{_loss(m.get('last_loss'))}  |  Best: {_loss(m.get('best_loss'))}"
+            f"{_loss(m.get('last_loss'))}  |  Val: {_loss(m.get('last_val_loss'))}"
+            f"  |  Best val: {_loss(m.get('best_loss'))}"
         )
         b_line, frac, state = "No training in progress", 0.0, "idle"
     ui.label((x, y + 24), e_line, th.TEXT, max_w=w)
@@ -641,7 +642,7 @@ def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:
         ("Learning rate", f"{snap.lr:.2e}"),
         ("Train loss", _loss(snap.train_loss)),
         ("Validation loss", _loss(snap.val_loss)),
-        ("Best loss", _loss(snap.best_loss)),
+        ("Best val loss", _loss(snap.best_loss)),
         ("Gradient norm", "-" if snap.grad_norm is None else f"{snap.grad_norm:.4f}"),
         ("Tokens/s", f"{snap.tokens_per_s:,.0f}"),
         ("Tokens seen", f"{snap.tokens:,}"),
