@@ -2,6 +2,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cllm.config import GPTConfig
 from cllm.errors import ValidationError
@@ -83,3 +85,26 @@ def test_long_prompt_and_sliding_window(gpt):
     with pytest.raises(ValidationError):
         list(sample_stream(gpt, [], 3))
     assert len(list(sample_stream(gpt, [], 3, temperature=0, eot_id=28))) <= 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=st.lists(st.floats(-20, 20), min_size=2, max_size=40),
+    top_k=st.integers(0, 45),
+    top_p=st.floats(0.05, 1.0),
+    temperature=st.floats(0.1, 3.0),
+    seed=st.integers(0, 2**31),
+)
+def test_sample_lies_in_top_k_and_nucleus(logits, top_k, top_p, temperature, seed):
+    z = np.array(logits)
+    tok = sample_next(z, temperature, top_k, top_p, np.random.default_rng(seed))
+    order = np.argsort(-z, kind="stable")
+    rank = int(np.nonzero(order == tok)[0][0])
+    higher = int((z > z[tok]).sum())  # ties may sit on either side of a cut
+    if 0 < top_k < z.size:
+        assert higher < top_k
+    p = np.exp((z - z.max()) / temperature)
+    p = p[order] / p.sum()
+    if top_p < 1:
+        # every token ranked strictly above the sampled one was needed to reach top_p
+        assert p[:higher].sum() < top_p + 1e-9 or rank == 0
