@@ -250,3 +250,31 @@ def test_training_step_matches_torch_reference():
         opt.step(gpt.params, gpt.grads)
         ref_opt.step()
     assert np.abs(gpt.params - ref.flat()).max() < 1e-6
+
+
+def test_models_export_and_import_hf_through_the_command_line(tmp_path, capsys):
+    """The user's path: `models export NAME DIR --format hf`, transformers loads it, and
+    `models import DIR --format hf` brings back the same weights and tokenizer."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from cllm.cli import main
+    from cllm.registry import Registry
+
+    reg = Registry(tmp_path / "models")
+    cfg = GPTConfig(vocab_size=300, n_embd=32, n_layer=2, n_head=2, block_size=32)
+    reg.create("m", config=cfg, tokenizer="char", vocab_size=300, text="the cat sat on the mat")
+    lm = reg.load("m")
+    md = ["--models-dir", str(tmp_path / "models")]
+    assert main(["models", "export", "m", str(tmp_path / "hf"), "--format", "hf", *md]) == 0
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ids = lm.tokenizer.encode("the mat sat")
+    with torch.no_grad():
+        want = hf(torch.as_tensor(ids.astype(np.int64))[None]).logits[0].numpy()
+    assert np.abs(lm.logits(ids) - want).max() < 1e-4
+    assert (
+        main(["models", "import", str(tmp_path / "hf"), "--format", "hf", "--name", "back", *md])
+        == 0
+    )
+    back = reg.load("back")
+    assert back.config == lm.config and np.array_equal(back.gpt.params, lm.gpt.params)
+    assert back.tokenizer.to_json() == lm.tokenizer.to_json()
