@@ -22,6 +22,12 @@ from .config import GPTConfig, num_params
 from .errors import ValidationError
 
 
+def cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _add_arch(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--d-model", type=int, default=128)
@@ -30,7 +36,7 @@ def _add_arch(p: argparse.ArgumentParser, batch_size: int) -> None:
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--threads", type=int, default=cpu_count())
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -69,12 +75,15 @@ def _config(args) -> GPTConfig:
     )
     if not 1 <= args.seq_len <= cfg.block_size:
         raise ValidationError(f"--seq-len must be from 1 to the context {cfg.block_size}")
-    if args.batch_size < 1 or args.threads < 1:
-        raise ValidationError("--batch-size and --threads must be at least 1")
+    for opt in ("batch_size", "threads", "steps", "block", "repeats", "max_new_tokens"):
+        if getattr(args, opt, 1) < 1:
+            raise ValidationError(f"--{opt.replace('_', '-')} must be at least 1")
+    if getattr(args, "warmup_steps", 0) < 0:
+        raise ValidationError("--warmup-steps must be at least 0")
     return cfg
 
 
-def _limit_threads(n: int) -> dict:
+def set_threads(n: int) -> dict:
     """Give our engine n threads and report what it runs on.
 
     The engine cuts each batch into numba's thread count of slices, each with single-threaded
@@ -140,7 +149,7 @@ def bench_train(args) -> int:
     cfg = _config(args)
     from .model import GPT
 
-    info = _limit_threads(args.threads)
+    info = set_threads(args.threads)
     torch = _torch(args.no_torch, info["threads"])  # the same count for both
     B, T = args.batch_size, args.seq_len
     rng = np.random.default_rng(args.seed)
@@ -232,7 +241,7 @@ def bench_generate(args) -> int:
     from .generate import sample_stream
     from .model import GPT
 
-    info = _limit_threads(args.threads)
+    info = set_threads(args.threads)
     torch = _torch(args.no_torch, info["threads"])  # the same count for both
     rng = np.random.default_rng(args.seed)
     P = min(args.prompt_len, cfg.block_size - 1)

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cllm import torch_ref  # noqa: E402
-from cllm.bench import _limit_threads  # noqa: E402
+from cllm.bench import cpu_count, set_threads  # noqa: E402
 from cllm.config import GPTConfig  # noqa: E402
 from cllm.model import GPT  # noqa: E402
 from cllm.optim import AdamW, clip_grad_norm, lr_at  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-batches", type=int, default=50)
     ap.add_argument("--block", type=int, default=50, help="steps per alternating block")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--threads", type=int, default=cpu_count())
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
 
@@ -77,7 +77,7 @@ def main() -> None:
 
     B, T = 12, 64
     cfg = GPTConfig(vocab_size=len(chars), n_embd=128, n_layer=4, n_head=4, block_size=T)
-    info = _limit_threads(args.threads)
+    info = set_threads(args.threads)
     import torch
 
     torch.set_num_threads(info["threads"])  # the same count for both

@@ -53,6 +53,8 @@ def test_bench_refuses_bad_arguments(capsys):
     assert "seq-len" in capsys.readouterr().err
     assert main(["bench", "train", *TINY, "--heads", "3", "--no-torch"]) == 2
     assert "divisible" in capsys.readouterr().err
+    assert main(["bench", "train", *TINY, "--steps", "0", "--no-torch"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
