@@ -91,10 +91,8 @@ def set_threads(n: int) -> dict:
     """
     import numba
 
-    # numba's default OpenMP layer is a second OpenMP runtime beside torch's: once launched (any
-    # numba.get/set_num_threads does), torch's multi-threaded steps run some 50x slower. The
-    # engine uses numba's count only as a knob, so the simple pool costs it nothing.
-    numba.config.THREADING_LAYER = "workqueue"
+    from . import kernels  # noqa: F401  (picks numba's threading layer before numba launches it)
+
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     # the load average tells a reader how busy the machine was while it was timed
     info = {"threads": numba.get_num_threads(), "numba_layer": numba.threading_layer()}

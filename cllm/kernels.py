@@ -8,11 +8,20 @@ F MLP width, V vocabulary. Matrix products are not here: they go through NumPy's
 from __future__ import annotations
 
 import math
+import os
 
+import numba
 import numpy as np
 from numba import njit
 from numba.core import types
 from numba.extending import intrinsic, overload
+
+# The engine runs batch slices on its own thread pool and asks numba only for its thread count.
+# numba's default OpenMP layer would launch a second OpenMP runtime for that answer, and beside
+# torch's (the benchmark's reference, in the same process) torch's threaded steps run ~50x slower;
+# the plain workqueue layer costs the engine nothing. Set here so every entry point agrees.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 GELU_C = math.sqrt(2.0 / math.pi)
