@@ -1,7 +1,10 @@
 """`python -m app`: the Crystalline CLLM studio."""
 
+import os
 import sys
 
-from .studio import main
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # our output is the app's, not pygame's
+
+from .studio import main  # noqa: E402  (after the environment is set)
 
 sys.exit(main())
