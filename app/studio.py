@@ -292,6 +292,36 @@ def wait(studio: Studio, cond, timeout: float) -> bool:
     return False
 
 
+SAMPLE_PROMPT = "The model"
+
+
+def chat_sample(studio: Studio) -> None:
+    """Ask the current model one sample prompt on the LLM tab and wait for its reply, so the
+    screenshot shows a real exchange (only when the model has been trained at all)."""
+    from . import tab_llm
+
+    st = studio.st
+    info = st.info()
+    if not wait(studio, lambda: tab_llm.ready(st), 30) or not info or not info.meta.get("steps"):
+        return
+    tab_llm.set_input(st, SAMPLE_PROMPT)
+    if tab_llm.send(st):
+        wait(studio, lambda: not tab_llm.writing(st), 60)
+        studio.pump(3)
+
+
+def open_first_file(studio: Studio) -> None:
+    """Open the Research tab's first file, so its screenshot shows the viewer at work."""
+    from . import tab_research
+
+    s = tab_research.state(studio.st)
+    files = [e for e in tab_research.visible(s) if not e.is_dir]
+    if files:
+        tab_research.open_file(studio.st, files[0].path)
+        wait(studio, lambda: s["view"] is not None, 10)
+        studio.pump(2)
+
+
 def screenshots(
     studio: Studio, out: Path, model: str | None, train: str | None = None, steps: int = 3
 ) -> list[Path]:
@@ -315,6 +345,10 @@ def screenshots(
         studio.switch(i)
         studio.pump(5)
         wait(studio, lambda: not studio.worker.busy, 10)  # a tab's first listing or file read
+        if name == "llm":
+            chat_sample(studio)
+        elif name == "research":
+            open_first_file(studio)
         studio.pump(2)
         path = out / f"{name}.png"
         pygame.image.save(pygame.display.get_surface(), str(path))
