@@ -1,4 +1,4 @@
-"""Crystalline CLLM: GPT-2 language models in NumPy and numba, and the training system around them."""
+"""Crystalline CLLM: GPT-2 language models in NumPy and numba, and the training system for them."""
 
 from .config import PRESETS, GPTConfig, TrainConfig, num_params
 from .errors import (
@@ -44,4 +44,6 @@ def __getattr__(name: str):
 
         return Registry
     raise AttributeError(f"module 'cllm' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"

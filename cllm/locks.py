@@ -31,7 +31,8 @@ def lock_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,7 +76,7 @@ def _probe(path: Path) -> tuple[str, dict | None, int | None]:
         info = _read_info(fd)
         pid = info.get("pid") if info else None
         if info and info.get("host") == socket.gethostname() and isinstance(pid, int):
-            if not _pid_alive(pid):  # flock held by an inherited descriptor, holder gone
+            if not pid_alive(pid):  # flock held by an inherited descriptor, holder gone
                 return "stale", info, fd
         os.close(fd)
         return "busy", info, None

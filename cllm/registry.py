@@ -159,16 +159,6 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -273,7 +263,7 @@ class Registry:
         """The pid of the process crawling ``name`` on this host, or None (display only: a lock
         file with a dead pid was left by a killed crawl)."""
         pid = _read_pid(self.dir / f"{name}{CRAWL_LOCK}")
-        return pid if pid and _pid_alive(pid) else None
+        return pid if pid and locks.pid_alive(pid) else None
 
     # ------------------------------------------------------------------------------ reading
 

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import locks
 from .accumulator import BatchAccumulator
 from .errors import CLLMError, ValidationError
 from .optim import AdamW, clip_grad_norm, lr_at
@@ -128,16 +129,6 @@ class _History:
         return {"steps": self.steps[:n], "train": self.train[:n], "val": self.val[:n]}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def progress_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}.progress.json"
 
@@ -153,7 +144,7 @@ def read_progress(models_dir: Path, name: str) -> TrainSnapshot | None:
         snap = _snapshot_from_json(data)
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    if snap.host == socket.gethostname() and not _pid_alive(snap.pid):
+    if snap.host == socket.gethostname() and not locks.pid_alive(snap.pid):
         return None
     if time.time() - snap.updated > STALE_S:
         return None
