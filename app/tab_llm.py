@@ -20,6 +20,7 @@ from typing import Any
 
 import pygame
 
+from cllm.atomic import write_atomic
 from cllm.config import format_count
 
 from . import theme as th
@@ -163,16 +164,6 @@ def _clean_conv(c: dict) -> dict:
     }
 
 
-def save_conversations(path: Path, text: str) -> None:
-    """Atomic: a temporary file in the same folder, fsync, then rename over the old one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _dump(s: dict) -> str:
     convs = [
         {
@@ -191,7 +182,7 @@ def _dump(s: dict) -> str:
 def save(st: AppState) -> None:
     s = state(st)
     if s["convs"] is not None:
-        st.worker.submit(save_conversations, conv_path(st), _dump(s), error=st.fail)
+        st.worker.submit(write_atomic, conv_path(st), _dump(s), error=st.fail)
 
 
 # ---------------------------------------------------------------------------- tab state

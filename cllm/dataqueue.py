@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import fsync_dir
 from .errors import CLLMError, NotFoundError, ValidationError
 from .extract import Skipped, iter_file_text
 
@@ -108,19 +109,6 @@ def fingerprint(tokenizer) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # directories cannot be opened on some systems; the rename still stands
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def matches(name: str, patterns: Iterable[str]) -> bool:
@@ -304,7 +292,7 @@ class DataQueue:
                     (new_name, count, item_id),
                 )
                 done.append(fname)
-            _fsync_dir(self.items_dir)
+            fsync_dir(self.items_dir)
             self._set_tokenizer()
         for fname in done:  # committed: the old files are now orphans
             try:
@@ -355,7 +343,7 @@ class DataQueue:
                 if db.execute("SELECT 1 FROM items WHERE file = ?", (name,)).fetchone():
                     name = f"{sha}.tok"  # a 64-bit prefix collision: use the whole hash
                 os.replace(part, self.items_dir / name)
-                _fsync_dir(self.items_dir)
+                fsync_dir(self.items_dir)
                 (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM items").fetchone()
                 cur = db.execute(
                     "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file, kind)"

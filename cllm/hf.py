@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_open, write_atomic
 from .config import GPTConfig, num_params, param_shapes
 from .errors import ModelFileError, ValidationError
 
@@ -80,9 +81,9 @@ def write_hf(cfg: GPTConfig, params: np.ndarray, out_dir: str | Path, tokenizer=
         off += n
     _write_safetensors(out / "model.safetensors", tensors, {"format": "pt"})
     eot = getattr(tokenizer, "eot_id", None)
-    _write_atomic(out / "config.json", json.dumps(hf_config(cfg, eot), indent=2).encode())
+    write_atomic(out / "config.json", json.dumps(hf_config(cfg, eot), indent=2))
     if tokenizer is not None:
-        _write_atomic(out / TOKENIZER_FILE, tokenizer.to_json().encode())
+        write_atomic(out / TOKENIZER_FILE, tokenizer.to_json())
     return out
 
 
@@ -229,20 +230,7 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dic
         off += t.nbytes
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)  # the format aligns the data to 8 bytes
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         f.write(len(h).to_bytes(8, "little") + h)
         for t in tensors.values():
             f.write(np.ascontiguousarray(t, dtype="<f4").tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

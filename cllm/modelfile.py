@@ -21,7 +21,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_open
 from .config import GPTConfig, TrainConfig, num_params, param_shapes
 from .errors import CLLMError, ModelFileError, ValidationError
 from .tokenizer import Tokenizer, tokenizer_from_json
@@ -145,25 +145,11 @@ def save_model_file(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(len(hbytes).to_bytes(8, "little"))
-            f.write(hbytes)
-            for _, a in tensors:
-                f.write(memoryview(a).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as f:
+        f.write(len(hbytes).to_bytes(8, "little"))
+        f.write(hbytes)
+        for _, a in tensors:
+            f.write(memoryview(a).cast("B"))
 
 
 def remove_stale_temps(path: Path) -> None:
@@ -212,17 +198,6 @@ def _to_json(obj, what: str) -> str:
 
 def _json_bytes(s: str) -> np.ndarray:
     return np.frombuffer(s.encode("utf-8"), dtype=np.uint8)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # makes the rename itself durable; not possible (nor needed) on Windows
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------- load

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
@@ -27,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import locks, rules
+from .atomic import atomic_open, write_atomic
 from .config import PRESETS, GPTConfig, TrainConfig, num_params
 from .errors import BusyError, CLLMError, ModelFileError, NotFoundError, ValidationError
 
@@ -124,32 +124,6 @@ def _busy_text(holder: dict | None) -> str | None:
         f"{holder.get('purpose', 'in use')} by pid {holder.get('pid')} on host "
         f"{holder.get('host')} since {holder.get('started')}"
     )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
-            shutil.copyfileobj(s, f, 1 << 20)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_pid(path: Path) -> int | None:
@@ -551,7 +525,8 @@ class Registry:
         if not dst.parent.is_dir():
             raise NotFoundError(f"folder {dst.parent} does not exist")
         if optimizer:
-            _copy_atomic(self.path(name), dst)
+            with open(self.path(name), "rb") as src, atomic_open(dst) as f:
+                shutil.copyfileobj(src, f, 1 << 20)
         else:
             from .lm import load_model
 
@@ -699,7 +674,7 @@ class Registry:
             vl = h["val_loss"][i] if i < len(h["val_loss"]) else float("nan")
             rows.append(f"{step},{_num(tl)},{_num(vl)}")
         path = Path(path)
-        _write_atomic(path, ("\n".join(rows) + "\n").encode())
+        write_atomic(path, "\n".join(rows) + "\n")
         return path
 
     # ------------------------------------------------------------------------------ presets
@@ -740,7 +715,7 @@ class Registry:
         user = self._user_presets()
         user[name] = vals
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.dir / PRESETS_FILE, json.dumps(user, indent=2).encode())
+        write_atomic(self.dir / PRESETS_FILE, json.dumps(user, indent=2))
         return vals
 
     def delete_preset(self, name: str) -> None:
@@ -748,7 +723,7 @@ class Registry:
         if name not in user:
             raise NotFoundError(f"no user preset {name!r}")
         del user[name]
-        _write_atomic(self.dir / PRESETS_FILE, json.dumps(user, indent=2).encode())
+        write_atomic(self.dir / PRESETS_FILE, json.dumps(user, indent=2))
 
 
 def _num(x: float) -> str:

@@ -48,6 +48,7 @@ import numpy as np
 
 from . import locks
 from .accumulator import BatchAccumulator
+from .atomic import write_atomic
 from .errors import CLLMError, ValidationError
 from .optim import AdamW, clip_grad_norm, lr_at
 from .rules import check_target_epochs, validate_train_settings
@@ -175,12 +176,6 @@ def _snapshot_from_json(d: dict) -> TrainSnapshot:
     )
     s.log = tuple(s.log)
     return s
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
 
 
 class _Stream:
@@ -483,7 +478,10 @@ class Trainer:
             self._published = now
             try:
                 path = progress_path(self.registry.dir, self.name)
-                _write_atomic(path, json.dumps(_snapshot_to_json(snap), allow_nan=False))
+                # once a second: no fsync, a lost update is replaced a second later
+                write_atomic(
+                    path, json.dumps(_snapshot_to_json(snap), allow_nan=False), durable=False
+                )
             except (OSError, ValueError) as err:  # a read-only folder must not stop training
                 self._log(f"could not write progress: {err}")
 
