@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -485,10 +486,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     size = (1600, 900) if args.bench_frames else args.size
+    # SDL would turn SIGTERM into a window-close event, which the kiosk rightly ignores; keep
+    # Python's signals instead: SIGINT raises KeyboardInterrupt and SIGTERM SystemExit, and
+    # either way close() below stops a training run with a checkpoint.
+    os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     studio = Studio(
         size, args.models_dir, fullscreen=args.fullscreen or args.kiosk, demo=not args.no_demo
     )
