@@ -463,15 +463,8 @@ def configuration(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     half = (w - 8) // 2
     for i, (mode, label) in enumerate(FILTERS.items()):
         bx, by = x + (i % 2) * (half + 8), y + (i // 2) * 32
-        chosen = cfg.filter == mode
-        if ui.button(
-            (bx, by, half, 26),
-            label,
-            key=f"filter:{mode}",
-            fill=th.TAB_ACTIVE if chosen else th.BUTTON,
-            text=th.WHITE if chosen else th.TEXT,
-            border=th.TAB_OUTLINE if chosen else th.BUTTON_BORDER,
-            enabled=on,
+        if ui.choice(
+            (bx, by, half, 26), label, cfg.filter == mode, key=f"filter:{mode}", enabled=on
         ):
             cfg.filter = mode
     y += 72
@@ -574,13 +567,11 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     # the state filter
     fw = (w - 4 * 4) // 5
     for i, shows in enumerate(STATES):
-        chosen = s["shows"] == shows
-        if ui.button(
+        if ui.choice(
             (x + i * (fw + 4), y, fw, 24),
             shows.capitalize(),
+            s["shows"] == shows,
             key=f"shows:{shows}",
-            fill=th.TAB_ACTIVE if chosen else th.BUTTON,
-            border=th.TAB_OUTLINE if chosen else th.BUTTON_BORDER,
         ):
             s["shows"], s["polled_at"] = shows, 0.0
             ui.state.pop(ui.id("scroll:urls"), None)
@@ -830,13 +821,8 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect, data: Listing 
     for i, (view, label) in enumerate(
         (("links", "Crawler"), ("downloaded", f"Downloaded ({pages})" if pages else "Downloaded"))
     ):
-        chosen = s["view"] == view
-        if ui.button(
-            (x + i * (half + 8), y, half, 30),
-            label,
-            key=f"view:{view}",
-            fill=th.TAB_ACTIVE if chosen else th.BUTTON,
-            border=th.TAB_OUTLINE if chosen else th.BUTTON_BORDER,
+        if ui.choice(
+            (x + i * (half + 8), y, half, 30), label, s["view"] == view, key=f"view:{view}"
         ):
             s["view"], s["polled_at"] = view, 0.0
     y += 44

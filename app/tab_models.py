@@ -502,25 +502,13 @@ def create_dialog(ui: UI, st: AppState, s: dict) -> None:
     ui.label((x, y + 5), "Size preset", th.TEXT)
     bw = (w - lw - 3 * 6) // 4
     for i, p in enumerate(PRESETS):
-        sel = f["preset"] == p
-        if ui.button(
-            (x + lw + i * (bw + 6), y, bw, 26),
-            p,
-            key="preset:" + p,
-            fill=th.TAB_ACTIVE if sel else th.BUTTON,
-        ):
+        if ui.choice((x + lw + i * (bw + 6), y, bw, 26), p, f["preset"] == p, key="preset:" + p):
             f.update(preset=p, **_preset_fields(p))
     y += 36
     ui.label((x, y + 5), "Tokenizer", th.TEXT)
     bw3 = (w - lw - 2 * 6) // 3
     for i, t in enumerate(TOKENIZERS):
-        sel = f["tokenizer"] == t
-        if ui.button(
-            (x + lw + i * (bw3 + 6), y, bw3, 26),
-            t,
-            key="tok:" + t,
-            fill=th.TAB_ACTIVE if sel else th.BUTTON,
-        ):
+        if ui.choice((x + lw + i * (bw3 + 6), y, bw3, 26), t, f["tokenizer"] == t, key="tok:" + t):
             f["tokenizer"] = t
     y += 36
     fw = (w - lw) // 2 - 60

@@ -280,8 +280,7 @@ def browser(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     by, rev = s["sort"]
     for i, name in enumerate(SORTS):
         label = name + ((" ▼" if rev else " ▲") if name == by else "")
-        fill = th.TAB_ACTIVE if name == by else th.BUTTON
-        if ui.button((x + i * (bw + 8), y, bw, 24), label, key="sort:" + name, fill=fill):
+        if ui.choice((x + i * (bw + 8), y, bw, 24), label, name == by, key="sort:" + name):
             set_sort(s, name)
     y += 34
     file_list(ui, st, s, rows, pygame.Rect(x, y, w, r.bottom - 10 - y))

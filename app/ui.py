@@ -353,6 +353,27 @@ class UI:
         self.text_center(r, label, text)
         return clicked
 
+    def choice(
+        self,
+        rect: RectLike,
+        label: str,
+        chosen: bool,
+        *,
+        key: str | None = None,
+        enabled: bool = True,
+    ) -> bool:
+        """One button of a set of options (a filter, a sort, a preset), drawn selected when it
+        is the chosen one; True when clicked."""
+        return self.button(
+            rect,
+            label,
+            key=key,
+            enabled=enabled,
+            fill=th.TAB_ACTIVE if chosen else th.BUTTON,
+            text=th.WHITE if chosen else th.TEXT,
+            border=th.TAB_OUTLINE if chosen else th.BUTTON_BORDER,
+        )
+
     def tab(self, rect: RectLike, label: str, selected: bool) -> bool:
         r = pygame.Rect(rect)
         wid = self.id("tab:" + label)
