@@ -3,12 +3,16 @@ torn one. Every file the project saves goes through here."""
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from .locks import pid_alive
 
 
 def fsync_dir(folder: Path) -> None:
@@ -25,6 +29,25 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temporary files that killed writes of ``path`` left behind: those whose
+    writer process is gone, or (where that cannot be asked) that are over an hour old."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(path.name) + 2 :].split(".")[0])
+        except ValueError:
+            pid = 0
+        try:
+            if os.name == "posix" and pid > 0:
+                if pid_alive(pid):
+                    continue
+            elif time.time() - tmp.stat().st_mtime < 3600:
+                continue
+            tmp.unlink()
+        except OSError:
+            pass  # already gone, or not ours to remove
 
 
 @contextmanager

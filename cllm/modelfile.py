@@ -18,17 +18,15 @@ checks every length against the file size before reading or allocating anything.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_open
+from .atomic import atomic_open, remove_stale_temps
 from .config import GPTConfig, TrainConfig, num_params, param_shapes
 from .errors import CLLMError, ModelFileError, ValidationError
 from .tokenizer import Tokenizer, tokenizer_from_json
@@ -150,30 +148,6 @@ def save_model_file(
         f.write(hbytes)
         for _, a in tensors:
             f.write(memoryview(a).cast("B"))
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Delete temporary files that a killed save of ``path`` left behind: those whose writer
-    process is gone, or (where that cannot be asked) that are over an hour old."""
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            pid = int(tmp.name[len(path.name) + 2 :].split(".")[0])
-        except ValueError:
-            pid = 0
-        try:
-            if os.name == "posix" and pid > 0:
-                try:
-                    os.kill(pid, 0)  # signal 0 only asks whether the process exists
-                    continue
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
-                    continue  # alive, another user's
-            elif time.time() - tmp.stat().st_mtime < 3600:
-                continue
-            tmp.unlink()
-        except OSError:
-            pass  # already gone, or not ours to remove
 
 
 def _plain(x):
