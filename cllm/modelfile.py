@@ -21,8 +21,11 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -186,16 +189,8 @@ def read_header(path: str | os.PathLike) -> dict:
     Raises ``ModelFileError`` naming the file on anything wrong.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            return _parse_header(f, size, path)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a folder, not a model file") from None
-    except OSError as err:
-        raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
+    with _reading(path) as f:
+        return _parse_header(f, os.fstat(f.fileno()).st_size, path)
 
 
 def _require(ok: bool) -> None:
@@ -321,16 +316,12 @@ def _parse_header(f, size: int, path: Path) -> dict:
     }
 
 
-def load_model_file(path: str | os.PathLike) -> ModelFileData:
-    """Read and fully validate a model file (header, every length, the data checksum)."""
-    path = Path(path)
+@contextmanager
+def _reading(path: Path) -> Iterator[BinaryIO]:
+    """The open file; what the operating system refuses becomes a ModelFileError naming it."""
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            h = _parse_header(f, size, path)
-            data = bytearray(size - h["data_start"])  # bounded: equals the bytes on disk
-            if f.readinto(data) != len(data):
-                raise _bad(path, "file shrank while being read")
+            yield f
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None
     except IsADirectoryError:
@@ -339,6 +330,17 @@ def load_model_file(path: str | os.PathLike) -> ModelFileData:
         raise ModelFileError(f"{path}: not enough memory to load this model") from None
     except OSError as err:
         raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def load_model_file(path: str | os.PathLike) -> ModelFileData:
+    """Read and fully validate a model file (header, every length, the data checksum)."""
+    path = Path(path)
+    with _reading(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        h = _parse_header(f, size, path)
+        data = bytearray(size - h["data_start"])  # bounded: equals the bytes on disk
+        if f.readinto(data) != len(data):
+            raise _bad(path, "file shrank while being read")
     if zlib.crc32(data) != h["crc32"]:
         raise _bad(path, "checksum mismatch: the data is corrupted")
     tensors = h["tensors"]
