@@ -100,12 +100,22 @@ def _exp_ol(x):
 
 
 @njit(inline="always", fastmath=True, error_model="numpy")
-def _gelu_gate(x):
-    """g = (1 + tanh(u)) / 2 = 1 / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), so that
-    gelu(x) = x g. This form has no cancellation for negative x, where 1 + tanh(u) loses all
-    its digits."""
+def _gelu_gates(x):
+    """(g, h): the gate g = (1 + tanh(u)) / 2 = sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3),
+    so that gelu(x) = x g, and its complement h = 1 - g = sigmoid(-2u).
+
+    Both come from one a = exp(-|2u|) in (0, 1] as 1 / (1 + a) and a / (1 + a): no difference is
+    taken, so nothing cancels whatever order or fused multiply-adds the compiler picks for the
+    target ISA (1 - g written out loses all its digits as g -> 1, and 1 + tanh(u) as g -> 0), and
+    nothing overflows. Each has relative error at most (4 + 5|2u|) float eps: 2 from exp, 5|2u|
+    from the roundings of 2u that exp magnifies, 2 from the sum and the quotient."""
     u2 = _cast(x, 2.0 * GELU_C) * (x + _cast(x, 0.044715) * x * x * x)
-    return _cast(x, 1.0) / (_cast(x, 1.0) + _exp(-u2))
+    a = _exp(-abs(u2))
+    big = _cast(x, 1.0) / (_cast(x, 1.0) + a)
+    small = a * big
+    if u2 >= 0:
+        return big, small
+    return small, big
 
 
 @jit
@@ -165,7 +175,7 @@ def bias_gelu_forward(out, pre, b):
         for i in range(F):
             x = p[i] + b[i]
             p[i] = x
-            o[i] = x * _gelu_gate(x)
+            o[i] = x * _gelu_gates(x)[0]
 
 
 @jit
@@ -176,10 +186,12 @@ def gelu_backward(dout, pre):
         p, d = pre[n], dout[n]
         for i in range(F):
             x = p[i]
-            g = _gelu_gate(x)
+            g, h = _gelu_gates(x)
             one = _cast(x, 1.0)
             du = _cast(x, 2.0 * GELU_C) * (one + _cast(x, 3.0 * 0.044715) * x * x)  # d(2u)/dx
-            d[i] *= g + x * g * (one - g) * du
+            # gelu' = g + x g'(x) = g + x g (1 - g) d(2u)/dx = g (1 + x h du): a sum of two terms
+            # of one sign for x >= 0; for x < 0 both shrink with g, so its error stays relative
+            d[i] *= g * (one + x * h * du)
 
 
 @jit
@@ -358,7 +370,7 @@ def decode_one(params, offs, k_cache, v_cache, pos, token, x, ln, qkv, y, h, att
         _matvec(h, ln, params, o[8], o[9], D, F)
         for i in range(F):
             v = h[i]
-            h[i] = v * _gelu_gate(v)
+            h[i] = v * _gelu_gates(v)[0]
         _matvec(ln, h, params, o[10], o[11], F, D)
         for i in range(D):
             x[i] += ln[i]
