@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pygame
 
-from . import tab_llm
 from .state import DEMO_NAME, DEMO_TARGET_EPOCHS
 from .studio import FPS, TABS, Studio
+from .tabs import llm as tab_llm
 
 log = logging.getLogger("app")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pygame
 
-from cllm.config import format_count
+from cllm.engine.config import format_count
 
 from . import theme as th
 from .state import AppState

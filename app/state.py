@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cllm.errors import CLLMError
-from cllm.registry import Registry
+from cllm.models.registry import Registry
 
 from .worker import Worker
 
@@ -113,7 +113,7 @@ class AppState:
         remote = None
         name = self.current
         if name and name != self.trainer_name:
-            from cllm.trainer import read_progress
+            from cllm.train.trainer import read_progress
 
             remote = read_progress(self.models_dir, name)
         return models, damaged, (name, remote)
@@ -230,7 +230,7 @@ class AppState:
 
     def create_demo(self) -> None:
         """First launch: a tiny model trained on the project's own docs and source, started live."""
-        from cllm.corpus import demo_corpus
+        from cllm.data.corpus import demo_corpus
 
         def make() -> str:
             text = demo_corpus()
@@ -269,7 +269,9 @@ class AppState:
             return
 
         def make() -> Any:
-            from cllm.trainer import Trainer  # a third of a second to import: not on the UI thread
+            from cllm.train.trainer import (
+                Trainer,  # a third of a second to import: not on the UI thread
+            )
 
             t = Trainer(self.registry, name, **kwargs)
             t.start()

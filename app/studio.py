@@ -1,6 +1,6 @@
 """The studio window: tab bar, right control panel, the main loop, and its command line.
 
-Each tab is a module ``app/tab_<name>.py`` with ``draw(ui, st, main_rect, panel_rect)``; the loop
+Each tab is a module ``app/tabs/<name>.py`` with ``draw(ui, st, main_rect, panel_rect)``; the loop
 draws the current one inside a guard, so an exception in a tab becomes an error banner and a toast
 instead of taking the window down.
 """
@@ -78,7 +78,7 @@ class Studio:
         self.st.start()
         for _, name in TABS:  # import the tabs in the background: the first switch is instant
             self.worker.submit(
-                importlib.import_module, f"app.tab_{name}", done=_ignore, error=_ignore
+                importlib.import_module, f"app.tabs.{name}", done=_ignore, error=_ignore
             )
 
     # ------------------------------------------------------------------ window
@@ -224,7 +224,7 @@ class Studio:
     def module(self, name: str) -> ModuleType | BaseException:
         if name not in self.modules:
             try:
-                self.modules[name] = importlib.import_module(f"app.tab_{name}")
+                self.modules[name] = importlib.import_module(f"app.tabs.{name}")
             except Exception as err:  # a broken tab must not stop the others
                 log.exception("cannot import tab %s", name)
                 self.modules[name] = err
@@ -299,7 +299,7 @@ SAMPLE_PROMPT = "The model"
 def chat_sample(studio: Studio) -> None:
     """Ask the current model one sample prompt on the LLM tab and wait for its reply, so the
     screenshot shows a real exchange (only when the model has been trained at all)."""
-    from . import tab_llm
+    from .tabs import llm as tab_llm
 
     st = studio.st
     info = st.info()
@@ -313,7 +313,7 @@ def chat_sample(studio: Studio) -> None:
 
 def open_first_file(studio: Studio) -> None:
     """Open the Research tab's first file, so its screenshot shows the viewer at work."""
-    from . import tab_research
+    from .tabs import research as tab_research
 
     s = tab_research.state(studio.st)
     files = [e for e in tab_research.visible(s) if not e.is_dir]

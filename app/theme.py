@@ -1,4 +1,4 @@
-"""The studio's palette (measured from the original, docs: shared/spec/ui.md) and its one font.
+"""The studio's palette (measured from the original program's window) and its one font.
 
 Every colour the app draws comes from here, so the look can be checked and changed in one place.
 """

@@ -1,7 +1,8 @@
 """Crystalline CLLM: GPT-2 language models in NumPy and numba, and the training system for them."""
 
-from .config import PRESETS, GPTConfig, TrainConfig, num_params
-from .errors import (
+from cllm.engine.config import PRESETS, GPTConfig, TrainConfig, num_params
+from cllm.engine.tokenizer import StreamDecoder, Tokenizer, tokenizer_from_json, train_tokenizer
+from cllm.errors import (
     AlreadyExistsError,
     BusyError,
     CLLMError,
@@ -9,7 +10,6 @@ from .errors import (
     NotFoundError,
     ValidationError,
 )
-from .tokenizer import StreamDecoder, Tokenizer, tokenizer_from_json, train_tokenizer
 
 __all__ = [
     "PRESETS",
@@ -36,11 +36,11 @@ def __getattr__(name: str):
     # the model pulls in numba: import it on first use, so `import cllm` (and every CLI
     # command that does not touch weights) stays fast
     if name in ("LanguageModel", "load_model"):
-        from . import lm
+        from cllm.engine import lm
 
         return getattr(lm, name)
     if name == "Registry":
-        from .registry import Registry
+        from cllm.models.registry import Registry
 
         return Registry
     raise AttributeError(f"module 'cllm' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .locks import pid_alive
+from cllm.pids import pid_alive
 
 
 def fsync_dir(folder: Path) -> None:

@@ -26,11 +26,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cllm import torch_ref  # noqa: E402
-from cllm.bench import cpu_count, set_threads  # noqa: E402
-from cllm.config import GPTConfig  # noqa: E402
-from cllm.model import GPT  # noqa: E402
-from cllm.optim import AdamW, clip_grad_norm, lr_at  # noqa: E402
+from cllm.cli.bench import cpu_count, set_threads  # noqa: E402
+from cllm.engine import torch_ref  # noqa: E402
+from cllm.engine.config import GPTConfig  # noqa: E402
+from cllm.engine.model import GPT  # noqa: E402
+from cllm.engine.optim import AdamW, clip_grad_norm, lr_at  # noqa: E402
 
 SOURCES = ["/usr/share/vim/vim9*/doc/usr_*.txt", "/usr/share/common-licenses/*"]
 

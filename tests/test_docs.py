@@ -3,7 +3,8 @@
 - docs/cli.md: every command, argument, choice and JSON field of the real parsers is documented
   and nothing else is; the ```console examples run in order in an empty folder, print the output
   lines they show, and exit as marked (``<!-- doctest: exit 2 -->``; ``skip`` is not run).
-- docs/models-folder.md: side files, naming rules and limits match cllm.rules and the registry.
+- docs/models-folder.md: side files, naming rules and limits match cllm.models.rules and the
+  registry.
 - docs/model-file.md: the keys and tensors it lists are exactly those of real saved files, and its
   Python example runs.
 - docs/tabs.md: the flags of `python -m app` match its parser.
@@ -82,7 +83,8 @@ def section(text: str, heading: str) -> str:
 
 def parsers() -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Every parser of both entry points by command path, e.g. ('cllm', 'models', 'list')."""
-    from cllm import cli, train
+    from cllm import cli
+    from cllm.cli import train
 
     out = {("cllm.train",): train.build_parser()}
 
@@ -186,10 +188,10 @@ def test_documented_defaults_are_the_parsers():
 
 def test_json_fields_of_crawl_and_models_list():
     """Fields of JSON output not produced by the examples, taken from the code that prints it."""
-    from cllm import cli_crawl
-    from cllm.crawler import CrawlSnapshot
-    from cllm.dataqueue import QueueItem
-    from cllm.registry import ModelInfo
+    from cllm.cli import crawl as cli_crawl
+    from cllm.crawl.crawler import CrawlSnapshot
+    from cllm.data.dataqueue import QueueItem
+    from cllm.models.registry import ModelInfo
 
     docs = command_sections(read("cli.md"))
     out = io.StringIO()
@@ -242,7 +244,8 @@ def run_line(line: str, cwd: Path, monkeypatch) -> tuple[int, str, str]:
         env[k] = v
     plain = not re.search(r"[|<>;&]", line)
     if plain and words[:2] == ["python", "-m"] and words[2] in ("cllm", "cllm.train"):
-        from cllm import cli, train
+        from cllm import cli
+        from cllm.cli import train
 
         main = train.main if words[2] == "cllm.train" else cli.main
         out, err = io.StringIO(), io.StringIO()
@@ -325,8 +328,8 @@ def test_exit_statuses_documented():
 
 
 def test_models_folder_doc_matches_rules_and_registry():
-    from cllm import locks, rules
-    from cllm.registry import CRAWL_LOCK, PRESETS_FILE, TRAIN_PRESETS, Registry
+    from cllm.models import locks, rules
+    from cllm.models.registry import CRAWL_LOCK, PRESETS_FILE, TRAIN_PRESETS, Registry
 
     text = read("models-folder.md")
     moved = {p.name.replace("x", "NAME", 1) for p in Registry(Path("/m")).side_paths("x")}
@@ -356,9 +359,9 @@ def test_models_folder_doc_matches_rules_and_registry():
 
 def test_models_folder_doc_settings_ranges_are_the_rules():
     """Each documented interval: its bounds accepted when closed, refused when open or beyond."""
-    from cllm import rules
-    from cllm.config import GPTConfig, TrainConfig
+    from cllm.engine.config import GPTConfig, TrainConfig
     from cllm.errors import ValidationError
+    from cllm.models import rules
 
     cfg = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=64)
     rows = tables(section(read("models-folder.md"), "Training settings"))["setting"]
@@ -395,8 +398,8 @@ def test_models_folder_doc_settings_ranges_are_the_rules():
 def test_model_file_doc_lists_exactly_what_files_hold(session):
     from safetensors import safe_open
 
-    from cllm.config import GPTConfig, TrainConfig
-    from cllm.modelfile import FORMAT, VERSION
+    from cllm.engine.config import GPTConfig, TrainConfig
+    from cllm.engine.modelfile import FORMAT, VERSION
 
     cwd, _ = session
     text = read("model-file.md")

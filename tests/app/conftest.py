@@ -12,8 +12,8 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 import pygame  # noqa: E402
 import pytest  # noqa: E402
 
-from cllm.config import GPTConfig  # noqa: E402
-from cllm.registry import Registry  # noqa: E402
+from cllm.engine.config import GPTConfig  # noqa: E402
+from cllm.models.registry import Registry  # noqa: E402
 
 TINY = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=64)
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 6

@@ -65,7 +65,7 @@ def test_screenshot_saves_every_tab_and_the_dropdown(models_dir, tmp_path):
 
 @pytest.mark.slow
 def test_bench_frames_prints_one_json_line(models_dir):
-    from cllm.registry import Registry
+    from cllm.models.registry import Registry
 
     Registry(models_dir).set_settings("alpha", target_epochs=100_000)  # still training at the end
     r = _run(

@@ -9,8 +9,8 @@ import types
 import pygame
 import pytest
 
-from app import tab_llm
 from app.kiosk import CONVERSATION, SAMPLE_PROMPTS, Kiosk
+from app.tabs import llm as tab_llm
 
 from .conftest import frames_until
 

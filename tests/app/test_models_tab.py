@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pygame
 
-from cllm.registry import Registry
+from cllm.models.registry import Registry
 
 from .conftest import frames_until, key, press, settle, type_text
 
@@ -51,7 +51,7 @@ def test_create_dialog_validates_as_you_type(studio, models_dir):
 
 
 def _problem(studio):
-    from app.tab_models import form_problem
+    from app.tabs.models import form_problem
 
     return form_problem(studio.st, studio.st.tab("models")["form"])[0]
 

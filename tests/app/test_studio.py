@@ -128,7 +128,7 @@ def test_every_tab_draws(studio):
 
 
 def test_loaded_model_follows_changes_on_disk(studio, models_dir):
-    from cllm.registry import Registry
+    from cllm.models.registry import Registry
 
     assert studio.st.lm.train_config.batch_size == 4
     Registry(models_dir).set_settings("alpha", batch_size=6)  # another process, say

@@ -6,8 +6,8 @@ import math
 
 import pygame
 
-from app import tab_training
-from cllm.registry import Registry
+from app.tabs import training as tab_training
+from cllm.models.registry import Registry
 
 from .conftest import click, drag, frames_until, key, move, press, rect_of, settle
 
@@ -163,7 +163,7 @@ def test_small_window_scrolls_the_panel_to_the_actions(studio):
 
 
 def test_a_run_started_elsewhere_is_shown_read_only(studio, models_dir):
-    from cllm.trainer import Trainer
+    from cllm.train.trainer import Trainer
 
     t = Trainer(Registry(models_dir), "alpha", max_steps=10_000)  # as a headless run would
     t.start()

@@ -1,0 +1,556 @@
+"""Models tab: a card per model, the selected one's details with its loss history, and the
+operations of the registry: create (a dialog that validates as you type), rename, duplicate,
+delete, export, import, grow layers, and compare several models' loss histories and settings.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pygame
+
+from cllm.engine.config import PRESETS, GPTConfig, format_count
+from cllm.errors import CLLMError
+from cllm.models import rules
+
+from .. import dialogs
+from .. import theme as th
+from ..filebrowser import FileBrowser, human_size
+from ..state import AppState
+from ..ui import UI, plural
+
+CARD_H = 92
+CARDS_W = 440
+TOKENIZERS = ("bpe", "byte", "char")
+FIELDS = (
+    ("layers", "Layers", "n_layer"),
+    ("heads", "Heads", "n_head"),
+    ("width", "Width", "n_embd"),
+    ("context", "Context", "block_size"),
+)
+
+
+def wants_frame(st: AppState) -> bool:
+    """Nothing here moves by itself: the studio repaints on input, finished jobs and new
+    training snapshots, so unchanged frames need not be drawn."""
+    return False
+
+
+def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
+    s = st.tab("models")
+    s.setdefault("compare", set())
+    with ui.scope("models"):
+        cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, CARDS_W, main.h - 20))
+        detail = pygame.Rect(main.x + CARDS_W + 20, main.y + 10, main.w - CARDS_W - 30, main.h - 20)
+        with ui.clip(detail):  # a wide comparison table stays inside its panel
+            if s.get("comparing"):
+                compare(ui, st, s, detail)
+            else:
+                details(ui, st, s, detail)
+        side_panel(ui, st, s, panel)
+        dialog(ui, st, s)
+
+
+def in_use(st: AppState, info) -> bool:
+    return bool(info.busy) or st.trainer_name == info.name
+
+
+# ---------------------------------------------------------------------------- cards
+def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+    ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
+    ui.label((r.x + 10, r.y + 8), f"MODELS ({len(st.models)})", th.ACCENT)
+    inner = pygame.Rect(r.x + 6, r.y + 30, r.w - 12, r.h - 36)
+    if not st.models:
+        ui.label((inner.x + 4, inner.y + 4), "No models yet: Create New... or Import...", th.HINT)
+        return
+    off = ui.scroll(inner, "cards", len(st.models) * (CARD_H + 6), step=CARD_H)
+    with ui.clip(inner):
+        first = off // (CARD_H + 6)
+        for i in range(first, min(len(st.models), first + inner.h // (CARD_H + 6) + 2)):
+            m = st.models[i]
+            card(
+                ui,
+                st,
+                s,
+                m,
+                pygame.Rect(inner.x, inner.y + i * (CARD_H + 6) - off, inner.w - 12, CARD_H),
+            )
+
+
+def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
+    selected = m.name == st.current
+    over = ui.hover(c)
+    fill = th.METRIC_BG if not over else th.shade(th.METRIC_BG, 12)
+    ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
+    box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
+    if s.get("comparing"):
+        checked = ui.checkbox(box, "compare", m.name in s["compare"], key="cmp:" + m.name)
+        s["compare"] ^= {m.name} if checked != (m.name in s["compare"]) else set()
+    if ui.take_click(c):
+        st.select(m.name)
+    x, y = c.x + 10, c.y + 8
+    ui.label((x, y), m.name, th.SELECTED if selected else th.TEXT, max_w=c.w - 110)
+    busy = in_use(st, m)
+    ui.label(
+        (c.right - 10, y),
+        "In Use" if busy else "Idle",
+        th.WARNING if busy else th.HINT,
+        align="right",
+    )
+    cfg, meta = m.config, m.meta
+    ui.label(
+        (x, y + 22),
+        f"Vocab {cfg.vocab_size:,} · {cfg.n_layer} layers · {format_count(m.n_params)} params",
+        th.TEXT,
+        max_w=c.w - 20,
+    )
+    ui.label(
+        (x, y + 40),
+        f"Epochs {meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}",
+        th.TEXT,
+    )
+    ui.label(
+        (x, y + 58),
+        f"Queue {plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens",
+        th.HINT,
+        max_w=c.w - 120,
+    )
+
+
+# ---------------------------------------------------------------------------- history
+def history(st: AppState, s: dict, name: str) -> dict | None:
+    """The model's loss history, read by the worker (it reads the whole file) and cached until
+    the models folder changes."""
+    cache = s.setdefault("hist", {})
+    got = cache.get(name)
+    if got is None or (got[0] != st.version and got[1] is not None):
+        cache[name] = (st.version, got[1] if got else None)
+
+        def done(h: dict) -> None:
+            cache[name] = (st.version, h)
+
+        def error(err: BaseException) -> None:
+            cache[name] = (
+                st.version,
+                {"steps": [], "train_loss": [], "val_loss": [], "error": str(err)},
+            )
+
+        st.worker.submit(st.registry.history, name, done=done, error=error)
+    return cache[name][1]
+
+
+def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+    ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
+    m = st.info()
+    x, y = r.x + 15, r.y + 10
+    if m is None:
+        ui.label((x, y), "MODEL DETAILS", th.ACCENT)
+        ui.label((x, y + 24), "Select a model on the left.", th.HINT)
+        return
+    ui.label((x, y), m.name, th.SELECTED)
+    ui.label(
+        (r.right - 15, y),
+        m.busy or ("training here" if in_use(st, m) else "idle"),
+        th.WARNING if in_use(st, m) else th.HINT,
+        align="right",
+        max_w=r.w // 2,
+    )
+    cfg, tc, meta = m.config, m.train, m.meta
+    left = [
+        ("File", f"{m.path.name} ({human_size(m.file_size)})"),
+        ("Parameters", f"{m.n_params:,} ({format_count(m.n_params)})"),
+        ("Tokenizer", f"{m.tokenizer_kind or '?'}, vocabulary {cfg.vocab_size:,}"),
+        ("Architecture", f"{cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}"),
+        ("Context / MLP", f"{cfg.block_size} tokens / {cfg.n_inner}"),
+        ("Created", str(meta.get("created", "-"))),
+        ("Modified", str(meta.get("modified", "-"))),
+    ]
+    right = [
+        ("Epochs", f"{meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}"),
+        ("Steps / tokens", f"{meta.get('steps', 0):,} / {meta.get('tokens_seen', 0):,}"),
+        ("Train / best val", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
+        ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
+        ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
+        ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),
+        ("Sources", ", ".join(meta.get("sources") or []) or "-"),
+    ]
+    half = (r.w - 30) // 2
+    for col, rows in ((x, left), (x + half, right)):
+        yy = y + 28
+        for k, v in rows:
+            ui.label((col, yy), k, th.HINT)
+            ui.label((col + 130, yy), v, th.TEXT, max_w=half - 140)
+            yy += 19
+    top = y + 28 + 7 * 19 + 12
+    snap = st.snapshot if m.name == st.current else None
+    if snap is not None and len(snap.history.get("steps", ())):  # a live run: its own history
+        hs = snap.history
+        h = {"steps": hs["steps"], "train_loss": hs["train"], "val_loss": hs["val"]}
+    else:
+        h = history(st, s, m.name)
+    chart = pygame.Rect(x, top, r.w - 30, r.bottom - top - 12)
+    if h is None:
+        ui.rect(chart, th.METRIC_BG, th.METRIC_BORDER)
+        ui.text_center(chart, "Loading history...", th.HINT)
+        return
+    ui.chart(
+        chart,
+        [
+            ("train", h["steps"], h["train_loss"], th.ACCENT),
+            ("validation", h["steps"], h["val_loss"], th.VAL_LINE),
+        ],
+        title="LOSS HISTORY",
+    )
+
+
+def _f(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+    ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
+    x, y = r.x + 15, r.y + 10
+    names = [m.name for m in st.models if m.name in s["compare"]]
+    ui.label((x, y), f"COMPARE ({len(names)} models)", th.ACCENT)
+    if not names:
+        ui.label((x, y + 24), "Tick the models to compare on their cards.", th.HINT)
+        return
+    series = []
+    for i, name in enumerate(names):
+        h = history(st, s, name)
+        if h is not None:
+            series.append((name, h["steps"], h["train_loss"], th.SERIES[i % len(th.SERIES)]))
+    chart_h = max(160, (r.h - 40) // 2)
+    ui.chart(
+        (x, y + 26, r.w - 30, chart_h), series, title="TRAINING LOSS (moving average)", smooth=True
+    )
+    # settings side by side
+    ty = y + 36 + chart_h
+    rows = [
+        ("", lambda m: m.name),
+        ("Parameters", lambda m: format_count(m.n_params)),
+        ("Tokenizer", lambda m: f"{m.tokenizer_kind} / {m.config.vocab_size}"),
+        ("Layers x heads", lambda m: f"{m.config.n_layer} x {m.config.n_head}"),
+        ("Width / context", lambda m: f"{m.config.n_embd} / {m.config.block_size}"),
+        (
+            "Epochs",
+            lambda m: f"{m.meta.get('epochs_trained', 0)} / {m.meta.get('target_epochs', 0)}",
+        ),
+        ("Steps", lambda m: f"{m.meta.get('steps', 0):,}"),
+        ("Best val loss", lambda m: _f(m.meta.get("best_loss"))),
+        ("Batch x seq", lambda m: f"{m.train.batch_size} x {m.train.seq_len}"),
+        ("Learning rate", lambda m: f"{m.train.learning_rate:.2e}"),
+        ("Queue tokens", lambda m: f"{m.queue_tokens:,}"),
+    ]
+    infos = [st.info(n) for n in names]
+    col_w = max(90, (r.w - 30 - 140) // max(1, len(infos)))
+    for j, (label, fn) in enumerate(rows):
+        yy = ty + j * 19
+        if yy + 18 > r.bottom:
+            break
+        ui.label((x, yy), label, th.HINT)
+        for i, m in enumerate(infos):
+            color = th.SERIES[i % len(th.SERIES)] if j == 0 else th.TEXT
+            ui.label((x + 140 + i * col_w, yy), fn(m), color, max_w=col_w - 8)
+
+
+# ---------------------------------------------------------------------------- right panel
+def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+    x, y, w = panel.x + 10, panel.y + 10, panel.w - 20
+    ui.section((x, y), "MODELS")
+    y += 22
+    m = st.info()
+    free = m is not None and not in_use(st, m) and not st.is_busy()
+    buttons = [
+        ("Create New...", "create", True),
+        ("Rename...", "rename", free),
+        ("Duplicate...", "duplicate", m is not None and not st.is_busy()),
+        ("Delete...", "delete", free),
+        ("Export...", "export", m is not None),
+        ("Import...", "import", True),
+        ("Grow Layers...", "grow", free),
+    ]
+    for label, kind, ok in buttons:
+        if ui.button((x, y, w, 30), label, enabled=ok):
+            open_dialog(st, s, kind, m)
+        y += 38
+    label = "Close Compare" if s.get("comparing") else "Compare..."
+    if ui.button((x, y, w, 30), label, key="compare", enabled=len(st.models) > 0):
+        s["comparing"] = not s.get("comparing")
+        if s["comparing"] and not s["compare"]:
+            s["compare"] = {mm.name for mm in st.models[:3]}
+    y += 46
+    ui.section((x, y), "SELECTED")
+    ui.label((x, y + 20), m.name if m else "(none)", th.SELECTED if m else th.DIM, max_w=w)
+    if m is not None and in_use(st, m):
+        ui.label((x, y + 38), "In use: stop its training to change it", th.WARNING, max_w=w)
+    if st.busy:
+        ui.label(
+            (x, y + 56),
+            f"{st.busy[-1].what.capitalize()} {st.busy[-1].name}...",
+            th.WARNING,
+            max_w=w,
+        )
+
+
+def open_dialog(st: AppState, s: dict, kind: str, m) -> None:
+    s["dialog"] = kind
+    existing = [mm.name for mm in st.models]
+    if kind == "create":
+        s["form"] = {
+            "name": rules.default_name(existing),
+            "preset": "tiny",
+            "tokenizer": "bpe",
+            **_preset_fields("tiny"),
+        }
+        s["autofocus"] = True
+    elif kind == "rename":
+        s["text"] = m.name
+    elif kind == "duplicate":
+        s["text"] = rules.free_variant(f"{m.name}_copy", existing)
+    elif kind == "grow":
+        s["text"] = str(m.config.n_layer + 1)
+    elif kind == "export":
+        s["browser"] = FileBrowser(
+            st.worker, "folder", f"Export {m.name} to a folder", s.get("browse_dir") or Path.cwd()
+        )
+    elif kind == "import":
+        s["browser"] = FileBrowser(
+            st.worker,
+            "file",
+            "Import a model file (.cllm)",
+            s.get("browse_dir") or Path.cwd(),
+            patterns=(".cllm",),
+        )
+
+
+def _preset_fields(preset: str) -> dict:
+    cfg = PRESETS[preset]
+    return {key: str(getattr(cfg, attr)) for key, _, attr in FIELDS}
+
+
+def name_problem(st: AppState, text: str, keep: str | None = None) -> str | None:
+    try:
+        rules.validate_name(text)
+        rules.check_unique(text, [m.name for m in st.models if m.name != keep])
+    except CLLMError as err:
+        return str(err)
+    return None
+
+
+def form_problem(st: AppState, f: dict) -> tuple[str | None, GPTConfig | None]:
+    """What is wrong with the create form, or the config it describes."""
+    problem = name_problem(st, f["name"])
+    if problem:
+        return problem, None
+    vals = {}
+    for key, label, attr in FIELDS:
+        try:
+            vals[attr] = int(f[key])
+        except ValueError:
+            return f"{label} must be a whole number, got {f[key]!r}", None
+    try:
+        base = PRESETS[f["preset"]]
+        cfg = GPTConfig(vocab_size=base.vocab_size, **vals)
+    except CLLMError as err:
+        return str(err), None
+    return None, cfg
+
+
+# ---------------------------------------------------------------------------- dialogs
+def dialog(ui: UI, st: AppState, s: dict) -> None:
+    kind = s.get("dialog")
+    if kind is None:
+        return
+    m = st.info()
+    if kind != "create" and kind != "import" and m is None:
+        s["dialog"] = None
+        return
+    reg = st.registry
+    if kind == "create":
+        create_dialog(ui, st, s)
+    elif kind == "rename":
+        text, ok = dialogs.prompt(
+            ui,
+            f"Rename {m.name}",
+            "New name:",
+            s["text"],
+            validate=lambda t: name_problem(st, t, keep=m.name),
+            ok="Rename",
+        )
+        s["text"] = text
+        if ok is not None:
+            s["dialog"] = None
+        if ok and text != m.name:
+            st.run(
+                "rename", m.name, reg.rename, m.name, text, done=lambda _, new=text: st.select(new)
+            )
+    elif kind == "duplicate":
+        text, ok = dialogs.prompt(
+            ui,
+            f"Duplicate {m.name}",
+            "Name of the copy:",
+            s["text"],
+            validate=lambda t: name_problem(st, t),
+            ok="Duplicate",
+        )
+        s["text"] = text
+        if ok is not None:
+            s["dialog"] = None
+        if ok:
+            st.run(
+                "copy",
+                m.name,
+                reg.copy,
+                m.name,
+                text,
+                done=lambda i: st.say(f"Copied {m.name} to {i.name}", "success"),
+            )
+    elif kind == "delete":
+        ok = dialogs.confirm(
+            ui,
+            f"Delete {m.name}, its queue and its history? This cannot be undone.",
+            title="Delete Model",
+            ok="Delete",
+            danger=True,
+        )
+        if ok is not None:
+            s["dialog"] = None
+        if ok:
+            name = m.name
+            st.run(
+                "delete",
+                name,
+                reg.delete,
+                name,
+                done=lambda _: st.say(f"Deleted {name}", "success"),
+            )
+    elif kind == "grow":
+
+        def problem(t: str) -> str | None:
+            try:
+                n = int(t)
+            except ValueError:
+                return f"layers must be a whole number, got {t!r}"
+            try:
+                rules.check_layers(n, m.config.n_layer)
+            except CLLMError as err:
+                return str(err)
+            return None if n > m.config.n_layer else f"{m.name} already has {n} layers"
+
+        text, ok = dialogs.prompt(
+            ui,
+            f"Grow {m.name} (now {m.config.n_layer} layers)",
+            "Total layers after growing:",
+            s["text"],
+            validate=problem,
+            ok="Grow",
+        )
+        s["text"] = text
+        if ok is not None:
+            s["dialog"] = None
+        if ok:
+            st.run(
+                "grow",
+                m.name,
+                reg.grow,
+                m.name,
+                int(text),
+                done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
+            )
+    elif kind in ("export", "import"):
+        paths = s["browser"].draw(ui)
+        if paths is None:
+            return
+        s["browse_dir"], s["dialog"] = s["browser"].cwd, None
+        if not paths:
+            return
+        if kind == "export":
+            dest = paths[0] / f"{m.name}.cllm"
+            st.run(
+                "export",
+                m.name,
+                reg.export,
+                m.name,
+                dest,
+                refresh=False,
+                done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
+            )
+        else:
+            st.run(
+                "import",
+                paths[0].stem,
+                reg.import_file,
+                paths[0],
+                on_clash="rename",
+                done=lambda name: (st.say(f"Imported {name}", "success"), st.select(name)),
+            )
+
+
+def create_dialog(ui: UI, st: AppState, s: dict) -> None:
+    f = s["form"]
+    r = ui.begin_dialog("create", (520, 330), "Create New Model")
+    if s.pop("autofocus", False):  # the name field has the keys as the dialog opens
+        ui.focus = ui.id("name")
+    x, y, w = r.x + 20, r.y + 44, r.w - 40
+    lw = 110
+    ui.label((x, y + 5), "Name", th.TEXT)
+    res = ui.text_input((x + lw, y, w - lw, 26), "name", f["name"])
+    f["name"] = res.text
+    y += 36
+    ui.label((x, y + 5), "Size preset", th.TEXT)
+    bw = (w - lw - 3 * 6) // 4
+    for i, p in enumerate(PRESETS):
+        if ui.choice((x + lw + i * (bw + 6), y, bw, 26), p, f["preset"] == p, key="preset:" + p):
+            f.update(preset=p, **_preset_fields(p))
+    y += 36
+    ui.label((x, y + 5), "Tokenizer", th.TEXT)
+    bw3 = (w - lw - 2 * 6) // 3
+    for i, t in enumerate(TOKENIZERS):
+        if ui.choice((x + lw + i * (bw3 + 6), y, bw3, 26), t, f["tokenizer"] == t, key="tok:" + t):
+            f["tokenizer"] = t
+    y += 36
+    fw = (w - lw) // 2 - 60
+    for i, (key, label, _) in enumerate(FIELDS):
+        cx = x + (i % 2) * (w // 2)
+        cy = y + (i // 2) * 36
+        ui.label((cx, cy + 5), label, th.TEXT)
+        f[key] = ui.text_input((cx + lw, cy, fw, 26), key, f[key]).text
+    y += 2 * 36 + 4
+    problem, cfg = form_problem(st, f)
+    if problem:
+        for i, line in enumerate(ui.wrap(problem, w)[:2]):
+            ui.label((x, y + 18 * i), line, th.ERROR)
+    elif cfg is not None:
+        from cllm.engine.config import num_params
+
+        ui.label(
+            (x, y),
+            f"{format_count(num_params(cfg))} parameters; the tokenizer is trained "
+            "on the demo corpus",
+            th.HINT,
+            max_w=w,
+        )
+    by = r.bottom - 44
+    create = ui.button(
+        (r.right - 230, by, 100, 30), "Create", key="dlg-ok", enabled=cfg is not None
+    )
+    if ui.button((r.right - 120, by, 100, 30), "Cancel", key="dlg-cancel"):
+        s["dialog"] = None
+    if res.submitted and cfg is not None:
+        create = True
+    if ui.end_dialog():
+        s["dialog"] = None
+    if create and cfg is not None:
+        s["dialog"] = None
+        name = f["name"]
+        st.run(
+            "create",
+            name,
+            st.registry.create,
+            name,
+            config=cfg,
+            tokenizer=f["tokenizer"],
+            done=lambda i: (st.say(f"Created {i.name}", "success"), st.select(i.name)),
+        )

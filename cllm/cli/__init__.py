@@ -1,0 +1,69 @@
+"""`python -m cllm`: one entry point, one sub-command module per idea.
+
+Each ``cllm/cli/<group>.py`` exposes ``register(subparsers)``, which adds its sub-command and sets
+``func`` on its parser; ``func(args)`` returns the exit status. A ``CLLMError`` raised anywhere
+becomes one line on stderr and exit status 2; argparse errors exit 2 as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from cllm.errors import CLLMError
+
+GROUPS = ["models", "queue", "generate", "crawl", "bench"]
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("CLLM_MODELS_DIR") or "models")
+
+
+def add_models_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="models folder (default: $CLLM_MODELS_DIR or ./models)",
+    )
+
+
+def models_dir_of(args: argparse.Namespace) -> Path:
+    return args.models_dir if getattr(args, "models_dir", None) else default_models_dir()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every refused input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m cllm", description="Crystalline CLLM command line")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for group in GROUPS:
+        importlib.import_module(f"cllm.cli.{group}").register(sub)
+    return parser
+
+
+def run_guarded(func, args) -> int:
+    """Run a command; user errors become one line and status 2."""
+    try:
+        return int(func(args) or 0)
+    except CLLMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `... | head` closed our stdout: not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(args.func, args)

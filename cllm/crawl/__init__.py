@@ -1,0 +1,1 @@
+"""The polite web crawler and its URL store."""

@@ -1,0 +1,82 @@
+"""Sampling with a key-value cache: tokens stream out one at a time and can be stopped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from cllm.errors import ValidationError
+
+
+def sample_next(
+    logits: np.ndarray,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    rng: np.random.Generator,
+) -> int:
+    """One token id from logits [V]: greedy at temperature 0, else top-k then top-p (nucleus)."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    V = z.size
+    if 0 < top_k < V:
+        cand = np.argpartition(-z, top_k - 1)[:top_k]
+    else:
+        cand = np.arange(V)
+    cand = cand[np.argsort(-z[cand], kind="stable")]  # most likely first
+    p = np.exp(z[cand] - z[cand[0]])
+    p /= p.sum()
+    cum = np.cumsum(p)
+    if 0 < top_p < 1:
+        # the smallest prefix whose mass reaches top_p
+        n = min(int(np.searchsorted(cum, top_p)) + 1, cum.size)
+        cum = cum[:n]
+    i = int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
+    return int(cand[min(i, cum.size - 1)])
+
+
+def sample_stream(
+    gpt,
+    prompt_ids: Sequence[int] | np.ndarray,
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    eot_id: int | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` new token ids after ``prompt_ids``.
+
+    Each new token costs one position through the KV cache. A prompt longer than the context keeps
+    its last tokens; when the cache is full the window slides (the last half is run again).
+    Stops early at ``eot_id`` (not yielded) or as soon as ``stop`` is set.
+    """
+    C = gpt.config.block_size
+    ctx = [int(t) for t in np.asarray(prompt_ids).reshape(-1)][-C:]
+    if not ctx:
+        if eot_id is None:
+            raise ValidationError("the prompt is empty")
+        ctx = [int(eot_id)]
+    rng = np.random.default_rng(seed)
+    cache = gpt.new_cache(1)
+    logits = gpt.decode(np.array([ctx], np.int32), cache)[0, -1]
+    for n in range(max_new_tokens):
+        if stop is not None and stop.is_set():
+            return
+        tok = sample_next(logits, temperature, top_k, top_p, rng)
+        if eot_id is not None and tok == eot_id:
+            return
+        yield tok
+        if n == max_new_tokens - 1:
+            return
+        ctx.append(tok)
+        if cache.pos >= C:  # the context is full: keep the last half and run it again
+            ctx = ctx[-(C // 2) :] if C > 1 else ctx[-1:]
+            cache = gpt.new_cache(1)
+            logits = gpt.decode(np.array([ctx], np.int32), cache)[0, -1]
+        else:
+            logits = gpt.decode(np.array([[tok]], np.int32), cache)[0, -1]

@@ -1,0 +1,1 @@
+"""Training: the background trainer and `python -m cllm.train`."""

@@ -1,0 +1,713 @@
+"""The trainer: one model, trained from its queue in a background thread.
+
+An epoch is one pass over the queue. Each item's tokens are split: the first ``1 - val_fraction``
+train, the rest are held out for validation. The epoch stream is every item's train tokens
+followed by an end-of-text token, in queue order, fed through a ``BatchAccumulator``; each batch of
+B x T tokens is one AdamW step (warmup then cosine over the run, global-norm clipping). Each epoch
+starts the stream at a random offset below T (from the saved RNG), so a token does not sit at the
+same context position every epoch; ``batches_per_epoch = (stream_len - T) // (B * T)`` therefore
+fits every epoch and is known up front from the queue's token counts. Items added to the queue
+during a run join the next epoch; items removed drop out of the epoch in progress.
+
+The thread owns the model. Other threads see only ``snapshot()`` (a ``TrainSnapshot`` replaced
+under a lock after every step, never mutated after publishing) and talk only through the command
+queue (stop / pause / resume).
+
+The 12 kissing spheres: each batch's B*T positions (row-major) are split into 12 contiguous
+shards, and each sphere is one shard's measurements from the per-position cross-entropy:
+``tokens`` (cumulative positions seen), ``hits`` (cumulative positions where the model gave the
+right next token probability >= 1/2, i.e. loss < ln 2), ``loss`` (mean loss of the shard in the
+latest batch) and ``hit_rate``: the share of the shard's positions in the latest batch that were
+hits. **The colour is driven by ``hit_rate``**: it starts near 0 and rises as the model learns, and
+differs between spheres because each shard holds different text.
+
+Checkpoints (weights, AdamW moments and step, the position in the epoch, RNG state, run schedule,
+loss history) are written at each epoch end, on stop, every ``checkpoint_minutes`` and, in the
+headless trainer, on Ctrl+C / SIGTERM. Resuming replays the same stream from the same position, so
+a stopped and resumed run has the same loss curve as an uninterrupted one.
+
+About once a second the snapshot is also written to ``models/<name>.progress.json`` (atomically),
+so another process can show the run with ``read_progress``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from cllm.atomic import write_atomic
+from cllm.data.accumulator import BatchAccumulator
+from cllm.engine.optim import AdamW, clip_grad_norm, lr_at
+from cllm.errors import CLLMError, ValidationError
+from cllm.models.rules import check_target_epochs, validate_train_settings
+from cllm.pids import pid_alive
+
+SPHERES = 12
+LN2 = math.log(2.0)
+CHUNK = 1 << 16  # tokens handed to the accumulator at once: big items never sit whole in it
+PUBLISH_S = 1.0  # progress file period
+STALE_S = 30.0  # a progress file not updated for this long belongs to a dead run
+HISTORY_TAIL = 1000  # steps of history in the progress file
+
+
+@dataclass
+class TrainSnapshot:
+    """What the UI shows of a run; a copy, safe to read without any lock."""
+
+    name: str = ""
+    state: str = "idle"  # idle | running | paused | done | stopped | error
+    message: str = ""
+    epoch: int = 0  # the epoch in progress, 1-based (= epochs_trained when finished)
+    epochs_trained: int = 0
+    target_epochs: int = 0
+    step: int = 0  # optimizer steps over the model's life
+    run_steps: int = 0  # steps of this run done (a resumed run counts those before the stop)
+    total_steps: int = 0  # steps this run takes in all
+    batch: int = 0  # batches done in the current epoch
+    batches_per_epoch: int = 0
+    batch_size: int = 0
+    seq_len: int = 0
+    tokens: int = 0  # training tokens seen over the model's life
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_loss: float | None = None  # best validation loss (train loss when there is none)
+    tokens_per_s: float = 0.0
+    elapsed: float = 0.0  # seconds this run has been training (pauses excluded)
+    eta: float | None = None  # seconds left
+    grad_norm: float | None = None  # before clipping
+    lr: float = 0.0
+    spheres: tuple = ()  # SPHERES dicts: tokens, hits, loss, hit_rate (see the module docstring)
+    history: dict = field(default_factory=dict)  # steps, train, val (NaN where not measured)
+    log: tuple = ()  # recent lines, oldest first
+    resumed_from: str | None = None  # "resumed at epoch E, step S"
+    pid: int = 0
+    host: str = ""
+    updated: float = 0.0  # time.time() of this snapshot
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("idle", "running", "paused")
+
+
+class _History:
+    """Per-step losses in append-only arrays; a published view ``[:n]`` never changes later."""
+
+    def __init__(self, steps=(), train=(), val=()) -> None:
+        n = len(steps)
+        cap = max(1024, 2 * n)
+        self.steps = np.zeros(cap, np.int64)
+        self.train = np.full(cap, np.nan, np.float32)
+        self.val = np.full(cap, np.nan, np.float32)
+        self.steps[:n], self.train[:n], self.val[:n] = steps, train, val
+        self.n = n
+
+    def append(self, step: int, train: float, val: float | None) -> None:
+        if self.n == len(self.steps):  # grow into new arrays: views already handed out stay valid
+            cap = 2 * self.n
+            for key in ("steps", "train", "val"):
+                old = getattr(self, key)
+                new = np.full(cap, np.nan, old.dtype) if key != "steps" else np.zeros(cap, np.int64)
+                new[: self.n] = old[: self.n]
+                setattr(self, key, new)
+        i = self.n
+        self.steps[i], self.train[i] = step, train
+        self.val[i] = np.nan if val is None else val
+        self.n += 1
+
+    def view(self) -> dict:
+        n = self.n
+        return {"steps": self.steps[:n], "train": self.train[:n], "val": self.val[:n]}
+
+
+def progress_path(models_dir: Path, name: str) -> Path:
+    return Path(models_dir) / f"{name}.progress.json"
+
+
+def read_progress(models_dir: Path, name: str) -> TrainSnapshot | None:
+    """The live run of model ``name`` published by any process, or None if there is none.
+
+    A file whose writer is gone (same host, pid dead) or that was not updated for ``STALE_S``
+    seconds is stale and reads as None.
+    """
+    try:
+        data = json.loads(progress_path(models_dir, name).read_text("utf-8"))
+        snap = _snapshot_from_json(data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if snap.host == socket.gethostname() and not pid_alive(snap.pid):
+        return None
+    if time.time() - snap.updated > STALE_S:
+        return None
+    return snap
+
+
+def _snapshot_to_json(s: TrainSnapshot) -> dict:
+    d = {f.name: getattr(s, f.name) for f in fields(s)}
+    h = s.history
+    # strict JSON (no NaN) so any reader can parse it; tolist() is the fast path out of NumPy
+    d["history"] = {k: [None if v != v else v for v in h[k][-HISTORY_TAIL:].tolist()] for k in h}
+    d["spheres"] = [{k: None if v != v else v for k, v in sp.items()} for sp in s.spheres]
+    d["log"] = list(s.log)
+    return d
+
+
+def _snapshot_from_json(d: dict) -> TrainSnapshot:
+    known = {f.name for f in fields(TrainSnapshot)}
+    s = TrainSnapshot(**{k: v for k, v in d.items() if k in known})
+    h = s.history or {}
+    s.history = {
+        "steps": np.asarray(h.get("steps", []), np.int64),
+        "train": np.asarray([np.nan if v is None else v for v in h.get("train", [])], np.float32),
+        "val": np.asarray([np.nan if v is None else v for v in h.get("val", [])], np.float32),
+    }
+    s.spheres = tuple(
+        {k: float("nan") if v is None else v for k, v in sp.items()} for sp in s.spheres
+    )
+    s.log = tuple(s.log)
+    return s
+
+
+class _Stream:
+    """The token stream of segments ``(item id, lo, hi)``: ``tokens[lo:hi]`` of each queue item,
+    each followed by end-of-text. Items are read from the queue only when the stream reaches them.
+    """
+
+    def __init__(self, dq, segments: list, eot: int) -> None:
+        self.dq, self.segments, self.eot = dq, [tuple(s) for s in segments], eot
+        lens = np.array([hi - lo + 1 for _, lo, hi in self.segments], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        self.length = int(self.starts[-1])
+
+    def _segment(self, i: int) -> np.ndarray:
+        item_id, lo, hi = self.segments[i]
+        toks = self.dq.tokens(item_id)
+        if toks.size < hi:
+            raise CLLMError(f"queue item {item_id} changed on disk: {toks.size} tokens, not {hi}")
+        return toks[lo:hi]
+
+    def chunks(self, start: int):
+        """int32 pieces of the stream from offset ``start`` to its end."""
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1
+        off = start - int(self.starts[i])
+        eot = np.array([self.eot], np.int32)
+        for j in range(i, len(self.segments)):
+            toks = self._segment(j)
+            for a in range(off, toks.size, CHUNK):
+                yield toks[a : a + CHUNK]
+            yield eot
+            off = 0
+
+    def window(self, a: int, n: int, cache: dict) -> np.ndarray:
+        """``n`` tokens from offset ``a``; ``cache`` keeps segments read so far."""
+        out = np.empty(n, np.int32)
+        filled, i = 0, int(np.searchsorted(self.starts, a, side="right")) - 1
+        while filled < n:
+            if i not in cache:
+                cache[i] = np.append(self._segment(i), np.int32(self.eot)).astype(np.int32)
+            seg = cache[i]
+            lo = a + filled - int(self.starts[i])
+            k = min(seg.size - lo, n - filled)
+            out[filled : filled + k] = seg[lo : lo + k]
+            filled += k
+            i += 1
+        return out
+
+
+def _split(n_tokens: int, val_fraction: float) -> tuple[int, int]:
+    n_val = int(n_tokens * val_fraction)
+    return n_tokens - n_val, n_val
+
+
+class Trainer:
+    """Train model ``name`` of ``registry`` from its queue in a background thread.
+
+    ``max_steps``: stop after this many steps in this run (epochs go on past the target if need
+    be); without it, train until ``epochs_trained`` reaches ``target_epochs``. ``settings``:
+    training settings (``TrainConfig`` fields and ``target_epochs``) applied to the model for this
+    run and saved with its next checkpoint.
+    """
+
+    def __init__(
+        self,
+        registry,
+        name: str,
+        *,
+        max_steps: int | None = None,
+        eval_interval: int = 200,
+        val_batches: int = 4,
+        publish: bool = True,
+        **settings,
+    ) -> None:
+        if max_steps is not None and (isinstance(max_steps, bool) or int(max_steps) < 1):
+            raise ValidationError(f"max_steps must be at least 1, got {max_steps!r}")
+        self.registry = registry
+        self.name = name = registry.resolve(name)
+        self.max_steps = None if max_steps is None else int(max_steps)
+        self.eval_interval = max(1, int(eval_interval))
+        self.val_batches = max(0, int(val_batches))
+        self.publish = publish
+        self._lock = registry.lock(name, "training")
+        self._released = False
+        self._published = -1e9  # monotonic time of the last progress file
+        self.dq = None
+        try:
+            self._setup(settings)
+        except BaseException:
+            self._release()
+            raise
+        self._commands: queue.Queue[str] = queue.Queue()
+        self._snap_lock = threading.Lock()
+        self._snap = self._make_snapshot("idle", "ready")
+        self._thread = threading.Thread(target=self._run, name=f"cllm-trainer-{name}", daemon=False)
+
+    # ---- set up ------------------------------------------------------------------------------
+
+    def _setup(self, settings: dict) -> None:
+        self.lm = lm = self.registry.load(self.name)
+        self.dq = self.registry.queue(self.name)
+        self.gpt = lm.gpt
+        meta = lm.meta
+        target = settings.pop("target_epochs", None)
+        if target is not None:
+            meta["target_epochs"] = check_target_epochs(target, int(meta.get("epochs_trained", 0)))
+        if settings:
+            lm.train_config = replace(
+                lm.train_config, **validate_train_settings(settings, lm.config)
+            )
+        tc = self.tc = lm.train_config
+        self.B, self.T = tc.batch_size, tc.seq_len
+        if self.T > lm.config.block_size:
+            raise ValidationError(
+                f"seq_len {self.T} is longer than the model's context of {lm.config.block_size}"
+            )
+        self.eot = int(lm.tokenizer.eot_id)
+        state = dict(lm.train_state or {})
+        self.rng = np.random.default_rng(tc.seed)
+        if state.get("rng"):
+            self.rng.bit_generator.state = state["rng"]
+        self.opt = AdamW.for_model(
+            self.gpt, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2), weight_decay=tc.weight_decay
+        )
+        if lm.optim_state:
+            self.opt.load_state_dict(lm.optim_state)
+        h = getattr(lm, "history", None) or {}
+        self.history = _History(h.get("steps", ()), h.get("train", ()), h.get("val", ()))
+        self.step = int(meta.get("steps", 0))
+        self.tokens = int(meta.get("tokens_seen", 0))
+        self.epochs_trained = int(meta.get("epochs_trained", 0))
+        self.target_epochs = int(meta.get("target_epochs", 0) or 0)
+        self.best_loss = meta.get("best_loss")
+        self.val_loss = meta.get("last_val_loss")
+        self.train_loss = meta.get("last_loss")
+
+        items = self.dq.items()
+        if not items:
+            raise ValidationError(
+                f"model {self.name!r} has an empty queue: add data first (--data or Add Files)"
+            )
+        self.queue_items = [(it.id, int(it.n_tokens)) for it in items]
+        self.position = state.get("position")
+        epoch_items = self._epoch_items(self.position)
+        if self.position:
+            self.position["items"] = epoch_items  # items removed since the stop drop out
+        self.bpe = self._batches_per_epoch(epoch_items)
+        whole = self._epoch_items(None)
+        if self._batches_per_epoch(whole) < 1:
+            n = sum(hi - lo for _, lo, hi in whole)
+            raise ValidationError(
+                f"model {self.name!r}'s queue holds {n} training tokens, too few for one batch of "
+                f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
+                "batch size or sequence length"
+            )
+        batch = int(self.position["batch"]) if self.position else 0
+        if self.max_steps is not None:
+            self.run = {"start": self.step, "end": self.step + self.max_steps}
+        else:
+            left = max(0, (self.target_epochs - self.epochs_trained) * self.bpe - batch)
+            run = state.get("run") or {}
+            same = (
+                run.get("end") == self.step + left and run.get("start", self.step + 1) <= self.step
+            )
+            self.run = run if same and left else {"start": self.step, "end": self.step + left}
+        self.val_set = self._build_val()
+        self.resumed_from = (
+            f"resumed at epoch {self.epochs_trained + 1}, step {self.step}" if self.step else None
+        )
+        self.spheres = [
+            {"tokens": 0, "hits": 0, "loss": float("nan"), "hit_rate": 0.0} for _ in range(SPHERES)
+        ]
+        self.log_lines: deque[str] = deque(maxlen=200)
+        self.batch = batch
+        self.run_steps = 0
+        self._t_start: float | None = None  # monotonic start of the run
+        self._paused_s = 0.0
+        self.tokens_per_s = 0.0
+        self.grad_norm: float | None = None
+        self.lr = 0.0
+
+    def _epoch_items(self, position: dict | None) -> list[tuple]:
+        """The items of the epoch in progress: those it started with (minus removed ones)."""
+        if not position:
+            return [(i, 0, _split(n, self.tc.val_fraction)[0]) for i, n in self.queue_items]
+        now = {i for i, _ in self.queue_items}
+        return [tuple(s) for s in position["items"] if s[0] in now]
+
+    def _batches_per_epoch(self, segments: list[tuple]) -> int:
+        length = sum(hi - lo + 1 for _, lo, hi in segments)
+        return max(0, (length - self.T) // (self.B * self.T))
+
+    def _build_val(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """A fixed set of held-out windows spread evenly over every item's held-out tail."""
+        vf = self.tc.val_fraction
+        segs = []
+        for item_id, n in self.queue_items:
+            n_train, n_val = _split(n, vf)
+            if n_val:
+                segs.append((item_id, n_train, n))
+        stream = _Stream(self.dq, segs, self.eot)
+        B, T = self.B, self.T
+        rows = min(self.val_batches * B, (stream.length - 1) // T)
+        if rows < 1:
+            return []
+        if rows > B:
+            rows -= rows % B  # whole batches only, so every val batch has the training shape
+        starts = np.linspace(0, stream.length - T - 1, rows).astype(np.int64)
+        cache: dict = {}
+        data = np.stack([stream.window(int(a), T + 1, cache) for a in starts])
+        return [
+            (data[i : i + B, :-1].copy(), data[i : i + B, 1:].copy()) for i in range(0, rows, B)
+        ]
+
+    # ---- commands and snapshot (any thread) --------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._commands.put("pause")
+
+    def resume(self) -> None:
+        self._commands.put("resume")
+
+    def stop(self) -> None:
+        self._commands.put("stop")
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread; True once it has finished."""
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Release the model lock of a trainer that was never started."""
+        if self._thread.ident is None:
+            self._release()
+
+    def snapshot(self) -> TrainSnapshot:
+        with self._snap_lock:
+            return self._snap
+
+    # ---- the training thread -----------------------------------------------------------------
+
+    def _log(self, line: str) -> None:
+        self.log_lines.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def _elapsed(self) -> float:
+        if self._t_start is None:
+            return 0.0
+        return time.monotonic() - self._t_start - self._paused_s
+
+    def _make_snapshot(self, state: str, message: str) -> TrainSnapshot:
+        finished = state in ("done", "stopped", "error")
+        left = max(0, self.run["end"] - self.step)
+        eta = left * self.B * self.T / self.tokens_per_s if self.tokens_per_s > 0 else None
+        return TrainSnapshot(
+            name=self.name,
+            state=state,
+            message=message,
+            epoch=self.epochs_trained
+            if state == "done" and not self.batch
+            else self.epochs_trained + 1,
+            epochs_trained=self.epochs_trained,
+            target_epochs=self.target_epochs,
+            step=self.step,
+            run_steps=self.step - self.run["start"],
+            total_steps=self.run["end"] - self.run["start"],
+            batch=self.batch,
+            batches_per_epoch=self.bpe,
+            batch_size=self.B,
+            seq_len=self.T,
+            tokens=self.tokens,
+            train_loss=self.train_loss,
+            val_loss=self.val_loss,
+            best_loss=self.best_loss,
+            tokens_per_s=self.tokens_per_s,
+            elapsed=self._elapsed(),
+            eta=None if finished else eta,
+            grad_norm=self.grad_norm,
+            lr=self.lr,
+            spheres=tuple(dict(s) for s in self.spheres),
+            history=self.history.view(),
+            log=tuple(self.log_lines),
+            resumed_from=self.resumed_from,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            updated=time.time(),
+        )
+
+    def _publish(self, state: str, message: str = "", force: bool = False) -> None:
+        snap = self._make_snapshot(state, message)
+        with self._snap_lock:
+            self._snap = snap
+        now = time.monotonic()
+        if self.publish and (force or now - self._published >= PUBLISH_S):
+            self._published = now
+            try:
+                path = progress_path(self.registry.dir, self.name)
+                # once a second: no fsync, a lost update is replaced a second later
+                write_atomic(
+                    path, json.dumps(_snapshot_to_json(snap), allow_nan=False), durable=False
+                )
+            except (OSError, ValueError) as err:  # a read-only folder must not stop training
+                self._log(f"could not write progress: {err}")
+
+    def _run(self) -> None:
+        state, message = "error", "training failed"
+        try:
+            state, message = self._train()
+        except Exception as err:  # reported in the snapshot, log and stderr, never silent
+            if isinstance(err, CLLMError):
+                message = f"training failed: {err}"
+            else:  # a bug: keep its traceback on stderr too
+                message = f"training failed: {type(err).__name__}: {err}"
+                traceback.print_exc()
+        finally:
+            try:
+                self._log(message)
+                self._publish(state, message, force=True)
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            if self.dq is not None:
+                self.dq.close()
+            self._lock.release()
+
+    def _commands_say(self) -> str | None:
+        """Handle pending commands; block while paused. Returns 'stop' or None."""
+        paused, t_pause = False, 0.0
+        while True:
+            try:
+                cmd = (
+                    self._commands.get(timeout=PUBLISH_S) if paused else self._commands.get_nowait()
+                )
+            except queue.Empty:
+                if not paused:
+                    return None
+                self._publish("paused", "paused")  # keep the progress file fresh
+                continue
+            if cmd == "stop":
+                if paused:
+                    self._paused_s += time.monotonic() - t_pause
+                return "stop"
+            if cmd == "pause" and not paused:
+                paused, t_pause = True, time.monotonic()
+                self._log(f"paused at step {self.step}")
+                self._publish("paused", "paused", force=True)
+            elif cmd == "resume" and paused:
+                self._paused_s += time.monotonic() - t_pause
+                self._log(f"resumed at step {self.step}")
+                return None
+
+    def _train(self) -> tuple[str, str]:
+        if self.resumed_from:
+            self._log(self.resumed_from)
+        if self.run["end"] <= self.step:
+            msg = f"nothing to train: {self.epochs_trained} of {self.target_epochs} epochs done"
+            return "done", msg
+        self._log(
+            f"training {self.name}: {self.run['end'] - self.step} steps of {self.B} x {self.T}, "
+            f"{self.bpe} batches per epoch"
+        )
+        self._publish("running", "starting", force=True)
+        self._last_ckpt = self._t_start = time.monotonic()
+        while self.step < self.run["end"]:
+            if not self.position:
+                self._start_epoch()
+            if self._train_epoch() == "stop":
+                self._checkpoint("stop")
+                return "stopped", f"stopped at step {self.step}; checkpoint saved"
+        if self.position:  # a max_steps run ending mid-epoch
+            self._checkpoint("end of run")
+        return "done", f"finished: {self.run_steps} steps in {self._elapsed():.1f} s"
+
+    def _start_epoch(self) -> None:
+        """Fix the epoch's items (ones added from now on join the next epoch) and its offset."""
+        self.queue_items = [(it.id, int(it.n_tokens)) for it in self.dq.items()]
+        segs = self._epoch_items(None)
+        self.bpe = self._batches_per_epoch(segs)
+        if self.bpe < 1:
+            raise CLLMError(f"model {self.name!r}'s queue became too small for one batch")
+        if self.max_steps is None:  # the data may have changed: the run ends at the target
+            self.run["end"] = self.step + (self.target_epochs - self.epochs_trained) * self.bpe
+        shift = int(self.rng.integers(self.T))
+        self.position = {"items": segs, "offset": shift, "batch": 0, "loss_sum": 0.0}
+
+    def _train_epoch(self) -> str | None:
+        """Train from the saved position to the epoch's end or the run's; 'stop' if asked to."""
+        pos = self.position
+        segs = [tuple(s) for s in pos["items"]]
+        self.bpe = self._batches_per_epoch(segs)
+        chunks = _Stream(self.dq, segs, self.eot).chunks(int(pos["offset"]))
+        acc = BatchAccumulator(self.B, self.T)
+        self.batch = int(pos["batch"])
+        while self.batch < self.bpe and self.step < self.run["end"]:
+            if self._commands_say() == "stop":
+                return "stop"
+            t0 = time.monotonic()
+            while not acc.ready and (piece := next(chunks, None)) is not None:
+                acc.add(piece)
+            if not acc.ready:  # batch shape changed since the stop: the epoch's tail is too short
+                self.batch = self.bpe
+                break
+            x, y = acc.take()
+            loss = self._step(x, y)
+            pos["offset"] += self.B * self.T
+            pos["batch"] = self.batch = self.batch + 1
+            pos["loss_sum"] += loss
+            val = None
+            # validate every eval_interval steps, at each epoch end and at the run's end
+            ends = self.batch == self.bpe or self.step == self.run["end"]
+            if self.step % self.eval_interval == 0 or ends:
+                val = self._evaluate()
+            self.history.append(self.step, loss, val)
+            timer = time.monotonic() - self._last_ckpt >= self.tc.checkpoint_minutes * 60
+            if self.batch < self.bpe and timer:
+                self._checkpoint("timer")
+            # the rate counts validation and checkpoints too, so the ETA holds
+            rate = self.B * self.T / max(time.monotonic() - t0, 1e-9)
+            self.tokens_per_s = (
+                rate if self.run_steps == 1 else 0.9 * self.tokens_per_s + 0.1 * rate
+            )
+            if self.batch < self.bpe:
+                self._publish("running", f"epoch {self.epochs_trained + 1}, step {self.step}")
+        if self.batch >= self.bpe:  # (also when items were removed and the epoch shrank)
+            self._end_epoch()
+            self._publish("running", f"epoch {self.epochs_trained} done")
+        return None
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> float:
+        gpt, tc = self.gpt, self.tc
+        loss = float(gpt.forward(x, y))
+        if not math.isfinite(loss):
+            raise CLLMError(
+                f"the loss became {loss} at step {self.step + 1}: lower the learning rate "
+                "(the last checkpoint is kept)"
+            )
+        gpt.backward()
+        self.grad_norm = float(clip_grad_norm(gpt.grads, tc.grad_clip))
+        run_len = self.run["end"] - self.run["start"]
+        self.lr = lr_at(
+            self.step - self.run["start"], run_len, tc.warmup, tc.learning_rate, tc.min_lr
+        )
+        self.opt.step(gpt.params, gpt.grads, self.lr)
+        self.step += 1
+        self.run_steps += 1
+        self.tokens += x.size
+        self.train_loss = loss
+        self._measure_spheres(gpt.losses)
+        return loss
+
+    def _measure_spheres(self, losses: np.ndarray) -> None:
+        flat = np.asarray(losses, np.float64).ravel()
+        shard = np.arange(flat.size) * SPHERES // flat.size  # 12 contiguous, near-equal shards
+        counts = np.bincount(shard, minlength=SPHERES)
+        sums = np.bincount(shard, weights=flat, minlength=SPHERES)
+        hits = np.bincount(shard, weights=flat < LN2, minlength=SPHERES)
+        for s, n, total, h in zip(self.spheres, counts, sums, hits, strict=True):
+            s["tokens"] += int(n)
+            s["hits"] += int(h)
+            s["loss"] = float(total / n) if n else float("nan")
+            s["hit_rate"] = float(h / n) if n else 0.0
+
+    def _evaluate(self) -> float | None:
+        if not self.val_set:
+            return None
+        val = float(np.mean([self.gpt.forward(x, y) for x, y in self.val_set]))
+        self.val_loss = val
+        if self.best_loss is None or val < self.best_loss:
+            self.best_loss = val
+        return val
+
+    def _end_epoch(self) -> None:
+        pos = self.position
+        self.epochs_trained += 1
+        if self.epochs_trained > self.target_epochs:  # a max_steps run trained past the target
+            self.target_epochs = self.epochs_trained
+        summary = {
+            "epoch": self.epochs_trained,
+            "steps": self.step,
+            "train_loss": pos["loss_sum"] / max(1, pos["batch"]),
+            "val_loss": self.val_loss,
+            "tokens": self.tokens,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.lm.meta.setdefault("epoch_summaries", []).append(summary)
+        self.position = None
+        self.batch = 0
+        self._log(
+            f"epoch {self.epochs_trained} done: train {summary['train_loss']:.4f}"
+            + (f", val {self.val_loss:.4f}" if self.val_loss is not None else "")
+        )
+        self._checkpoint("epoch end")
+
+    def _checkpoint(self, reason: str) -> None:
+        t0 = time.monotonic()
+        lm, meta = self.lm, self.lm.meta
+        if self.best_loss is None and self.train_loss is not None:
+            best = self.train_loss
+        else:
+            best = self.best_loss
+        meta.update(
+            epochs_trained=self.epochs_trained,
+            target_epochs=self.target_epochs,
+            steps=self.step,
+            tokens_seen=self.tokens,
+            last_loss=self.train_loss,
+            best_loss=best,
+            last_val_loss=self.val_loss,
+            position=None
+            if not self.position
+            else {
+                "epoch": self.epochs_trained + 1,
+                "batch": self.position["batch"],
+                "offset": self.position["offset"],
+            },
+        )
+        lm.train_config = self.tc
+        lm.optim_state = self.opt.state_dict()
+        lm.train_state = {
+            "position": self.position,
+            "rng": self.rng.bit_generator.state,
+            "run": self.run,
+        }
+        lm.history = self.history.view()
+        self.registry.save(lm)
+        self._last_ckpt = time.monotonic()
+        self._log(f"checkpoint ({reason}) at step {self.step} in {time.monotonic() - t0:.2f} s")

@@ -1,0 +1,149 @@
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cllm.cli import main
+from cllm.engine.config import GPTConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+TINY = GPTConfig(vocab_size=300, n_embd=8, n_layer=1, n_head=1, block_size=16)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from cllm.models.registry import Registry
+
+    d = tmp_path_factory.mktemp("models")
+    reg = Registry(d)
+    reg.create("alpha", config=TINY, tokenizer="byte")
+    reg.create("beta", config=TINY, tokenizer="char", text="héllo wörld", vocab_size=300)
+    return d
+
+
+@pytest.fixture
+def models(built, tmp_path):
+    d = tmp_path / "models"
+    shutil.copytree(built, d)
+    return d
+
+
+@pytest.fixture
+def data(tmp_path):
+    d = tmp_path / "data"
+    (d / "sub").mkdir(parents=True)
+    (d / "one.txt").write_text("first file\n")
+    (d / "two.md").write_text("# Second\n*file*\n")
+    (d / "sub" / "three.txt").write_text("third file\n")
+    (d / "sub" / "four.bin").write_bytes(bytes(range(256)))
+    return d
+
+
+def run(models: Path, *argv: str, capsys) -> tuple[int, str, str]:
+    code = main([*argv, "--models-dir", str(models)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_add_list_size_remove_clear(models, data, capsys):
+    code, out, _ = run(models, "queue", "add", "alpha", str(data), "--json", capsys=capsys)
+    assert code == 0
+    r = json.loads(out)
+    assert [Path(it["source"]).name for it in r["added"]] == ["one.txt", "two.md", "three.txt"]
+    assert r["skipped"] == [{"source": str(data / "sub" / "four.bin"), "reason": "binary"}]
+    assert r["queue_items"] == 3 and r["queue_tokens"] == r["tokens"] == 11 + 11 + 12
+
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    items = json.loads(out)
+    assert [it["n_tokens"] for it in items] == [11, 12, 11]
+
+    code, out, _ = run(models, "queue", "list", "alpha", capsys=capsys)
+    assert (
+        code == 0
+        and "one.txt" in out
+        and out.splitlines()[0].split()[:3] == ["ID", "PRIORITY", "TOKENS"]
+    )
+
+    assert run(models, "queue", "remove", "alpha", str(items[0]["id"]), capsys=capsys)[0] == 0
+    code, out, _ = run(models, "queue", "size", "alpha", "--json", capsys=capsys)
+    assert json.loads(out) == {"model": "alpha", "items": 2, "tokens": 23}
+
+    code, _, err = run(models, "queue", "clear", "alpha", capsys=capsys)
+    assert code == 2 and "--yes" in err and len(err.strip().splitlines()) == 1
+    assert run(models, "queue", "clear", "alpha", "--yes", capsys=capsys)[0] == 0
+    assert "0 item(s)" in run(models, "queue", "size", "alpha", capsys=capsys)[1]
+
+
+def test_include_patterns_priority_and_duplicates(models, data, capsys):
+    run(models, "queue", "add", "alpha", str(data / "one.txt"), capsys=capsys)
+    code, out, _ = run(
+        models,
+        "queue", "add", "alpha", str(data), "--include", "*.txt", "--priority", "3", "--json",
+        capsys=capsys,
+    )  # fmt: skip
+    r = json.loads(out)
+    assert [Path(it["source"]).name for it in r["added"]] == ["three.txt"]
+    assert [s["reason"] for s in r["skipped"]] == ["duplicate"]
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    assert [(Path(it["source"]).name, it["priority"]) for it in json.loads(out)] == [
+        ("three.txt", 3),
+        ("one.txt", 0),
+    ]
+
+
+def test_import_retokenizes_and_refuses_itself(models, data, capsys):
+    run(models, "queue", "add", "alpha", str(data), capsys=capsys)
+    code, out, _ = run(
+        models, "queue", "import", "beta", "--from", "alpha", "--json", capsys=capsys
+    )
+    assert code == 0 and len(json.loads(out)["added"]) == 3
+    from cllm.models.registry import Registry
+
+    with Registry(models).queue("beta") as q:
+        texts = [q.text(it.id) for it in q.items()]
+    assert texts == ["first file\n", "Second\nfile\n", "third file\n"]
+    code, _, err = run(models, "queue", "import", "alpha", "--from", "alpha", capsys=capsys)
+    assert code == 2 and "itself" in err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["queue", "add", "nobody", "x"], "nobody"),
+        (["queue", "add", "alpha", "/no/such/path"], "no such file"),
+        (["queue", "remove", "alpha", "99"], "no item 99"),
+        (["queue", "list", "../x"], ""),
+    ],
+)
+def test_refusals_are_one_line_exit_2(models, capsys, argv, words):
+    code, out, err = run(models, *argv, capsys=capsys)
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_command_line_end_to_end(models, data):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLLM_MODELS_DIR": str(models)}
+    cmd = [sys.executable, "-m", "cllm", "queue"]
+    ok = subprocess.run(cmd + ["add", "alpha", str(data)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "added 3 item(s)" in ok.stdout
+    bad = subprocess.run(cmd + ["remove", "alpha", "x"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal(models, data, monkeypatch, capsys):
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["queue", "add", "alpha", str(data), "--models-dir", str(models)]) == 0
+    shown = term.getvalue()
+    assert "\radding [" in shown and "4/4" in shown
+    assert shown.endswith("\r")  # the line is wiped once done

@@ -1,0 +1,340 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cllm.data.dataqueue import DataQueue, walk_files
+from cllm.errors import CLLMError, NotFoundError, ValidationError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class ByteTok:
+    """A minimal lossless tokenizer for these tests: ids are UTF-8 bytes plus ``shift``."""
+
+    def __init__(self, shift: int = 0) -> None:
+        self.shift = shift
+        self.vocab_size = 256 + shift
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32) + self.shift
+
+    def decode(self, ids) -> str:
+        return bytes((np.asarray(ids) - self.shift).astype(np.uint8)).decode("utf-8", "replace")
+
+    def to_json(self) -> str:
+        return f'{{"kind": "test-bytes", "shift": {self.shift}}}'
+
+
+@pytest.fixture
+def q(tmp_path):
+    with DataQueue(tmp_path / "m_queue", ByteTok()) as queue:
+        yield queue
+
+
+def test_add_text_round_trip_and_size(q):
+    r = q.add_text("hello wörld", source="https://example.org/a")
+    assert [it.source for it in r.added] == ["https://example.org/a"] and not r.skipped
+    item = r.added[0]
+    assert item.n_tokens == len("hello wörld".encode()) and item.kind == "text"
+    assert q.tokens(item.id).dtype == np.int32
+    assert q.text(item.id) == "hello wörld"
+    assert q.size() == (1, item.n_tokens)
+    assert (q.items_dir / f"{item.sha256[:16]}.tok").exists()
+
+
+def test_order_is_priority_then_fifo(q):
+    for i, p in enumerate([0, 5, 0, 5, -1, 0]):
+        q.add_text(f"doc {i}", source=f"s{i}", priority=p)
+    assert [it.source for it in q.items()] == ["s1", "s3", "s0", "s2", "s5", "s4"]
+
+
+def test_same_content_is_stored_once(q, tmp_path):
+    (tmp_path / "a.txt").write_text("same words")
+    (tmp_path / "b.txt").write_text("same words")
+    assert len(q.add_file(tmp_path / "a.txt").added) == 1
+    r = q.add_file(tmp_path / "b.txt")
+    assert r.added == [] and r.skipped == [(str((tmp_path / "b.txt").resolve()), "duplicate")]
+    assert q.add_text("same words", source="x").skipped == [("x", "duplicate")]
+    assert q.size()[0] == 1
+
+
+def test_folder_patterns_order_and_skip_reasons(q, tmp_path):
+    d = tmp_path / "data"
+    (d / "sub" / "deeper").mkdir(parents=True)
+    (d / ".git").mkdir()
+    (d / "b.txt").write_text("bee")
+    (d / "a.TXT").write_text("ay")
+    (d / "sub" / "c.txt").write_text("sea")
+    (d / "sub" / "deeper" / "d.txt").write_text("dee")
+    (d / "sub" / "e.md").write_text("# ee")
+    (d / ".git" / "config.txt").write_text("hidden")
+    (d / "empty.txt").write_bytes(b"")
+    (d / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    (d / "latin.txt").write_bytes(b"caf\xe9")
+    (d / "dup.txt").write_text("bee")
+    os.symlink(d, d / "sub" / "loop")  # a link back up: must not recurse forever
+
+    r = q.add_folder(d, patterns=["*.txt"])
+    names = [Path(it.source).name for it in q.items()]
+    assert names == ["a.TXT", "b.txt", "c.txt", "d.txt"]
+    reasons = {Path(s).name: why for s, why in r.skipped}
+    assert reasons["empty.txt"] == "empty"
+    assert reasons["blob.txt"] == "binary"
+    assert reasons["latin.txt"].startswith("undecodable")
+    assert reasons["dup.txt"] == "duplicate"
+
+    flat = DataQueue(tmp_path / "flat_queue", ByteTok())
+    flat.add_folder(d, patterns=["*.txt", "*.md"], recursive=False)
+    assert [Path(it.source).name for it in flat.items()] == ["a.TXT", "b.txt"]
+    flat.close()
+    with pytest.raises(NotFoundError):
+        q.add_folder(tmp_path / "missing")
+    with pytest.raises(NotFoundError):
+        q.add_file(tmp_path / "missing.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    assert q.add_file(tmp_path / "pipe.txt").skipped[0][1] == "not a regular file"
+
+
+def test_walk_skips_a_queue_inside_the_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    DataQueue(tmp_path / "m_queue", ByteTok()).add_text("inside", "s").added[0]
+    assert walk_files(tmp_path) == [tmp_path / "notes.txt"]
+
+
+def test_markdown_and_html_files_are_extracted(q, tmp_path):
+    (tmp_path / "p.html").write_text("<p>Hi <b>there</b></p><script>x()</script>")
+    (tmp_path / "r.md").write_text("**Bold** [link](http://x)\n")
+    added = q.add_folder(tmp_path).added
+    assert [(it.kind, q.text(it.id)) for it in added] == [
+        ("html", "Hi there\n"),
+        ("markdown", "Bold link\n"),
+    ]
+
+
+def test_remove_clear_and_missing_items(q):
+    ids = [q.add_text(f"t{i}", f"s{i}").added[0].id for i in range(3)]
+    removed = q.remove(ids[1])
+    assert removed.source == "s1"
+    assert [it.id for it in q.items()] == [ids[0], ids[2]]
+    assert not (q.items_dir / f"{removed.sha256[:16]}.tok").exists()
+    with pytest.raises(NotFoundError):
+        q.remove(ids[1])
+    with pytest.raises(NotFoundError):
+        q.tokens(12345)
+    assert q.clear() == 2
+    assert q.size() == (0, 0) and list(q.items_dir.iterdir()) == []
+    assert q.add_text("t1", "again").added  # cleared content can be added again
+
+
+def test_import_copies_and_retokenizes(tmp_path, q):
+    q.add_text("first text", "a", priority=2)
+    q.add_text("second text", "b")
+    shifted = DataQueue(tmp_path / "other_queue", ByteTok(shift=7))
+    shifted.add_text("second text", "already here")
+    r = shifted.import_from(q)
+    assert [it.source for it in r.added] == ["a"]
+    assert r.skipped == [("b", "duplicate")]
+    a = r.added[0]
+    assert a.priority == 2 and shifted.text(a.id) == "first text"
+    assert shifted.tokens(a.id).min() >= 7  # encoded with the importing queue's tokenizer
+
+    same = DataQueue(tmp_path / "same_queue", ByteTok())
+    assert [it.source for it in same.import_from(q).added] == ["a", "b"]
+    assert np.array_equal(same.tokens(same.items()[1].id), q.tokens(q.items()[1].id))
+    shifted.close()
+    same.close()
+
+
+def test_import_into_itself_is_refused(q):
+    q.add_text("x", "s")
+    again = DataQueue(q.dir / ".." / q.dir.name, ByteTok())
+    with pytest.raises(ValidationError, match="itself"):
+        q.import_from(again)
+    again.close()
+
+
+def test_reopen_persists_and_sweeps_orphans(tmp_path):
+    d = tmp_path / "m_queue"
+    with DataQueue(d, ByteTok()) as q:
+        item = q.add_text("kept", "s").added[0]
+    (d / "items" / "deadbeefdeadbeef.tok").write_bytes(
+        b"\0" * 8
+    )  # a crash between rename and commit
+    old_part = d / "items" / "abc.part"
+    old_part.write_bytes(b"\0" * 4)
+    os.utime(old_part, (time.time() - 7200, time.time() - 7200))
+    fresh_part = d / "items" / "def.part"  # another process may be writing this one
+    fresh_part.write_bytes(b"\0" * 4)
+    with DataQueue(d, ByteTok()) as q:
+        assert [it.id for it in q.items()] == [item.id] and q.text(item.id) == "kept"
+    left = {p.name for p in (d / "items").iterdir()}
+    assert left == {"def.part", f"{item.sha256[:16]}.tok"}
+
+
+def test_damaged_items_and_database_give_clear_errors(tmp_path, q):
+    item = q.add_text("some text here", "s").added[0]
+    path = q.items_dir / f"{item.sha256[:16]}.tok"
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(CLLMError, match="damaged"):
+        q.tokens(item.id)
+    path.write_bytes(np.full(item.n_tokens, 9999, "<i4").tobytes())
+    with pytest.raises(CLLMError, match="outside the vocabulary"):
+        q.tokens(item.id)
+    bad = tmp_path / "bad_queue"
+    bad.mkdir()
+    (bad / "queue.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CLLMError, match="queue database"):
+        DataQueue(bad, ByteTok())
+
+
+def test_other_tokenizer_on_open_retokenizes_or_refuses(tmp_path):
+    tok = pytest.importorskip("cllm.engine.tokenizer")
+    d = tmp_path / "m_queue"
+    with DataQueue(d, tok.train_tokenizer("byte", "", 0)) as q:
+        item = q.add_text("héllo there", "s").added[0]
+    char = tok.train_tokenizer("char", "héllo", 300)
+    with pytest.raises(ValidationError, match="different tokenizer"):
+        DataQueue(d, char, on_mismatch="refuse")
+    with DataQueue(d, char) as q:
+        assert q.text(item.id) == "héllo there"
+        assert q.tokens(item.id).size == len("héllo there")  # é is one char token now
+    assert len(list((d / "items").iterdir())) == 1  # the old token file is gone
+    with DataQueue(d, char, on_mismatch="refuse") as q:  # now it matches
+        assert q.size() == (1, len("héllo there"))
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(_TEXT, max_size=6))
+def test_texts_round_trip_through_tokens(q, texts):
+    q.clear()
+    for i, t in enumerate(texts):
+        r = q.add_text(t, f"s{i}")
+        assert len(r.added) + len(r.skipped) == 1
+    expected = {}
+    for t in texts:
+        if t.strip():
+            expected.setdefault(t, None)
+    assert [q.text(it.id) for it in q.items()] == list(expected)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=2000) | _TEXT.map(lambda t: t.encode("utf-8")))
+def test_any_file_is_added_or_skipped_never_crashes(q, tmp_path, data):
+    path = tmp_path / "f.txt"
+    path.write_bytes(data)
+    r = q.add_file(path)
+    assert len(r.added) + len(r.skipped) == 1
+    for it in r.added:
+        assert q.tokens(it.id).size == it.n_tokens
+    q.clear()
+
+
+def test_big_file_is_streamed_with_low_memory(tmp_path):
+    path = tmp_path / "big.txt"
+    line = ("All work and no play makes Jack a dull boy. " * 4 + "\n").encode()
+    with open(path, "wb") as f:
+        f.write(line * (50_000_000 // len(line)))
+    size = path.stat().st_size
+    q = DataQueue(tmp_path / "m_queue", ByteTok())
+    tracemalloc.start()
+    r = q.add_file(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    item = r.added[0]
+    assert item.n_tokens == size
+    assert (q.items_dir / f"{item.sha256[:16]}.tok").stat().st_size == 4 * size
+    assert peak < 40_000_000, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.0f} MB file"
+    ids = q.tokens(item.id)  # memory-mapped, not read whole
+    assert isinstance(ids, np.memmap) and ids.size == size and ids[:3].tolist() == [65, 108, 108]
+    del ids
+    q.close()
+
+
+_WRITER = """
+import sys
+from tests.cllm.data.test_dataqueue import ByteTok
+from cllm.data.dataqueue import DataQueue
+q = DataQueue(sys.argv[1], ByteTok())
+i = int(sys.argv[2])
+while True:
+    q.add_text(f"document {i}\\n" + "lorem ipsum dolor " * (2000 + i % 7 * 500), f"doc{i}")
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def _expected(source: str) -> str:
+    i = int(source[3:])
+    return f"document {i}\n" + "lorem ipsum dolor " * (2000 + i % 7 * 500)
+
+
+def test_kill_9_while_adding_leaves_a_loadable_queue(tmp_path):
+    d = tmp_path / "m_queue"
+    start = 0
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(d), str(start)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        last = None
+        for _ in range(5 + 4 * round_):  # a few reported adds, then kill at a varying point
+            last = int(proc.stdout.readline())
+        time.sleep(0.003 * round_)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        with DataQueue(d, ByteTok()) as q:
+            items = q.items()
+            sources = [it.source for it in items]
+            assert f"doc{last}" in sources  # everything reported as added survived
+            for it in items:
+                assert q.text(it.id) == _expected(it.source)
+            assert len(list(q.items_dir.glob("*.tok"))) == len(items)  # orphans swept
+            start = int(sources[-1][3:]) + 1
+        with sqlite3.connect(d / "queue.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+_SHARER = """
+import sys
+from tests.cllm.data.test_dataqueue import ByteTok
+from cllm.data.dataqueue import DataQueue
+for i in range(40):  # reopening each time also sweeps while the other process adds
+    with DataQueue(sys.argv[1], ByteTok()) as q:
+        q.add_text(f"shared {i} " * 3000, f"{sys.argv[2]}-{i}")
+"""
+
+
+def test_two_processes_share_one_queue(tmp_path):
+    d = tmp_path / "m_queue"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SHARER, str(d), who], cwd=ROOT, env=env)
+        for who in ("a", "b")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with DataQueue(d, ByteTok()) as q:
+        items = q.items()
+        assert len(items) == 40  # each text once, whichever process won
+        for it in items:
+            i = int(it.source.split("-")[1])
+            assert q.text(it.id) == f"shared {i} " * 3000

@@ -1,0 +1,265 @@
+"""Each layer's backward against central finite differences, in float64.
+
+The loss of a layer is sum(out * R) for a fixed random R, so its gradient wrt out is R.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cllm.engine import kernels as K
+from cllm.engine.model import attention_backward, attention_forward, matmul_backward, matmul_forward
+
+RNG = np.random.default_rng(0)
+
+
+def numgrad(f, x, eps=1e-6, n_check=40):
+    """Central differences of scalar f() wrt entries of x (changed in place); a random subset."""
+    flat = x.reshape(-1)
+    idx = RNG.choice(flat.size, size=min(n_check, flat.size), replace=False)
+    out = np.zeros(idx.size)
+    for j, i in enumerate(idx):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[j] = (fp - fm) / (2 * eps)
+    return idx, out
+
+
+def assert_grad(analytic, x, f, rtol=1e-6, atol=1e-8):
+    idx, num = numgrad(f, x)
+    np.testing.assert_allclose(analytic.reshape(-1)[idx], num, rtol=rtol, atol=atol)
+
+
+def test_layernorm_backward():
+    N, D = 6, 16
+    x, w, b = RNG.normal(size=(N, D)), RNG.normal(size=D), RNG.normal(size=D)
+    R = RNG.normal(size=(N, D))
+    out, mean, rstd = np.empty((N, D)), np.empty(N), np.empty(N)
+
+    def f():
+        K.layernorm_forward(out, mean, rstd, x, w, b)
+        return float((out * R).sum())
+
+    f()
+    dx0 = RNG.normal(size=(N, D))  # the backward accumulates into dinp
+    dx, dw, db = dx0.copy(), np.empty(D), np.empty(D)
+    K.layernorm_backward(dx, dw, db, R, x, mean, rstd, w)
+    assert_grad(dx - dx0, x, f)
+    assert_grad(dw, w, f)
+    assert_grad(db, b, f)
+
+
+def test_layernorm_matches_formula():
+    x = RNG.normal(size=(5, 32)).astype(np.float32)
+    w, b = RNG.normal(size=32).astype(np.float32), RNG.normal(size=32).astype(np.float32)
+    out, mean, rstd = np.empty_like(x), np.empty(5, np.float32), np.empty(5, np.float32)
+    K.layernorm_forward(out, mean, rstd, x, w, b)
+    ref = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5) * w + b
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def gelu_ref(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def test_gelu_forward_backward():
+    N, F = 5, 24
+    pre0, b = RNG.normal(size=(N, F)) * 2, RNG.normal(size=F)
+    R = RNG.normal(size=(N, F))
+    pre, out = np.empty((N, F)), np.empty((N, F))
+
+    def f():
+        pre[:] = pre0
+        K.bias_gelu_forward(out, pre, b)
+        return float((out * R).sum())
+
+    f()
+    np.testing.assert_allclose(out, gelu_ref(pre0 + b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pre, pre0 + b)  # the pre-activation is kept for the backward
+    d = R.copy()
+    K.gelu_backward(d, pre)
+    idx, num = numgrad(f, pre0)
+    np.testing.assert_allclose(d.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
+    assert_grad(d.sum(0), b, f)
+
+
+def test_attention_causal_and_backward():
+    B, T, H, D = 2, 7, 3, 12
+    qkv = RNG.normal(size=(B * T, 3 * D))
+    R = RNG.normal(size=(B * T, D))
+    y, att = np.empty((B * T, D)), np.empty((B, H, T, T))
+
+    def f():
+        attention_forward(y, att, qkv, B, T, H)
+        return float((y * R).sum())
+
+    f()
+    assert np.all(np.triu(att, 1) == 0)  # nothing attends to the future
+    np.testing.assert_allclose(att.sum(-1), 1.0)
+    # reference: plain softmax attention with a mask
+    hs = D // H
+    q, k, v = (
+        qkv[:, i * D : (i + 1) * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in range(3)
+    )
+    s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ref = (p @ v).transpose(0, 2, 1, 3).reshape(B * T, D)
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+
+    dqkv, datt = np.empty_like(qkv), np.empty((B, H, T, T))
+    attention_backward(dqkv, datt, R, att, qkv, B, T, H)
+    idx, num = numgrad(f, qkv, n_check=120)
+    np.testing.assert_allclose(dqkv.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
+
+
+def test_attention_decode_offset_matches_full():
+    """Queries at an offset with a cache see exactly the prefix the full pass lets them see."""
+    B, T, H, D, C = 1, 9, 2, 8, 12
+    hs = D // H
+    qkv = RNG.normal(size=(B * T, 3 * D))
+    y_full, att = np.empty((B * T, D)), np.empty((B, H, T, T))
+    attention_forward(y_full, att, qkv, B, T, H)
+    kc, vc = np.zeros((B, H, C, hs)), np.zeros((B, H, C, hs))
+    y = np.empty((B * T, D))
+    for s, e in ((0, 4), (4, 5), (5, 9)):
+        part = np.empty(((e - s), D))
+        attention_forward(part, np.empty((B, H, e - s, e)), qkv[s:e], B, e - s, H, s, (kc, vc))
+        y[s:e] = part
+    np.testing.assert_allclose(y, y_full, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_backward():
+    N, I, O = 5, 6, 4
+    x, w, b = RNG.normal(size=(N, I)), RNG.normal(size=(I, O)), RNG.normal(size=O)
+    R = RNG.normal(size=(N, O))
+    out = np.empty((N, O))
+
+    def f():
+        matmul_forward(out, x, w, b)
+        return float((out * R).sum())
+
+    f()
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    matmul_backward(dx, dw, db, R, x, w, np.ones(N))
+    for a, v in ((dx, x), (dw, w), (db, b)):
+        assert_grad(a, v, f)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_crossentropy_fused(dtype):
+    N, V = 6, 11
+    logits0 = (RNG.normal(size=(N, V)) * 3).astype(dtype)
+    targets = RNG.integers(0, V, N).astype(np.int32)
+    z = logits0.astype(np.float64)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    ref_losses = -logp[np.arange(N), targets]
+    losses = np.empty(N, dtype)
+    d = logits0.copy()
+    K.crossentropy_forward_backward(d, targets, losses, 1.0 / N)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(losses, ref_losses, rtol=tol, atol=tol)
+    ref_d = np.exp(logp)
+    ref_d[np.arange(N), targets] -= 1
+    np.testing.assert_allclose(d, ref_d / N, rtol=tol, atol=tol)
+
+
+def test_crossentropy_large_logits_stay_finite():
+    logits = np.array([[1000.0, -1000.0, 0.0]], np.float32)
+    losses = np.empty(1, np.float32)
+    K.crossentropy_forward_backward(logits, np.array([1], np.int32), losses, 1.0)
+    assert np.isfinite(losses).all() and np.isfinite(logits).all()
+    assert losses[0] == pytest.approx(2000.0, rel=1e-5)
+
+
+def test_embedding_backward():
+    B, T, D, V = 3, 4, 5, 6
+    idx = RNG.integers(0, V, (B, T)).astype(np.int32)
+    idx[0, :2] = 2  # a repeated token must accumulate
+    dout = RNG.normal(size=(B, T, D))
+    dwte, dwpe = np.zeros((V, D)), np.zeros((T + 2, D))
+    K.embedding_backward(dwte, dwpe, dout, idx)
+    ref = np.zeros((V, D))
+    np.add.at(ref, idx.reshape(-1), dout.reshape(-1, D))
+    np.testing.assert_allclose(dwte, ref)
+    np.testing.assert_allclose(dwpe[:T], dout.sum(0))
+    assert not dwpe[T:].any()
+
+
+def test_float32_kernels_accuracy():
+    """The float32 paths compute in float32 with their own exp, to bounds derived from their
+    roundings (see kernels._gelu_gates), which hold on every x86-64 ISA: CI runs this file with
+    NUMBA_CPU_NAME=haswell too. With eps the float32 epsilon, 2u = 2 sqrt(2/pi)(x + 0.044715 x^3),
+    g = sigmoid(2u), h = 1 - g and t = x h d(2u)/dx, so that gelu = x g and gelu' = g (1 + t):
+      - g and h each carry a relative error of at most (4 + 5|2u|) eps;
+      - forward: |out - gelu| <= eps |x| g (6 + 5|2u|): g's error and one rounding of x g;
+      - backward: |d - gelu'| <= eps g (1 + |t|)(15 + 10|2u|): g's and h's errors, du's three
+        roundings and those of x h du, 1 + t and the product.
+    Below float32's normal range (g < 1e-30, x < -8.4) the values flush towards zero: there the
+    bound is absolute, 1e-33."""
+    x = np.linspace(-12, 12, 24001).reshape(1, -1).astype(np.float32)
+    pre, out = x.copy(), np.empty(x.shape, np.float32)
+    K.bias_gelu_forward(out, pre, np.zeros(x.shape[1], np.float32))
+    d = np.ones(x.shape, np.float32)
+    K.gelu_backward(d, pre)
+    eps = float(np.finfo(np.float32).eps)
+    x64 = x.astype(np.float64)
+    u2 = 2 * np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)
+    with np.errstate(over="ignore"):  # exp(142) is inf in float64 too: then g or h is 0
+        g, h = 1 / (1 + np.exp(-u2)), 1 / (1 + np.exp(u2))  # 1 -+ tanh would cancel in float64
+    t = x64 * h * 2 * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x64**2)
+    assert np.all(np.abs(out - x64 * g) <= eps * np.abs(x64) * g * (6 + 5 * np.abs(u2)) + 1e-33)
+    assert np.all(
+        np.abs(d - g * (1 + t)) <= eps * g * (1 + np.abs(t)) * (15 + 10 * np.abs(u2)) + 1e-33
+    )
+    # and against the finite difference of the exact function, as a check of the formula itself
+    h_fd = 1e-6
+    fd = (gelu_ref(x64 + h_fd) - gelu_ref(x64 - h_fd)) / (2 * h_fd)
+    np.testing.assert_allclose(d, fd, rtol=2e-6, atol=2e-6)
+    s = (RNG.normal(size=(3, 5, 5)) * 30).astype(np.float32)
+    p = s.astype(np.float64) * 0.5
+    p = np.where(np.tril(np.ones((5, 5), bool)), p, -np.inf)
+    p = np.exp(p - p.max(-1, keepdims=True))
+    K.attention_softmax_forward(s, 0.5, 0)
+    np.testing.assert_allclose(s, p / p.sum(-1, keepdims=True), rtol=2e-6, atol=1e-12)
+
+
+PROBE = """
+import numpy as np
+from cllm.engine import kernels as K
+x = np.zeros((2, 8), np.float32)
+K.bias_gelu_forward(np.empty_like(x), x, np.zeros(8, np.float32))
+s = K.bias_gelu_forward.stats
+print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))
+"""
+
+
+def test_numba_cache_keeps_each_cpu_target_apart(tmp_path):
+    """One cache folder shared by an AVX2 (haswell) and a host build: each target compiles its own
+    entry and loads only its own, so code built for AVX-512 never runs on an AVX2 machine."""
+
+    def run(cpu: str | None) -> tuple[int, int]:
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+        env.pop("NUMBA_CPU_NAME", None)
+        if cpu:
+            env["NUMBA_CPU_NAME"] = cpu
+        out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        hits, misses = map(int, out.stdout.split())
+        return hits, misses
+
+    host = os.environ.get("NUMBA_CPU_NAME") or None
+    other = "generic" if host == "haswell" else "haswell"
+    assert run(host) == (0, 1)  # compiled and cached
+    assert run(other) == (0, 1)  # not the host's code: compiled for its own target
+    assert run(host) == (1, 0) and run(other) == (1, 0)  # each finds its own entry
