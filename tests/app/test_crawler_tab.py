@@ -12,8 +12,8 @@ from hypothesis import strategies as hs
 
 from app import theme as th
 from app.tabs import crawler as tab_crawler
-from cllm.crawl.crawler import check_start_url
 from cllm.crawl.store import CrawlDB
+from cllm.crawl.urls import check_start_url
 from cllm.errors import BusyError
 from cllm.models.registry import Registry
 from tests.cllm.crawl.crawl_site import Page, Site, chain_routes
@@ -193,7 +193,7 @@ def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     press(tab, "crawler/same")
     cfg = s["settings"].config()
     assert cfg.filter == "metadata" and cfg.exclude == ("*.pdf",)
-    assert cfg.train_continuously and not cfg.same_host
+    assert s["settings"].train_continuously and not cfg.same_host
 
 
 def test_reset_all_and_clear_ask_first(tab, site):
@@ -220,7 +220,7 @@ def test_reset_all_and_clear_ask_first(tab, site):
 HOLDER = """
 import sys, time
 from cllm.crawl.store import CrawlDB
-from cllm.crawl.crawler import check_start_url
+from cllm.crawl.urls import check_start_url
 db = CrawlDB(sys.argv[1])
 assert db.try_lock()
 print("crawling", flush=True)
