@@ -131,26 +131,25 @@ def ip_literal(host: str) -> IPAddress | None:
 
 
 def address_refusal(ip: IPAddress, allow_loopback: bool = False) -> str | None:
-    """Why the crawler must not connect to `ip` ('... is a link-local address'), or None.
-
-    An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is judged by that one too.
-    """
+    """Why the crawler must not connect to `ip` ('169.254.169.254 is a link-local address'), or
+    None. An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is judged by that one,
+    the address the packets would reach."""
     inner = None
     if isinstance(ip, ipaddress.IPv6Address):
         inner = ip.ipv4_mapped or ip.sixtofour
         if inner is None and ip in _NAT64:
             inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    for addr in (inner, ip) if inner is not None else (ip,):
-        if addr.is_loopback:
-            if allow_loopback:
-                continue
-            return f"{ip} is a loopback address (allowed only for a start URL on this machine)"
-        for kind in ("unspecified", "link_local", "multicast", "private", "reserved"):
-            if getattr(addr, f"is_{kind}"):
-                article = "an" if kind == "unspecified" else "a"
-                return f"{ip} is {article} {kind.replace('_', '-')} address"
-        if not addr.is_global:  # e.g. 100.64.0.0/10, shared between a carrier's customers
-            return f"{ip} is not a public address"
+    addr, shown = (ip, str(ip)) if inner is None else (inner, f"{ip} ({inner})")
+    if addr.is_loopback:
+        if allow_loopback:
+            return None
+        return f"{shown} is a loopback address (allowed only for a start URL on this machine)"
+    for kind in ("unspecified", "link_local", "multicast", "private", "reserved"):
+        if getattr(addr, f"is_{kind}"):
+            article = "an" if kind == "unspecified" else "a"
+            return f"{shown} is {article} {kind.replace('_', '-')} address"
+    if not addr.is_global:  # e.g. 100.64.0.0/10, shared between a carrier's customers
+        return f"{shown} is not a public address"
     return None
 
 
