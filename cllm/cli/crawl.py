@@ -21,6 +21,17 @@ SUMMARY = ("state", "message", "pages", "tokens", "bytes", "pending", "crawled",
 SUMMARY += ("blocked", "errors")
 
 DEFAULTS = CrawlConfig()
+NUMBERS = {  # flag -> (CrawlConfig field, type, help); the default is the field's
+    "--max-pages": ("max_pages", int, "pages this run"),
+    "--max-depth": ("max_depth", int, "link hops from a start URL"),
+    "--timeout": ("timeout", float, "seconds a whole request may take, headers and body"),
+    "--max-bytes": ("max_bytes", int, "a page is cut past this size"),
+    "--retries": ("retries", int, "retries of transient failures"),
+}
+PATTERNS = {  # flag -> help; each repeatable
+    "--include": "follow only links matching (glob, or re:REGEX; repeatable)",
+    "--exclude": "never follow links matching (repeatable)",
+}
 
 
 def register(subparsers) -> None:
@@ -32,18 +43,10 @@ def register(subparsers) -> None:
         metavar="URL",
         help="http or https start URLs (none: resume the pending URLs of the last crawl)",
     )
-    p.add_argument(
-        "--max-pages",
-        type=int,
-        default=DEFAULTS.max_pages,
-        help="pages this run (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-depth",
-        type=int,
-        default=DEFAULTS.max_depth,
-        help="link hops from a start URL (default %(default)s)",
-    )
+    for flag, (field, kind, text) in NUMBERS.items():
+        default, metavar = getattr(DEFAULTS, field), "N" if kind is int else "S"
+        doc = f"{text} (default {default})"
+        p.add_argument(flag, type=kind, default=default, metavar=metavar, help=doc)
     p.add_argument(
         "--delay",
         type=float,
@@ -64,32 +67,9 @@ def register(subparsers) -> None:
         default=DEFAULTS.filter,
         help="text kept from HTML: all, readable text, metadata only, or metadata and text",
     )
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PAT",
-        help="follow only links matching (glob, or re:REGEX; repeatable)",
-    )
-    p.add_argument(
-        "--exclude", action="append", default=[], metavar="PAT", help="never follow links matching"
-    )
+    for flag, text in PATTERNS.items():
+        p.add_argument(flag, action="append", default=[], metavar="PAT", help=text)
     p.add_argument("--any-host", action="store_true", help="follow links to other hosts too")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULTS.timeout,
-        help="seconds a whole request may take, headers and body (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-bytes", type=int, default=DEFAULTS.max_bytes, help="a page is cut past this size"
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULTS.retries,
-        help="for transient failures (default %(default)s)",
-    )
     p.add_argument("--reset", action="store_true", help="forget what was crawled; start over")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     add_models_dir(p)
@@ -102,13 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = CrawlConfig(
-        max_pages=args.max_pages,
-        max_depth=args.max_depth,
+        **{field: getattr(args, field) for field, _, _ in NUMBERS.values()},
         min_delay=args.delay,
         max_delay=2 * args.delay if args.max_delay is None else args.max_delay,
-        max_bytes=args.max_bytes,
-        timeout=args.timeout,
-        retries=args.retries,
         same_host=not args.any_host,
         include=tuple(args.include),
         exclude=tuple(args.exclude),
