@@ -173,6 +173,19 @@ def test_training_tab_starts_and_stops_the_crawler(tab, site):
     assert s["last"]["beta"].state == "stopped"
 
 
+def test_closing_the_window_stops_the_crawl(tab, site):
+    """Studio.close stops a running crawl and waits for it (continuous training, if on, saves a
+    checkpoint); the crawl is recorded as stopped, its pending URLs kept for the next start."""
+    st, s = tab.st, tab_crawler.state(tab.st)
+    s["settings"].min_delay = s["settings"].max_delay = 0.3
+    st.start_crawl("beta", [site.url("/p0")])
+    frames_until(tab, lambda: st.crawler is not None and st.crawler.snapshot().pages >= 1)
+    c = st.crawler
+    tab.close()
+    assert not c.running and c.snapshot().state == "stopped"
+    assert "pending" in states(tab).values()
+
+
 def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     st, s = tab.st, tab_crawler.state(tab.st)
     press(tab, "crawler/start")
