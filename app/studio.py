@@ -270,6 +270,7 @@ class Studio:
         if t is not None:
             t.stop()
             t.join(timeout=30)
+        self.st.close_crawl()
         self.worker.stop()
         pygame.quit()
 

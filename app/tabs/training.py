@@ -7,13 +7,13 @@ a headless run publishes beside the model, shown read-only); nothing here is inv
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from pathlib import Path
 
 import pygame
 
+from cllm.cli.common import duration
 from cllm.engine.config import format_count
 from cllm.models import rules
 
@@ -285,16 +285,6 @@ def status(ui: UI, st: AppState, x: int, y: int) -> int:
     return y + 26
 
 
-def _crawler_api():
-    """The crawler tab's start/stop functions once it has them (the crawler issue)."""
-    try:
-        mod = importlib.import_module("app.tabs.crawler")
-    except Exception:
-        return None
-    start, stop = getattr(mod, "start_crawler", None), getattr(mod, "stop_crawler", None)
-    return (start, stop) if start and stop else None
-
-
 def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "ACTIONS")
     y += 20
@@ -332,7 +322,6 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
     paused = mine and snap is not None and snap.state == "paused"
     if ui.button((x, y, half, 26), "RESUME" if paused else "PAUSE", key="pause", enabled=mine):
         (st.trainer.resume if paused else st.trainer.pause)()
-    api = _crawler_api()
     crawling = st.crawler is not None
     if ui.button(
         (x + half + 8, y, half, 26),
@@ -341,10 +330,9 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
         fill=th.CRAWL_RUNNING if crawling else th.CRAWL_IDLE,
         text=th.WHITE,
         border=th.WHITE,
-        enabled=api is not None and info is not None,
+        enabled=info is not None and not st.crawl_starting,
     ):
-        start, stop = api
-        stop(st) if crawling else start(st, info.name)
+        st.stop_crawl() if crawling else st.start_crawl(info.name)
     y += 34
     can_save = (
         info is not None
@@ -448,11 +436,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- main view
-def _hms(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--:--:--"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+_hms = duration  # elapsed and remaining, as the command line shows them
 
 
 def _loss(v) -> str:

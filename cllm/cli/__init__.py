@@ -2,7 +2,8 @@
 
 Each ``cllm/cli/<group>.py`` exposes ``register(subparsers)``, which adds its sub-command and sets
 ``func`` on its parser; ``func(args)`` returns the exit status. A ``CLLMError`` raised anywhere
-becomes one line on stderr and exit status 2; argparse errors exit 2 as well.
+becomes one line on stderr and exit status 2; argparse errors exit 2 as well. What the commands
+share (the progress line, durations, the ``--json`` line) is in ``cllm/cli/common.py``.
 """
 
 from __future__ import annotations

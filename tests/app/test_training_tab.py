@@ -197,7 +197,7 @@ def test_import_queue_from_another_model(studio, models_dir):
 
 
 def test_start_crawler_calls_into_the_crawler_tab(studio):
-    press(studio, "training/crawl")  # enabled now that the Crawler tab offers start_crawler
+    press(studio, "training/crawl")  # START CRAWLER: AppState.start_crawl with the tab's settings
     frames_until(
         studio,
         lambda: (
