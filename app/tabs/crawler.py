@@ -30,6 +30,7 @@ from cllm.crawl.crawler import CrawlConfig, Crawler, check_start_url, decode
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern, exact_pattern
 from cllm.data.extract import extract_html
 from cllm.errors import CLLMError, ValidationError
+from cllm.models import paths
 
 from .. import dialogs
 from .. import theme as th
@@ -126,7 +127,7 @@ def open_store(st: AppState, name: str, create: bool) -> Iterator[CrawlDB | None
     if c is not None and c.name == name:
         yield c.db
         return
-    path = Path(st.models_dir) / f"{name}.crawl.sqlite"
+    path = paths.crawl_store(st.models_dir, name)
     if not create and not path.exists():
         yield None
         return

@@ -33,6 +33,7 @@ from urllib.robotparser import RobotFileParser
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern
 from cllm.data.extract import extract_html
 from cllm.errors import BusyError, CLLMError, ValidationError
+from cllm.models import paths
 
 USER_AGENT = "CrystallineCLLM/0.1"
 FILTERS = ("all", "text", "metadata", "mixed")
@@ -422,8 +423,8 @@ class Crawler:
         self.config.validate()
         self.models_dir = Path(models_dir)
         self.name = model_name
-        self.db = CrawlDB(self.models_dir / f"{model_name}.crawl.sqlite")
-        self.pages_dir = self.models_dir / f"{model_name}_crawl"
+        self.db = CrawlDB(paths.crawl_store(self.models_dir, model_name))
+        self.pages_dir = paths.crawl_pages(self.models_dir, model_name)
         self._queue_factory = queue_factory or self._registry_queue
         self._owns_queue = queue_factory is None  # a queue passed in stays open for its owner
         self._queue = None
@@ -879,9 +880,9 @@ class Crawler:
         registry = Registry(self.models_dir)
         try:
             meta = registry.info(self.name).meta
-            epochs = int(meta.get("epochs_trained", 0))
+            epochs = meta.epochs_trained
             # one more epoch, or the rest of the user's own target if that is further
-            target = max(epochs + 1, int(meta.get("target_epochs", 0) or 0))
+            target = max(epochs + 1, meta.target_epochs)
             trainer = Trainer(registry, self.name, target_epochs=target)
         except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
             if str(err) != self._train_problem:
