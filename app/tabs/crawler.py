@@ -933,14 +933,14 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         return
     if which == "reset":
         msg = (
-            f"Put every URL of {name!r}'s crawl back to pending, so the next START fetches them"
+            f"Put every URL of the crawl of {name!r} back to pending, so the next START fetches them"
             " all again? URLs blocked by a pattern stay blocked."
         )
         answer = dialogs.confirm(ui, msg, title="Reset All URLs", ok="Reset")
         fn, said = CrawlDB.reset_all, "every URL is pending again"
     else:
         msg = (
-            f"Forget every URL of {name!r}'s crawl list (pending, crawled, failed and blocked)?"
+            f"Forget every URL in the crawl list of {name!r} (pending, crawled, failed and blocked)?"
             " The downloaded pages and the queue stay."
         )
         answer = dialogs.confirm(ui, msg, title="Clear the URL list", ok="Clear", danger=True)

@@ -115,11 +115,7 @@ class LanguageModel:
         """Stream the continuation of ``prompt`` as text pieces; ends at ``max_tokens`` new
         tokens, at end-of-text, or when ``stop`` is set. An empty prompt starts a new document."""
         _check_sampling(max_tokens, temperature, top_k, top_p, seed)
-        if self.nonfinite:
-            raise ModelFileError(
-                f"model {self.name!r} has {self.nonfinite:,} weights that are NaN or infinite "
-                "(its training diverged): it cannot generate text"
-            )
+        self.check_finite("generate text")
         ids = self.tokenizer.encode(prompt)
         dec = StreamDecoder(self.tokenizer)
         stream = sample_stream(
@@ -140,6 +136,14 @@ class LanguageModel:
         tail = dec.flush()
         if tail:
             yield tail
+
+    def check_finite(self, to: str) -> None:
+        """Refuse (ModelFileError) when loaded weights were NaN or infinite (a diverged run)."""
+        if self.nonfinite:
+            raise ModelFileError(
+                f"model {self.name!r} has {self.nonfinite:,} weights that are NaN or infinite "
+                f"(its training diverged): it cannot {to}; train a copy from an earlier export"
+            )
 
     # ------------------------------------------------------------------------------ storage
 

@@ -258,6 +258,14 @@ class Registry:
                     continue
         for p in sweep_folder(self.dir):
             done.append(f"removed {p.name} (left by a killed write)")
+        for n in os.listdir(self.dir):  # lock files their dead holders left: take, then release
+            if n.endswith(paths.LOCK_SUFFIX) or n.endswith(paths.CRAWL_LOCK_SUFFIX):
+                p = self.dir / n
+                if locks.holder(p) is None and p.is_file():
+                    try:
+                        locks.FileLock(p, n, "cleaning up").acquire().release()
+                    except (BusyError, OSError):
+                        continue
         self.recovered += done
         return done
 

@@ -276,6 +276,7 @@ class Trainer:
 
     def _setup(self, settings: dict) -> None:
         self.lm = lm = self.registry.load(self.name)
+        lm.check_finite("train")  # a diverged model: refuse before any step
         self.dq = self.registry.queue(self.name)
         self.gpt = lm.gpt
         meta = lm.meta
@@ -327,7 +328,7 @@ class Trainer:
         if self._batches_per_epoch(whole) < 1:
             n = sum(hi - lo for _, lo, hi in whole)
             raise ValidationError(
-                f"model {self.name!r}'s queue holds {n} training tokens, too few for one batch of "
+                f"the queue of model {self.name!r} holds {n} training tokens, too few for one batch of "
                 f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
                 "batch size or sequence length"
             )
@@ -564,7 +565,7 @@ class Trainer:
         segs = self._epoch_items(None)
         self.bpe = self._batches_per_epoch(segs)
         if self.bpe < 1:
-            raise CLLMError(f"model {self.name!r}'s queue became too small for one batch")
+            raise CLLMError(f"the queue of model {self.name!r} became too small for one batch")
         if self.max_steps is None:  # the data may have changed: the run ends at the target
             self.run["end"] = self.step + (self.target_epochs - self.epochs_trained) * self.bpe
         shift = int(self.rng.integers(self.T))
