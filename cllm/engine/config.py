@@ -155,13 +155,15 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ValidationError(f"training settings must be an object, got {type(d).__name__}")
         known = _TRAIN_FIELDS
-        extra = dict(d.get("extra") or {}) if isinstance(d.get("extra"), dict) else d.get("extra")
+        extra = d.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise ValidationError(f"extra must be an object, got {type(extra).__name__}")
         settings = {k: v for k, v in d.items() if k in known and k != "extra"}
         unknown = {k: v for k, v in d.items() if k not in known}
         vals = validate_train_settings(settings, config)
         if unknown:
-            extra = {**(extra or {}), **unknown}
-        vals["extra"] = Plain()("extra", extra if extra is not None else {})
+            extra = {**extra, **unknown}
+        vals["extra"] = Plain()("extra", extra)
         return cls(**vals)
 
 
@@ -178,9 +180,9 @@ def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> 
         raise ValidationError(
             f"seq_len {seq} is longer than the model's context of {context} tokens"
         )
-    out = validate_fields(
-        TrainConfig, {k: v for k, v in settings.items() if k != "extra"}, what="training setting"
-    )
+    if "extra" in settings:
+        raise ValidationError("unknown training setting 'extra'")
+    out = validate_fields(TrainConfig, settings, what="training setting")
     if out.get("seq_len", 0) > context:
         raise ValidationError(
             f"seq_len {out['seq_len']} is longer than the model's context of {context} tokens"

@@ -274,6 +274,7 @@ def run_cli(argv: list[str], train: bool = False) -> dict:
 
     out, err = io.StringIO(), io.StringIO()
     tracemalloc.reset_peak()
+    held = tracemalloc.get_traced_memory()[0]  # what earlier commands still hold
     crash = None
     rc = None
     try:
@@ -291,7 +292,7 @@ def run_cli(argv: list[str], train: bool = False) -> dict:
     except BaseException as e:  # noqa: BLE001 - anything escaping is what we count
         crash = f"{type(e).__name__}: {str(e)[:200]}"
         traceback.clear_frames(e.__traceback__)
-    peak = tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1] - held
     return {"rc": rc, "out": out.getvalue(), "err": err.getvalue(), "crash": crash, "peak": peak}
 
 
