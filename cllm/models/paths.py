@@ -19,7 +19,8 @@ another model's: ``a_queue`` is not a valid name's model file, and names hold no
 Temporary files the folder may hold after a kill (swept when the folder is next opened, once
 their writer is dead): ``.FILE.PID.*.tmp`` (an atomic write of FILE), ``.NAME.rename.tmp``
 (a rename's new model file), ``.rename.OLD.NEW.json`` (a rename's intent record, rolled forward or
-back) and ``.NAME_queue.copy.tmp/`` (a copy's queue under construction).
+back), ``.delete.NAME.json`` (a delete's, finished) and ``.NAME_queue.copy.tmp/`` (a copy's queue
+under construction).
 """
 
 from __future__ import annotations
@@ -122,6 +123,18 @@ def parse_rename_intent(file_name: str) -> tuple[str, str] | None:
     parts = file_name.split(".")
     if len(parts) == 5 and parts[:2] == ["", "rename"] and parts[4] == "json":
         return parts[2], parts[3]
+    return None
+
+
+def delete_intent(folder: Path | str, name: str) -> Path:
+    """A delete's intent record: the next open finishes a delete that a kill interrupted."""
+    return Path(folder) / f".delete.{name}.json"
+
+
+def parse_delete_intent(file_name: str) -> str | None:
+    parts = file_name.split(".")
+    if len(parts) == 4 and parts[:2] == ["", "delete"] and parts[3] == "json":
+        return parts[2]
     return None
 
 

@@ -222,6 +222,14 @@ class Registry:
         except OSError:
             return []
         for n in entries:
+            gone = paths.parse_delete_intent(n)
+            if gone:
+                try:
+                    line = self._recover_delete(gone)
+                except (BusyError, ValidationError, OSError):
+                    line = None
+                if line:
+                    done.append(line)
             intent = paths.parse_rename_intent(n)
             if intent:
                 try:
@@ -301,6 +309,21 @@ class Registry:
                 _remove(tmp)
                 intent.unlink(missing_ok=True)
                 return what
+
+    def _recover_delete(self, name: str) -> str | None:
+        """Finish a delete that a kill interrupted (its model file gone), or forget one that had
+        not started (the model file still there: nothing was deleted)."""
+        rules.validate_name(name)
+        intent = paths.delete_intent(self.dir, name)
+        with self.lock(name, "recovering a delete"), self._no_crawl(name):
+            if not intent.exists():
+                return None
+            finished = not self.path(name).exists()
+            if finished:
+                for p in self.side_paths(name):
+                    _remove(p)
+            _drop(intent)
+            return f"finished deleting {name} (it was interrupted)" if finished else None
 
     def _clear_leftovers(self, name: str) -> None:
         """Remove side files that a deleted model ``name`` left behind, before a new model takes
@@ -535,8 +558,11 @@ class Registry:
         """Remove the model and every side file; refused while the model is locked."""
         name = self.resolve(name)
         with self.lock(name, "deleting"), self._no_crawl(name):
+            intent = paths.delete_intent(self.dir, name)  # a kill midway: recover() finishes
+            write_atomic(intent, json.dumps({"name": name, "pid": os.getpid()}))
             for p in self.side_paths(name):  # model file first: once it is gone, so is the model
                 _remove(p)
+            _drop(intent)
 
     def rename(self, old: str, new: str) -> None:
         """Move the model and its side files to a new name; on failure, roll back to the old one."""

@@ -270,6 +270,7 @@ def test_kill9_loop_over_save_rename_copy_grow_export(tmp_path):
         )
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.05, 1.5))
+        assert proc.poll() is None, f"trial {trial}: the worker failed before the kill"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()

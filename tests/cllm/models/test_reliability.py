@@ -420,3 +420,18 @@ def test_meta_record_checks_every_field_once(tmp_path):
     with pytest.raises(ValidationError, match="unknown metadata field"):
         m.update(stepz=1)
     json.dumps(m.to_dict(), allow_nan=False)
+
+
+def test_a_killed_delete_is_finished_and_never_leaves_an_orphan_queue(reg):
+    make(reg, "d", items=2)
+    make(reg, "keep", items=1)
+    intent = paths.delete_intent(reg.dir, "d")
+    intent.write_text("{}")
+    Registry(reg.dir)  # killed before anything was removed: the model stays, whole
+    assert not intent.exists() and reg.info("d").queue_items == 2
+    intent.write_text("{}")
+    reg.path("d").unlink()  # killed right after the model file went
+    reg2 = Registry(reg.dir)
+    assert reg2.names() == ["keep"] and not reg.queue_dir("d").exists() and not intent.exists()
+    assert reg2.info("keep").queue_items == 1
+    reg2.create("d", config=CFG, tokenizer="byte", text="")  # the name is free again
