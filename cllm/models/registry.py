@@ -379,7 +379,7 @@ class Registry:
         config = h.config
         meta = replace(h.meta, name=name)  # shallow: the cached header's lists are shared
         items, tokens = _cached(self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True)
-        has_lock = lock_files is None or f"{name}.lock" in lock_files
+        has_lock = lock_files is None or paths.lock_file(self.dir, name).name in lock_files
         busy = _busy_text(locks.lock_holder(self.dir, name)) if has_lock else None
         if busy is None and (lock_files is None or f"{name}{CRAWL_LOCK}" in lock_files):
             pid = self.crawling(name)
