@@ -87,6 +87,8 @@ class Int:
     hi: int
 
     def __call__(self, key: str, v: object) -> int:
+        if type(v) is int and self.lo <= v <= self.hi:  # the common case, without ABC checks
+            return v
         if not _is_int(v):
             if _is_num(v) and math.isfinite(v) and float(v).is_integer():
                 v = int(v)
@@ -107,6 +109,8 @@ class Float:
     hi_open: bool = False
 
     def __call__(self, key: str, v: object) -> float:
+        if type(v) is float and self.lo < v < self.hi:  # the common case (NaN fails it)
+            return v
         if not _is_num(v):
             raise ValidationError(f"{key} must be a number, got {_shown(v)}")
         v = float(v)
