@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cllm.errors import CLLMError, ValidationError
+from cllm.models import paths
 from cllm.models.registry import Registry
 
 from .worker import Worker
@@ -129,7 +130,7 @@ class AppState:
                     sorted(
                         (e.name, e.stat().st_mtime_ns)
                         for e in it
-                        if not e.name.endswith(".progress.json")
+                        if not paths.is_progress_file(e.name)
                     )
                 )
         except OSError:
@@ -460,6 +461,6 @@ class AppState:
         self.run("queue", name, add, done=done)
 
 
-def _stamp(meta: dict) -> tuple:
+def _stamp(meta) -> tuple:
     """What changes whenever a model file is saved with new weights or settings."""
-    return meta.get("modified"), meta.get("steps"), meta.get("epochs_trained")
+    return meta.modified, meta.steps, meta.epochs_trained

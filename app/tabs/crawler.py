@@ -31,6 +31,7 @@ from cllm.crawl.pages import preview_text
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern, exact_pattern
 from cllm.crawl.urls import check_start_url
 from cllm.errors import ValidationError
+from cllm.models import paths
 
 from .. import dialogs
 from .. import theme as th
@@ -100,7 +101,7 @@ def open_store(st: AppState, name: str, create: bool) -> Iterator[CrawlDB | None
     if c is not None and c.name == name:
         yield c.db
         return
-    path = Path(st.models_dir) / f"{name}.crawl.sqlite"
+    path = paths.crawl_store(st.models_dir, name)
     if not create and not path.exists():
         yield None
         return
@@ -821,15 +822,15 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         return
     if which == "reset":
         msg = (
-            f"Put every URL of {name!r}'s crawl back to pending, so the next START fetches them"
-            " all again? URLs blocked by a pattern stay blocked."
+            f"Put every URL of the crawl of {name!r} back to pending, so the next START fetches"
+            " them all again? URLs blocked by a pattern stay blocked."
         )
         answer = dialogs.confirm(ui, msg, title="Reset All URLs", ok="Reset")
         fn, said = CrawlDB.reset_all, "every URL is pending again"
     else:
         msg = (
-            f"Forget every URL of {name!r}'s crawl list (pending, crawled, failed and blocked)?"
-            " The downloaded pages and the queue stay."
+            f"Forget every URL in the crawl list of {name!r} (pending, crawled, failed and"
+            " blocked)? The downloaded pages and the queue stay."
         )
         answer = dialogs.confirm(ui, msg, title="Clear the URL list", ok="Clear", danger=True)
         fn, said = CrawlDB.clear, "the URL list is empty"

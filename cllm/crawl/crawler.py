@@ -49,6 +49,7 @@ from cllm.crawl.pages import decode, read_page
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern
 from cllm.crawl.urls import MAX_CRAWL_DELAY, check_start_url, crawl_delay, host_of, normalize_url
 from cllm.errors import BusyError, ValidationError
+from cllm.models import paths
 
 FILTERS = ("all", "text", "metadata", "mixed")
 MAX_ROBOTS_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
@@ -195,8 +196,8 @@ class Crawler:
         self.config.validate()
         self.models_dir = Path(models_dir)
         self.name = model_name
-        self.db = CrawlDB(self.models_dir / f"{model_name}.crawl.sqlite")
-        self.pages_dir = self.models_dir / f"{model_name}_crawl"
+        self.db = CrawlDB(paths.crawl_store(self.models_dir, model_name))
+        self.pages_dir = paths.crawl_pages(self.models_dir, model_name)
         self._queue_factory = queue_factory or self._registry_queue
         self._owns_queue = queue_factory is None  # a queue passed in stays open for its owner
         self._queue = None

@@ -66,9 +66,9 @@ class ContinuousTraining:
         registry = Registry(self.models_dir)
         try:
             meta = registry.info(self.name).meta
-            epochs = int(meta.get("epochs_trained", 0))
+            epochs = meta.epochs_trained
             # one more epoch, or the rest of the user's own target if that is further
-            target = max(epochs + 1, int(meta.get("target_epochs", 0) or 0))
+            target = max(epochs + 1, meta.target_epochs)
             trainer = Trainer(registry, self.name, target_epochs=target)
         except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
             if str(err) != self._problem:

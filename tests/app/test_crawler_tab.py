@@ -311,4 +311,4 @@ def test_train_continuously_trains_the_target_on_the_crawled_pages(tab, site):
     assert last.state == "done" and last.pages == 8
     assert any(e.kind == "trained" for e in last.events)
     info = Registry(st.models_dir).info("beta")
-    assert info.meta["epochs_trained"] >= 1 and info.queue_items == 8
+    assert info.meta.epochs_trained >= 1 and info.queue_items == 8

@@ -285,7 +285,7 @@ def test_tiled_attention_matches_dense_and_finite_differences(T):
     attention_forward(y_dense, att, qkv, B, T, H)
     np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
     with np.errstate(divide="ignore"):  # log(0) of the masked half
-        ref_lse = np.log(np.exp((np.log(att) + 0)).sum(-1))  # = 0: probabilities sum to one
+        ref_lse = np.log(np.exp(np.log(att) + 0).sum(-1))  # = 0: probabilities sum to one
     assert np.allclose(ref_lse, 0)
     dqkv = np.full_like(qkv, np.nan)  # written, not added to
     attention_tiled_backward(dqkv, R, y, lse, qkv, B, T, H, scratch)

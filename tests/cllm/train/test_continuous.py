@@ -63,4 +63,4 @@ def test_a_busy_model_is_reported_once_and_tried_again(tmp_path):
     follow.finish(report, lambda s: follow.trainer.join(s))
     assert follow.trainer is None
     assert ("trained", "training epoch 1 of 1 of m") in said
-    assert reg.info("m").meta["epochs_trained"] == 1
+    assert reg.info("m").meta.epochs_trained == 1
