@@ -123,9 +123,8 @@ def generation_config(eot_id: int | None) -> dict:
 
 def hf_tokenizer_json(tok) -> str:
     """Our tokenizer as a ``tokenizers`` definition (``tokenizer.json``) with the same ids."""
-    from tokenizers import AddedToken, models, pre_tokenizers
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders
 
     from cllm.engine.tokenizer import EOT, _bytes_to_unicode
 
@@ -307,7 +306,7 @@ def _drop_vocab_rows(cfg: GPTConfig, params: np.ndarray, V: int) -> tuple[np.nda
 
     new = replace(cfg, vocab_size=V)
     out, src, dst = np.empty(num_params(new), np.float32), 0, 0
-    for (name, shape), (_, nshape) in zip(param_shapes(cfg), param_shapes(new), strict=True):
+    for (_, shape), (_, nshape) in zip(param_shapes(cfg), param_shapes(new), strict=True):
         n, m = math.prod(shape), math.prod(nshape)
         out[dst : dst + m] = params[src : src + n].reshape(shape)[: nshape[0]].reshape(-1)
         src, dst = src + n, dst + m

@@ -166,11 +166,8 @@ def exported(tmp_path_factory):
 
     out = {}
     for kind in ("bpe", "byte", "char"):
-        tok = (
-            ByteTokenizer()
-            if kind == "byte"
-            else train_tokenizer(kind, CORPUS, 300 + 40 * (kind == "bpe"))
-        )
+        vocab = 340 if kind == "bpe" else 300
+        tok = ByteTokenizer() if kind == "byte" else train_tokenizer(kind, CORPUS, vocab)
         cfg = GPTConfig(vocab_size=tok.vocab_size, n_embd=32, n_layer=1, n_head=2, block_size=64)
         gpt = GPT(cfg, seed=1)
         d = tmp_path_factory.mktemp(kind)
