@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cllm.errors import CLLMError
 
-GROUPS = ["models", "queue", "generate", "crawl", "bench"]
+GROUPS = ["models", "queue", "generate", "chat", "serve", "crawl", "bench"]
 
 
 def default_models_dir() -> Path:

@@ -181,7 +181,7 @@ def completion_ids(tokenizer, prompt: str) -> np.ndarray:
 # --------------------------------------------------------------------------------- generation
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class Generation:
     """Text pieces of one continuation of ``ids``, stopped at the first stop sequence (which is
     not part of the text), at end-of-text, after ``max_tokens`` tokens, or when ``cancel`` is
