@@ -361,7 +361,14 @@ async def _respond(request: Request, body: dict, make, kind: str, pool: ModelPoo
                 item = await pieces.get()
                 if isinstance(item, _Done):
                     break
-                yield chunk(item, None)
+                text = [item]
+                while not pieces.empty():  # pieces that queued up while we sent: one chunk
+                    nxt = pieces.get_nowait()
+                    if isinstance(nxt, _Done):
+                        pieces.put_nowait(nxt)
+                        break
+                    text.append(nxt)
+                yield chunk("".join(text), None)
             if item.err is not None:
                 err = _as_api_error(item.err)
                 body = error_body(err.message, "invalid_request_error", err.param, err.code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -37,6 +38,22 @@ def _words(n: int, seed: int = 0) -> str:
     for _ in range(n):
         out.append("".join(rng.choice(letters, size=int(rng.integers(1, 9)), p=p)))
     return " ".join(out)
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector ISA that matters to the kernels (Linux; else the
+    machine type)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return {"cpu": platform.machine(), "isa": "unknown"}
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    isa = [x for x in ("avx512f", "avx2", "fma") if x in flags] or ["no AVX2"]
+    return {"cpu": name or platform.machine(), "isa": "+".join(isa)}
 
 
 def _stream(port: int, body: dict, out: list, i: int) -> None:
@@ -78,8 +95,9 @@ def bench_serve(args) -> int:
         "bench": "serve",
         "preset": args.preset,
         "config": cfg.to_dict(),
-        "cpu": platform.processor() or platform.machine(),
+        **cpu_description(),
         "threads": cpu_count(),
+        "load_avg": round(os.getloadavg()[0], 2),
         "max_tokens": args.max_tokens,
         "runs": [],
     }
@@ -131,5 +149,6 @@ def bench_serve(args) -> int:
                 )
         finally:
             srv.stop()
+    result["load_avg_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
     return 0

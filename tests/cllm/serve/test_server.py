@@ -245,3 +245,14 @@ def test_a_model_saved_anew_is_reloaded(served, client):
     assert after.choices[0].text == want != before.choices[0].text
     assert srv.app.state.pool.reloads == reloads + 1
     assert srv.requests >= 2
+
+
+def test_bench_serve_prints_its_json_line(capsys):
+    from cllm.cli import main
+
+    args = ["bench", "serve", "--streams", "1", "2", "--max-tokens", "4", "--prompt-tokens", "4"]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["bench"] == "serve" and [r["streams"] for r in d["runs"]] == [1, 2]
+    assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in d["runs"])
+    assert d["isa"] and d["config"]["n_layer"] == 4
