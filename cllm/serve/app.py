@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cllm.engine.chat import MAX_STOPS, Sampling, chat, complete
-from cllm.errors import CLLMError, NotFoundError
+from cllm.errors import CLLMError, NotFoundError, ValidationError
 from cllm.serve.pool import Job, ModelPool
 
 MAX_BODY = 1 << 20  # bytes of JSON in a request
@@ -251,9 +251,9 @@ def _sampling(body: dict, limits: Limits, kind: str) -> Sampling:
 async def _respond(request: Request, body: dict, make, kind: str, pool: ModelPool, stats: Stats):
     try:
         worker = await asyncio.to_thread(pool.get, body["model"])
-    except NotFoundError:
+    except (NotFoundError, ValidationError):  # no such model, or a name no model can have
         raise _not_found(body["model"]) from None
-    except CLLMError as err:  # a broken model file, an invalid name
+    except CLLMError as err:  # a broken model file
         raise APIError(400, str(err), "model") from None
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()

@@ -138,6 +138,8 @@ def test_errors_have_openai_shape(served, client):
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="nope", prompt="x")
     assert e.value.body["code"] == "model_not_found" and e.value.status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="../m", messages=[{"role": "user", "content": "x"}])
     bad = [
         dict(max_tokens=200_000),
         dict(temperature=-1),
