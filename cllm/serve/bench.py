@@ -76,7 +76,6 @@ def _stream(port: int, body: dict, out: list, i: int) -> None:
 
 
 def bench_serve(args) -> int:
-    from cllm.cli.bench import cpu_count
     from cllm.engine.config import PRESETS
     from cllm.engine.tokenizer import train_tokenizer
     from cllm.errors import ValidationError
@@ -96,7 +95,9 @@ def bench_serve(args) -> int:
         "preset": args.preset,
         "config": cfg.to_dict(),
         **cpu_description(),
-        "threads": cpu_count(),
+        "threads": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "load_avg": round(os.getloadavg()[0], 2),
         "max_tokens": args.max_tokens,
         "runs": [],

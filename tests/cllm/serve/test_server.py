@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cllm.engine.chat import Sampling, chat, complete
 from cllm.engine.config import GPTConfig
@@ -258,3 +260,29 @@ def test_bench_serve_prints_its_json_line(capsys):
     assert d["bench"] == "serve" and [r["streams"] for r in d["runs"]] == [1, 2]
     assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in d["runs"])
     assert d["isa"] and d["config"]["n_layer"] == 4
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4)
+    ),
+    max_leaves=10,
+)
+FIELDS = st.sampled_from(
+    ["max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop", "n"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(FIELDS, JSON, max_size=6))
+def test_request_fields_are_checked_or_refused_with_400(body):
+    """Any JSON in the sampling fields gives checked settings or a 400, never a crash."""
+    from cllm.serve.app import APIError, _sampling
+
+    try:
+        s = _sampling(body, Limits(max_tokens=500), "chat")
+    except APIError as err:
+        assert err.status == 400 and err.message
+        return
+    assert 1 <= s.max_tokens <= 500 and 0 < s.top_p <= 1 and len(s.stop) <= 4
