@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from cllm.cli import add_models_dir, models_dir_of
 
@@ -38,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.host not in LOCAL_HOSTS and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key", file=sys.stderr)
-    print(
-        f"serving {models_dir_of(args)} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)",
-        file=sys.stderr,
-        flush=True,
-    )
-    server.serve_forever()
+    server.start()
+    print(f"serving {models_dir_of(args)} at {server.url} (Ctrl-C stops)", flush=True)
+    try:
+        while server.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0

@@ -286,3 +286,28 @@ def test_request_fields_are_checked_or_refused_with_400(body):
         assert err.status == 400 and err.message
         return
     assert 1 <= s.max_tokens <= 500 and 0 < s.top_p <= 1 and len(s.stop) <= 4
+
+
+def test_cllm_serve_command_serves_until_interrupted(served):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    reg, _ = served
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "cllm", "serve", "--port", "0", "--models-dir", str(reg.dir)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("serving ") and "http://127.0.0.1:" in line, p.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+        assert sorted(m.id for m in client.models.list()) == ["m", "other"]
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
