@@ -82,7 +82,10 @@ class ModelWorker:
 
     def _start(self, job: Job) -> None:
         if job.cancel.is_set():  # its client left while it waited
-            job.finish(None)
+            try:
+                job.finish(None)
+            except RuntimeError:  # the event loop is gone
+                pass
             return
         _blas_one_thread()  # (again, if someone raised it since: a ctypes call)
         try:
@@ -91,23 +94,28 @@ class ModelWorker:
             job._it = iter(job.gen)
             self._active.append(job)
         except BaseException as err:  # a bad request: its own error, the worker goes on
-            job.finish(err)
+            try:
+                job.finish(err)
+            except RuntimeError:  # the event loop is gone
+                pass
 
     def _step(self, job: Job) -> None:
         """Advance one job by one token (where batched decoding would advance all at once)."""
         try:
             piece = next(job._it)
+            if piece:
+                job.emit(piece)
+            return
         except StopIteration:
-            self._active.remove(job)
+            err = None
             self.served += 1
-            job.finish(None)
-            return
-        except BaseException as err:
-            self._active.remove(job)
+        except BaseException as e:  # its own failure (or its client's loop closed): not ours
+            err = e
+        self._active.remove(job)
+        try:
             job.finish(err)
-            return
-        if piece:
-            job.emit(piece)
+        except RuntimeError:  # the event loop is gone (the server stopped): nobody to tell
+            pass
 
 
 _BLAS: list | None = None
