@@ -214,13 +214,13 @@ class Generation:
             self.gpt,
             self.ids,
             s.max_tokens,
-            float(s.temperature),
-            int(s.top_k),
-            float(s.top_p),
-            s.seed,
-            self.tokenizer.eot_id,
-            self.cancel,
-            float(s.repetition_penalty),
+            temperature=float(s.temperature),
+            top_k=int(s.top_k),
+            top_p=float(s.top_p),
+            seed=s.seed,
+            eot_id=self.tokenizer.eot_id,
+            stop=self.cancel,
+            repetition_penalty=float(s.repetition_penalty),
         )
         started = not self.strip_leading_space
         try:
