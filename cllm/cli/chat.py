@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = sampling_of(args)
     lm = Registry(models_dir_of(args)).load(args.name)
+    lm.check_finite("chat")
     tty = sys.stdin.isatty()
     base = [{"role": "system", "content": args.system}] if args.system else []
     history = list(base)

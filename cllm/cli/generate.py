@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     sampling = sampling_of(args)
     lm = Registry(models_dir_of(args)).load(args.name)
+    lm.check_finite("generate")
     for piece in complete(lm.gpt, lm.tokenizer, args.prompt, sampling):
         write(piece)
     write("\n")

@@ -175,6 +175,7 @@ class ModelPool:
                     self._workers.move_to_end(name)
                     return w
             lm = self.registry.load(name)
+            lm.check_finite("be served")
             # the file may have been replaced while it was read: the stamp of what was read is
             # unknown then, and the next request simply loads again
             after = _stamp(path)
