@@ -169,11 +169,12 @@ def _draw_list(
             row = pygame.Rect(
                 inner.x, inner.y + i * ROW_H - off, inner.w - (10 if n > visible else 0), ROW_H
             )
-            if ui.hover(row) and ui.f.mouse != s.get("last_mouse"):
+            c = ui.row(
+                row, "model:" + m.name, selected=i == s["hi"], selected_fill=th.SELECTOR_HOVER
+            )
+            if c.over and ui.f.mouse != s.get("last_mouse"):
                 s["hi"] = i  # the mouse moves the highlight; keys move it too
-            if i == s["hi"]:
-                ui.rect(row, th.SELECTOR_HOVER)
-            if ui.take_click(row):
+            if c.pressed:
                 pick(i)
             color = th.SELECTED if m.name == shown else th.SELECTOR_TEXT
             nw = ui.label((row.x + 8, row.y + 7), m.name, color, max_w=row.w * 2 // 3)

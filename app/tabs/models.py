@@ -80,14 +80,13 @@ def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
     selected = m.name == st.current
-    over = ui.hover(c)
-    fill = th.METRIC_BG if not over else th.shade(th.METRIC_BG, 12)
+    fill = th.shade(th.METRIC_BG, 12) if ui.hover(c) else th.METRIC_BG
     ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
-    box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
-    if s.get("comparing"):
+    if s.get("comparing"):  # the checkbox takes its click before the card under it
+        box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
         checked = ui.checkbox(box, "compare", m.name in s["compare"], key="cmp:" + m.name)
         s["compare"] ^= {m.name} if checked != (m.name in s["compare"]) else set()
-    if ui.take_click(c):
+    if ui.row(c, "card:" + m.name, selected_fill=None, hover_fill=None).pressed:
         st.select(m.name)
     x, y = c.x + 10, c.y + 8
     ui.label((x, y), m.name, th.SELECTED if selected else th.TEXT, max_w=c.w - 110)

@@ -308,13 +308,7 @@ def file_list(ui: UI, st: AppState, s: dict, rows: list[Entry], r: pygame.Rect) 
         for i in range(first, min(len(rows), first + body.h // ROW_H + 2)):
             e = rows[i]
             row = pygame.Rect(body.x, body.y + i * ROW_H - off, body.w - 10, ROW_H)
-            ui.drawn[ui.id("file:" + e.name)] = row
-            over = ui.hover(row)
-            if e.path == s["selected"]:
-                ui.rect(row, th.TAB_ACTIVE)
-            elif over:
-                ui.rect(row, th.SELECTOR_HOVER)
-            if over and ui.take_click(row):
+            if ui.row(row, "file:" + e.name, selected=e.path == s["selected"]).pressed:
                 if e.is_dir:
                     open_folder(st, e.path)
                 else:

@@ -71,7 +71,7 @@ def _sync(ui: UI, st: AppState, s: dict, info) -> dict:
     """The sliders' values: the model's saved settings, re-read when the listing changes
     (never while a slider is being dragged)."""
     stamp = (info.name, st.version)
-    dragging = ui.active is not None and ui.active.startswith("training/sl:")
+    dragging = ui.dragging_any("sl:")
     if s.get("stamp") != stamp and not dragging:
         s["stamp"], s["set"] = stamp, _settings_of(info)
     return s["set"]
