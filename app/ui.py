@@ -239,8 +239,11 @@ class UI:
                 self.active = wid
                 c.pressed = True
                 st = self.state.setdefault(wid, {})
-                c.double = self.now - st.get("pressed_at", -1e9) < DOUBLE_S
+                px, py = st.get("pressed_pos", (-99, -99))
+                near = abs(px - self.f.mouse[0]) + abs(py - self.f.mouse[1]) <= 6
+                c.double = near and self.now - st.get("pressed_at", -1e9) < DOUBLE_S
                 st["pressed_at"] = -1e9 if c.double else self.now
+                st["pressed_pos"] = self.f.mouse
         c.active = self.active == wid
         c.clicked = c.active and self.f.released and c.over
         return c
@@ -524,16 +527,22 @@ class UI:
                 return snap(v * 10 ** (n / 20))
             return snap(v + n * (hi - lo) / 100)
 
+        def exact(v: float) -> float:  # a typed value is kept as typed, within the range
+            v = min(hi, max(lo, v))
+            return float(round(v)) if integer else float(f"{v:.3g}") if log else v
+
         committed = False
         if "typing" in st:  # an exact value being typed: the field replaces the track
             self.record(wid, r)
-            value, committed = self._slider_typed(wid, st, r, track, label, value, snap)
+            value, committed = self._slider_typed(wid, st, r, track, label, value, exact)
             if committed and clamp is not None:
                 value = clamp(value)
             return value, committed
-        c = self.behaviour(wid, r, enabled=enabled, hit=track.inflate(0, 8))
+        c = self.behaviour(wid, r, enabled=enabled)
         if c.pressed:
             self.claim_focus(wid)
+            if not track.inflate(0, 8).collidepoint(self.f.mouse):
+                self.active = None  # a press on the label focuses, only the track drags
             if c.double:  # a double-click types an exact value instead of dragging
                 self.active = None
                 self._start_typing(wid, st, value, fmt, integer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pygame
@@ -77,29 +78,134 @@ def _sync(ui: UI, st: AppState, s: dict, info) -> dict:
     return s["set"]
 
 
+@dataclass
+class Figures:
+    """The numbers every view of the tab shows, taken once per frame from one source: the run's
+    snapshot while there is one, else the model's saved metadata. Views never mix the two."""
+
+    epochs_trained: int = 0
+    target_epochs: int = 0
+    in_progress: int | None = None  # the epoch being trained, while a run is active
+    step: int = 0  # optimizer steps over the model's life
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_loss: float | None = None
+    batch: int = 0
+    batches_per_epoch: int = 0
+    run_done: int = 0  # steps of the run (a resumed run includes those before its stop)
+    run_total: int = 0
+    session_steps: int = 0  # steps trained since this run last started or resumed
+    elapsed: float | None = None  # seconds of training since then, pauses excluded
+    remaining: float | None = None  # at the average pace since then
+    live: bool = False
+
+
+def figures(st: AppState) -> Figures:
+    snap, info = st.snapshot, st.info()
+    if snap is not None:
+        session = int(getattr(snap, "session_steps", 0) or 0)
+        left = max(0, snap.total_steps - snap.run_steps)
+        if session > 0 and snap.elapsed > 0 and snap.active:
+            remaining = left * snap.elapsed / session  # the average pace: no jumps
+        else:
+            remaining = snap.eta if snap.active else None
+        return Figures(
+            epochs_trained=snap.epochs_trained,
+            target_epochs=snap.target_epochs,
+            in_progress=snap.epochs_trained + 1
+            if snap.active and snap.epochs_trained < snap.target_epochs
+            else None,
+            step=snap.step,
+            train_loss=snap.train_loss,
+            val_loss=snap.val_loss,
+            best_loss=snap.best_loss,
+            batch=snap.batch,
+            batches_per_epoch=snap.batches_per_epoch,
+            run_done=snap.run_steps,
+            run_total=snap.total_steps,
+            session_steps=session,
+            elapsed=snap.elapsed,
+            remaining=remaining,
+            live=snap.active,
+        )
+    m = info.meta if info is not None else {}
+    return Figures(
+        epochs_trained=int(m.get("epochs_trained", 0)),
+        target_epochs=int(m.get("target_epochs", 0)),
+        step=int(m.get("steps", 0)),
+        train_loss=m.get("last_loss"),
+        val_loss=m.get("last_val_loss"),
+        best_loss=m.get("best_loss"),
+    )
+
+
 # ---------------------------------------------------------------------------- right panel
+FOOTER_H = 200  # STATUS and ACTIONS: pinned to the panel's bottom when the rest must scroll
+
+
 def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
+    """Model, configuration, info and data scroll when the window is short; STATUS and the
+    ACTIONS (START TRAINING) stay pinned at the bottom, always in reach."""
     content_h = s.get("panel_h", PANEL_CONTENT_H)
-    scrolling = panel.h < content_h
+    pinned = panel.h < content_h + FOOTER_H
+    body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - FOOTER_H) if pinned else panel
+    scrolling = body.h < content_h
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
     info = st.info()
-    with ui.clip(panel):
-        y = panel.y - off
+    with ui.clip(body):
+        y = body.y - off
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y += 70
         y = configuration(ui, st, s, info, x, y, w)
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
-        y = status(ui, st, x, y)
-        y = actions(ui, st, s, info, x, y, w)
-    s["panel_h"] = y + off - panel.y  # measured, so the scroll range fits what was drawn
+    s["panel_h"] = y + off - body.y  # measured, so the scroll range fits what was drawn
     if scrolling:
-        ui.scroll(panel, "training-panel", content_h)
+        ui.scroll(body, "training-panel", content_h)
+    if pinned:
+        y = body.bottom + 6
+        pygame.draw.line(
+            ui.surface, th.METRIC_BORDER, (panel.x, body.bottom), (panel.right, body.bottom)
+        )
+    w = panel.w - 20
+    with ui.clip(panel):
+        y = status(ui, st, x, y)
+        actions(ui, st, s, info, x, y, w)
 
 
-def _refuse(s: dict, ui: UI, msg: str) -> None:
-    s["refused"] = (msg, ui.now + REFUSED_S)
+BATCH_SNAPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+SEQ_SNAPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
+
+
+def _refuse(s: dict, ui: UI, key: str, msg: str) -> None:
+    """Remember why `key`'s control refused a value: shown under that control for a while."""
+    s["refused"] = (msg, ui.now + REFUSED_S, key)
+
+
+def refusal(ui: UI, s: dict, key: str) -> str | None:
+    r = s.get("refused")
+    return r[0] if r and len(r) > 2 and r[2] == key and r[1] > ui.now else None
+
+
+def epochs_refusal(trained: int) -> str:
+    done = plural(trained, "epoch")
+    return f"Epochs can't go below {trained}: the model has already trained {done}."
+
+
+def seq_refusal(ctx: int) -> str:
+    return f"Sequence length can't be longer than the model's context of {ctx} tokens."
+
+
+LAYERS_REFUSAL = "Layers can only be added: removing one would throw away what it learned."
+
+
+def _message_under(ui: UI, msg: str, x: int, y: int, w: int) -> int:
+    """A refusal as wrapped sentences under its control; returns the height used."""
+    lines = ui.wrap(msg, w)
+    for i, line in enumerate(lines):
+        ui.label((x, y + 16 * i), line, th.ERROR)
+    return 16 * len(lines) + 4
 
 
 def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
@@ -112,32 +218,31 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     locked = is_training(st) or st.is_busy()
     trained = int(info.meta.get("epochs_trained", 0))
     ctx, layers = info.config.block_size, info.config.n_layer
+    y = presets_row(ui, st, s, info, vals, x, y, w, enabled=not locked)
+    refusing: dict[str, str] = {}  # this frame's refusals: a release on one saves nothing
 
-    def clamp_by(rule, bound: int):
-        """Where rule(v) refuses v, clamp to bound and remember the rule's words."""
-
+    def clamp_by(key: str, ok, bound: float, msg: str):
         def clamp(v: float) -> float:
-            try:
-                rule(int(round(v)))
+            if ok(v):
                 return v
-            except rules.ValidationError as err:
-                _refuse(s, ui, str(err))
-                return float(bound)
+            refusing[key] = msg
+            _refuse(s, ui, key, msg)
+            return float(bound)
 
         return clamp
 
-    seq = clamp_by(lambda v: rules.validate_train_settings({"seq_len": v}, info.config), ctx)
-    epochs = clamp_by(lambda v: rules.check_target_epochs(v, trained), trained)
-    grow = clamp_by(lambda v: rules.check_layers(v, layers), layers)
+    seq = clamp_by("seq_len", lambda v: round(v) <= ctx, ctx, seq_refusal(ctx))
+    epochs = clamp_by(
+        "target_epochs", lambda v: round(v) >= trained, trained, epochs_refusal(trained)
+    )
     top_epochs = max(100, trained + 50, vals["target_epochs"])
     sliders = [  # label, setting, the original's range (wider if the model's value is), clamp
-        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), None),
-        ("Sequence Length", "seq_len", min(32, ctx), max(512, vals["seq_len"]), seq),
-        ("Epochs (target)", "target_epochs", 1, top_epochs, epochs),
-        ("Learning Rate", "learning_rate", 1e-5, 1e-1, None),
-        ("Layers", "layers", 1, max(24, layers + 8), grow),
+        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), None, BATCH_SNAPS),
+        ("Sequence Length", "seq_len", min(32, ctx), max(512, vals["seq_len"]), seq, SEQ_SNAPS),
+        ("Epochs (target)", "target_epochs", 1, top_epochs, epochs, None),
+        ("Learning Rate", "learning_rate", 1e-5, 1e-1, None, None),
     ]
-    for label, key, lo, hi, clamp in sliders:
+    for label, key, lo, hi, clamp, snaps in sliders:
         log = key == "learning_rate"
         v, done = ui.slider(
             (x, y, w, SLIDER_H),
@@ -150,28 +255,114 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
             fmt="{:.2e}" if log else "{:.0f}",
             enabled=not locked,
             clamp=clamp,
+            snaps=snaps,
             key="sl:" + key,
         )
-        if done and v != vals[key]:
+        if done and key in refusing:
+            s.pop("stamp", None)  # springs back to the saved value; nothing is saved
+        elif done and v != vals[key]:
             commit(ui, st, s, info, key, v)
         y += SLIDER_H + 6
-    refused = s.get("refused")
+        msg = refusal(ui, s, key)
+        if msg and not locked:
+            y += _message_under(ui, msg, x, y - 2, w)
+    y = layers_stepper(ui, s, layers, x, y, w, enabled=not locked)
     if locked:
         why = "Settings are locked while the model trains" if is_training(st) else "Working..."
         ui.label((x, y), why, th.HINT, max_w=w)
-    elif refused and refused[1] > ui.now:
-        lines = ui.wrap(refused[0], w)
-        for i, line in enumerate(lines[:2]):
-            ui.label((x, y + 16 * i - (8 if len(lines) > 1 else 0)), line, th.ERROR, max_w=w)
     return y + 26
 
 
+def layers_stepper(ui: UI, s: dict, layers: int, x: int, y: int, w: int, *, enabled: bool) -> int:
+    """Layers, one at a time: [-] explains that layers are never removed; [+] asks to grow by
+    one (the confirmation says what growing does)."""
+    ui.label((x, y + 5), "Layers", th.TEXT if enabled else th.DIM)
+    bw = 30
+    ui.label(
+        (x + w - 2 * bw - 14, y + 5),
+        str(layers),
+        th.SELECTED if enabled else th.DIM,
+        align="right",
+    )
+    if ui.button((x + w - 2 * bw - 6, y, bw, 24), "-", key="layers-", enabled=enabled):
+        _refuse(s, ui, "layers", LAYERS_REFUSAL)
+    if ui.button((x + w - bw, y, bw, 24), "+", key="layers+", enabled=enabled):
+        s["dialog"], s["grow_to"] = "grow", layers + 1
+    y += 30
+    msg = refusal(ui, s, "layers")
+    if msg and enabled:
+        y += _message_under(ui, msg, x, y - 2, w)
+    return y
+
+
+def matching_preset(presets: dict[str, dict], vals: dict) -> str | None:
+    """The preset whose batch size, sequence length and learning rate the model has now."""
+    for name, p in presets.items():
+        keys = [k for k in ("batch_size", "seq_len", "learning_rate") if k in p]
+        if keys and all(math.isclose(float(p[k]), float(vals[k]), rel_tol=1e-6) for k in keys):
+            return name
+    return None
+
+
+def _presets(st: AppState, s: dict) -> dict[str, dict]:
+    """Built-in and user presets, read by the worker when the models folder changes."""
+    if s.get("presets_stamp") != st.version and not s.get("presets_loading"):
+        s["presets_loading"] = True
+
+        def done(p: dict) -> None:
+            s["presets"], s["presets_stamp"], s["presets_loading"] = p, st.version, False
+
+        def error(err: BaseException) -> None:
+            s["presets_stamp"], s["presets_loading"] = st.version, False
+            st.fail(err)
+
+        st.worker.submit(st.registry.presets, done=done, error=error)
+    return s.get("presets") or {}
+
+
+def presets_row(
+    ui: UI, st: AppState, s: dict, info, vals: dict, x: int, y: int, w: int, *, enabled: bool
+) -> int:
+    """Training presets (built-in quick, balanced, thorough and the user's own) fill the
+    settings; Save as preset... keeps the current ones under a name."""
+    presets = _presets(st, s)
+    chosen = matching_preset(presets, vals)
+    names = list(presets)
+    per_row = 3
+    bw = (w - (per_row - 1) * 6) // per_row
+    for i, name in enumerate(names):
+        r = (x + (i % per_row) * (bw + 6), y + (i // per_row) * 28, bw, 24)
+        if ui.choice(r, name, name == chosen, key="preset:" + name, enabled=enabled):
+            apply_preset(st, s, info, name, presets[name])
+    y += 28 * ((len(names) + per_row - 1) // per_row)
+    if ui.button((x, y, w, 24), "Save as preset...", key="save-preset", enabled=enabled):
+        s["dialog"], s["preset_name"] = "save-preset", ""
+    return y + 32
+
+
+def apply_preset(st: AppState, s: dict, info, name: str, preset: dict) -> None:
+    trained = int(info.meta.get("epochs_trained", 0))
+    target = max(int(preset.get("target_epochs", trained)), trained)
+    kept = (
+        " (epochs target kept at those already trained)"
+        if target > int(preset.get("target_epochs", 0))
+        else ""
+    )
+    st.run(
+        "settings",
+        info.name,
+        st.registry.set_settings,
+        info.name,
+        preset=name,
+        target_epochs=target,
+        done=lambda i: (st.update_info(i), st.say(f"Applied preset {name}{kept}", "success")),
+        refresh=False,
+    )
+
+
 def commit(ui: UI, st: AppState, s: dict, info, key: str, v: float) -> None:
-    """Save a changed setting to the model (in the background); layers grow after a confirm."""
+    """Save a changed setting to the model (in the background)."""
     value = v if key == "learning_rate" else int(round(v))
-    if key == "layers":
-        s["dialog"], s["grow_to"] = "grow", value
-        return
     s["set"][key] = value  # shown at once; the saved info replaces it when it lands
     st.run(
         "settings",
@@ -190,22 +381,18 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     if info is None:
         ui.label((x, y), "-", th.DIM)
         return y + 5 * 17 + 8
-    m, c = info.meta, info.config
-
-    def loss(v) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
+    c, f = info.config, figures(st)
     lines = [
-        f"Epochs: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}"
-        f"   Steps: {m.get('steps', 0):,}",
+        f"Epochs trained: {f.epochs_trained} / {f.target_epochs}   Steps: {f.step:,}",
         f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
-        f"Loss: train {loss(m.get('last_loss'))} · best val {loss(m.get('best_loss'))}",
+        f"Loss: train {_loss(f.train_loss)} · best val {_loss(f.best_loss)}",
     ]
     for line in lines:
-        ui.label((x, y), line, th.TEXT, max_w=w)
-        y += 17
+        for part in ui.wrap(line, w):  # wrapped, not cut, in a narrow panel
+            ui.label((x, y), part, th.TEXT)
+            y += 17
     return y + 8
 
 
@@ -423,6 +610,8 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                     f"Imported {len(r.added)} items ({r.tokens:,} tokens) from {choice}", "success"
                 ),
             )
+    elif kind == "save-preset":
+        save_preset_dialog(ui, st, s, info)
     elif kind == "grow":
         n = s.get("grow_to", info.config.n_layer)
         ok = dialogs.confirm(
@@ -447,6 +636,51 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             )
 
 
+def save_preset_dialog(ui: UI, st: AppState, s: dict, info) -> None:
+    presets = _presets(st, s)
+
+    def problem(name: str) -> str | None:
+        if not name.strip():
+            return "Give the preset a name."
+        try:
+            rules.validate_name(name)
+        except rules.ValidationError as err:
+            return str(err)
+        if name in ("quick", "balanced", "thorough"):
+            return f"{name} is a built-in preset: choose another name."
+        return None
+
+    text, ok = dialogs.prompt(
+        ui,
+        "Save as preset",
+        "Name for the current batch size, sequence length, rate and epochs:",
+        s.get("preset_name", ""),
+        validate=problem,
+        ok="Save",
+    )
+    s["preset_name"] = text
+    if ok is not None:
+        s["dialog"] = None
+    if ok:
+        v = _settings_of(info)
+        replaced = " (replaced)" if text in presets else ""
+        s.pop("presets_stamp", None)
+        st.run(
+            "preset",
+            info.name,
+            st.registry.save_preset,
+            text,
+            batch_size=v["batch_size"],
+            seq_len=v["seq_len"],
+            learning_rate=v["learning_rate"],
+            target_epochs=v["target_epochs"],
+            done=lambda _: (
+                s.pop("presets_stamp", None),
+                st.say(f"Saved preset {text}{replaced}", "success"),
+            ),
+        )
+
+
 # ---------------------------------------------------------------------------- main view
 def _hms(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
@@ -465,29 +699,32 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     x, y, w = v.x + 15, v.y + 12, v.w - 30
     ui.label((x, y), "TRAINING VISUALIZATION", th.TEXT)
     snap = st.snapshot
-    info = st.info()
     lm = st.lm if st.lm is not None and st.lm_name == st.current else None
     history = snap.history if snap is not None else (getattr(lm, "history", None) or {})
     if snap is None and not len(history.get("steps", ())):
         idle_instructions(ui, st, x, y + 26)
         return
+    f = figures(st)
+    epochs = f"Epochs trained: {f.epochs_trained} / {f.target_epochs}"
+    if f.in_progress is not None:
+        epochs += f" (epoch {f.in_progress} in progress)"
+    e_line = (
+        f"{epochs}  |  Train loss: {_loss(f.train_loss)}  |  Val loss: {_loss(f.val_loss)}"
+        f"  |  Best val: {_loss(f.best_loss)}"
+    )
+    frac = f.run_done / f.run_total if f.run_total else 0.0
     if snap is not None:
-        e_line = (
-            f"Epoch: {snap.epoch} / {snap.target_epochs}  |  Loss: {_loss(snap.train_loss)}"
-            f"  |  Val: {_loss(snap.val_loss)}  |  Best val: {_loss(snap.best_loss)}"
-        )
-        bpe = max(1, snap.batches_per_epoch)
+        bpe = max(1, f.batches_per_epoch)
         eta_clock = (
-            time.strftime("%H:%M:%S", time.localtime(time.time() + snap.eta))
-            if snap.eta is not None
+            time.strftime("%H:%M", time.localtime(time.time() + f.remaining))
+            if f.remaining is not None
             else "--"
         )
         b_line = (
-            f"Batch {snap.batch}/{snap.batches_per_epoch} ({100 * snap.batch / bpe:.0f}%)"
-            f"     {snap.tokens_per_s:,.0f} tokens/s     Elapsed {_hms(snap.elapsed)}"
-            f"     Remaining {_hms(snap.eta)}     ETA {eta_clock}"
+            f"This epoch: batch {f.batch:,} / {f.batches_per_epoch:,} ({100 * f.batch / bpe:.0f}%)"
+            f"     Speed: {snap.tokens_per_s:,.0f} tokens/s     Elapsed: {_hms(f.elapsed)}"
+            f"     Remaining: {_hms(f.remaining)} (done at {eta_clock})"
         )
-        frac = snap.run_steps / snap.total_steps if snap.total_steps else 0.0
         state = {"idle": "starting", "running": "training", "paused": "paused"}.get(
             snap.state, snap.state
         )
@@ -496,13 +733,7 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         if snap.resumed_from:
             state += f" · {snap.resumed_from}"
     else:
-        m = info.meta if info else {}
-        e_line = (
-            f"Epoch: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}  |  Loss: "
-            f"{_loss(m.get('last_loss'))}  |  Val: {_loss(m.get('last_val_loss'))}"
-            f"  |  Best val: {_loss(m.get('best_loss'))}"
-        )
-        b_line, frac, state = "No training in progress", 0.0, "idle"
+        b_line, state = "No training in progress", "idle"
     ui.label((x, y + 24), e_line, th.TEXT, max_w=w)
     ui.label(
         (x + w, y),
@@ -512,7 +743,10 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         max_w=w - 260,
     )
     ui.label((x, y + 44), b_line, th.HINT, max_w=w)
-    ui.progress((x, y + 66, w, 30), frac, text=f"{100 * frac:.1f}%" if snap else None)
+    bar_text = (
+        f"Whole run: {100 * frac:.1f}% (step {f.run_done:,} of {f.run_total:,})" if snap else None
+    )
+    ui.progress((x, y + 66, w, 30), frac, text=bar_text)
     top = y + 108
     bottom = v.bottom - 12
     avail = bottom - top
@@ -638,7 +872,9 @@ def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:
     losses = [d.get("loss") for d in sp if d.get("loss") is not None]
     rates = [d.get("hit_rate", 0.0) for d in sp]
     rows = [
-        ("Step", f"{snap.step:,}  (this run {snap.run_steps:,} / {snap.total_steps:,})"),
+        ("Step (lifetime)", f"{snap.step:,}"),
+        ("Run progress", f"{snap.run_steps:,} / {snap.total_steps:,} steps"),
+        ("Since (re)start", f"{getattr(snap, 'session_steps', 0):,} steps"),
         ("Learning rate", f"{snap.lr:.2e}"),
         ("Train loss", _loss(snap.train_loss)),
         ("Validation loss", _loss(snap.val_loss)),

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pygame
 
 from app.tabs import training as tab_training
 from cllm.models.registry import Registry
 
-from .conftest import click, drag, frames_until, key, move, press, rect_of, settle
+from .conftest import (
+    click,
+    drag,
+    frames_until,
+    key,
+    move,
+    press,
+    rect_of,
+    settle,
+    type_text,
+)
 
 
 def _track(studio, name: str) -> pygame.Rect:
@@ -42,32 +53,99 @@ def test_drag_batch_size_saves_it(studio, models_dir):
     assert studio.st.tab("training")["set"]["batch_size"] == saved
 
 
-def test_seq_len_above_context_is_refused_and_explained(studio, models_dir):
+def _refused(studio) -> tuple[str, str]:
+    r = studio.st.tab("training").get("refused") or ("", 0, "")
+    return r[2], r[0]
+
+
+def test_seq_len_above_context_springs_back_and_saves_nothing(studio, models_dir):
     track = _track(studio, "seq_len")  # 32..512 shown; the model's context is 64
+    before = (models_dir / "alpha.cllm").stat().st_mtime_ns
     drag(studio, _at(track, 0.05), _at(track, 0.9))
-    msg = studio.st.tab("training").get("refused", ("",))[0]
-    assert "context of 64" in msg
+    key_, msg = _refused(studio)
+    assert key_ == "seq_len" and "context of 64" in msg
     settle(studio)
-    assert Registry(models_dir).info("alpha").train.seq_len == 64  # clamped, not refused whole
+    assert Registry(models_dir).info("alpha").train.seq_len == 32  # unchanged
+    assert (models_dir / "alpha.cllm").stat().st_mtime_ns == before  # not even rewritten
+    assert studio.st.tab("training")["set"]["seq_len"] == 32  # the slider sprang back
 
 
-def test_layers_grow_after_confirm_and_never_go_down(studio, models_dir):
-    track = _track(studio, "layers")
-    # a click gives the slider focus; the right arrow asks to grow to 2 layers
-    click(studio, _at(track, 0.0))
-    key(studio, pygame.K_RIGHT)
-    assert studio.st.tab("training").get("dialog") == "grow"
+def test_refused_epochs_change_nothing_on_disk_and_the_message_sits_at_the_slider(
+    studio, models_dir
+):
+    """Issue: with 4 epochs trained, a drag below 4 saved 4 and the model became done; the
+    refusal showed under Layers, in internal words."""
+    reg = Registry(models_dir)
+    lm = reg.load("alpha")
+    lm.meta["epochs_trained"] = 4
+    reg.save(lm)
+    reg.set_settings("alpha", target_epochs=20)
+    frames_until(studio, lambda: studio.st.info("alpha").meta["target_epochs"] == 20)
+    settle(studio)
+    before = (models_dir / "alpha.cllm").stat().st_mtime_ns
+    track = _track(studio, "target_epochs")  # 1..100
+    drag(studio, _at(track, 0.19), _at(track, 0.01))
+    key_, msg = _refused(studio)
+    assert key_ == "target_epochs"
+    assert msg == "Epochs can't go below 4: the model has already trained 4 epochs."
+    assert "target_epochs" not in msg and "(" not in msg  # a sentence, no internal names
+    settle(studio)
+    assert reg.info("alpha").meta["target_epochs"] == 20
+    assert (models_dir / "alpha.cllm").stat().st_mtime_ns == before
+    studio.pump(2)
+    assert studio.st.tab("training")["set"]["target_epochs"] == 20
+    # the message is drawn right under the Epochs slider, above the Learning Rate one
+    epochs_r = rect_of(studio, "training/sl:target_epochs")
+    lr_r = rect_of(studio, "training/sl:learning_rate")
+    assert lr_r.top - epochs_r.bottom >= 16  # the sentence's room
+    shot = studio.ui.surface.subsurface(
+        (epochs_r.x, epochs_r.bottom + 4, epochs_r.w, lr_r.top - epochs_r.bottom - 6)
+    )
+    colours = {
+        tuple(shot.get_at((x, y)))[:3]
+        for x in range(0, shot.get_width(), 2)
+        for y in range(shot.get_height())
+    }
+    assert any(c[0] > 200 and c[1] < 150 for c in colours)  # red text of the message
+    # an allowed value still saves
+    time.sleep(0.5)  # (not a double-click)
+    drag(studio, _at(track, 0.19), _at(track, 0.30))
+    settle(studio)
+    assert 25 <= reg.info("alpha").meta["target_epochs"] <= 35
+
+
+def test_layers_grow_one_at_a_time_after_confirm_and_never_go_down(studio, models_dir):
+    press(studio, "training/layers+")
+    s = studio.st.tab("training")
+    assert s.get("dialog") == "grow" and s["grow_to"] == 2
     press(studio, "training/dialog:confirm/dlg-ok")
     settle(studio)
     assert Registry(models_dir).info("alpha").config.n_layer == 2
-    # the wheel down, below the current count, is refused with the rule's words
-    move(studio, track.center)
-    pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-1))
-    studio.step()
-    assert "never goes down" in studio.st.tab("training")["refused"][0]
+    press(studio, "training/layers-")
+    key_, msg = _refused(studio)
+    assert key_ == "layers" and "only be added" in msg
     assert studio.st.tab("training").get("dialog") is None
     settle(studio)
     assert Registry(models_dir).info("alpha").config.n_layer == 2
+
+
+def test_slider_snaps_and_takes_a_typed_value(studio, models_dir):
+    track = _track(studio, "batch_size")  # 1..16, snaps 1 2 3 4 6 8 12 16
+    drag(studio, _at(track, 0.05), _at(track, 0.62))  # about 10: snaps to 8 or 12
+    settle(studio)
+    assert Registry(models_dir).info("alpha").train.batch_size in (8, 12)
+    # a double-click on its label opens a field: type 5 and Enter
+    label = rect_of(studio, "training/sl:batch_size").move(0, 0)
+    label.h = studio.ui.line_h
+    click(studio, label.center)
+    click(studio, label.center)
+    wid = "training/sl:batch_size/type"
+    assert studio.ui.focus == wid
+    key(studio, pygame.K_a, pygame.KMOD_LCTRL)
+    type_text(studio, "5")
+    key(studio, pygame.K_RETURN)
+    settle(studio)
+    assert Registry(models_dir).info("alpha").train.batch_size == 5  # exact, not snapped
 
 
 def test_epochs_wheel_and_keys(studio, models_dir):
@@ -147,19 +225,22 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert any("alpha: " in t.text for t in studio.ui.toasts)
 
 
-def test_small_window_scrolls_the_panel_to_the_actions(studio):
-    pygame.display.set_mode((1000, 600), pygame.RESIZABLE)
-    studio.pump(2)
+def test_small_window_keeps_start_training_in_reach_and_scrolls_the_rest(studio):
+    """Issue: at 1200x700 START TRAINING could only be reached by scrolling the panel."""
+    pygame.display.set_mode((1024, 640), pygame.RESIZABLE)
+    studio.pump(3)
     _, _, panel = studio.layout()
-    assert rect_of(studio, "training/train").top > panel.bottom  # below the fold at first
-    move(studio, (panel.x + 150, panel.y + 200))
+    for wid in ("training/train", "training/pause", "training/Save", "training/Load"):
+        r = rect_of(studio, wid)
+        assert r.w > 0 and panel.top <= r.top and r.bottom <= panel.bottom, wid
+    # the settings above scroll: the queue's buttons come into view
+    assert rect_of(studio, "training/Clear Queue").h == 0  # clipped out at first
+    move(studio, (panel.x + 150, panel.y + 60))  # the selector's section title: no slider
     for _ in range(10):
         pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-3))
         studio.step()
     studio.pump(1)
-    r = rect_of(studio, "training/train")
-    assert panel.top <= r.top and r.bottom <= panel.bottom
-    assert rect_of(studio, "training/Load").bottom <= panel.bottom
+    assert rect_of(studio, "training/Clear Queue").h == 24
 
 
 def test_a_run_started_elsewhere_is_shown_read_only(studio, models_dir):
