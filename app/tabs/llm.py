@@ -50,6 +50,7 @@ class Reply:
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._error: BaseException | None = None
+        self._stats: dict | None = None
         self._done = False
         self._thread = threading.Thread(
             target=self._run, args=(load, prompt, params), name="chat-reply", daemon=True
@@ -57,11 +58,24 @@ class Reply:
         self._thread.start()
 
     def _run(self, load: Callable[[], Any], prompt: str, params: dict) -> None:
+        t0 = time.perf_counter()  # from Send: loading a copy is part of the wait
+        first: float | None = None
+        tokens: list[int] = []
+
+        def on_token(tok: int) -> None:
+            nonlocal first
+            if first is None:
+                first = time.perf_counter()
+            tokens.append(tok)
+
         try:
             lm = load()
-            for piece in lm.generate(prompt, stop=self.stop, **params):
+            for piece in lm.generate(prompt, stop=self.stop, on_token=on_token, **params):
                 with self._lock:
                     self._pieces.append(piece)
+            stats = reply_stats(lm, prompt, len(tokens), t0, first, time.perf_counter())
+            with self._lock:
+                self._stats = stats
         except Exception as err:  # shown in the bubble and as a toast, never lost
             with self._lock:
                 self._error = err
@@ -73,9 +87,11 @@ class Reply:
         """Move new text into the message (UI thread); True or the error once finished."""
         with self._lock:
             pieces, self._pieces = self._pieces, []
-            done, err = self._done, self._error
+            done, err, stats = self._done, self._error, self._stats
         if pieces:
             self.msg["text"] += "".join(pieces)
+        if stats is not None:
+            self.msg["stats"] = stats
         if not done:
             return False
         if err is not None:
@@ -83,6 +99,36 @@ class Reply:
             return err
         self.msg["state"] = "stopped" if self.stop.is_set() else "done"
         return True
+
+
+def reply_stats(
+    lm: Any, prompt: str, n_reply: int, t0: float, first: float | None, t1: float
+) -> dict:
+    """Measured figures of one reply: the tokens sampled, tokens per second of writing (after
+    the first), seconds from Send to the first token, and how much of the model's context the
+    prompt and reply fill."""
+    n_prompt = len(lm.tokenizer.encode(prompt)) if prompt else 0
+    writing = t1 - first if first is not None else 0.0
+    return {
+        "tokens": n_reply,
+        "tok_s": round((n_reply - 1) / writing, 1) if writing > 0 and n_reply > 1 else None,
+        "first_s": round(first - t0, 3) if first is not None else None,
+        "seconds": round(t1 - t0, 3),
+        "context_used": min(n_prompt + n_reply, int(lm.config.block_size)),
+        "context": int(lm.config.block_size),
+    }
+
+
+def stats_line(stats: dict) -> str:
+    parts = [f"{stats['tokens']:,} token{'s' * (stats['tokens'] != 1)}"]
+    if stats.get("tok_s"):
+        parts.append(f"{stats['tok_s']:,.1f} tok/s")
+    if stats.get("first_s") is not None:
+        parts.append(f"first token {stats['first_s']:.2f} s")
+    used, ctx = stats.get("context_used", 0), stats.get("context", 0)
+    if ctx:
+        parts.append(f"context {used:,} / {ctx:,} ({100 * used / ctx:.0f}%)")
+    return " · ".join(parts)
 
 
 def _message(err: BaseException) -> str:
@@ -376,6 +422,8 @@ def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
         text = msg["text"].replace("\t", "    ").translate(_CONTROLS)
         if not text and msg.get("state") == "writing":
             text = "…"
+        elif text and not text.strip():  # only whitespace: show it, never an empty bubble
+            text = "(only whitespace) " + visible_whitespace(msg["text"])
         lines = _wrap_keep_indent(ui, text, width) if text else []
         err_from = len(lines)
         if msg.get("state") == "error":
@@ -383,6 +431,11 @@ def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
         text_w = max((ui.text_size(line)[0] for line in lines), default=0)
         cache = msg["_wrap"] = (key, lines, err_from, text_w)
     return cache[1], cache[2], cache[3]
+
+
+def visible_whitespace(text: str) -> str:
+    """Spaces, tabs and line breaks as marks: '·', '→' and '⏎'."""
+    return text.replace(" ", "·").replace("\t", "→").replace("\r", "").replace("\n", "⏎")
 
 
 def _wrap_keep_indent(ui: UI, text: str, width: int) -> list[str]:
@@ -398,6 +451,11 @@ def _wrap_keep_indent(ui: UI, text: str, width: int) -> list[str]:
 
 def _bubble_h(ui: UI, lines: list[str]) -> int:
     return PAD * 2 + ui.line_h + 4 + len(lines) * ui.line_h
+
+
+def _cell_h(ui: UI, msg: dict, lines: list[str]) -> int:
+    """A bubble's height: its lines, and the statistics line of a finished reply."""
+    return _bubble_h(ui, lines) + (ui.line_h + 2 if msg.get("stats") else 0)
 
 
 def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
@@ -419,7 +477,7 @@ def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
         else:
             cells = [(m, *_wrapped(ui, m, int(width * 0.72) - 2 * PAD), None)]
             i += 1
-        rows.append((max(_bubble_h(ui, c[1]) for c in cells), cells))
+        rows.append((max(_cell_h(ui, c[0], c[1]) for c in cells), cells))
     return rows
 
 
@@ -440,8 +498,15 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
         else:
             w = half
             x = chat.x + 10 + col * (half + GAP)
-        h = _bubble_h(ui, lines)
+        stats = msg.get("stats")
+        if stats and col is None:
+            w = max(w, min(int(width * 0.72), ui.text_size(stats_line(stats))[0] + 2 * PAD))
+        h = _cell_h(ui, msg, lines)
         ui.rect((x, y, w, h), th.USER_BUBBLE if user else th.MODEL_BUBBLE)
+        if stats:
+            ui.label(
+                (x + PAD, y + h - PAD - ui.line_h), stats_line(stats), th.HINT, max_w=w - 2 * PAD
+            )
         ui.label((x + PAD, y + PAD), who, th.WHITE if user else th.ACCENT, max_w=w - 2 * PAD)
         ty = y + PAD + ui.line_h + 4
         for k, line in enumerate(lines):

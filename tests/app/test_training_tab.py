@@ -6,6 +6,7 @@ import math
 import time
 
 import pygame
+import pytest
 
 from app.tabs import training as tab_training
 from cllm.models.registry import Registry
@@ -294,3 +295,39 @@ def test_starting_a_locked_model_is_refused_with_a_toast(studio, models_dir):
         press(studio, "training/train")
         frames_until(studio, lambda: any("pid" in t.text for t in studio.ui.toasts))
         assert studio.st.trainer is None and studio.running
+
+
+def test_elapsed_is_frozen_while_paused_and_run_figures_survive_a_new_session(studio):
+    """Issue: elapsed counted during a pause then jumped back; after a resume in a new app
+    session "this run" counted the steps before the stop as this session's."""
+    st = studio.st
+    press(studio, "training/train")
+    frames_until(studio, lambda: st.snapshot is not None and st.snapshot.step >= 3, timeout=60)
+    press(studio, "training/pause")
+    frames_until(studio, lambda: st.snapshot.state == "paused", timeout=30)
+    frozen = st.snapshot.elapsed
+    t0 = time.monotonic()
+    frames_until(studio, lambda: time.monotonic() - t0 > 2.5 and st.snapshot.updated > t0 + 0)
+    time.sleep(1.2)  # the paused trainer republishes every second
+    studio.pump(2)
+    assert st.snapshot.state == "paused"
+    assert st.snapshot.elapsed == pytest.approx(frozen, abs=0.05)
+    press(studio, "training/pause")  # RESUME
+    step = st.snapshot.step
+    frames_until(studio, lambda: st.snapshot.step > step + 1, timeout=30)
+    assert st.snapshot.elapsed >= frozen  # never backwards
+    press(studio, "training/train")  # STOP: checkpoint
+    frames_until(studio, lambda: st.trainer is None, timeout=30)
+    stopped_at = st.snapshot.step
+    # a new session: a new trainer resumes the same run
+    st.finished.clear()
+    st.start_training("alpha")
+    frames_until(
+        studio, lambda: st.training and st.snapshot and st.snapshot.step >= stopped_at + 2, 60
+    )
+    f = tab_training.figures(st)
+    assert f.run_done == f.step  # the run began at step 0 and goes on
+    assert 2 <= f.session_steps <= f.step - stopped_at
+    assert f.session_steps < f.run_done
+    press(studio, "training/train")
+    frames_until(studio, lambda: st.trainer is None, timeout=30)
