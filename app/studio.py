@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -499,9 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     # either way close() below stops a training run with a checkpoint.
     os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    studio = Studio(
-        size, args.models_dir, fullscreen=args.fullscreen or args.kiosk, demo=not args.no_demo
-    )
+    kiosk_tmp = None
+    if args.kiosk:  # never the user's folder: a temporary copy, removed at the end
+        kiosk = importlib.import_module("app.kiosk")
+        user_dir = args.models_dir or os.environ.get("CLLM_MODELS_DIR") or "models"
+        studio, kiosk_tmp = kiosk.open_studio(user_dir, size)
+    else:
+        studio = Studio(size, args.models_dir, fullscreen=args.fullscreen, demo=not args.no_demo)
     try:
         if args.screenshot:
             for path in screenshots(studio, args.screenshot, args.model, args.train, args.steps):
@@ -511,7 +516,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(bench(studio, args.bench_frames, args.train)))
             return 0
         if args.kiosk:
-            kiosk = importlib.import_module("app.kiosk")
             kiosk.run(studio)
             return 0
         while studio.step():
@@ -521,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         studio.close()
+        if kiosk_tmp is not None:
+            shutil.rmtree(kiosk_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
