@@ -449,15 +449,44 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         s["text"] = text
         if ok is not None:
             s["dialog"] = None
+        if ok:  # the same confirmation as the Training tab's Layers control
+            s["dialog"], s["grow_to"] = "grow-confirm", int(text)
+    elif kind == "grow-confirm":
+        n = s["grow_to"]
+        ok = dialogs.confirm(
+            ui,
+            f"Grow {m.name} from {m.config.n_layer} to {n} layers? "
+            "The new blocks start as the identity, so the model's outputs are "
+            "unchanged until it trains again. Layers can never be removed.",
+            title="Grow Layers",
+            ok="Grow",
+        )
+        if ok is not None:
+            s["dialog"] = None
         if ok:
             st.run(
                 "grow",
                 m.name,
                 reg.grow,
                 m.name,
-                int(text),
+                n,
                 done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
             )
+    elif kind == "import-name":
+        path = s["import_path"]
+        text, ok = dialogs.prompt(
+            ui,
+            f"Import {path.name}",
+            f"A model named {path.stem} exists already. Name of the imported one:",
+            s["text"],
+            validate=lambda t: name_problem(st, t),
+            ok="Import",
+        )
+        s["text"] = text
+        if ok is not None:
+            s["dialog"] = None
+        if ok:
+            import_model(st, path, text)
     elif kind in ("export", "import"):
         paths = s["browser"].draw(ui)
         if paths is None:
@@ -476,15 +505,22 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 refresh=False,
                 done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
             )
+        elif paths[0].stem in {mm.name for mm in st.models}:  # ask, never rename silently
+            s["dialog"], s["import_path"] = "import-name", paths[0]
+            s["text"] = rules.free_variant(paths[0].stem, [mm.name for mm in st.models])
         else:
-            st.run(
-                "import",
-                paths[0].stem,
-                reg.import_file,
-                paths[0],
-                on_clash="rename",
-                done=lambda name: (st.say(f"Imported {name}", "success"), st.select(name)),
-            )
+            import_model(st, paths[0], paths[0].stem)
+
+
+def import_model(st: AppState, path: Path, name: str) -> None:
+    st.run(
+        "import",
+        name,
+        st.registry.import_file,
+        path,
+        name,
+        done=lambda got: (st.say(f"Imported {got}", "success"), st.select(got)),
+    )
 
 
 def create_dialog(ui: UI, st: AppState, s: dict) -> None:

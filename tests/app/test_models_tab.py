@@ -109,6 +109,11 @@ def test_grow_export_import(studio, models_dir, tmp_path):
     press(studio, "models/Grow Layers...")
     assert studio.st.tab("models")["text"] == "2"
     press(studio, D + "prompt/dlg-ok")
+    # the same confirmation as the Training tab's Layers control
+    assert studio.st.tab("models")["dialog"] == "grow-confirm"
+    settle(studio)
+    assert Registry(models_dir).info("alpha").config.n_layer == 1
+    press(studio, D + "confirm/dlg-ok")
     settle(studio)
     assert Registry(models_dir).info("alpha").config.n_layer == 2
 
@@ -128,9 +133,17 @@ def test_grow_export_import(studio, models_dir, tmp_path):
     frames_until(studio, lambda: fb.entries is not None and fb.cwd == out)
     fb.selected = {"alpha.cllm"}
     press(studio, D + "files/fb-ok")
+    studio.pump(2)
+    # the name clashes: the studio asks for one (a free variant offered), never renames silently
+    assert studio.st.tab("models")["dialog"] == "import-name"
+    assert Registry(models_dir).names() == ["alpha", "beta"]
+    press(studio, D + "prompt/dlg-field")
+    key(studio, pygame.K_a, pygame.KMOD_LCTRL)
+    type_text(studio, "alpha_imported")
+    press(studio, D + "prompt/dlg-ok")
     settle(studio)
     names = Registry(models_dir).names()
-    assert len(names) == 3 and "alpha_2" in names  # renamed on the clash
+    assert sorted(names) == ["alpha", "alpha_imported", "beta"]
 
 
 def test_compare(studio):
