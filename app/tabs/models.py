@@ -41,8 +41,9 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = st.tab("models")
     s.setdefault("compare", set())
     with ui.scope("models"):
-        cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, CARDS_W, main.h - 20))
-        detail = pygame.Rect(main.x + CARDS_W + 20, main.y + 10, main.w - CARDS_W - 30, main.h - 20)
+        cw = min(CARDS_W, max(280, int(main.w * 0.4)))  # narrow windows: narrower cards
+        cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, cw, main.h - 20))
+        detail = pygame.Rect(main.x + cw + 20, main.y + 10, main.w - cw - 30, main.h - 20)
         with ui.clip(detail):  # a wide comparison table stays inside its panel
             if s.get("comparing"):
                 compare(ui, st, s, detail)
@@ -175,13 +176,19 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Sources", ", ".join(meta.get("sources") or []) or "-"),
     ]
     half = (r.w - 30) // 2
-    for col, rows in ((x, left), (x + half, right)):
+    # two columns when they fit, else one: values wrap instead of being cut to "field…"
+    columns = ((x, left), (x + half, right)) if half >= 330 else ((x, left + right),)
+    col_w = half if len(columns) == 2 else r.w - 30
+    bottom = y + 28
+    for col, rows in columns:
         yy = y + 28
         for k, v in rows:
             ui.label((col, yy), k, th.HINT)
-            ui.label((col + 130, yy), v, th.TEXT, max_w=half - 140)
-            yy += 19
-    top = y + 28 + 7 * 19 + 12
+            for part in ui.wrap(v, col_w - 140)[:3]:
+                ui.label((col + 130, yy), part, th.TEXT)
+                yy += 19
+        bottom = max(bottom, yy)
+    top = bottom + 12
     snap = st.snapshot if m.name == st.current else None
     if snap is not None and len(snap.history.get("steps", ())):  # a live run: its own history
         hs = snap.history

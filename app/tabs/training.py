@@ -269,8 +269,10 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     y = layers_stepper(ui, s, layers, x, y, w, enabled=not locked)
     if locked:
         why = "Settings are locked while the model trains" if is_training(st) else "Working..."
-        ui.label((x, y), why, th.HINT, max_w=w)
-    return y + 26
+        for part in ui.wrap(why, w):
+            ui.label((x, y), part, th.HINT)
+            y += 17
+    return y + 9
 
 
 def layers_stepper(ui: UI, s: dict, layers: int, x: int, y: int, w: int, *, enabled: bool) -> int:
@@ -742,7 +744,13 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         align="right",
         max_w=w - 260,
     )
-    ui.label((x, y + 44), b_line, th.HINT, max_w=w)
+    b_lines = ui.wrap(b_line, w)
+    if len(b_lines) > 1:  # a narrow window: the epoch line, then the timing line
+        b_lines = [part.strip() for part in b_line.split("     Elapsed")]
+        b_lines[1:] = ["Elapsed" + b_lines[1]] if len(b_lines) > 1 else []
+    for i, part in enumerate(b_lines[:2]):
+        ui.label((x, y + 44 + 18 * i), part, th.HINT, max_w=w)
+    y += 18 * (len(b_lines[:2]) - 1)
     bar_text = (
         f"Whole run: {100 * frac:.1f}% (step {f.run_done:,} of {f.run_total:,})" if snap else None
     )
@@ -806,14 +814,14 @@ def sphere_activity(snap) -> list[float]:
 def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.rect(r, th.METRIC_BG, th.METRIC_BORDER)
     ui.label((r.x + 8, r.y + 6), "KISSING SPHERES", th.ACCENT)
-    ui.label(
-        (r.x + 8, r.y + 24),
-        "Node Zero + 12 shards of each batch · colour: share of next tokens predicted",
-        th.HINT,
-        max_w=r.w - 16,
+    sub = ui.wrap(
+        "Node Zero + 12 shards of each batch · colour: share of next tokens predicted", r.w - 16
     )
+    for i, part in enumerate(sub[:2]):
+        ui.label((r.x + 8, r.y + 24 + 16 * i), part, th.HINT)
+    top = 42 + 16 * (len(sub[:2]) - 1)
     strip_h = 66
-    area = pygame.Rect(r.x, r.y + 42, r.w, r.h - 42 - strip_h)
+    area = pygame.Rect(r.x, r.y + top, r.w, r.h - top - strip_h)
     (cx, cy), ring, rad, centres = sphere_layout(area)
     act = sphere_activity(snap)
     sp = list(getattr(snap, "spheres", ()) or ())
@@ -827,6 +835,8 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         pygame.draw.circle(surf, color, (px, py), rad)
         pygame.draw.circle(surf, th.TEXT, (px, py), rad, 1)
         ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
+        if rad < 14:  # too small for counts outside the spheres: they would overlap
+            continue
         hits = int(sp[i].get("hits", 0)) if i < len(sp) else 0
         text = format_count(hits)
         tw, lh = ui.text_size(text)
