@@ -163,7 +163,7 @@ class Kiosk:
             tab_llm.use_conversation(st, CONVERSATION)
             if len(tab_llm.conversation(st)["messages"]) > 8:  # keep it one screen long
                 tab_llm.clear_chat(st)
-            tab_llm.state(st)["compare"] = False
+            tab_llm.state(st).compare = False
             self.studio.ui.focus = None  # the field shows what the kiosk types
             self.prompt = SAMPLE_PROMPTS[self.n_prompt % len(SAMPLE_PROMPTS)]
             self.n_prompt += 1

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cllm.errors import CLLMError
-from cllm.models.registry import Registry
+from cllm.models.registry import ModelInfo, Registry
 
+from .tabstate import TabState, new_tab_state
 from .worker import Worker
+
+if TYPE_CHECKING:  # the trainer takes a third of a second to import: not at start-up
+    from cllm.engine.lm import LanguageModel
+    from cllm.train.trainer import Trainer, TrainSnapshot
 
 log = logging.getLogger("app")
 
@@ -35,21 +41,21 @@ class Busy:
 class AppState:
     models_dir: Path
     worker: Worker
-    notify: Any = None  # notify(text, kind): shows a toast; set by the studio
+    notify: Callable[[str, str], None] | None = None  # notify(text, kind): a toast
     registry: Registry = field(init=False)
-    models: list = field(default_factory=list)  # ModelInfo, sorted by name
+    models: list[ModelInfo] = field(default_factory=list)  # sorted by name
     listed: bool = False  # the first listing has arrived
     current: str | None = None
-    lm: Any = None  # the current model's LanguageModel, loaded in the background
+    lm: LanguageModel | None = None  # the current model, loaded in the background
     lm_name: str | None = None
     loading: str | None = None
-    trainer: Any = None  # a Trainer this process runs
+    trainer: Trainer | None = None  # a run this process trains
     trainer_name: str | None = None
-    snapshot: Any = None  # the latest snapshot of the current model's run (ours or headless)
-    remote: Any = None  # a headless run's published progress for the current model
+    snapshot: TrainSnapshot | None = None  # the current model's run (ours or headless)
+    remote: TrainSnapshot | None = None  # a headless run's published progress, current model
     busy: list[Busy] = field(default_factory=list)
-    tabs: dict[str, dict] = field(default_factory=dict)  # each tab's own little state
-    finished: dict = field(default_factory=dict)  # name -> last snapshot of a run that ended
+    tabs: dict[str, TabState] = field(default_factory=dict)  # each tab's record (tabstate.py)
+    finished: dict[str, TrainSnapshot] = field(default_factory=dict)  # a run's last snapshot
     crawler: Any = None  # the crawler tab's running crawler, when there is one
     demo: bool = True  # create and train a demo model when the folder is empty
     version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
@@ -78,8 +84,12 @@ class AppState:
         """Begin watching the models folder (the worker polls its mtimes about once a second)."""
         self.worker.every(1.0, self._scan, self._on_scan)
 
-    def tab(self, name: str) -> dict:
-        return self.tabs.setdefault(name, {})
+    def tab(self, name: str) -> Any:
+        """Tab `name`'s state record (app/tabstate.py), made on first use."""
+        state = self.tabs.get(name)
+        if state is None:
+            state = self.tabs[name] = new_tab_state(name)
+        return state
 
     def _signature(self) -> tuple:
         # the folder's entries with their mtimes; progress files change every second and do not
@@ -155,11 +165,11 @@ class AppState:
         ):
             self.load(info.name)  # the file changed (a checkpoint, a grow): keep st.lm current
 
-    def info(self, name: str | None = None) -> Any:
+    def info(self, name: str | None = None) -> ModelInfo | None:
         name = name or self.current
         return next((m for m in self.models if m.name == name), None)
 
-    def update_info(self, info: Any) -> None:
+    def update_info(self, info: ModelInfo) -> None:
         """Replace one model's listing after an operation returned its fresh info."""
         self.models = [info if m.name == info.name else m for m in self.models]
         self.version += 1
@@ -177,7 +187,7 @@ class AppState:
     def load(self, name: str) -> None:
         self.loading = name
 
-        def done(lm: Any) -> None:
+        def done(lm: LanguageModel) -> None:
             if self.loading == name:
                 self.loading = None
             self.lm, self.lm_name = lm, name
@@ -198,9 +208,9 @@ class AppState:
         self,
         what: str,
         name: str,
-        fn: Any,
+        fn: Callable[..., Any],
         *args: Any,
-        done: Any = None,
+        done: Callable[[Any], None] | None = None,
         refresh: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -268,7 +278,7 @@ class AppState:
             self.say(f"{self.trainer_name!r} is training; stop it first", "error")
             return
 
-        def make() -> Any:
+        def make() -> Trainer:
             from cllm.train.trainer import (
                 Trainer,  # a third of a second to import: not on the UI thread
             )
@@ -277,7 +287,7 @@ class AppState:
             t.start()
             return t
 
-        def done(t: Any) -> None:
+        def done(t: Trainer) -> None:
             self.trainer, self.trainer_name = t, name
 
         self.run("train", name, make, done=done, refresh=False)
@@ -299,7 +309,7 @@ class AppState:
             # a headless run if there is one, else the end of our last run of this model
             self.snapshot = self.remote or self.finished.get(self.current)
 
-    def _trainer_ended(self, t: Any, snap: Any) -> None:
+    def _trainer_ended(self, t: Trainer, snap: TrainSnapshot) -> None:
         name = self.trainer_name
         self.trainer, self.trainer_name = None, None
         self.finished[name] = snap

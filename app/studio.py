@@ -365,7 +365,7 @@ def open_first_file(studio: Studio) -> None:
     files = [e for e in tab_research.visible(s) if not e.is_dir]
     if files:
         tab_research.open_file(studio.st, files[0].path)
-        wait(studio, lambda: s["view"] is not None, 10)
+        wait(studio, lambda: s.view is not None, 10)
         studio.pump(2)
 
 

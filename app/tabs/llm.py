@@ -26,6 +26,7 @@ from cllm.engine.config import format_count
 from .. import theme as th
 from ..selector import model_selector, panel_selector
 from ..state import AppState
+from ..tabstate import LLMState
 from ..ui import UI
 
 CONV_FILE = ".conversations.json"
@@ -210,7 +211,7 @@ def _clean_conv(c: dict) -> dict:
     }
 
 
-def _dump(s: dict) -> str:
+def _dump(s: LLMState) -> str:
     convs = [
         {
             **c,
@@ -218,36 +219,27 @@ def _dump(s: dict) -> str:
                 {k: v for k, v in m.items() if not k.startswith("_")} for m in c["messages"]
             ],
         }
-        for c in s["convs"]
+        for c in s.convs
     ]
     return json.dumps(
-        {"version": 1, "current": s["cur"], "conversations": convs}, ensure_ascii=False, indent=1
+        {"version": 1, "current": s.cur, "conversations": convs}, ensure_ascii=False, indent=1
     )
 
 
 def save(st: AppState) -> None:
     s = state(st)
-    if s["convs"] is not None:
+    if s.convs is not None:
         st.worker.submit(write_atomic, conv_path(st), _dump(s), error=st.fail)
 
 
 # ---------------------------------------------------------------------------- tab state
-def state(st: AppState) -> dict:
+def state(st: AppState) -> LLMState:
     s = st.tab("llm")
-    if "convs" not in s:
-        s.update(
-            convs=None,
-            cur=0,
-            input="",
-            params=dict(DEFAULTS),
-            replies=[],
-            compare=False,
-            other=None,
-            copies=ChatCopies(st.registry),
-        )
+    if s.copies is None:  # first use: the defaults are in LLMState
+        s.params, s.copies = dict(DEFAULTS), ChatCopies(st.registry)
 
         def loaded(r: tuple) -> None:
-            s["convs"], s["cur"], warning = r
+            s.convs, s.cur, warning = r
             if warning:
                 st.say(warning, "warning")
 
@@ -256,16 +248,16 @@ def state(st: AppState) -> dict:
 
 
 def ready(st: AppState) -> bool:
-    return state(st)["convs"] is not None
+    return state(st).convs is not None
 
 
 def conversation(st: AppState) -> dict:
     s = state(st)
-    return s["convs"][s["cur"]]
+    return s.convs[s.cur]
 
 
 def writing(st: AppState) -> bool:
-    return bool(state(st)["replies"])
+    return bool(state(st).replies)
 
 
 def training(st: AppState, name: str | None) -> bool:
@@ -280,15 +272,15 @@ def training(st: AppState, name: str | None) -> bool:
 
 def can_send(st: AppState) -> bool:
     s = state(st)
-    if s["convs"] is None or s["replies"] or not s["input"].strip() or not st.current:
+    if s.convs is None or s.replies or not s.input.strip() or not st.current:
         return False
-    if s["compare"] and not s["other"]:
+    if s.compare and not s.other:
         return False
     return training(st, st.current) or (st.lm_name == st.current and st.lm is not None)
 
 
 def set_input(st: AppState, text: str) -> None:
-    state(st)["input"] = text
+    state(st).input = text
 
 
 def send(st: AppState) -> bool:
@@ -296,37 +288,37 @@ def send(st: AppState) -> bool:
     if not can_send(st):
         return False
     s = state(st)
-    prompt, params = s["input"], generation_params(s)
+    prompt, params = s.input, generation_params(s)
     conv = conversation(st)
     if conv["title"] == NEW_TITLE:
         conv["title"] = " ".join(prompt.split())[:60]
     conv["messages"].append({"role": "user", "text": prompt})
-    names = [st.current] + ([s["other"]] if s["compare"] else [])
+    names = [st.current] + ([s.other] if s.compare else [])
     for col, name in enumerate(names):
         msg = {"role": "model", "model": name, "text": "", "state": "writing"}
-        if s["compare"]:
+        if s.compare:
             msg["col"] = col
         conv["messages"].append(msg)
-        s["replies"].append(Reply(_loader(st, s, name, own=col == 0), prompt, params, msg))
-    s["input"] = ""
+        s.replies.append(Reply(_loader(st, s, name, own=col == 0), prompt, params, msg))
+    s.input = ""
     return True
 
 
-def _loader(st: AppState, s: dict, name: str, own: bool) -> Callable[[], Any]:
+def _loader(st: AppState, s: LLMState, name: str, own: bool) -> Callable[[], Any]:
     lm = st.lm
     if own and st.lm_name == name and lm is not None and not training(st, name):
         return lambda: lm  # the app's loaded model: nothing else mutates it
-    copies = s["copies"]
+    copies = s.copies
     return lambda: copies.get(name)
 
 
 def stop(st: AppState) -> None:
-    for r in state(st)["replies"]:
+    for r in state(st).replies:
         r.stop.set()
 
 
-def generation_params(s: dict) -> dict:
-    p = s["params"]
+def generation_params(s: LLMState) -> dict:
+    p = s.params
     return {
         "temperature": round(float(p["temperature"]), 3),
         "max_tokens": int(p["max_tokens"]),
@@ -338,12 +330,12 @@ def generation_params(s: dict) -> dict:
 def use_conversation(st: AppState, title: str) -> None:
     """Switch to the conversation titled `title`, creating it if there is none (the kiosk's)."""
     s = state(st)
-    titles = [c["title"] for c in s["convs"]]
+    titles = [c["title"] for c in s.convs]
     if title in titles:
-        s["cur"] = titles.index(title)
+        s.cur = titles.index(title)
     else:
-        s["convs"].append(new_conversation(title))
-        s["cur"] = len(s["convs"]) - 1
+        s.convs.append(new_conversation(title))
+        s.cur = len(s.convs) - 1
         save(st)
 
 
@@ -353,17 +345,17 @@ def clear_chat(st: AppState) -> None:
     save(st)
 
 
-def _poll(st: AppState, s: dict) -> None:
+def _poll(st: AppState, s: LLMState) -> None:
     finished = False
-    for r in list(s["replies"]):
+    for r in list(s.replies):
         res = r.poll()
         if res is False:
             continue
-        s["replies"].remove(r)
+        s.replies.remove(r)
         finished = True
         if isinstance(res, BaseException):
             st.fail(res)
-    if finished and not s["replies"]:
+    if finished and not s.replies:
         save(st)
 
 
@@ -378,9 +370,9 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
         control_panel(ui, st, s, panel)
 
 
-def chat_view(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
+def chat_view(ui: UI, st: AppState, s: LLMState, chat: pygame.Rect) -> None:
     ui.rect(chat, th.CHAT_BG)
-    if s["convs"] is None:
+    if s.convs is None:
         ui.text_center(chat, "Loading conversations...", th.HINT)
         return
     msgs = conversation(st)["messages"]
@@ -398,7 +390,7 @@ def chat_view(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
             y += h + GAP
 
 
-def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
+def _hint(ui: UI, st: AppState, s: LLMState, chat: pygame.Rect) -> None:
     if not st.current:
         lines = ["No model selected.", "Choose one in the panel, or create one in the Models tab."]
     else:
@@ -406,7 +398,7 @@ def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
             f"Chat with {st.current}: type a prompt below and press Enter or Send.",
             "The model continues your text; the reply streams in as it is written.",
         ]
-        if s["compare"]:
+        if s.compare:
             lines.append("Compare is on: both models answer the same prompt side by side.")
     y = chat.centery - len(lines) * ui.line_h // 2
     for i, line in enumerate(lines):
@@ -515,11 +507,11 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
             ty += ui.line_h
 
 
-def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def input_row(ui: UI, st: AppState, s: LLMState, r: pygame.Rect) -> None:
     box = pygame.Rect(r.x, r.y, r.w - 110, r.h)
-    busy = bool(s["replies"])
-    res = ui.text_input(box, "chat-input", s["input"], placeholder="Type a prompt...")
-    s["input"] = res.text
+    busy = bool(s.replies)
+    res = ui.text_input(box, "chat-input", s.input, placeholder="Type a prompt...")
+    s.input = res.text
     refocus = res.submitted and send(st)
     send_r = pygame.Rect(box.right + 10, r.y, 90, r.h)
     if busy:
@@ -545,7 +537,7 @@ def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 
 # ---------------------------------------------------------------------------- right panel
-def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+def control_panel(ui: UI, st: AppState, s: LLMState, panel: pygame.Rect) -> None:
     scrolling = panel.h < PANEL_CONTENT_H
     off = ui.scroll_offset("llm-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
@@ -560,7 +552,7 @@ def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         ui.scroll(panel, "llm-panel", PANEL_CONTENT_H)
 
 
-def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def status(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "STATUS")
     if not st.current:
         text, color = "Model: Not Loaded", th.ERROR
@@ -573,7 +565,7 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     else:
         text, color = "Model: Not Loaded", th.ERROR
     ui.label((x, y + 20), text, color, max_w=w)
-    if s["replies"]:
+    if s.replies:
         ui.label((x, y + 38), "* Writing...", th.WARNING)
     else:
         ui.label((x, y + 38), "* Ready", th.SUCCESS)
@@ -586,10 +578,10 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     return y + 80
 
 
-def sliders(ui: UI, s: dict, x: int, y: int, w: int) -> int:
+def sliders(ui: UI, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "GENERATION")
     y += 20
-    p = s["params"]
+    p = s.params
     specs = [
         ("Temperature", "temperature", 0.0, 2.0, False, "{:.2f}"),
         ("Max Tokens", "max_tokens", 1, 2048, True, "{:.0f}"),
@@ -603,58 +595,58 @@ def sliders(ui: UI, s: dict, x: int, y: int, w: int) -> int:
     return y + 4
 
 
-def conversations(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def conversations(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "CONVERSATIONS")
     y += 20
-    convs = s["convs"] or []
+    convs = s.convs or []
     rows = [f"{c['title']}  ({len(c['messages'])})" for c in convs]
     i = ui.list_box(
-        (x, y, w, 166), "convs", rows, s["cur"] if convs else None, row_h=22, empty="Loading..."
+        (x, y, w, 166), "convs", rows, s.cur if convs else None, row_h=22, empty="Loading..."
     )
-    if i is not None and i != s["cur"]:
-        s["cur"] = i
+    if i is not None and i != s.cur:
+        s.cur = i
         save(st)
     y += 174
     bw = (w - 16) // 3
-    ok = s["convs"] is not None
+    ok = s.convs is not None
     if ui.button((x, y, bw, 28), "New", key="conv-new", enabled=ok):
-        s["convs"].append(new_conversation())
-        s["cur"] = len(s["convs"]) - 1
+        s.convs.append(new_conversation())
+        s.cur = len(s.convs) - 1
         save(st)
     if ui.button(
         (x + bw + 8, y, bw, 28),
         "Clear Chat",
-        enabled=ok and bool(s["convs"] and conversation(st)["messages"]),
+        enabled=ok and bool(s.convs and conversation(st)["messages"]),
     ):
         clear_chat(st)
     if ui.button(
-        (x + 2 * (bw + 8), y, bw, 28), "Delete", key="conv-delete", enabled=ok and not s["replies"]
+        (x + 2 * (bw + 8), y, bw, 28), "Delete", key="conv-delete", enabled=ok and not s.replies
     ):
-        del s["convs"][s["cur"]]
-        if not s["convs"]:
-            s["convs"].append(new_conversation())
-        s["cur"] = min(s["cur"], len(s["convs"]) - 1)
+        del s.convs[s.cur]
+        if not s.convs:
+            s.convs.append(new_conversation())
+        s.cur = min(s.cur, len(s.convs) - 1)
         save(st)
     return y + 44
 
 
-def compare(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def compare(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "COMPARE")
-    s["compare"] = ui.checkbox(
-        (x, y + 20, w, 20), "Answer with a second model too", s["compare"], enabled=not s["replies"]
+    s.compare = ui.checkbox(
+        (x, y + 20, w, 20), "Answer with a second model too", s.compare, enabled=not s.replies
     )
     y += 46
-    if not s["compare"]:
+    if not s.compare:
         ui.label((x, y), "One prompt, two models, side by side.", th.DIM, max_w=w)
         return y + 20
-    if s["other"] is not None and st.listed and st.info(s["other"]) is None:
-        s["other"] = None  # renamed or deleted
+    if s.other is not None and st.listed and st.info(s.other) is None:
+        s.other = None  # renamed or deleted
 
     def choose(name: str) -> None:
-        s["other"] = name
+        s.other = name
 
-    model_selector(ui, st, (x, y, w, 30), key="compare", value=s["other"], choose=choose)
+    model_selector(ui, st, (x, y, w, 30), key="compare", value=s.other, choose=choose)
     y += 38
-    hint = "Pick the second model" if not s["other"] else f"{st.current or '?'} vs {s['other']}"
+    hint = "Pick the second model" if not s.other else f"{st.current or '?'} vs {s.other}"
     ui.label((x, y), hint, th.HINT, max_w=w)
     return y + 20

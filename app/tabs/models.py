@@ -18,6 +18,7 @@ from .. import dialogs
 from .. import theme as th
 from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
+from ..tabstate import ModelsState
 from ..ui import UI, plural
 
 CARD_H = 92
@@ -39,13 +40,12 @@ def wants_frame(st: AppState) -> bool:
 
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = st.tab("models")
-    s.setdefault("compare", set())
     with ui.scope("models"):
         cw = min(CARDS_W, max(280, int(main.w * 0.4)))  # narrow windows: narrower cards
         cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, cw, main.h - 20))
         detail = pygame.Rect(main.x + cw + 20, main.y + 10, main.w - cw - 30, main.h - 20)
         with ui.clip(detail):  # a wide comparison table stays inside its panel
-            if s.get("comparing"):
+            if s.comparing:
                 compare(ui, st, s, detail)
             else:
                 details(ui, st, s, detail)
@@ -58,7 +58,7 @@ def in_use(st: AppState, info) -> bool:
 
 
 # ---------------------------------------------------------------------------- cards
-def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def cards(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     ui.label((r.x + 10, r.y + 8), f"MODELS ({len(st.models)})", th.ACCENT)
     inner = pygame.Rect(r.x + 6, r.y + 30, r.w - 12, r.h - 36)
@@ -79,14 +79,14 @@ def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             )
 
 
-def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
+def card(ui: UI, st: AppState, s: ModelsState, m, c: pygame.Rect) -> None:
     selected = m.name == st.current
     fill = th.shade(th.METRIC_BG, 12) if ui.hover(c) else th.METRIC_BG
     ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
-    if s.get("comparing"):  # the checkbox takes its click before the card under it
+    if s.comparing:  # the checkbox takes its click before the card under it
         box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
-        checked = ui.checkbox(box, "compare", m.name in s["compare"], key="cmp:" + m.name)
-        s["compare"] ^= {m.name} if checked != (m.name in s["compare"]) else set()
+        checked = ui.checkbox(box, "compare", m.name in s.compare, key="cmp:" + m.name)
+        s.compare ^= {m.name} if checked != (m.name in s.compare) else set()
     if ui.row(c, "card:" + m.name, selected_fill=None, hover_fill=None).pressed:
         st.select(m.name)
     x, y = c.x + 10, c.y + 8
@@ -119,10 +119,10 @@ def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
 
 
 # ---------------------------------------------------------------------------- history
-def history(st: AppState, s: dict, name: str) -> dict | None:
+def history(st: AppState, s: ModelsState, name: str) -> dict | None:
     """The model's loss history, read by the worker (it reads the whole file) and cached until
     the models folder changes."""
-    cache = s.setdefault("hist", {})
+    cache = s.hist
     got = cache.get(name)
     if got is None or (got[0] != st.version and got[1] is not None):
         cache[name] = (st.version, got[1] if got else None)
@@ -140,7 +140,7 @@ def history(st: AppState, s: dict, name: str) -> dict | None:
     return cache[name][1]
 
 
-def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def details(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     m = st.info()
     x, y = r.x + 15, r.y + 10
@@ -214,10 +214,10 @@ def _f(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def compare(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     x, y = r.x + 15, r.y + 10
-    names = [m.name for m in st.models if m.name in s["compare"]]
+    names = [m.name for m in st.models if m.name in s.compare]
     ui.label((x, y), f"COMPARE ({len(names)} models)", th.ACCENT)
     if not names:
         ui.label((x, y + 24), "Tick the models to compare on their cards.", th.HINT)
@@ -262,7 +262,7 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 
 # ---------------------------------------------------------------------------- right panel
-def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None:
     x, y, w = panel.x + 10, panel.y + 10, panel.w - 20
     ui.section((x, y), "MODELS")
     y += 22
@@ -281,11 +281,11 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         if ui.button((x, y, w, 30), label, enabled=ok):
             open_dialog(st, s, kind, m)
         y += 38
-    label = "Close Compare" if s.get("comparing") else "Compare..."
+    label = "Close Compare" if s.comparing else "Compare..."
     if ui.button((x, y, w, 30), label, key="compare", enabled=len(st.models) > 0):
-        s["comparing"] = not s.get("comparing")
-        if s["comparing"] and not s["compare"]:
-            s["compare"] = {mm.name for mm in st.models[:3]}
+        s.comparing = not s.comparing
+        if s.comparing and not s.compare:
+            s.compare = {mm.name for mm in st.models[:3]}
     y += 46
     ui.section((x, y), "SELECTED")
     ui.label((x, y + 20), m.name if m else "(none)", th.SELECTED if m else th.DIM, max_w=w)
@@ -300,33 +300,33 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         )
 
 
-def open_dialog(st: AppState, s: dict, kind: str, m) -> None:
-    s["dialog"] = kind
+def open_dialog(st: AppState, s: ModelsState, kind: str, m) -> None:
+    s.dialog = kind
     existing = [mm.name for mm in st.models]
     if kind == "create":
-        s["form"] = {
+        s.form = {
             "name": rules.default_name(existing),
             "preset": "tiny",
             "tokenizer": "bpe",
             **_preset_fields("tiny"),
         }
-        s["autofocus"] = True
+        s.autofocus = True
     elif kind == "rename":
-        s["text"] = m.name
+        s.text = m.name
     elif kind == "duplicate":
-        s["text"] = rules.free_variant(f"{m.name}_copy", existing)
+        s.text = rules.free_variant(f"{m.name}_copy", existing)
     elif kind == "grow":
-        s["text"] = str(m.config.n_layer + 1)
+        s.text = str(m.config.n_layer + 1)
     elif kind == "export":
-        s["browser"] = FileBrowser(
-            st.worker, "folder", f"Export {m.name} to a folder", s.get("browse_dir") or Path.cwd()
+        s.browser = FileBrowser(
+            st.worker, "folder", f"Export {m.name} to a folder", s.browse_dir or Path.cwd()
         )
     elif kind == "import":
-        s["browser"] = FileBrowser(
+        s.browser = FileBrowser(
             st.worker,
             "file",
             "Import a model file (.cllm)",
-            s.get("browse_dir") or Path.cwd(),
+            s.browse_dir or Path.cwd(),
             patterns=(".cllm",),
         )
 
@@ -365,13 +365,13 @@ def form_problem(st: AppState, f: dict) -> tuple[str | None, GPTConfig | None]:
 
 
 # ---------------------------------------------------------------------------- dialogs
-def dialog(ui: UI, st: AppState, s: dict) -> None:
-    kind = s.get("dialog")
+def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
+    kind = s.dialog
     if kind is None:
         return
     m = st.info()
     if kind != "create" and kind != "import" and m is None:
-        s["dialog"] = None
+        s.dialog = None
         return
     reg = st.registry
     if kind == "create":
@@ -381,13 +381,13 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Rename {m.name}",
             "New name:",
-            s["text"],
+            s.text,
             validate=lambda t: name_problem(st, t, keep=m.name),
             ok="Rename",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok and text != m.name:
             st.run(
                 "rename", m.name, reg.rename, m.name, text, done=lambda _, new=text: st.select(new)
@@ -397,13 +397,13 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Duplicate {m.name}",
             "Name of the copy:",
-            s["text"],
+            s.text,
             validate=lambda t: name_problem(st, t),
             ok="Duplicate",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             st.run(
                 "copy",
@@ -422,7 +422,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             danger=True,
         )
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             name = m.name
             st.run(
@@ -449,17 +449,17 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Grow {m.name} (now {m.config.n_layer} layers)",
             "Total layers after growing:",
-            s["text"],
+            s.text,
             validate=problem,
             ok="Grow",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:  # the same confirmation as the Training tab's Layers control
-            s["dialog"], s["grow_to"] = "grow-confirm", int(text)
+            s.dialog, s.grow_to = "grow-confirm", int(text)
     elif kind == "grow-confirm":
-        n = s["grow_to"]
+        n = s.grow_to
         ok = dialogs.confirm(
             ui,
             f"Grow {m.name} from {m.config.n_layer} to {n} layers? "
@@ -469,7 +469,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ok="Grow",
         )
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             st.run(
                 "grow",
@@ -480,25 +480,25 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
             )
     elif kind == "import-name":
-        path = s["import_path"]
+        path = s.import_path
         text, ok = dialogs.prompt(
             ui,
             f"Import {path.name}",
             f"A model named {path.stem} exists already. Name of the imported one:",
-            s["text"],
+            s.text,
             validate=lambda t: name_problem(st, t),
             ok="Import",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             import_model(st, path, text)
     elif kind in ("export", "import"):
-        paths = s["browser"].draw(ui)
+        paths = s.browser.draw(ui)
         if paths is None:
             return
-        s["browse_dir"], s["dialog"] = s["browser"].cwd, None
+        s.browse_dir, s.dialog = s.browser.cwd, None
         if not paths:
             return
         if kind == "export":
@@ -513,8 +513,8 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
             )
         elif paths[0].stem in {mm.name for mm in st.models}:  # ask, never rename silently
-            s["dialog"], s["import_path"] = "import-name", paths[0]
-            s["text"] = rules.free_variant(paths[0].stem, [mm.name for mm in st.models])
+            s.dialog, s.import_path = "import-name", paths[0]
+            s.text = rules.free_variant(paths[0].stem, [mm.name for mm in st.models])
         else:
             import_model(st, paths[0], paths[0].stem)
 
@@ -530,10 +530,11 @@ def import_model(st: AppState, path: Path, name: str) -> None:
     )
 
 
-def create_dialog(ui: UI, st: AppState, s: dict) -> None:
-    f = s["form"]
+def create_dialog(ui: UI, st: AppState, s: ModelsState) -> None:
+    f = s.form
     r = ui.begin_dialog("create", (520, 330), "Create New Model")
-    if s.pop("autofocus", False):  # the name field has the keys as the dialog opens
+    if s.autofocus:
+        s.autofocus = False  # the name field has the keys as the dialog opens
         ui.focus = ui.id("name")
     x, y, w = r.x + 20, r.y + 44, r.w - 40
     lw = 110
@@ -579,13 +580,13 @@ def create_dialog(ui: UI, st: AppState, s: dict) -> None:
         (r.right - 230, by, 100, 30), "Create", key="dlg-ok", enabled=cfg is not None
     )
     if ui.button((r.right - 120, by, 100, 30), "Cancel", key="dlg-cancel"):
-        s["dialog"] = None
+        s.dialog = None
     if res.submitted and cfg is not None:
         create = True
     if ui.end_dialog():
-        s["dialog"] = None
+        s.dialog = None
     if create and cfg is not None:
-        s["dialog"] = None
+        s.dialog = None
         name = f["name"]
         st.run(
             "create",

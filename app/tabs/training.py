@@ -23,6 +23,7 @@ from .. import theme as th
 from ..filebrowser import FileBrowser
 from ..selector import panel_selector
 from ..state import AppState
+from ..tabstate import Refusal, TrainingState
 from ..ui import UI, plural
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
@@ -68,14 +69,14 @@ def _settings_of(info) -> dict:
     }
 
 
-def _sync(ui: UI, st: AppState, s: dict, info) -> dict:
+def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
     """The sliders' values: the model's saved settings, re-read when the listing changes
     (never while a slider is being dragged)."""
     stamp = (info.name, st.version)
     dragging = ui.dragging_any("sl:")
-    if s.get("stamp") != stamp and not dragging:
-        s["stamp"], s["set"] = stamp, _settings_of(info)
-    return s["set"]
+    if s.stamp != stamp and not dragging:
+        s.stamp, s.set = stamp, _settings_of(info)
+    return s.set
 
 
 @dataclass
@@ -143,10 +144,10 @@ def figures(st: AppState) -> Figures:
 FOOTER_H = 200  # STATUS and ACTIONS: pinned to the panel's bottom when the rest must scroll
 
 
-def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
+def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) -> None:
     """Model, configuration, info and data scroll when the window is short; STATUS and the
     ACTIONS (START TRAINING) stay pinned at the bottom, always in reach."""
-    content_h = s.get("panel_h", PANEL_CONTENT_H)
+    content_h = s.panel_h or PANEL_CONTENT_H
     pinned = panel.h < content_h + FOOTER_H
     body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - FOOTER_H) if pinned else panel
     scrolling = body.h < content_h
@@ -160,7 +161,7 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
         y = configuration(ui, st, s, info, x, y, w)
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
-    s["panel_h"] = y + off - body.y  # measured, so the scroll range fits what was drawn
+    s.panel_h = y + off - body.y  # measured, so the scroll range fits what was drawn
     if scrolling:
         ui.scroll(body, "training-panel", content_h)
     if pinned:
@@ -178,14 +179,14 @@ BATCH_SNAPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384,
 SEQ_SNAPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 
 
-def _refuse(s: dict, ui: UI, key: str, msg: str) -> None:
+def _refuse(s: TrainingState, ui: UI, key: str, msg: str) -> None:
     """Remember why `key`'s control refused a value: shown under that control for a while."""
-    s["refused"] = (msg, ui.now + REFUSED_S, key)
+    s.refused = Refusal(key, msg, ui.now + REFUSED_S)
 
 
-def refusal(ui: UI, s: dict, key: str) -> str | None:
-    r = s.get("refused")
-    return r[0] if r and len(r) > 2 and r[2] == key and r[1] > ui.now else None
+def refusal(ui: UI, s: TrainingState, key: str) -> str | None:
+    r = s.refused
+    return r.message if r is not None and r.key == key and r.until > ui.now else None
 
 
 def epochs_refusal(trained: int) -> str:
@@ -208,7 +209,7 @@ def _message_under(ui: UI, msg: str, x: int, y: int, w: int) -> int:
     return 16 * len(lines) + 4
 
 
-def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def configuration(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "CONFIGURATION")
     y += 20
     if info is None:
@@ -259,7 +260,7 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
             key="sl:" + key,
         )
         if done and key in refusing:
-            s.pop("stamp", None)  # springs back to the saved value; nothing is saved
+            s.stamp = None  # springs back to the saved value; nothing is saved
         elif done and v != vals[key]:
             commit(ui, st, s, info, key, v)
         y += SLIDER_H + 6
@@ -275,7 +276,9 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     return y + 9
 
 
-def layers_stepper(ui: UI, s: dict, layers: int, x: int, y: int, w: int, *, enabled: bool) -> int:
+def layers_stepper(
+    ui: UI, s: TrainingState, layers: int, x: int, y: int, w: int, *, enabled: bool
+) -> int:
     """Layers, one at a time: [-] explains that layers are never removed; [+] asks to grow by
     one (the confirmation says what growing does)."""
     ui.label((x, y + 5), "Layers", th.TEXT if enabled else th.DIM)
@@ -289,7 +292,7 @@ def layers_stepper(ui: UI, s: dict, layers: int, x: int, y: int, w: int, *, enab
     if ui.button((x + w - 2 * bw - 6, y, bw, 24), "-", key="layers-", enabled=enabled):
         _refuse(s, ui, "layers", LAYERS_REFUSAL)
     if ui.button((x + w - bw, y, bw, 24), "+", key="layers+", enabled=enabled):
-        s["dialog"], s["grow_to"] = "grow", layers + 1
+        s.dialog, s.grow_to = "grow", layers + 1
     y += 30
     msg = refusal(ui, s, "layers")
     if msg and enabled:
@@ -297,7 +300,7 @@ def layers_stepper(ui: UI, s: dict, layers: int, x: int, y: int, w: int, *, enab
     return y
 
 
-def matching_preset(presets: dict[str, dict], vals: dict) -> str | None:
+def matching_preset(presets: TrainingState[str, dict], vals: TrainingState) -> str | None:
     """The preset whose batch size, sequence length and learning rate the model has now."""
     for name, p in presets.items():
         keys = [k for k in ("batch_size", "seq_len", "learning_rate") if k in p]
@@ -306,24 +309,33 @@ def matching_preset(presets: dict[str, dict], vals: dict) -> str | None:
     return None
 
 
-def _presets(st: AppState, s: dict) -> dict[str, dict]:
+def _presets(st: AppState, s: TrainingState) -> dict[str, dict]:
     """Built-in and user presets, read by the worker when the models folder changes."""
-    if s.get("presets_stamp") != st.version and not s.get("presets_loading"):
-        s["presets_loading"] = True
+    if s.presets_stamp != st.version and not s.presets_loading:
+        s.presets_loading = True
 
         def done(p: dict) -> None:
-            s["presets"], s["presets_stamp"], s["presets_loading"] = p, st.version, False
+            s.presets, s.presets_stamp, s.presets_loading = p, st.version, False
 
         def error(err: BaseException) -> None:
-            s["presets_stamp"], s["presets_loading"] = st.version, False
+            s.presets_stamp, s.presets_loading = st.version, False
             st.fail(err)
 
         st.worker.submit(st.registry.presets, done=done, error=error)
-    return s.get("presets") or {}
+    return s.presets or {}
 
 
 def presets_row(
-    ui: UI, st: AppState, s: dict, info, vals: dict, x: int, y: int, w: int, *, enabled: bool
+    ui: UI,
+    st: AppState,
+    s: TrainingState,
+    info,
+    vals: TrainingState,
+    x: int,
+    y: int,
+    w: int,
+    *,
+    enabled: bool,
 ) -> int:
     """Training presets (built-in quick, balanced, thorough and the user's own) fill the
     settings; Save as preset... keeps the current ones under a name."""
@@ -338,11 +350,11 @@ def presets_row(
             apply_preset(st, s, info, name, presets[name])
     y += 28 * ((len(names) + per_row - 1) // per_row)
     if ui.button((x, y, w, 24), "Save as preset...", key="save-preset", enabled=enabled):
-        s["dialog"], s["preset_name"] = "save-preset", ""
+        s.dialog, s.preset_name = "save-preset", ""
     return y + 32
 
 
-def apply_preset(st: AppState, s: dict, info, name: str, preset: dict) -> None:
+def apply_preset(st: AppState, s: TrainingState, info, name: str, preset: dict) -> None:
     trained = int(info.meta.get("epochs_trained", 0))
     target = max(int(preset.get("target_epochs", trained)), trained)
     kept = (
@@ -362,10 +374,10 @@ def apply_preset(st: AppState, s: dict, info, name: str, preset: dict) -> None:
     )
 
 
-def commit(ui: UI, st: AppState, s: dict, info, key: str, v: float) -> None:
+def commit(ui: UI, st: AppState, s: TrainingState, info, key: str, v: float) -> None:
     """Save a changed setting to the model (in the background)."""
     value = v if key == "learning_rate" else int(round(v))
-    s["set"][key] = value  # shown at once; the saved info replaces it when it lands
+    s.set[key] = value  # shown at once; the saved info replaces it when it lands
     st.run(
         "settings",
         info.name,
@@ -398,13 +410,13 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     return y + 8
 
 
-def _queue_rows(st: AppState, s: dict, info) -> list[str] | None:
+def _queue_rows(st: AppState, s: TrainingState, info) -> list[str] | None:
     """The queue's items, listed by the worker when the model or the folder changes."""
     if info is None:
         return []
     stamp = (info.name, st.version)
-    if s.get("queue_stamp") != stamp and not s.get("queue_loading"):
-        s["queue_loading"] = True
+    if s.queue_stamp != stamp and not s.queue_loading:
+        s.queue_loading = True
         name = info.name
 
         def items():
@@ -413,18 +425,18 @@ def _queue_rows(st: AppState, s: dict, info) -> list[str] | None:
 
         def done(result) -> None:
             rows = [f"{Path(it.source).name or it.source}  ({it.n_tokens:,} tok)" for it in result]
-            s["queue_loading"], s["queue_stamp"], s["queue"] = False, stamp, rows
+            s.queue_loading, s.queue_stamp, s.queue = False, stamp, rows
 
         def error(err) -> None:
-            s["queue_loading"] = False
-            s["queue_stamp"], s["queue"] = stamp, []
+            s.queue_loading = False
+            s.queue_stamp, s.queue = stamp, []
             st.fail(err)
 
         st.worker.submit(items, done=done, error=error)
-    return s.get("queue") if s.get("queue_stamp", (None,))[0] == info.name else None
+    return s.queue if (s.queue_stamp or (None,))[0] == info.name else None
 
 
-def training_data(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def training_data(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "TRAINING DATA")
     y += 20
     rows = _queue_rows(st, s, info)
@@ -439,15 +451,15 @@ def training_data(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
         browse(st, s, "folder", f"Add a folder to {info.name}'s queue")
     y += 30
     if ui.button((x, y, half, 24), "Clear Queue", enabled=has and bool(info.queue_items)):
-        s["dialog"] = "clear"
+        s.dialog = "clear"
     if ui.button((x + half + 8, y, half, 24), "Import From...", enabled=has and len(st.models) > 1):
-        s["dialog"] = "import"
+        s.dialog = "import"
     return y + 34
 
 
-def browse(st: AppState, s: dict, mode: str, title: str) -> None:
-    s["dialog"] = "browser"
-    s["browser"] = FileBrowser(st.worker, mode, title, s.get("browse_dir") or Path.cwd())
+def browse(st: AppState, s: TrainingState, mode: str, title: str) -> None:
+    s.dialog = "browser"
+    s.browser = FileBrowser(st.worker, mode, title, s.browse_dir or Path.cwd())
 
 
 def status(ui: UI, st: AppState, x: int, y: int) -> int:
@@ -484,14 +496,14 @@ def _crawler_api():
     return (start, stop) if start and stop else None
 
 
-def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def actions(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "ACTIONS")
     y += 20
     mine = st.training_current
     other = st.training and not mine
     remote = remote_run(st) is not None
     if mine:
-        stopping = s.get("stopping") == st.trainer
+        stopping = s.stopping == st.trainer
         if ui.button(
             (x, y, w, 35),
             "STOPPING..." if stopping else "STOP TRAINING",
@@ -501,7 +513,7 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
             border=th.WHITE,
             enabled=not stopping,
         ):
-            s["stopping"] = st.trainer
+            s.stopping = st.trainer
             st.stop_training()
     else:
         ok = info is not None and not other and not remote and not st.is_busy()
@@ -556,19 +568,19 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
 
 
 # ---------------------------------------------------------------------------- dialogs
-def dialog(ui: UI, st: AppState, s: dict) -> None:
-    kind = s.get("dialog")
+def dialog(ui: UI, st: AppState, s: TrainingState) -> None:
+    kind = s.dialog
     info = st.info()
     if kind is None:
         return
     if info is None:
-        s["dialog"] = None
+        s.dialog = None
         return
     if kind == "browser":
-        paths = s["browser"].draw(ui)
+        paths = s.browser.draw(ui)
         if paths is not None:
-            s["browse_dir"] = s["browser"].cwd
-            s["dialog"] = None
+            s.browse_dir = s.browser.cwd
+            s.dialog = None
             if paths:
                 st.add_to_queue([str(p) for p in paths], info.name)
     elif kind == "clear":
@@ -581,7 +593,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             danger=True,
         )
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             name = info.name
 
@@ -596,7 +608,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         others = [m.name for m in st.models if m.name != info.name]
         choice = dialogs.pick(ui, f"Copy another model's queue into {info.name}'s", others)
         if choice is not None:
-            s["dialog"] = None
+            s.dialog = None
         if isinstance(choice, str):
             name = info.name
 
@@ -615,7 +627,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
     elif kind == "save-preset":
         save_preset_dialog(ui, st, s, info)
     elif kind == "grow":
-        n = s.get("grow_to", info.config.n_layer)
+        n = s.grow_to or info.config.n_layer
         ok = dialogs.confirm(
             ui,
             f"Grow {info.name} from {info.config.n_layer} to {n} layers? "
@@ -625,8 +637,8 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ok="Grow",
         )
         if ok is not None:
-            s["dialog"] = None
-            s.pop("stamp", None)  # back to the saved value if refused
+            s.dialog = None
+            s.stamp = None  # back to the saved value if refused
         if ok:
             st.run(
                 "grow",
@@ -638,7 +650,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             )
 
 
-def save_preset_dialog(ui: UI, st: AppState, s: dict, info) -> None:
+def save_preset_dialog(ui: UI, st: AppState, s: TrainingState, info) -> None:
     presets = _presets(st, s)
 
     def problem(name: str) -> str | None:
@@ -656,17 +668,22 @@ def save_preset_dialog(ui: UI, st: AppState, s: dict, info) -> None:
         ui,
         "Save as preset",
         "Name for the current batch size, sequence length, rate and epochs:",
-        s.get("preset_name", ""),
+        s.preset_name,
         validate=problem,
         ok="Save",
     )
-    s["preset_name"] = text
+    s.preset_name = text
     if ok is not None:
-        s["dialog"] = None
+        s.dialog = None
     if ok:
         v = _settings_of(info)
         replaced = " (replaced)" if text in presets else ""
-        s.pop("presets_stamp", None)
+        s.presets_stamp = None
+
+        def saved(_: dict) -> None:
+            s.presets_stamp = None  # list them again
+            st.say(f"Saved preset {text}{replaced}", "success")
+
         st.run(
             "preset",
             info.name,
@@ -676,10 +693,7 @@ def save_preset_dialog(ui: UI, st: AppState, s: dict, info) -> None:
             seq_len=v["seq_len"],
             learning_rate=v["learning_rate"],
             target_epochs=v["target_epochs"],
-            done=lambda _: (
-                s.pop("presets_stamp", None),
-                st.say(f"Saved preset {text}{replaced}", "success"),
-            ),
+            done=saved,
         )
 
 

@@ -55,8 +55,8 @@ def test_drag_batch_size_saves_it(studio, models_dir):
 
 
 def _refused(studio) -> tuple[str, str]:
-    r = studio.st.tab("training").get("refused") or ("", 0, "")
-    return r[2], r[0]
+    r = studio.st.tab("training").refused
+    return (r.key, r.message) if r is not None else ("", "")
 
 
 def test_seq_len_above_context_springs_back_and_saves_nothing(studio, models_dir):
