@@ -818,26 +818,62 @@ def sphere_layout(
     return (cx, cy), ring, ring / 5, centres
 
 
+def first_loss(snap) -> float | None:
+    """The training loss of the first batch in the run's history (the model's first batch
+    when the history reaches back that far): the baseline the spheres' colour is measured from."""
+    train = (getattr(snap, "history", None) or {}).get("train", ())
+    for v in train:
+        if v is not None and math.isfinite(float(v)) and float(v) > 0:
+            return float(v)
+    return None
+
+
 def sphere_activity(snap) -> list[float]:
-    """Per sphere, the share of its shard's positions in the latest batch that the model got
-    right (hits / positions: count over the most it could be)."""
+    """Per sphere, how far its shard's loss in the latest batch has fallen below the first
+    batch's loss: 1 - loss / first loss, from 0 (no better than at the start) towards 1. It
+    moves from the first steps on, for small models too (a share of tokens predicted stays
+    near 0 for a whole run of a tiny model)."""
     sp = list(getattr(snap, "spheres", ()) or ())
-    return [float(sp[i].get("hit_rate", 0.0) or 0.0) if i < len(sp) else 0.0 for i in range(12)]
+    base = first_loss(snap)
+    out = []
+    for i in range(12):
+        loss = sp[i].get("loss") if i < len(sp) else None
+        if base is None or loss is None or not math.isfinite(float(loss)):
+            out.append(0.0)
+        else:
+            out.append(min(1.0, max(0.0, 1.0 - float(loss) / base)))
+    return out
+
+
+SPHERE_CAPTION = (
+    "Node Zero + 12 shards of each batch · colour: how far the shard's loss has fallen below "
+    "the first batch's · outside: tokens predicted right"
+)
 
 
 def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.rect(r, th.METRIC_BG, th.METRIC_BORDER)
     ui.label((r.x + 8, r.y + 6), "KISSING SPHERES", th.ACCENT)
-    sub = ui.wrap(
-        "Node Zero + 12 shards of each batch · colour: share of next tokens predicted", r.w - 16
-    )
-    for i, part in enumerate(sub[:2]):
+    sub = ui.wrap(SPHERE_CAPTION, r.w - 16)[:3]
+    for i, part in enumerate(sub):
         ui.label((r.x + 8, r.y + 24 + 16 * i), part, th.HINT)
-    top = 42 + 16 * (len(sub[:2]) - 1)
-    strip_h = 66
+    top = 42 + 16 * (len(sub) - 1)
+    act = sphere_activity(snap)
+    # the strip: counts on the left, the colour legend beside them or on a row of its own
+    legend = [("loss drop", None)] + [(f"<{lim:.0%}", c) for lim, c in th.SPHERE_LEVELS]
+    legend.append(("90%+", th.SPHERE_HOT))
+    widths = [ui.text_size(label)[0] + (24 if c else 12) for label, c in legend]
+    gn = getattr(snap, "grad_norm", None)
+    lines = [
+        f"Active Spheres: {sum(a >= 0.01 for a in act)} / 12",
+        f"Total Batches: {getattr(snap, 'step', 0):,}",
+        "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
+    ]
+    text_w = max(ui.text_size(line)[0] for line in lines)
+    beside = sum(widths) <= r.w - 12 - text_w - 24
+    strip_h = 66 if beside else 86
     area = pygame.Rect(r.x, r.y + top, r.w, r.h - top - strip_h)
     (cx, cy), ring, rad, centres = sphere_layout(area)
-    act = sphere_activity(snap)
     sp = list(getattr(snap, "spheres", ()) or ())
     surf = ui.surface
     for px, py in centres:
@@ -862,26 +898,20 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         ui.label((tx, ty - lh // 2), text, th.HINT, align="center")
     strip = pygame.Rect(r.x + 6, r.bottom - strip_h, r.w - 12, strip_h - 6)
     ui.rect(strip, th.VIEW_BG, th.METRIC_BORDER)
-    active = sum(a >= 0.01 for a in act)
-    gn = getattr(snap, "grad_norm", None)
-    lines = [
-        f"Active Spheres: {active} / 12",
-        f"Total Batches: {getattr(snap, 'step', 0):,}",
-        "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
-    ]
-    text_w = max(
-        ui.label((strip.x + 8, strip.y + 5 + 17 * i), line, th.TEXT) for i, line in enumerate(lines)
-    )
-    # the legend of the colour levels, where there is room for it
-    legend = [(f"<{lim:.0%}", color) for lim, color in th.SPHERE_LEVELS] + [("90%+", th.SPHERE_HOT)]
-    widths = [ui.text_size(label)[0] + 24 for label, _ in legend]
-    if sum(widths) > strip.w - text_w - 24:
-        return
-    lx = strip.right - 8
-    for (label, color), lw in zip(reversed(legend), reversed(widths), strict=True):
-        ui.label((lx, strip.y + 22), label, th.HINT, align="right")
-        pygame.draw.circle(surf, color, (lx - lw + 15, strip.y + 30), 5)
-        lx -= lw
+    for i, line in enumerate(lines):
+        ui.label((strip.x + 8, strip.y + 5 + 17 * i), line, th.TEXT)
+    if beside:
+        lx, ly = strip.right - 8 - sum(widths), strip.y + 22
+    else:
+        lx, ly = strip.x + 8, strip.y + 5 + 17 * 3 + 2
+    for (label, color), lw in zip(legend, widths, strict=True):
+        if color is not None:
+            pygame.draw.circle(surf, color, (lx + 6, ly + ui.line_h // 2), 5)
+            pygame.draw.circle(surf, th.DIM, (lx + 6, ly + ui.line_h // 2), 5, 1)
+            ui.label((lx + 14, ly), label, th.HINT)
+        else:
+            ui.label((lx, ly), label, th.HINT)
+        lx += lw
 
 
 def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:

@@ -331,3 +331,22 @@ def test_elapsed_is_frozen_while_paused_and_run_figures_survive_a_new_session(st
     assert f.session_steps < f.run_done
     press(studio, "training/train")
     frames_until(studio, lambda: st.trainer is None, timeout=30)
+
+
+def test_sphere_colour_measures_the_fall_of_each_shards_loss_from_the_first_batch():
+    """Issue: the spheres stayed white at 0% for a whole 11-epoch run of a small model."""
+    from cllm.train.trainer import TrainSnapshot
+
+    sp = [{"tokens": 10, "hits": 0, "loss": 8.0 - 0.5 * i, "hit_rate": 0.0} for i in range(12)]
+    sp[11]["loss"] = float("nan")  # a shard not measured: no colour, not an error
+    snap = TrainSnapshot(spheres=tuple(sp), history={"train": [float("nan"), 8.0, 7.0]})
+    act = tab_training.sphere_activity(snap)
+    assert act[0] == 0.0 and act[4] == pytest.approx(0.25) and act[10] == pytest.approx(0.625)
+    assert act[11] == 0.0
+    # a shard worse than the first batch is 0, never negative
+    sp[0]["loss"] = 9.0
+    assert tab_training.sphere_activity(snap)[0] == 0.0
+    # with zero hits everywhere (a tiny model's whole run) the colours still move
+    from app import theme as th
+
+    assert len({th.sphere_color(a) for a in act}) >= 3
