@@ -893,8 +893,13 @@ class UI:
         r = pygame.Rect(rect)
         self.rect(r, th.METRIC_BG, th.METRIC_BORDER)
         if title:
-            self.label((r.x + 8, r.y + 6), title, th.ACCENT)
-        plot = pygame.Rect(r.x + 8, r.y + 28, r.w - 16, r.h - 52)
+            self.label((r.x + 8, r.y + 6), title, th.ACCENT, max_w=r.w - 16)
+        # the legend sits beside the title, or on a row of its own when they would touch
+        legend_w = sum(self.text_size(name)[0] + 16 for name, *_ in series)
+        own_row = bool(title) and self.text_size(title)[0] + legend_w + 24 > r.w
+        legend_y = r.y + 6 + (self.line_h + 2 if own_row else 0)
+        top = 28 + (self.line_h + 2 if own_row else 0)
+        plot = pygame.Rect(r.x + 8, r.y + top, r.w - 16, r.h - top - 24)
         for i in range(5):
             y = plot.y + plot.h * i // 4
             pygame.draw.line(self.surface, th.GRID, (plot.x, y), (plot.right, y))
@@ -918,7 +923,9 @@ class UI:
             data.append((name, x[::stride], y[::stride], color))
         lx = r.right - 8
         for name, _, _, color in reversed(data):
-            w = self.label((lx, r.y + 6), name, color, align="right")
+            if lx < r.x + 8:
+                break
+            w = self.label((lx, legend_y), name, color, align="right")
             lx -= w + 16
         if not any(len(x) for _, x, _, _ in data):
             self.text_center(plot, "no data yet", th.DIM)

@@ -210,6 +210,10 @@ def details(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     )
 
 
+def _g(v) -> str:
+    return "-" if v is None else f"{v:,.3f}" if v < 1000 else f"{v:,.0f}"
+
+
 def _f(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
@@ -226,13 +230,29 @@ def compare(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     for i, name in enumerate(names):
         h = history(st, s, name)
         if h is not None:
-            series.append((name, h["steps"], h["train_loss"], th.SERIES[i % len(th.SERIES)]))
+            color = th.SERIES[i % len(th.SERIES)]
+            series.append((name, h["steps"], h["train_loss"], color))
+            series.append((name + " val", h["steps"], h["val_loss"], th.mix(color, th.WHITE, 0.5)))
     chart_h = max(160, (r.h - 40) // 2)
     ui.chart(
-        (x, y + 26, r.w - 30, chart_h), series, title="TRAINING LOSS (moving average)", smooth=True
+        (x, y + 26, r.w - 30, chart_h),
+        series,
+        title="TRAINING AND VALIDATION LOSS (moving average; val lighter)",
+        smooth=True,
     )
+    # evaluation on one shared text
+    ey = y + 36 + chart_h
+    if ui.button((x, ey, 220, 26), "Evaluate on a text...", key="eval", enabled=not s.evaluating):
+        open_dialog(st, s, "eval-text", None)
+    if s.evaluating:
+        note = f"Scoring on {s.eval_text.name}..."
+    elif s.eval_text is not None:
+        note = f"Scored on {s.eval_text.name}: loss per token (nats), perplexity, bits per byte"
+    else:
+        note = "Score the compared models on one text file you pick"
+    ui.label((x + 232, ey + 5), note, th.HINT, max_w=r.w - 30 - 232)
     # settings side by side
-    ty = y + 36 + chart_h
+    ty = ey + 34
     rows = [
         ("", lambda m: m.name),
         ("Parameters", lambda m: format_count(m.n_params)),
@@ -249,6 +269,12 @@ def compare(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
         ("Learning rate", lambda m: f"{m.train.learning_rate:.2e}"),
         ("Queue tokens", lambda m: f"{m.queue_tokens:,}"),
     ]
+    if s.evals:
+        rows += [
+            ("Text loss", lambda m: _f(s.evals.get(m.name, {}).get("loss"))),
+            ("Text perplexity", lambda m: _g(s.evals.get(m.name, {}).get("perplexity"))),
+            ("Text bits/byte", lambda m: _g(s.evals.get(m.name, {}).get("bits_per_byte"))),
+        ]
     infos = [st.info(n) for n in names]
     col_w = max(90, (r.w - 30 - 140) // max(1, len(infos)))
     for j, (label, fn) in enumerate(rows):
@@ -268,19 +294,25 @@ def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None
     y += 22
     m = st.info()
     free = m is not None and not in_use(st, m) and not st.is_busy()
+    has = m is not None
     buttons = [
         ("Create New...", "create", True),
-        ("Rename...", "rename", free),
-        ("Duplicate...", "duplicate", m is not None and not st.is_busy()),
-        ("Delete...", "delete", free),
-        ("Export...", "export", m is not None),
         ("Import...", "import", True),
+        ("Rename...", "rename", free),
+        ("Duplicate...", "duplicate", has and not st.is_busy()),
+        ("Export...", "export", has),
+        ("Export HF...", "export-hf", has and not st.is_busy()),
         ("Grow Layers...", "grow", free),
+        ("Clear History...", "clear-history", free),
+        ("Delete...", "delete", free),
     ]
-    for label, kind, ok in buttons:
-        if ui.button((x, y, w, 30), label, enabled=ok):
+    half = (w - 8) // 2
+    for i, (label, kind, ok) in enumerate(buttons):
+        bx = x + (i % 2) * (half + 8)
+        if ui.button((bx, y, half, 30), label, enabled=ok):
             open_dialog(st, s, kind, m)
-        y += 38
+        if i % 2 == 1 or i == len(buttons) - 1:
+            y += 38
     label = "Close Compare" if s.comparing else "Compare..."
     if ui.button((x, y, w, 30), label, key="compare", enabled=len(st.models) > 0):
         s.comparing = not s.comparing
@@ -320,6 +352,20 @@ def open_dialog(st: AppState, s: ModelsState, kind: str, m) -> None:
     elif kind == "export":
         s.browser = FileBrowser(
             st.worker, "folder", f"Export {m.name} to a folder", s.browse_dir or Path.cwd()
+        )
+    elif kind == "export-hf":
+        s.browser = FileBrowser(
+            st.worker,
+            "folder",
+            f"Export {m.name} for Hugging Face transformers: choose the folder to put it in",
+            s.browse_dir or Path.cwd(),
+        )
+    elif kind == "eval-text":
+        s.browser = FileBrowser(
+            st.worker,
+            "file",
+            "Evaluate the compared models on a text file",
+            s.browse_dir or Path.cwd(),
         )
     elif kind == "import":
         s.browser = FileBrowser(
@@ -494,14 +540,48 @@ def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
             s.dialog = None
         if ok:
             import_model(st, path, text)
-    elif kind in ("export", "import"):
+    elif kind == "clear-history":
+        ok = dialogs.confirm(
+            ui,
+            f"Forget {m.name}'s loss history (the chart and the epoch summaries)? "
+            "The weights, the epochs and steps trained and the best loss stay.",
+            title="Clear History",
+            ok="Clear",
+            danger=True,
+        )
+        if ok is not None:
+            s.dialog = None
+        if ok:
+            name = m.name
+            s.hist.pop(name, None)
+            st.run(
+                "clear history",
+                name,
+                reg.clear_history,
+                name,
+                done=lambda _: st.say(f"Cleared {name}'s loss history", "success"),
+            )
+    elif kind in ("export", "import", "export-hf", "eval-text"):
         paths = s.browser.draw(ui)
         if paths is None:
             return
         s.browse_dir, s.dialog = s.browser.cwd, None
         if not paths:
             return
-        if kind == "export":
+        if kind == "export-hf":
+            dest = paths[0] / f"{m.name}-hf"
+            st.run(
+                "export",
+                m.name,
+                reg.export_hf,
+                m.name,
+                dest,
+                refresh=False,
+                done=lambda p: st.say(f"Exported {m.name} for transformers to {p}", "success"),
+            )
+        elif kind == "eval-text":
+            evaluate_compared(st, s, paths[0])
+        elif kind == "export":
             dest = paths[0] / f"{m.name}.cllm"
             st.run(
                 "export",
@@ -517,6 +597,28 @@ def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
             s.text = rules.free_variant(paths[0].stem, [mm.name for mm in st.models])
         else:
             import_model(st, paths[0], paths[0].stem)
+
+
+def evaluate_compared(st: AppState, s: ModelsState, path: Path) -> None:
+    """Score every compared model on one text file, in the worker; the table shows them."""
+    from cllm.models.evaluate import evaluate, read_text
+
+    names = [m.name for m in st.models if m.name in s.compare]
+    s.eval_text, s.evals, s.evaluating = path, {}, True
+
+    def run() -> dict[str, dict]:
+        text, _ = read_text(path)
+        return {n: evaluate(st.registry.load(n), text, name=n).to_dict() for n in names}
+
+    def done(results: dict[str, dict]) -> None:
+        if s.eval_text == path:
+            s.evals, s.evaluating = results, False
+
+    def error(err: BaseException) -> None:
+        s.evaluating = False
+        st.fail(err)
+
+    st.worker.submit(run, done=done, error=error)
 
 
 def import_model(st: AppState, path: Path, name: str) -> None:
