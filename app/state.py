@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the trainer takes a third of a second to import: not at sta
 
 log = logging.getLogger("app")
 
+STUDIO_FILE = ".studio.json"  # the last model used, reopened at the next start
 DEMO_NAME = "demo"
 DEMO_TARGET_EPOCHS = 20
 
@@ -153,7 +154,10 @@ class AppState:
             if self.lm_name not in names:
                 self.lm, self.lm_name = None, None
             if names:
-                self.select(DEMO_NAME if DEMO_NAME in names else names[0])
+                last = self._last_used() if first else None
+                self.select(
+                    last if last in names else DEMO_NAME if DEMO_NAME in names else names[0]
+                )
         if first and not names and self.demo:
             self.create_demo()
         info = self.info()
@@ -176,13 +180,31 @@ class AppState:
 
     # ------------------------------------------------------------------ selection, loading
     def select(self, name: str | None) -> None:
-        """Make `name` the current model of every tab and load it in the background."""
+        """Make `name` the current model of every tab and load it in the background; it is
+        remembered (`.studio.json`) and reopened at the next start."""
         if name == self.current:
             return
         self.current, self.remote = name, None
         self.snapshot = None
         if name:
             self.load(name)
+            self.worker.submit(self._remember, name, error=lambda err: None)
+
+    def _last_used(self) -> str | None:
+        import json
+
+        try:
+            data = json.loads((self.models_dir / STUDIO_FILE).read_text("utf-8"))
+            return str(data["last_model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none yet, or unreadable: the default choice
+
+    def _remember(self, name: str) -> None:
+        import json
+
+        from cllm.atomic import write_atomic
+
+        write_atomic(self.models_dir / STUDIO_FILE, json.dumps({"last_model": name}))
 
     def load(self, name: str) -> None:
         self.loading = name

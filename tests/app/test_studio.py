@@ -197,3 +197,23 @@ def test_a_tiny_window_still_draws_every_tab(studio):
     _open_selector(studio)
     studio.pump(2)
     assert studio.banner is None
+
+
+def test_the_studio_reopens_the_last_model_used(models_dir):
+    from app.studio import Studio
+
+    from .conftest import frames_until
+
+    s = Studio((1024, 640), models_dir, demo=False)
+    try:
+        frames_until(s, lambda: s.st.listed and s.st.current == "alpha")
+        s.st.select("beta")
+        frames_until(s, lambda: s.st.loaded and not s.worker.busy)
+    finally:
+        s.close()
+    s = Studio((1024, 640), models_dir, demo=False)
+    try:
+        frames_until(s, lambda: s.st.listed and s.st.current is not None)
+        assert s.st.current == "beta"
+    finally:
+        s.close()
