@@ -74,9 +74,9 @@ class AppState:
             self.notify(text, kind)
 
     def fail(self, err: BaseException) -> None:
-        """Errors of background jobs: user errors as they are, bugs with their type."""
+        """Errors of background jobs: user errors in the studio's words, bugs with their type."""
         if isinstance(err, CLLMError):
-            self.say(str(err), "error")
+            self.say(studio_words(str(err)), "error")
         else:
             self.say(f"{type(err).__name__}: {err}", "error")
 
@@ -372,6 +372,24 @@ class AppState:
             self.say(msg, "success" if added else "warning")
 
         self.run("queue", name, add, done=done)
+
+
+# What the command line's messages tell you to type, said as what to do in the studio.
+STUDIO_WORDS = [
+    (
+        "(--data or Add Files)",
+        "(Add Files... or Add Folder... under TRAINING DATA on the Training tab, or drop files "
+        "on the window)",
+    ),
+    ("; add --yes", ""),
+]
+
+
+def studio_words(msg: str) -> str:
+    """A CLLMError's message with command-line advice replaced by the studio's controls."""
+    for cli, studio in STUDIO_WORDS:
+        msg = msg.replace(cli, studio)
+    return msg
 
 
 def _stamp(meta: dict) -> tuple:

@@ -992,14 +992,17 @@ class UI:
         sw, sh = self.surface.get_size()
         y = sh - 20
         for t in reversed(self.toasts):
-            w = min(sw - 40, self.text_size(t.text)[0] + 24)
-            r = pygame.Rect((sw - w) // 2, y - 32, w, 32)
+            lines = self.wrap(t.text, min(sw - 64, 900))[:4]  # wrapped, not cut short
+            w = max(self.text_size(line)[0] for line in lines) + 24
+            h = 14 + self.line_h * len(lines)
+            r = pygame.Rect((sw - w) // 2, y - h, w, h)
             self.rect(r, th.DIALOG_BG, t.color, 2)
-            self.text_center(r, t.text, t.color)
+            for i, line in enumerate(lines):
+                self.label((r.x + 12, r.y + 7 + self.line_h * i), line, t.color)
             if self.f.pressed and not self.f.click_taken and r.collidepoint(self.f.mouse):
                 self.f.click_taken = True
                 t.until = 0
-            y -= 38
+            y -= h + 6
 
 
 def _printable(s: str) -> str:

@@ -350,3 +350,15 @@ def test_sphere_colour_measures_the_fall_of_each_shards_loss_from_the_first_batc
     from app import theme as th
 
     assert len({th.sphere_color(a) for a in act}) >= 3
+
+
+def test_an_empty_queue_is_explained_in_the_studios_words(studio):
+    """Issue: the empty-queue error told a studio user about the --data flag."""
+    studio.st.select("beta")  # no queue
+    frames_until(studio, lambda: studio.st.loaded and not studio.worker.busy)
+    studio.pump(2)
+    press(studio, "training/train")
+    settle(studio)
+    texts = [t.text for t in studio.ui.toasts]
+    assert any("empty queue" in t and "Add Files..." in t for t in texts), texts
+    assert not any("--" in t for t in texts)
