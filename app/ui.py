@@ -670,10 +670,10 @@ class UI:
         else:
             st.pop("buf", None)
         # draw
-        bg = th.INPUT_BG_FOCUS if focused else th.shade(th.INPUT_BG, 20) if over else th.INPUT_BG
+        bg = th.INPUT_BG_FOCUS if focused else th.shade(th.INPUT_BG, 10) if over else th.INPUT_BG
         if not enabled:
             bg = th.mix(th.INPUT_BG, th.BG, 0.5)
-        border = th.INPUT_BORDER_FOCUS if focused else th.shade(th.INPUT_BORDER, -40 if over else 0)
+        border = th.INPUT_BORDER_FOCUS if focused else th.shade(th.INPUT_BORDER, 40 if over else 0)
         self.rect(r, bg, border, 2 if focused else 1)
         shown = st["buf"] if focused and "buf" in st else res.text
         with self.clip(r.inflate(-4, -2)):
@@ -685,12 +685,14 @@ class UI:
                 cur_x = self.text_size(shown[: st["cur"]])[0]
                 x0 -= max(0, cur_x - (r.w - 16))  # keep the cursor in view
                 if st.get("all") and shown:
-                    self.rect((x0, ty, self.text_size(shown)[0], self.line_h), (170, 200, 240))
+                    self.rect((x0, ty, self.text_size(shown)[0], self.line_h), th.INPUT_SELECTION)
             if shown:
                 self.surface.blit(self.render(shown, th.INPUT_TEXT), (x0, ty))
             if focused and int(self.now * 2) % 2 == 0:
                 cx = x0 + self.text_size(shown[: st["cur"]])[0]
-                pygame.draw.line(self.surface, th.BLACK, (cx, ty + 1), (cx, ty + self.line_h - 2))
+                pygame.draw.line(
+                    self.surface, th.INPUT_CARET, (cx, ty + 1), (cx, ty + self.line_h - 2)
+                )
         return res
 
     def _cursor_at(self, s: str, x: int) -> int:

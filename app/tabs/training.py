@@ -772,8 +772,12 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     top = y + 108
     bottom = v.bottom - 12
     avail = bottom - top
-    sph_h = max(200, int(avail * 0.5))
-    chart_h = max(120, int(avail * 0.28))
+    if avail >= 560:
+        sph_h = max(200, int(avail * 0.5))
+        chart_h = max(120, int(avail * 0.28))
+    else:  # a short window: the spheres and the chart share it, the log pane gives way
+        chart_h = max(110, int(avail * 0.3))
+        sph_h = max(160, avail - chart_h - 10)
     left_w = int(w * 0.5)
     spheres(ui, snap, pygame.Rect(x, top, left_w - 6, sph_h))
     metrics(ui, st, snap, pygame.Rect(x + left_w + 6, top, w - left_w - 6, sph_h))
@@ -845,10 +849,7 @@ def sphere_activity(snap) -> list[float]:
     return out
 
 
-SPHERE_CAPTION = (
-    "Node Zero + 12 shards of each batch · colour: how far the shard's loss has fallen below "
-    "the first batch's · outside: tokens predicted right"
-)
+SPHERE_CAPTION = "Node Zero + 12 shards of each batch · outside: tokens predicted right"
 
 
 def spheres(ui: UI, snap, r: pygame.Rect) -> None:
@@ -860,7 +861,8 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     top = 42 + 16 * (len(sub) - 1)
     act = sphere_activity(snap)
     # the strip: counts on the left, the colour legend beside them or on a row of its own
-    legend = [("loss drop", None)] + [(f"<{lim:.0%}", c) for lim, c in th.SPHERE_LEVELS]
+    legend = [("colour: loss below the first batch's", None)]
+    legend += [(f"<{lim:.0%}", c) for lim, c in th.SPHERE_LEVELS]
     legend.append(("90%+", th.SPHERE_HOT))
     widths = [ui.text_size(label)[0] + (24 if c else 12) for label, c in legend]
     gn = getattr(snap, "grad_norm", None)
@@ -871,7 +873,8 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ]
     text_w = max(ui.text_size(line)[0] for line in lines)
     beside = sum(widths) <= r.w - 12 - text_w - 24
-    strip_h = 66 if beside else 86
+    two_rows = not beside and sum(widths) > r.w - 28  # the title above the colour dots
+    strip_h = 66 if beside else 86 + (17 if two_rows else 0)
     area = pygame.Rect(r.x, r.y + top, r.w, r.h - top - strip_h)
     (cx, cy), ring, rad, centres = sphere_layout(area)
     sp = list(getattr(snap, "spheres", ()) or ())
@@ -905,6 +908,10 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     else:
         lx, ly = strip.x + 8, strip.y + 5 + 17 * 3 + 2
     for (label, color), lw in zip(legend, widths, strict=True):
+        if color is None and two_rows:
+            ui.label((lx, ly), label, th.HINT)
+            ly += 17
+            continue
         if color is not None:
             pygame.draw.circle(surf, color, (lx + 6, ly + ui.line_h // 2), 5)
             pygame.draw.circle(surf, th.DIM, (lx + 6, ly + ui.line_h // 2), 5, 1)
