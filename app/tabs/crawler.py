@@ -564,18 +564,20 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     else:
         ui.label((x, y), "A start URL (http or https); Enter adds it.", th.DIM, max_w=w)
     y += 24
-    # the state filter
-    fw = (w - 4 * 4) // 5
+    # the state filter: one row, or rows of three when the labels would be cut
+    fits = all(ui.text_size(v.capitalize())[0] + 12 <= (w - 16) // 5 for v in STATES)
+    per_row = 5 if fits else 3
+    fw = (w - 4 * (per_row - 1)) // per_row
     for i, shows in enumerate(STATES):
         if ui.choice(
-            (x + i * (fw + 4), y, fw, 24),
+            (x + i % per_row * (fw + 4), y + i // per_row * 28, fw, 24),
             shows.capitalize(),
             s["shows"] == shows,
             key=f"shows:{shows}",
         ):
             s["shows"], s["polled_at"] = shows, 0.0
             ui.state.pop(ui.id("scroll:urls"), None)
-    y += 30
+    y += 30 + 28 * ((len(STATES) - 1) // per_row)
     activity_h = 190
     list_r = pygame.Rect(x, y, w, r.bottom - y - activity_h - 34)
     url_list(ui, st, s, list_r, data)

@@ -864,7 +864,7 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     legend = [("colour: loss below the first batch's", None)]
     legend += [(f"<{lim:.0%}", c) for lim, c in th.SPHERE_LEVELS]
     legend.append(("90%+", th.SPHERE_HOT))
-    widths = [ui.text_size(label)[0] + (24 if c else 12) for label, c in legend]
+    widths = [ui.text_size(label)[0] + (18 if c else 12) for label, c in legend]
     gn = getattr(snap, "grad_norm", None)
     lines = [
         f"Active Spheres: {sum(a >= 0.01 for a in act)} / 12",
