@@ -113,6 +113,7 @@ class UI:
         self._ids: list[str] = []
         self._focus_claimed = False
         self.drawn: dict[str, pygame.Rect] = {}  # widget id -> rect this frame (tests, tours)
+        self.texts: list[str] = []  # the labels drawn this frame, in order (tests)
         self.last_drawn: dict[str, pygame.Rect] = {}
         self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
         self._overlay: pygame.Surface | None = None
@@ -145,6 +146,7 @@ class UI:
         self.hot = None
         self._focus_claimed = False
         self.last_drawn, self.drawn = self.drawn, {}
+        self.texts = []
         self._layers, self._layer, self._clips, self._ids = [], None, [], []
 
     def end(self) -> None:
@@ -340,6 +342,7 @@ class UI:
         returns its width."""
         if max_w is not None:
             s = self.elide(s, max_w)
+        self.texts.append(s)
         surf = self.render(s, color)
         x, y = pos
         if align == "right":
@@ -352,6 +355,7 @@ class UI:
     def text_center(self, rect: RectLike, s: str, color: th.Color = th.TEXT) -> None:
         r = pygame.Rect(rect)
         s = self.elide(s, r.w - 8)
+        self.texts.append(s)
         surf = self.render(s, color)
         self.surface.blit(surf, surf.get_rect(center=r.center))
 

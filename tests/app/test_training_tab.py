@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pygame
@@ -210,6 +211,19 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert math.isfinite(snap.train_loss) and snap.train_loss > 0
     assert len(snap.spheres) == 12 and sum(sp["tokens"] for sp in snap.spheres) > 0
     assert len(snap.history["steps"]) >= 3
+    # every view reads the same snapshot: the panel's MODEL INFO is not the file's stale "0"
+    studio.pump(1)
+    texts = studio.ui.texts
+    shown = st.snapshot
+    joined = "\n".join(texts[texts.index("MODEL INFO") :])  # the panel (its lines may wrap)
+    m = re.search(r"Epochs trained: (\d+) / (\d+)\s+Steps: ([\d,]+)", joined)
+    assert m, joined
+    assert (int(m[1]), int(m[2])) == (shown.epochs_trained, shown.target_epochs)
+    assert int(m[3].replace(",", "")) >= 3 and st.info("alpha").meta.get("steps", 0) == 0
+    epochs = f"Epochs trained: {shown.epochs_trained} / {shown.target_epochs} (epoch"
+    assert any(t.startswith(epochs) for t in texts)  # the header says the same
+    assert any(t.startswith("Whole run: ") for t in texts)  # each percentage says what it is
+    assert any(t.startswith("This epoch: batch ") for t in texts)
     # while training: sliders locked, START became STOP, PAUSE and RESUME work
     assert studio.st.training_current
     press(studio, "training/pause")
