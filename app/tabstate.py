@@ -152,6 +152,7 @@ class ResearchState(TabState):
     request: int = 0
     cache: Any = None
     shown: tuple[int, int, int] = (0, 0, 0)  # the viewer's first and last line shown, of n
+    wrapped: tuple | None = None  # ((view, width), rows): the viewer's wrapped lines
 
 
 TAB_STATES: dict[str, type[TabState]] = {

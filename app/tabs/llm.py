@@ -408,7 +408,7 @@ def _hint(ui: UI, st: AppState, s: LLMState, chat: pygame.Rect) -> None:
 def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
     """The message's lines at this width, where its error lines start and the widest line's
     width, cached until its text or the width changes."""
-    key = (len(msg["text"]), msg.get("state"), width)
+    key = (len(msg["text"]), msg.get("state"), width, bool(msg.get("stats")))
     cache = msg.get("_wrap")
     if cache is None or cache[0] != key:
         text = msg["text"].replace("\t", "    ").translate(_CONTROLS)
@@ -421,6 +421,8 @@ def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
         if msg.get("state") == "error":
             lines += ui.wrap("[error] " + msg.get("error", ""), width)
         text_w = max((ui.text_size(line)[0] for line in lines), default=0)
+        stats = msg.get("stats")
+        msg["_stats"] = ui.wrap(stats_line(stats), width) if stats else []  # wrapped, not cut
         cache = msg["_wrap"] = (key, lines, err_from, text_w)
     return cache[1], cache[2], cache[3]
 
@@ -447,7 +449,9 @@ def _bubble_h(ui: UI, lines: list[str]) -> int:
 
 def _cell_h(ui: UI, msg: dict, lines: list[str]) -> int:
     """A bubble's height: its lines, and the statistics line of a finished reply."""
-    return _bubble_h(ui, lines) + (ui.line_h + 2 if msg.get("stats") else 0)
+    return _bubble_h(ui, lines) + (
+        ui.line_h * len(msg.get("_stats", ())) + 2 if msg.get("stats") else 0
+    )
 
 
 def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
@@ -490,15 +494,15 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
         else:
             w = half
             x = chat.x + 10 + col * (half + GAP)
-        stats = msg.get("stats")
+        stats = msg.get("_stats") if msg.get("stats") else None
         if stats and col is None:
-            w = max(w, min(int(width * 0.72), ui.text_size(stats_line(stats))[0] + 2 * PAD))
+            stats_w = max(ui.text_size(line)[0] for line in stats)
+            w = max(w, min(int(width * 0.72), stats_w + 2 * PAD))
         h = _cell_h(ui, msg, lines)
         ui.rect((x, y, w, h), th.USER_BUBBLE if user else th.MODEL_BUBBLE)
-        if stats:
-            ui.label(
-                (x + PAD, y + h - PAD - ui.line_h), stats_line(stats), th.HINT, max_w=w - 2 * PAD
-            )
+        for i, line in enumerate(stats or ()):
+            sy = y + h - PAD - ui.line_h * (len(stats) - i)
+            ui.label((x + PAD, sy), line, th.HINT, max_w=w - 2 * PAD)
         ui.label((x + PAD, y + PAD), who, th.WHITE if user else th.ACCENT, max_w=w - 2 * PAD)
         ty = y + PAD + ui.line_h + 4
         for k, line in enumerate(lines):

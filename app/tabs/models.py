@@ -99,22 +99,20 @@ def card(ui: UI, st: AppState, s: ModelsState, m, c: pygame.Rect) -> None:
         align="right",
     )
     cfg, meta = m.config, m.meta
-    ui.label(
-        (x, y + 22),
-        f"Vocab {cfg.vocab_size:,} · {cfg.n_layer} layers · {format_count(m.n_params)} params",
-        th.TEXT,
-        max_w=c.w - 20,
-    )
-    ui.label(
-        (x, y + 40),
-        f"Epochs {meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}",
-        th.TEXT,
-    )
+    arch = f"{cfg.n_layer} layers · {format_count(m.n_params)} params"
+    epochs = f"Epochs {meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}"
+    vocab = f"vocab {cfg.vocab_size:,}"
+    if ui.text_size(f"{arch} · {vocab}")[0] <= c.w - 20:  # wide: vocabulary with the size
+        arch += f" · {vocab}"
+    else:  # narrow: with the epochs, so nothing is cut
+        epochs += f" · {vocab}"
+    ui.label((x, y + 22), arch, th.TEXT, max_w=c.w - 20)
+    ui.label((x, y + 40), epochs, th.TEXT, max_w=c.w - 20)
     ui.label(
         (x, y + 58),
         f"Queue {plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens",
         th.HINT,
-        max_w=c.w - 120,
+        max_w=c.w - (120 if s.comparing else 20),  # the compare tick box sits at the right
     )
 
 

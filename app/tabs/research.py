@@ -282,7 +282,7 @@ def _existing(p: Path) -> Path:
 
 def file_list(ui: UI, st: AppState, s: ResearchState, rows: list[Entry], r: pygame.Rect) -> None:
     ui.rect(r, th.LIST_BG, th.DIM)
-    size_x, type_x = r.right - 150, r.right - 70
+    type_x = r.right - 70
     ui.label((r.x + 6, r.y + 4), "Name", th.ACCENT)
     ui.label((type_x - 12, r.y + 4), "Size", th.ACCENT, align="right")
     ui.label((type_x, r.y + 4), "Type", th.ACCENT)
@@ -304,7 +304,7 @@ def file_list(ui: UI, st: AppState, s: ResearchState, rows: list[Entry], r: pyga
             color = th.SELECTED if e.path == s.selected else th.TEXT
             ty = row.y + (ROW_H - ui.line_h) // 2
             name = f"[{e.name}]" if e.is_dir else e.name
-            ui.label((row.x + 4, ty), name, color, max_w=size_x - row.x - 80)
+            ui.label((row.x + 4, ty), name, color, max_w=type_x - 90 - row.x)
             if not e.is_dir:
                 ui.label((type_x - 12, ty), human_size(e.size), th.HINT, align="right")
             ui.label((type_x, ty), e.type, th.HINT, max_w=row.right - type_x)
@@ -346,10 +346,14 @@ def viewer(ui: UI, s: ResearchState, r: pygame.Rect) -> None:
         return
     body = pygame.Rect(r.x + 1, r.y + 32, r.w - 2, r.h - 33)
     n = len(view.lines)
-    total_h = n * ui.line_h + 8
+    gutter = ui.text_size(str(max(1, n)))[0] + 16
+    rows = visual_rows(ui, s, view, body.w - gutter - 24)  # long lines wrap, not cut
+    total_h = len(rows) * ui.line_h + 8
     off = ui.scroll(body, "view:" + str(view.path), total_h, step=ui.line_h * 3)
-    first = min(n, off // ui.line_h)
-    last = min(n, (off + body.h - 8) // ui.line_h)
+    vfirst = min(len(rows), off // ui.line_h)
+    vlast = min(len(rows), (off + body.h - 8) // ui.line_h)
+    first = rows[vfirst][0] if vfirst < len(rows) else n
+    last = rows[vlast - 1][0] + 1 if vlast > 0 else 0
     if s.loading is None:
         ui.label(head.topleft, view.path.name, th.ACCENT, max_w=head.w - 230)
         if view.binary:
@@ -362,17 +366,41 @@ def viewer(ui: UI, s: ResearchState, r: pygame.Rect) -> None:
     if view.binary:
         ui.text_center(body, "A binary file: nothing to show.", th.HINT)
         return
-    gutter = ui.text_size(str(max(1, n)))[0] + 16
     ui.rect((body.x, body.y, gutter, body.h), th.METRIC_BG)
     with ui.clip(body.inflate(-8, 0)):
-        y = body.y + 4 + first * ui.line_h - off
-        for i in range(first, min(n, last + 2)):
-            ui.label((body.x + gutter - 8, y), str(i + 1), th.DIM, align="right")
-            line = view.lines[i]
-            if line:
-                ui.label((body.x + gutter + 8, y), line[:MAX_LINE], th.TEXT)
+        y = body.y + 4 + vfirst * ui.line_h - off
+        for j in range(vfirst, min(len(rows), vlast + 2)):
+            i, part, cont = rows[j]
+            if not cont:
+                ui.label((body.x + gutter - 8, y), str(i + 1), th.DIM, align="right")
+            if part:
+                ui.label((body.x + gutter + 8, y), part, th.TEXT)
             y += ui.line_h
     s.shown = (first + 1 if n else 0, last, n)
+
+
+WRAP_MAX_LINES = 5000  # a longer file is shown cut at the width: wrapping it all would stall
+
+
+def visual_rows(ui: UI, s: ResearchState, view: FileView, width: int) -> list[tuple]:
+    """(line index, text, continuation) per drawn row: each line wrapped on words at width,
+    cached until the file or the width changes."""
+    key = (id(view), width)
+    if s.wrapped is not None and s.wrapped[0] == key:
+        return s.wrapped[1]
+    rows: list[tuple] = []
+    wrap = len(view.lines) <= WRAP_MAX_LINES and width > 40
+    for i, line in enumerate(view.lines):
+        line = line[:MAX_LINE]
+        if not wrap or ui.text_size(line)[0] <= width:
+            rows.append((i, line, False))
+            continue
+        body = line.lstrip(" ")
+        indent = " " * min(len(line) - len(body), 8)
+        for k, part in enumerate(ui.wrap(body, width - ui.text_size(indent)[0])):
+            rows.append((i, indent + part, k > 0))
+    s.wrapped = (key, rows)
+    return rows
 
 
 # ---------------------------------------------------------------------------- right panel
