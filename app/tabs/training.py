@@ -79,6 +79,9 @@ def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
     return s.set
 
 
+PACE_MIN_STEPS = 20  # before this many steps the start-up dominates the average pace
+
+
 @dataclass
 class Figures:
     """The numbers every view of the tab shows, taken once per frame from one source: the run's
@@ -106,7 +109,7 @@ def figures(st: AppState) -> Figures:
     if snap is not None:
         session = int(getattr(snap, "session_steps", 0) or 0)
         left = max(0, snap.total_steps - snap.run_steps)
-        if session > 0 and snap.elapsed > 0 and snap.active:
+        if session >= PACE_MIN_STEPS and snap.elapsed > 0 and snap.active:
             remaining = left * snap.elapsed / session  # the average pace: no jumps
         else:
             remaining = snap.eta if snap.active else None
