@@ -16,6 +16,7 @@ from cllm.models import rules
 
 from .. import dialogs
 from .. import theme as th
+from ..figures import figures
 from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
 from ..tabstate import ModelsState
@@ -164,10 +165,11 @@ def details(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
         ("Created", str(meta.get("created", "-"))),
         ("Modified", str(meta.get("modified", "-"))),
     ]
+    f = figures(st, m.name)  # a live run's snapshot, as the Training tab shows it
     right = [
-        ("Epochs", f"{meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}"),
-        ("Steps / tokens", f"{meta.get('steps', 0):,} / {meta.get('tokens_seen', 0):,}"),
-        ("Train / best val", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
+        ("Epochs", f"{f.epochs_trained} / {f.target_epochs}"),
+        ("Steps / tokens", f"{f.step:,} / {f.tokens:,}"),
+        ("Train / best val", f"{_f(f.train_loss)} / {_f(f.best_loss)}"),
         ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
         ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
         ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pygame
@@ -20,6 +19,7 @@ from cllm.models import rules
 
 from .. import dialogs
 from .. import theme as th
+from ..figures import figures
 from ..filebrowser import FileBrowser
 from ..selector import panel_selector
 from ..state import AppState
@@ -77,70 +77,6 @@ def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
     if s.stamp != stamp and not dragging:
         s.stamp, s.set = stamp, _settings_of(info)
     return s.set
-
-
-PACE_MIN_STEPS = 20  # before this many steps the start-up dominates the average pace
-
-
-@dataclass
-class Figures:
-    """The numbers every view of the tab shows, taken once per frame from one source: the run's
-    snapshot while there is one, else the model's saved metadata. Views never mix the two."""
-
-    epochs_trained: int = 0
-    target_epochs: int = 0
-    in_progress: int | None = None  # the epoch being trained, while a run is active
-    step: int = 0  # optimizer steps over the model's life
-    train_loss: float | None = None
-    val_loss: float | None = None
-    best_loss: float | None = None
-    batch: int = 0
-    batches_per_epoch: int = 0
-    run_done: int = 0  # steps of the run (a resumed run includes those before its stop)
-    run_total: int = 0
-    session_steps: int = 0  # steps trained since this run last started or resumed
-    elapsed: float | None = None  # seconds of training since then, pauses excluded
-    remaining: float | None = None  # at the average pace since then
-    live: bool = False
-
-
-def figures(st: AppState) -> Figures:
-    snap, info = st.snapshot, st.info()
-    if snap is not None:
-        session = int(getattr(snap, "session_steps", 0) or 0)
-        left = max(0, snap.total_steps - snap.run_steps)
-        if session >= PACE_MIN_STEPS and snap.elapsed > 0 and snap.active:
-            remaining = left * snap.elapsed / session  # the average pace: no jumps
-        else:
-            remaining = snap.eta if snap.active else None
-        return Figures(
-            epochs_trained=snap.epochs_trained,
-            target_epochs=snap.target_epochs,
-            in_progress=snap.epochs_trained + 1
-            if snap.active and snap.epochs_trained < snap.target_epochs
-            else None,
-            step=snap.step,
-            train_loss=snap.train_loss,
-            val_loss=snap.val_loss,
-            best_loss=snap.best_loss,
-            batch=snap.batch,
-            batches_per_epoch=snap.batches_per_epoch,
-            run_done=snap.run_steps,
-            run_total=snap.total_steps,
-            session_steps=session,
-            elapsed=snap.elapsed,
-            remaining=remaining,
-            live=snap.active,
-        )
-    m = info.meta if info is not None else {}
-    return Figures(
-        epochs_trained=int(m.get("epochs_trained", 0)),
-        target_epochs=int(m.get("target_epochs", 0)),
-        step=int(m.get("steps", 0)),
-        train_loss=m.get("last_loss"),
-        val_loss=m.get("last_val_loss"),
-        best_loss=m.get("best_loss"),
-    )
 
 
 # ---------------------------------------------------------------------------- right panel
