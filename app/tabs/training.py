@@ -663,10 +663,12 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     epochs = f"Epochs trained: {f.epochs_trained} / {f.target_epochs}"
     if f.in_progress is not None:
         epochs += f" (epoch {f.in_progress} in progress)"
-    e_line = (
-        f"{epochs}  |  Train loss: {_loss(f.train_loss)}  |  Val loss: {_loss(f.val_loss)}"
-        f"  |  Best val: {_loss(f.best_loss)}"
-    )
+    e_parts = [
+        epochs,
+        f"Train loss: {_loss(f.train_loss)}",
+        f"Val loss: {_loss(f.val_loss)}",
+        f"Best val: {_loss(f.best_loss)}",
+    ]
     frac = f.run_done / f.run_total if f.run_total else 0.0
     if snap is not None:
         bpe = max(1, f.batches_per_epoch)
@@ -675,11 +677,12 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
             if f.remaining is not None
             else "--"
         )
-        b_line = (
-            f"This epoch: batch {f.batch:,} / {f.batches_per_epoch:,} ({100 * f.batch / bpe:.0f}%)"
-            f"     Speed: {snap.tokens_per_s:,.0f} tokens/s     Elapsed: {_hms(f.elapsed)}"
-            f"     Remaining: {_hms(f.remaining)} (done at {eta_clock})"
-        )
+        b_parts = [
+            f"This epoch: batch {f.batch:,} / {f.batches_per_epoch:,} ({100 * f.batch / bpe:.0f}%)",
+            f"Speed: {snap.tokens_per_s:,.0f} tokens/s",
+            f"Elapsed: {_hms(f.elapsed)}",
+            f"Remaining: {_hms(f.remaining)} (done at {eta_clock})",
+        ]
         state = {"idle": "starting", "running": "training", "paused": "paused"}.get(
             snap.state, snap.state
         )
@@ -688,8 +691,11 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         if snap.resumed_from:
             state += f" · {snap.resumed_from}"
     else:
-        b_line, state = "No training in progress", "idle"
-    ui.label((x, y + 24), e_line, th.TEXT, max_w=w)
+        b_parts, state = ["No training in progress"], "idle"
+    e_lines = _flow(ui, e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
+    for i, line in enumerate(e_lines):
+        ui.label((x, y + 24 + 18 * i), line, th.TEXT, max_w=w)
+    y += 18 * (len(e_lines) - 1)
     ui.label(
         (x + w, y),
         state,
@@ -697,10 +703,7 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         align="right",
         max_w=w - 260,
     )
-    b_lines = ui.wrap(b_line, w)
-    if len(b_lines) > 1:  # a narrow window: the epoch line, then the timing line
-        b_lines = [part.strip() for part in b_line.split("     Elapsed")]
-        b_lines[1:] = ["Elapsed" + b_lines[1]] if len(b_lines) > 1 else []
+    b_lines = _flow(ui, b_parts, "     ", w)
     for i, part in enumerate(b_lines[:2]):
         ui.label((x, y + 44 + 18 * i), part, th.HINT, max_w=w)
     y += 18 * (len(b_lines[:2]) - 1)
@@ -732,6 +735,17 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     )
     ly = cy + chart_h + 10
     log_pane(ui, snap, pygame.Rect(x, ly, w, bottom - ly))
+
+
+def _flow(ui: UI, parts: list[str], sep: str, width: int) -> list[str]:
+    """Labelled figures joined by sep into as few lines as fit width (a figure is never split)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and ui.text_size(lines[-1] + sep + part)[0] <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def idle_instructions(ui: UI, st: AppState, x: int, y: int) -> None:
