@@ -692,10 +692,6 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
             state += f" · {snap.resumed_from}"
     else:
         b_parts, state = ["No training in progress"], "idle"
-    e_lines = _flow(ui, e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
-    for i, line in enumerate(e_lines):
-        ui.label((x, y + 24 + 18 * i), line, th.TEXT, max_w=w)
-    y += 18 * (len(e_lines) - 1)
     ui.label(
         (x + w, y),
         state,
@@ -703,6 +699,10 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         align="right",
         max_w=w - 260,
     )
+    e_lines = _flow(ui, e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
+    for i, line in enumerate(e_lines):
+        ui.label((x, y + 24 + 18 * i), line, th.TEXT, max_w=w)
+    y += 18 * (len(e_lines) - 1)
     b_lines = _flow(ui, b_parts, "     ", w)
     for i, part in enumerate(b_lines[:2]):
         ui.label((x, y + 44 + 18 * i), part, th.HINT, max_w=w)
