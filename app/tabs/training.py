@@ -840,7 +840,8 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         color = th.sphere_color(act[i])
         pygame.draw.circle(surf, color, (px, py), rad)
         pygame.draw.circle(surf, th.TEXT, (px, py), rad, 1)
-        ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
+        if rad >= 9:  # the index fits inside the sphere
+            ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
         if rad < 14:  # too small for counts outside the spheres: they would overlap
             continue
         hits = int(sp[i].get("hits", 0)) if i < len(sp) else 0
