@@ -217,3 +217,15 @@ def test_the_studio_reopens_the_last_model_used(models_dir):
         assert s.st.current == "beta"
     finally:
         s.close()
+
+
+def test_the_resource_line_measures_the_studio_with_psutil():
+    import os
+
+    from app.studio import resource_lines
+
+    procs: dict = {}
+    lines = resource_lines(procs, None, training_here=True)
+    assert lines[0].startswith("Studio + training: CPU ") and lines[0].endswith(" MB")
+    assert os.getpid() in procs  # kept, so the next call measures CPU since this one
+    assert resource_lines(procs, 2**22 + 12345, False)[1:] == []  # a run that is gone: no line

@@ -376,3 +376,45 @@ def test_an_empty_queue_is_explained_in_the_studios_words(studio):
     texts = [t.text for t in studio.ui.toasts]
     assert any("empty queue" in t and "Add Files..." in t for t in texts), texts
     assert not any("--" in t for t in texts)
+
+
+def test_presets_fill_the_settings_and_save_as_preset_keeps_them(studio, models_dir):
+    reg = Registry(models_dir)
+    frames_until(studio, lambda: "training/preset:quick" in studio.ui.drawn)
+    press(studio, "training/preset:quick")  # batch 8, seq 64, lr 3e-3, 1 epoch
+    settle(studio)
+    tc = reg.info("alpha").train
+    assert (tc.batch_size, tc.seq_len, tc.learning_rate) == (8, 64, 3e-3)
+    assert reg.info("alpha").meta["target_epochs"] == 1
+    studio.pump(2)
+    assert tab_training.matching_preset(reg.presets(), studio.st.tab("training").set) == "quick"
+    # Save as preset...: a name, refused when it is a built-in one
+    press(studio, "training/save-preset")
+    assert studio.st.tab("training").dialog == "save-preset"
+    type_text(studio, "quick")
+    studio.pump(1)
+    assert any("built-in preset" in t for t in studio.ui.texts)
+    key(studio, pygame.K_a, pygame.KMOD_LCTRL)
+    type_text(studio, "mine")
+    key(studio, pygame.K_RETURN)
+    settle(studio)
+    assert reg.preset("mine") == {
+        "batch_size": 8,
+        "seq_len": 64,
+        "learning_rate": 3e-3,
+        "target_epochs": 1,
+    }
+    frames_until(studio, lambda: "training/preset:mine" in studio.ui.drawn)
+
+
+def test_a_preset_never_lowers_the_epochs_below_those_trained(studio, models_dir):
+    reg = Registry(models_dir)
+    lm = reg.load("alpha")
+    lm.meta["epochs_trained"] = 3
+    reg.save(lm)
+    frames_until(studio, lambda: studio.st.info("alpha").meta.get("epochs_trained") == 3)
+    settle(studio)
+    press(studio, "training/preset:quick")  # its target, 1 epoch, is below the 3 trained
+    settle(studio)
+    assert reg.info("alpha").meta["target_epochs"] == 3
+    assert reg.info("alpha").train.batch_size == 8
