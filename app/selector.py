@@ -60,13 +60,9 @@ def model_selector(
     r = pygame.Rect(rect)
     s = ui.state.setdefault(LAYER, {"open": False, "hi": 0, "key": key})
     opened = s["open"] and s.get("key") == key
-    over = ui.hover(r)
     wid = ui.id("selector:" + key)
-    ui.drawn[wid] = r
-    toggle = False
-    if over:
-        ui.hot = wid
-        toggle = ui.take_click(r)
+    c = ui.behaviour(wid, r)
+    over, toggle = c.over, c.pressed  # the list opens on the press, as a dropdown does
     if not toggle and not opened and ui.focus == wid:  # closed but focused: keys open it
         toggle = any(ui.take_key(k) for k in (pygame.K_DOWN, pygame.K_RETURN, pygame.K_SPACE))
     if toggle:

@@ -627,7 +627,6 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     """One URL: its state as a coloured dot and word; on the hovered or selected row the word
     gives way to its buttons (Reset, Block or Unblock, Remove)."""
     chosen = u.url == s["selected_url"]
-    ui.drawn[ui.id(f"row:{u.url}")] = r
     if chosen or ui.hover(r):
         ui.rect(r, th.SELECTOR_HOVER if chosen else th.shade(th.LIST_BG, 15))
     color = STATE_COLOR.get(u.state, th.TEXT)
@@ -637,7 +636,7 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     if not (chosen or ui.hover(r)):
         sw = ui.label((r.right - 6, ty), u.state, color, align="right")
         ui.label((r.x + 18, ty), u.url, th.TEXT, max_w=r.w - sw - 32)
-        if ui.take_click(r):
+        if ui.row(r, f"row:{u.url}", selected_fill=None, hover_fill=None).pressed:
             s["selected_url"] = u.url
         return
     ui.label((r.x + 18, ty), u.url, th.SELECTED if chosen else th.TEXT, max_w=r.w - 3 * bw - 26)
@@ -665,7 +664,8 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
         )
     if ui.button((bx + 2 * bw, by, bw - 4, bh), "Remove", key=f"remove:{u.url}"):
         edit(st, name, lambda db: db.remove(u.url))
-    if ui.take_click(r):  # a click on the row, not its buttons, selects it
+    # the row's own click comes after its buttons': a click on a button is the button's
+    if ui.row(r, f"row:{u.url}", selected_fill=None, hover_fill=None).pressed:
         s["selected_url"] = u.url
 
 
@@ -868,10 +868,13 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
                 continue
             p = data.pages[j]
             chosen = p.url == s["selected_page"]
-            if chosen:
-                ui.rect(row_r, th.SELECTOR_HOVER)
-            elif ui.hover(row_r):
-                ui.rect(row_r, th.shade(th.LIST_BG, 15))
+            c = ui.row(
+                row_r,
+                f"page:{p.url}",
+                selected=chosen,
+                selected_fill=th.SELECTOR_HOVER,
+                hover_fill=th.shade(th.LIST_BG, 15),
+            )
             size = human_size(p.size) + (" (cut)" if p.truncated else "")
             tokens = f"{p.tokens:,}" if p.tokens else "-"  # a duplicate, empty or not text
             cells = [p.url, size, p.content_type or "?", _date(p.fetched_at), tokens]
@@ -880,8 +883,7 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
                 color = th.SELECTED if chosen else th.TEXT
                 ui.label((cx + 4, row_r.y + 3), text, color, max_w=wd - 10)
                 cx += wd
-            ui.drawn[ui.id(f"page:{p.url}")] = row_r
-            if ui.take_click(row_r):
+            if c.pressed:
                 select_page(st, s, p)
     preview(ui, s, pygame.Rect(r.x, top.bottom + 10, r.w, r.bottom - top.bottom - 10))
 
