@@ -67,6 +67,7 @@ class AppState:
         self.registry = Registry(self.models_dir)
         self._sig: tuple = ()
         self._told: set[str] = set()
+        self._last: str | None = None  # the last model used (.studio.json), read at start
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, kind: str = "info") -> None:
@@ -82,8 +83,14 @@ class AppState:
 
     # ------------------------------------------------------------------ listing
     def start(self) -> None:
-        """Begin watching the models folder (the worker polls its mtimes about once a second)."""
+        """Begin watching the models folder (the worker polls its mtimes about once a second).
+        The last model used is read first (the worker keeps the order), so the first listing
+        can reopen it."""
+        self.worker.submit(self._last_used, done=self._set_last, error=lambda err: None)
         self.worker.every(1.0, self._scan, self._on_scan)
+
+    def _set_last(self, name: str | None) -> None:
+        self._last = name
 
     def tab(self, name: str) -> Any:
         """Tab `name`'s state record (app/tabstate.py), made on first use."""
@@ -154,7 +161,7 @@ class AppState:
             if self.lm_name not in names:
                 self.lm, self.lm_name = None, None
             if names:
-                last = self._last_used() if first else None
+                last = self._last if first else None
                 self.select(
                     last if last in names else DEMO_NAME if DEMO_NAME in names else names[0]
                 )
