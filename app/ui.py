@@ -489,6 +489,7 @@ class UI:
         enabled: bool = True,
         clamp: Callable[[float], float] | None = None,
         snaps: Sequence[float] | None = None,
+        wheel: bool | str = True,
     ) -> tuple[float, bool]:
         """A labelled slider (text line above, track below) moved by click, drag, wheel and the
         arrow keys. Returns (value, committed): while dragging, value follows the mouse and
@@ -496,7 +497,8 @@ class UI:
         snaps: the values it may take (batch sizes, sequence lengths), nearest one wins.
         A double-click on it, or Enter while it has the focus, opens a field to type an exact
         value (Enter sets it, Esc cancels). clamp(value) narrows the range to what is allowed
-        now (the caller explains why)."""
+        now (the caller explains why). wheel="focused": the wheel moves it only once it has the
+        focus (in a scrolling panel, so that scrolling past it never changes it)."""
         r = pygame.Rect(rect)
         wid = self.id(key or "sl:" + label)
         track = pygame.Rect(r.x, r.y + self.line_h + 2, r.w, max(10, r.h - self.line_h - 2))
@@ -551,7 +553,7 @@ class UI:
                 self.active = None
                 self._start_typing(wid, st, value, fmt, integer)
                 return value, False
-        if c.over:
+        if c.over and (wheel is True or (wheel == "focused" and self.focus == wid)):
             n = self.take_wheel(r)
             if n:
                 value, committed = step(value, n), True

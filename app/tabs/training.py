@@ -93,6 +93,7 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
     info = st.info()
+    s.panel_scrolls = scrolling
     with ui.clip(body):
         y = body.y - off
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
@@ -197,6 +198,7 @@ def configuration(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, 
             clamp=clamp,
             snaps=snaps,
             key="sl:" + key,
+            wheel="focused" if s.panel_scrolls else True,
         )
         if done and key in refusing:
             s.stamp = None  # springs back to the saved value; nothing is saved

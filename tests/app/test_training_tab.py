@@ -250,12 +250,17 @@ def test_small_window_keeps_start_training_in_reach_and_scrolls_the_rest(studio)
         assert r.w > 0 and panel.top <= r.top and r.bottom <= panel.bottom, wid
     # the settings above scroll: the queue's buttons come into view
     assert rect_of(studio, "training/Clear Queue").h == 0  # clipped out at first
-    move(studio, (panel.x + 150, panel.y + 60))  # the selector's section title: no slider
+    # the wheel over a slider scrolls the panel: it never changes the slider on the way
+    before = dict(studio.st.tab("training").set)
+    move(studio, rect_of(studio, "training/sl:batch_size").center)
     for _ in range(10):
         pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-3))
         studio.step()
     studio.pump(1)
+    settle(studio)
     assert rect_of(studio, "training/Clear Queue").h == 24
+    assert studio.st.tab("training").set == before
+    assert Registry(studio.st.models_dir).info("alpha").train.batch_size == before["batch_size"]
 
 
 def test_a_run_started_elsewhere_is_shown_read_only(studio, models_dir):
