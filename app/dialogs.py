@@ -45,15 +45,19 @@ def prompt(
     ok: str = "OK",
 ) -> tuple[str, bool | None]:
     """A one-field dialog validated as you type; returns (text, accepted)."""
-    r = ui.begin_dialog("prompt", (480, 180), title)
-    ui.label((r.x + 20, r.y + 44), label, th.TEXT)
+    # the problem under the field is wrapped, never cut short: the dialog grows to hold it
+    st = ui.state.setdefault(ui.id("dialog:prompt/size"), {"lines": 1})
+    r = ui.begin_dialog("prompt", (480, 162 + 18 * st["lines"]), title)
+    ui.label((r.x + 20, r.y + 44), label, th.TEXT, max_w=r.w - 40)
     field = "dlg-field"
     if ui.focus is None:  # the field has the keys as soon as the dialog opens
         ui.focus = ui.id(field)
     res = ui.text_input((r.x + 20, r.y + 66, r.w - 40, 28), field, text)
     problem = validate(res.text) if validate else None
-    if problem:
-        ui.label((r.x + 20, r.y + 100), problem, th.ERROR, max_w=r.w - 40)
+    lines = ui.wrap(problem, r.w - 40) if problem else []
+    st["lines"] = max(1, len(lines))
+    for i, line in enumerate(lines):
+        ui.label((r.x + 20, r.y + 102 + 18 * i), line, th.ERROR)
     result: bool | None = None
     by = r.bottom - 44
     if ui.button((r.right - 230, by, 100, 30), ok, key="dlg-ok", enabled=not problem):

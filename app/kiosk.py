@@ -2,6 +2,9 @@
 hall. It keeps the demo model training live, types sample prompts into the LLM tab's input (so a
 passer-by sees the chat happen), and tours the tabs about every ten seconds.
 
+It works on a temporary copy (`private_folder`): the user's models folder is only read, to copy
+its demo model, and the copy is removed when the kiosk quits.
+
 Any input from a person pauses the tour until they have left it alone for a while. Only Ctrl+Q
 quits: Esc, q, F11 and the window manager's close are ignored. An exception inside a tab or in the
 tour shows the studio's error banner and the loop goes on.
@@ -10,8 +13,11 @@ tour shows the studio's error banner and the loop goes on.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pygame
 
@@ -157,7 +163,7 @@ class Kiosk:
             tab_llm.use_conversation(st, CONVERSATION)
             if len(tab_llm.conversation(st)["messages"]) > 8:  # keep it one screen long
                 tab_llm.clear_chat(st)
-            tab_llm.state(st)["compare"] = False
+            tab_llm.state(st).compare = False
             self.studio.ui.focus = None  # the field shows what the kiosk types
             self.prompt = SAMPLE_PROMPTS[self.n_prompt % len(SAMPLE_PROMPTS)]
             self.n_prompt += 1
@@ -210,6 +216,38 @@ class Kiosk:
             self.studio.ui.toast(msg, "error")
             self._last_error = msg
         self.studio.banner = (msg, time.time() + 8)
+
+
+def private_folder(models_dir: Path | str, demo: str = DEMO_NAME) -> Path:
+    """A temporary models folder for the kiosk, so that it never trains or chats in the user's
+    own: the user's demo model is copied in (weights, history and settings, with the demo corpus
+    as its queue) when there is one; otherwise the kiosk creates a fresh demo there."""
+    from cllm.data.corpus import demo_corpus
+    from cllm.models.registry import Registry
+
+    tmp = Path(tempfile.mkdtemp(prefix="cllm-kiosk-"))
+    src = Path(models_dir)
+    try:
+        user = Registry(src) if src.is_dir() else None
+        if user is not None and demo in user.names():
+            staged = user.export(demo, tmp / f"{demo}.cllm")
+            (tmp / "models").mkdir()
+            mine = Registry(tmp / "models")
+            mine.import_file(staged, demo)
+            staged.unlink()
+            with mine.queue(demo) as q:
+                q.add_text(demo_corpus(), source="demo corpus (the project's docs and source)")
+    except Exception as err:  # a damaged user model: the kiosk starts from a fresh demo
+        log.warning("kiosk: not copying %s's %s (%s); a fresh demo is made", src, demo, err)
+        shutil.rmtree(tmp / "models", ignore_errors=True)
+    (tmp / "models").mkdir(exist_ok=True)
+    return tmp
+
+
+def open_studio(models_dir: Path | str, size: tuple[int, int] = (1600, 900)) -> tuple[Studio, Path]:
+    """The kiosk's studio on its own temporary copy; remove the returned folder when done."""
+    tmp = private_folder(models_dir)
+    return Studio(size, tmp / "models", fullscreen=True, demo=True), tmp
 
 
 def run(studio: Studio) -> None:

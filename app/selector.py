@@ -60,13 +60,9 @@ def model_selector(
     r = pygame.Rect(rect)
     s = ui.state.setdefault(LAYER, {"open": False, "hi": 0, "key": key})
     opened = s["open"] and s.get("key") == key
-    over = ui.hover(r)
     wid = ui.id("selector:" + key)
-    ui.drawn[wid] = r
-    toggle = False
-    if over:
-        ui.hot = wid
-        toggle = ui.take_click(r)
+    c = ui.behaviour(wid, r)
+    over, toggle = c.over, c.pressed  # the list opens on the press, as a dropdown does
     if not toggle and not opened and ui.focus == wid:  # closed but focused: keys open it
         toggle = any(ui.take_key(k) for k in (pygame.K_DOWN, pygame.K_RETURN, pygame.K_SPACE))
     if toggle:
@@ -169,11 +165,12 @@ def _draw_list(
             row = pygame.Rect(
                 inner.x, inner.y + i * ROW_H - off, inner.w - (10 if n > visible else 0), ROW_H
             )
-            if ui.hover(row) and ui.f.mouse != s.get("last_mouse"):
+            c = ui.row(
+                row, "model:" + m.name, selected=i == s["hi"], selected_fill=th.SELECTOR_HOVER
+            )
+            if c.over and ui.f.mouse != s.get("last_mouse"):
                 s["hi"] = i  # the mouse moves the highlight; keys move it too
-            if i == s["hi"]:
-                ui.rect(row, th.SELECTOR_HOVER)
-            if ui.take_click(row):
+            if c.pressed:
                 pick(i)
             color = th.SELECTED if m.name == shown else th.SELECTOR_TEXT
             nw = ui.label((row.x + 8, row.y + 7), m.name, color, max_w=row.w * 2 // 3)

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cllm.errors import CLLMError, ValidationError
 from cllm.models import paths
-from cllm.models.registry import Registry
+from cllm.models.registry import ModelInfo, Registry
 
+from .tabstate import TabState, new_tab_state
 from .worker import Worker
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the trainer takes a third of a second to import: not at start-up
     from cllm.crawl.crawler import CrawlConfig, Crawler, CrawlSnapshot
+    from cllm.engine.lm import LanguageModel
+    from cllm.train.trainer import Trainer, TrainSnapshot
 
 log = logging.getLogger("app")
 
+STUDIO_FILE = ".studio.json"  # the last model used, reopened at the next start
 DEMO_NAME = "demo"
 DEMO_TARGET_EPOCHS = 20
 
@@ -72,21 +77,21 @@ class CrawlSettings:
 class AppState:
     models_dir: Path
     worker: Worker
-    notify: Any = None  # notify(text, kind): shows a toast; set by the studio
+    notify: Callable[[str, str], None] | None = None  # notify(text, kind): a toast
     registry: Registry = field(init=False)
-    models: list = field(default_factory=list)  # ModelInfo, sorted by name
+    models: list[ModelInfo] = field(default_factory=list)  # sorted by name
     listed: bool = False  # the first listing has arrived
     current: str | None = None
-    lm: Any = None  # the current model's LanguageModel, loaded in the background
+    lm: LanguageModel | None = None  # the current model, loaded in the background
     lm_name: str | None = None
     loading: str | None = None
-    trainer: Any = None  # a Trainer this process runs
+    trainer: Trainer | None = None  # a run this process trains
     trainer_name: str | None = None
-    snapshot: Any = None  # the latest snapshot of the current model's run (ours or headless)
-    remote: Any = None  # a headless run's published progress for the current model
+    snapshot: TrainSnapshot | None = None  # the current model's run (ours or headless)
+    remote: TrainSnapshot | None = None  # a headless run's published progress, current model
     busy: list[Busy] = field(default_factory=list)
-    tabs: dict[str, dict] = field(default_factory=dict)  # each tab's own little state
-    finished: dict = field(default_factory=dict)  # name -> last snapshot of a run that ended
+    tabs: dict[str, TabState] = field(default_factory=dict)  # each tab's record (tabstate.py)
+    finished: dict[str, TrainSnapshot] = field(default_factory=dict)  # a run's last snapshot
     crawler: Crawler | None = None  # the crawl this process runs (one at a time)
     crawl_settings: CrawlSettings = field(default_factory=CrawlSettings)
     crawl_stopping: bool = False  # a stop was asked; the page being fetched finishes first
@@ -100,6 +105,7 @@ class AppState:
         self.registry = Registry(self.models_dir)
         self._sig: tuple = ()
         self._told: set[str] = set()
+        self._last: str | None = None  # the last model used (.studio.json), read at start
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, kind: str = "info") -> None:
@@ -107,19 +113,29 @@ class AppState:
             self.notify(text, kind)
 
     def fail(self, err: BaseException) -> None:
-        """Errors of background jobs: user errors as they are, bugs with their type."""
+        """Errors of background jobs: user errors in the studio's words, bugs with their type."""
         if isinstance(err, CLLMError):
-            self.say(str(err), "error")
+            self.say(studio_words(str(err)), "error")
         else:
             self.say(f"{type(err).__name__}: {err}", "error")
 
     # ------------------------------------------------------------------ listing
     def start(self) -> None:
-        """Begin watching the models folder (the worker polls its mtimes about once a second)."""
+        """Begin watching the models folder (the worker polls its mtimes about once a second).
+        The last model used is read first (the worker keeps the order), so the first listing
+        can reopen it."""
+        self.worker.submit(self._last_used, done=self._set_last, error=lambda err: None)
         self.worker.every(1.0, self._scan, self._on_scan)
 
-    def tab(self, name: str) -> dict:
-        return self.tabs.setdefault(name, {})
+    def _set_last(self, name: str | None) -> None:
+        self._last = name
+
+    def tab(self, name: str) -> Any:
+        """Tab `name`'s state record (app/tabstate.py), made on first use."""
+        state = self.tabs.get(name)
+        if state is None:
+            state = self.tabs[name] = new_tab_state(name)
+        return state
 
     def _signature(self) -> tuple:
         # the folder's entries with their mtimes; progress files change every second and do not
@@ -183,7 +199,10 @@ class AppState:
             if self.lm_name not in names:
                 self.lm, self.lm_name = None, None
             if names:
-                self.select(DEMO_NAME if DEMO_NAME in names else names[0])
+                last = self._last if first else None
+                self.select(
+                    last if last in names else DEMO_NAME if DEMO_NAME in names else names[0]
+                )
         if first and not names and self.demo:
             self.create_demo()
         info = self.info()
@@ -195,29 +214,47 @@ class AppState:
         ):
             self.load(info.name)  # the file changed (a checkpoint, a grow): keep st.lm current
 
-    def info(self, name: str | None = None) -> Any:
+    def info(self, name: str | None = None) -> ModelInfo | None:
         name = name or self.current
         return next((m for m in self.models if m.name == name), None)
 
-    def update_info(self, info: Any) -> None:
+    def update_info(self, info: ModelInfo) -> None:
         """Replace one model's listing after an operation returned its fresh info."""
         self.models = [info if m.name == info.name else m for m in self.models]
         self.version += 1
 
     # ------------------------------------------------------------------ selection, loading
     def select(self, name: str | None) -> None:
-        """Make `name` the current model of every tab and load it in the background."""
+        """Make `name` the current model of every tab and load it in the background; it is
+        remembered (`.studio.json`) and reopened at the next start."""
         if name == self.current:
             return
         self.current, self.remote = name, None
         self.snapshot = None
         if name:
             self.load(name)
+            self.worker.submit(self._remember, name, error=lambda err: None)
+
+    def _last_used(self) -> str | None:
+        import json
+
+        try:
+            data = json.loads((self.models_dir / STUDIO_FILE).read_text("utf-8"))
+            return str(data["last_model"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none yet, or unreadable: the default choice
+
+    def _remember(self, name: str) -> None:
+        import json
+
+        from cllm.atomic import write_atomic
+
+        write_atomic(self.models_dir / STUDIO_FILE, json.dumps({"last_model": name}))
 
     def load(self, name: str) -> None:
         self.loading = name
 
-        def done(lm: Any) -> None:
+        def done(lm: LanguageModel) -> None:
             if self.loading == name:
                 self.loading = None
             self.lm, self.lm_name = lm, name
@@ -238,9 +275,9 @@ class AppState:
         self,
         what: str,
         name: str,
-        fn: Any,
+        fn: Callable[..., Any],
         *args: Any,
-        done: Any = None,
+        done: Callable[[Any], None] | None = None,
         refresh: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -308,7 +345,7 @@ class AppState:
             self.say(f"{self.trainer_name!r} is training; stop it first", "error")
             return
 
-        def make() -> Any:
+        def make() -> Trainer:
             from cllm.train.trainer import (
                 Trainer,  # a third of a second to import: not on the UI thread
             )
@@ -317,7 +354,7 @@ class AppState:
             t.start()
             return t
 
-        def done(t: Any) -> None:
+        def done(t: Trainer) -> None:
             self.trainer, self.trainer_name = t, name
 
         self.run("train", name, make, done=done, refresh=False)
@@ -343,7 +380,7 @@ class AppState:
             # a headless run if there is one, else the end of our last run of this model
             self.snapshot = self.remote or self.finished.get(self.current)
 
-    def _trainer_ended(self, t: Any, snap: Any) -> None:
+    def _trainer_ended(self, t: Trainer, snap: TrainSnapshot) -> None:
         name = self.trainer_name
         self.trainer, self.trainer_name = None, None
         self.finished[name] = snap
@@ -459,6 +496,24 @@ class AppState:
             self.say(msg, "success" if added else "warning")
 
         self.run("queue", name, add, done=done)
+
+
+# What the command line's messages tell you to type, said as what to do in the studio.
+STUDIO_WORDS = [
+    (
+        "(--data or Add Files)",
+        "(Add Files... or Add Folder... under TRAINING DATA on the Training tab, or drop files "
+        "on the window)",
+    ),
+    ("; add --yes", ""),
+]
+
+
+def studio_words(msg: str) -> str:
+    """A CLLMError's message with command-line advice replaced by the studio's controls."""
+    for cli, studio in STUDIO_WORDS:
+        msg = msg.replace(cli, studio)
+    return msg
 
 
 def _stamp(meta) -> tuple:

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -77,6 +78,9 @@ class Studio:
         self._drawn_key: tuple = ()
         self._drawn_at = 0.0
         self._settle = True
+        self._res_at = 0.0
+        self._res_lines: list[str] = []
+        self._procs: dict[int, object] = {}
         self.st.start()
         for _, name in TABS:  # import the tabs in the background: the first switch is instant
             self.worker.submit(
@@ -219,9 +223,24 @@ class Studio:
     def _tab_bar(self, bar: pygame.Rect) -> None:
         w = bar.w / len(TABS)
         for i, (label, _) in enumerate(TABS):
-            r = pygame.Rect(round(bar.x + i * w), bar.y, round(w), bar.h)
-            if self.ui.tab(r, label, i == self.tab):
+            x0, x1 = round(bar.x + i * w), round(bar.x + (i + 1) * w)
+            if self.ui.tab(pygame.Rect(x0, bar.y, x1 - x0, bar.h), label, i == self.tab):
                 self.switch(i)
+        self._resource_line(pygame.Rect(bar.right, 0, self.ui.surface.get_width() - bar.right, TOP))
+
+    def _resource_line(self, r: pygame.Rect) -> None:
+        """The strip beside the tab bar: CPU and memory of the studio (its training thread
+        included) and of a headless run of the current model, sampled once a second."""
+        if r.w < 40:
+            return
+        now = time.monotonic()
+        if now - self._res_at >= 1.0:
+            self._res_at = now
+            snap = self.st.snapshot
+            pid = snap.pid if snap is not None and self.st.remote is snap else None
+            self._res_lines = resource_lines(self._procs, pid, self.st.training)
+        for i, line in enumerate(self._res_lines):
+            self.ui.label((r.x + 10, r.y + 4 + 18 * i), line, th.HINT, max_w=r.w - 20)
 
     def module(self, name: str) -> ModuleType | BaseException:
         if name not in self.modules:
@@ -281,6 +300,33 @@ class Studio:
             self.step()
 
 
+def resource_lines(procs: dict, run_pid: int | None, training_here: bool) -> list[str]:
+    """'Studio: CPU 35% · 410 MB' (with '+ training' while a run trains in this process) and the
+    same for a headless run's process. psutil measures CPU since the previous call, so the
+    Process objects are kept in procs between calls."""
+    import psutil
+
+    def usage(pid: int) -> str | None:
+        try:
+            p = procs.get(pid)
+            if p is None:
+                p = procs[pid] = psutil.Process(pid)
+            cpu = p.cpu_percent(interval=None)
+            mem = p.memory_info().rss
+        except (psutil.Error, OSError):
+            procs.pop(pid, None)
+            return None
+        return f"CPU {cpu:.0f}% · {mem / 2**20:,.0f} MB"
+
+    me = usage(os.getpid())
+    lines = [f"Studio{' + training' if training_here else ''}: {me}"] if me else []
+    if run_pid and run_pid != os.getpid():
+        run = usage(run_pid)
+        if run:
+            lines.append(f"Training (pid {run_pid}): {run}")
+    return lines
+
+
 def _ignore(_: object) -> None:
     """A result nobody needs (a failed tab import is reported when the tab is shown)."""
 
@@ -322,7 +368,7 @@ def open_first_file(studio: Studio) -> None:
     files = [e for e in tab_research.visible(s) if not e.is_dir]
     if files:
         tab_research.open_file(studio.st, files[0].path)
-        wait(studio, lambda: s["view"] is not None, 10)
+        wait(studio, lambda: s.view is not None, 10)
         studio.pump(2)
 
 
@@ -502,9 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     # either way close() below stops a training run with a checkpoint.
     os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    studio = Studio(
-        size, args.models_dir, fullscreen=args.fullscreen or args.kiosk, demo=not args.no_demo
-    )
+    kiosk_tmp = None
+    if args.kiosk:  # never the user's folder: a temporary copy, removed at the end
+        kiosk = importlib.import_module("app.kiosk")
+        user_dir = args.models_dir or os.environ.get("CLLM_MODELS_DIR") or "models"
+        studio, kiosk_tmp = kiosk.open_studio(user_dir, size)
+    else:
+        studio = Studio(size, args.models_dir, fullscreen=args.fullscreen, demo=not args.no_demo)
     try:
         if args.screenshot:
             for path in screenshots(studio, args.screenshot, args.model, args.train, args.steps):
@@ -514,7 +564,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(bench(studio, args.bench_frames, args.train)))
             return 0
         if args.kiosk:
-            kiosk = importlib.import_module("app.kiosk")
             kiosk.run(studio)
             return 0
         while studio.step():
@@ -524,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         studio.close()
+        if kiosk_tmp is not None:
+            shutil.rmtree(kiosk_tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -39,11 +39,15 @@ TRAIN_RUNNING: Color = (200, 80, 80)
 CRAWL_IDLE: Color = (60, 120, 60)
 CRAWL_RUNNING: Color = (200, 80, 80)
 
-INPUT_BG: Color = (200, 200, 200)
-INPUT_BG_FOCUS: Color = WHITE
-INPUT_BORDER: Color = (100, 100, 100)
+# Text fields: dark, like the rest of the window (the original's light grey boxes glared on the
+# dark panels); the focused one is lighter, with the original's blue border.
+INPUT_BG: Color = (28, 30, 40)
+INPUT_BG_FOCUS: Color = (38, 42, 56)
+INPUT_BORDER: Color = (110, 110, 125)
 INPUT_BORDER_FOCUS: Color = (0, 120, 215)
-INPUT_TEXT: Color = BLACK
+INPUT_TEXT: Color = (230, 230, 230)
+INPUT_CARET: Color = WHITE
+INPUT_SELECTION: Color = (50, 80, 130)
 
 SELECTOR_BG: Color = (40, 40, 40)
 SELECTOR_BORDER: Color = (100, 100, 100)

@@ -51,6 +51,20 @@ class InputResult:
 
 
 @dataclass
+class Control:
+    """What the mouse did to one widget this frame (microui's update_control)."""
+
+    over: bool = False  # under the mouse and not covered by an overlay (hot)
+    active: bool = False  # pressed inside it and not yet released (held or dragged)
+    pressed: bool = False  # the press that made it active came this frame
+    clicked: bool = False  # released over it after a press inside it: the usual "click"
+    double: bool = False  # this press came within DOUBLE_S of the previous press on it
+
+
+DOUBLE_S = 0.4
+
+
+@dataclass
 class Toast:
     text: str
     color: th.Color
@@ -99,6 +113,7 @@ class UI:
         self._ids: list[str] = []
         self._focus_claimed = False
         self.drawn: dict[str, pygame.Rect] = {}  # widget id -> rect this frame (tests, tours)
+        self.texts: list[str] = []  # the labels drawn this frame, in order (tests)
         self.last_drawn: dict[str, pygame.Rect] = {}
         self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
         self._overlay: pygame.Surface | None = None
@@ -131,6 +146,7 @@ class UI:
         self.hot = None
         self._focus_claimed = False
         self.last_drawn, self.drawn = self.drawn, {}
+        self.texts = []
         self._layers, self._layer, self._clips, self._ids = [], None, [], []
 
     def end(self) -> None:
@@ -203,6 +219,51 @@ class UI:
     def take_dropped(self) -> list[str]:
         files, self.f.dropped = self.f.dropped, []
         return files
+
+    def behaviour(
+        self, wid: str, rect: RectLike, *, enabled: bool = True, hit: RectLike | None = None
+    ) -> Control:
+        """The one hot/active/click rule every widget uses (microui's update_control): a widget
+        under the mouse is hot; a press inside `hit` (default: rect) makes it active until the
+        button goes up; a release over it while active is a click. The rect is recorded in
+        `drawn` (its visible part, inside the current clip) for tests and layout checks."""
+        r = pygame.Rect(rect)
+        self.record(wid, r)
+        c = Control()
+        if not enabled:
+            if self.active == wid:
+                self.active = None
+            return c
+        c.over = self.hover(r)
+        if c.over:
+            self.hot = wid
+            if self.take_click(r if hit is None else hit):
+                self.active = wid
+                c.pressed = True
+                st = self.state.setdefault(wid, {})
+                px, py = st.get("pressed_pos", (-99, -99))
+                near = abs(px - self.f.mouse[0]) + abs(py - self.f.mouse[1]) <= 6
+                c.double = near and self.now - st.get("pressed_at", -1e9) < DOUBLE_S
+                st["pressed_at"] = -1e9 if c.double else self.now
+                st["pressed_pos"] = self.f.mouse
+        c.active = self.active == wid
+        c.clicked = c.active and self.f.released and c.over
+        return c
+
+    def record(self, wid: str, rect: RectLike) -> None:
+        """Note where widget wid was drawn this frame (the part inside the current clip)."""
+        r = pygame.Rect(rect)
+        if self._clips:
+            r = r.clip(self._clips[-1])
+        self.drawn[wid] = r
+
+    def dragging(self, key: str) -> bool:
+        """Is the widget `key` (in the current scope) held down right now (a slider dragged)?"""
+        return self.active == self.id(key)
+
+    def dragging_any(self, prefix: str = "") -> bool:
+        """Is any widget whose key starts with prefix (in the current scope) held down?"""
+        return self.active is not None and self.active.startswith(self.id(prefix))
 
     def claim_focus(self, wid: str) -> None:
         self.focus = wid
@@ -281,6 +342,7 @@ class UI:
         returns its width."""
         if max_w is not None:
             s = self.elide(s, max_w)
+        self.texts.append(s)
         surf = self.render(s, color)
         x, y = pos
         if align == "right":
@@ -293,6 +355,7 @@ class UI:
     def text_center(self, rect: RectLike, s: str, color: th.Color = th.TEXT) -> None:
         r = pygame.Rect(rect)
         s = self.elide(s, r.w - 8)
+        self.texts.append(s)
         surf = self.render(s, color)
         self.surface.blit(surf, surf.get_rect(center=r.center))
 
@@ -335,17 +398,11 @@ class UI:
     ) -> bool:
         """A push button; True on the frame a press inside it is released inside it."""
         r = pygame.Rect(rect)
-        wid = self.id(key or label)
-        self.drawn[wid] = r
-        over = enabled and self.hover(r)
-        if over:
-            self.hot = wid
-            if self.take_click(r):
-                self.active = wid
-        clicked = enabled and self.active == wid and self.f.released and over
+        c = self.behaviour(self.id(key or label), r, enabled=enabled)
+        over, clicked = c.over, c.clicked
         if not enabled:
             fill, text, border = th.mix(fill, th.BG, 0.5), th.DIM, th.DIM
-        elif self.active == wid and over:
+        elif c.active and over:
             fill = th.shade(fill, -25)
         elif over:
             fill = th.shade(fill, 25)
@@ -376,20 +433,13 @@ class UI:
 
     def tab(self, rect: RectLike, label: str, selected: bool) -> bool:
         r = pygame.Rect(rect)
-        wid = self.id("tab:" + label)
-        self.drawn[wid] = r
-        over = self.hover(r)
-        if over:
-            self.hot = wid
-            if self.take_click(r):
-                self.active = wid
-        clicked = self.active == wid and self.f.released and over
+        c = self.behaviour(self.id("tab:" + label), r)
         fill = th.TAB_ACTIVE if selected else th.TAB
-        if over:
-            fill = th.shade(fill, -15 if self.active == wid else 20)
+        if c.over:
+            fill = th.shade(fill, -15 if c.active else 20)
         self.rect(r, fill, th.TAB_OUTLINE)
         self.label((r.x + 10, r.y + 12), label, th.TAB_LABEL, max_w=r.w - 14)
-        return clicked
+        return c.clicked
 
     def checkbox(
         self,
@@ -402,17 +452,11 @@ class UI:
     ) -> bool:
         """Returns the new value."""
         r = pygame.Rect(rect)
-        wid = self.id(key or "cb:" + label)
-        self.drawn[wid] = r
         box = pygame.Rect(r.x, r.centery - 8, 16, 16)
-        over = enabled and self.hover(r)
-        if over:
-            self.hot = wid
-            if self.take_click(r):
-                self.active = wid
-        if enabled and self.active == wid and self.f.released and over:
+        c = self.behaviour(self.id(key or "cb:" + label), r, enabled=enabled)
+        if c.clicked:
             value = not value
-        fill = th.shade(th.LIST_BG, 10 if self.active == wid else 30) if over else th.LIST_BG
+        fill = th.shade(th.LIST_BG, 10 if c.active else 30) if c.over else th.LIST_BG
         self.rect(box, fill, th.HINT if enabled else th.DIM)
         if value:
             pygame.draw.lines(
@@ -444,14 +488,19 @@ class UI:
         fmt: str = "{:g}",
         enabled: bool = True,
         clamp: Callable[[float], float] | None = None,
+        snaps: Sequence[float] | None = None,
+        wheel: bool | str = True,
     ) -> tuple[float, bool]:
         """A labelled slider (text line above, track below) moved by click, drag, wheel and the
         arrow keys. Returns (value, committed): while dragging, value follows the mouse and
-        committed is False; committed is True when an edit ends (release, wheel, key).
-        clamp(value) narrows the range to what is allowed now (the caller explains why)."""
+        committed is False; committed is True when an edit ends (release, wheel, key, typed).
+        snaps: the values it may take (batch sizes, sequence lengths), nearest one wins.
+        A double-click on it, or Enter while it has the focus, opens a field to type an exact
+        value (Enter sets it, Esc cancels). clamp(value) narrows the range to what is allowed
+        now (the caller explains why). wheel="focused": the wheel moves it only once it has the
+        focus (in a scrolling panel, so that scrolling past it never changes it)."""
         r = pygame.Rect(rect)
         wid = self.id(key or "sl:" + label)
-        self.drawn[wid] = r
         track = pygame.Rect(r.x, r.y + self.line_h + 2, r.w, max(10, r.h - self.line_h - 2))
         st = self.state.setdefault(wid, {})
         to_t = (
@@ -460,9 +509,12 @@ class UI:
             else (lambda v: (v - lo) / (hi - lo) if hi > lo else 0.0)
         )
         from_t = (lambda t: lo * (hi / lo) ** t) if log else (lambda t: lo + t * (hi - lo))
+        grid = sorted(v for v in (snaps or ()) if lo <= v <= hi)
 
         def snap(v: float) -> float:
             v = min(hi, max(lo, v))
+            if grid:
+                return float(min(grid, key=lambda g: abs(to_t(g) - to_t(v))))
             if integer:
                 return float(round(v))
             if log:  # three significant digits are all a learning rate needs
@@ -470,19 +522,38 @@ class UI:
             return v
 
         def step(v: float, n: int) -> float:
+            if grid:
+                i = min(range(len(grid)), key=lambda j: abs(grid[j] - v))
+                if grid[i] != v and (grid[i] > v) == (n > 0):
+                    n -= 1 if n > 0 else -1  # between two snaps: the first step lands on one
+                return float(grid[max(0, min(len(grid) - 1, i + n))])
             if integer:
                 return snap(round(v) + n)
             if log:
                 return snap(v * 10 ** (n / 20))
             return snap(v + n * (hi - lo) / 100)
 
+        def exact(v: float) -> float:  # a typed value is kept as typed, within the range
+            v = min(hi, max(lo, v))
+            return float(round(v)) if integer else float(f"{v:.3g}") if log else v
+
         committed = False
-        over = enabled and self.hover(r)
-        if over:
-            self.hot = wid
-            if self.take_click(track.inflate(0, 8)):
-                self.active = wid
-                self.claim_focus(wid)
+        if "typing" in st:  # an exact value being typed: the field replaces the track
+            self.record(wid, r)
+            value, committed = self._slider_typed(wid, st, r, track, label, value, exact)
+            if committed and clamp is not None:
+                value = clamp(value)
+            return value, committed
+        c = self.behaviour(wid, r, enabled=enabled)
+        if c.pressed:
+            self.claim_focus(wid)
+            if not track.inflate(0, 8).collidepoint(self.f.mouse):
+                self.active = None  # a press on the label focuses, only the track drags
+            if c.double:  # a double-click types an exact value instead of dragging
+                self.active = None
+                self._start_typing(wid, st, value, fmt, integer)
+                return value, False
+        if c.over and (wheel is True or (wheel == "focused" and self.focus == wid)):
             n = self.take_wheel(r)
             if n:
                 value, committed = step(value, n), True
@@ -502,6 +573,8 @@ class UI:
             ):
                 while self.take_key(k, ctrl=False):
                     value, committed = step(value, n), True
+            if self.take_key(pygame.K_RETURN) or self.take_key(pygame.K_KP_ENTER):
+                self._start_typing(wid, st, value, fmt, integer)
         if clamp is not None:
             value = clamp(value)
             if "drag" in st:
@@ -522,10 +595,56 @@ class UI:
         hx = track.x + int(t * (track.w - 10))
         handle = pygame.Rect(hx, track.y, 10, track.h)
         hc = th.ACCENT if enabled else th.DIM
-        if enabled and (self.active == wid or over):
+        if enabled and (self.active == wid or c.over):
             hc = th.shade(hc, 40)
         self.rect(handle, hc, th.WHITE if self.focus == wid else None)
         return value, committed
+
+    def _start_typing(self, wid: str, st: dict, value: float, fmt: str, integer: bool) -> None:
+        shown = str(int(round(value))) if integer else fmt.format(value)
+        st["typing"] = shown
+        st.pop("drag", None)
+        self.focus = wid + "/type"
+
+    def _slider_typed(
+        self,
+        wid: str,
+        st: dict,
+        r: pygame.Rect,
+        track: pygame.Rect,
+        label: str,
+        value: float,
+        snap: Callable[[float], float],
+    ) -> tuple[float, bool]:
+        """The slider's exact-value field: Enter sets the typed number (snapped into range)."""
+        self.label((r.x, r.y), label + " (type a value, Enter)", th.TEXT)
+        box = pygame.Rect(track.x, track.y - 2, track.w, max(20, track.h + 4))
+        field = wid + "/type"
+        if self.focus != field:  # clicked elsewhere: the typed value is dropped
+            st.pop("typing", None)
+            return value, False
+        self._ids.append(wid.rsplit("/", 1)[-1])
+        try:
+            res = self.text_input(box, "type", st["typing"])
+        finally:
+            self._ids.pop()
+        st["typing"] = res.text
+        if res.cancelled:
+            st.pop("typing", None)
+            self.focus = wid
+            return value, False
+        if res.submitted:
+            st.pop("typing", None)
+            self.focus = wid
+            try:
+                typed = float(res.text.replace(",", "").strip())
+            except ValueError:
+                self.toast(f"{label}: {res.text!r} is not a number", "error")
+                return value, False
+            if not math.isfinite(typed):
+                return value, False
+            return snap(typed), True
+        return value, False
 
     def text_input(
         self, rect: RectLike, key: str, text: str, *, placeholder: str = "", enabled: bool = True
@@ -535,13 +654,12 @@ class UI:
         shortcuts."""
         r = pygame.Rect(rect)
         wid = self.id(key)
-        self.drawn[wid] = r
         st = self.state.setdefault(wid, {})
         res = InputResult(text)
-        over = enabled and self.hover(r)
+        c = self.behaviour(wid, r, enabled=enabled)
+        over = c.over
         if over:
-            self.hot = wid
-            if self.take_click(r):
+            if c.pressed:
                 if self.focus != wid or "buf" not in st:
                     st.update(buf=text, orig=text, all=False)
                 self.claim_focus(wid)
@@ -558,10 +676,10 @@ class UI:
         else:
             st.pop("buf", None)
         # draw
-        bg = th.INPUT_BG_FOCUS if focused else th.shade(th.INPUT_BG, 20) if over else th.INPUT_BG
+        bg = th.INPUT_BG_FOCUS if focused else th.shade(th.INPUT_BG, 10) if over else th.INPUT_BG
         if not enabled:
             bg = th.mix(th.INPUT_BG, th.BG, 0.5)
-        border = th.INPUT_BORDER_FOCUS if focused else th.shade(th.INPUT_BORDER, -40 if over else 0)
+        border = th.INPUT_BORDER_FOCUS if focused else th.shade(th.INPUT_BORDER, 40 if over else 0)
         self.rect(r, bg, border, 2 if focused else 1)
         shown = st["buf"] if focused and "buf" in st else res.text
         with self.clip(r.inflate(-4, -2)):
@@ -573,12 +691,14 @@ class UI:
                 cur_x = self.text_size(shown[: st["cur"]])[0]
                 x0 -= max(0, cur_x - (r.w - 16))  # keep the cursor in view
                 if st.get("all") and shown:
-                    self.rect((x0, ty, self.text_size(shown)[0], self.line_h), (170, 200, 240))
+                    self.rect((x0, ty, self.text_size(shown)[0], self.line_h), th.INPUT_SELECTION)
             if shown:
                 self.surface.blit(self.render(shown, th.INPUT_TEXT), (x0, ty))
             if focused and int(self.now * 2) % 2 == 0:
                 cx = x0 + self.text_size(shown[: st["cur"]])[0]
-                pygame.draw.line(self.surface, th.BLACK, (cx, ty + 1), (cx, ty + self.line_h - 2))
+                pygame.draw.line(
+                    self.surface, th.INPUT_CARET, (cx, ty + 1), (cx, ty + self.line_h - 2)
+                )
         return res
 
     def _cursor_at(self, s: str, x: int) -> int:
@@ -691,14 +811,11 @@ class UI:
         if max_off > 0:
             bar = pygame.Rect(r.right - 8, r.y, 8, r.h)
             th_h = max(20, r.h * r.h // content_h)
-            if self.hover(bar):
-                self.hot = wid
-                if self.take_click(bar):
-                    self.active = wid
-                    st["grab"] = None
-                    thumb = pygame.Rect(bar.x, bar.y + (r.h - th_h) * off // max_off, 8, th_h)
-                    if thumb.collidepoint(self.f.mouse):
-                        st["grab"] = self.f.mouse[1] - thumb.y
+            if self.behaviour(wid, bar).pressed:
+                st["grab"] = None
+                thumb = pygame.Rect(bar.x, bar.y + (r.h - th_h) * off // max_off, 8, th_h)
+                if thumb.collidepoint(self.f.mouse):
+                    st["grab"] = self.f.mouse[1] - thumb.y
             if self.active == wid:
                 grab = st.get("grab") if st.get("grab") is not None else th_h // 2
                 t = (self.f.mouse[1] - grab - bar.y) / max(1, r.h - th_h)
@@ -716,6 +833,27 @@ class UI:
     def scroll_offset(self, key: str) -> int:
         """The offset scroll(key) returned last frame (to lay out content before calling it)."""
         return self.state.get(self.id("scroll:" + key), {}).get("off", 0)
+
+    def row(
+        self,
+        rect: RectLike,
+        key: str,
+        *,
+        selected: bool = False,
+        enabled: bool = True,
+        selected_fill: th.Color | None = th.TAB_ACTIVE,
+        hover_fill: th.Color | None = th.SELECTOR_HOVER,
+    ) -> Control:
+        """One selectable row of a list (a file, a URL, a model card): its background shows
+        hover and selection; the caller draws its content on top. Lists select on the press
+        (Control.pressed), as file managers do; Control.double is a double-click."""
+        r = pygame.Rect(rect)
+        c = self.behaviour(self.id(key), r, enabled=enabled)
+        if selected and selected_fill is not None:
+            self.rect(r, selected_fill)
+        elif c.over and hover_fill is not None:
+            self.rect(r, th.shade(hover_fill, -10) if c.active else hover_fill)
+        return c
 
     def list_box(
         self,
@@ -739,11 +877,8 @@ class UI:
             first = off // row_h
             for i in range(first, min(len(rows), first + inner.h // row_h + 2)):
                 row = pygame.Rect(inner.x, inner.y + i * row_h - off, inner.w - 10, row_h)
-                over = self.hover(row)
-                if over:
-                    self.rect(row, th.SELECTOR_HOVER)
-                    if self.take_click(row):
-                        clicked = i
+                if self.row(row, f"row:{key}:{i}", selected_fill=None).pressed:
+                    clicked = i
                 color = th.SELECTED if i == selected else th.TEXT
                 self.label(
                     (row.x + 4, row.y + (row_h - self.line_h) // 2), rows[i], color, max_w=row.w - 8
@@ -766,8 +901,13 @@ class UI:
         r = pygame.Rect(rect)
         self.rect(r, th.METRIC_BG, th.METRIC_BORDER)
         if title:
-            self.label((r.x + 8, r.y + 6), title, th.ACCENT)
-        plot = pygame.Rect(r.x + 8, r.y + 28, r.w - 16, r.h - 52)
+            self.label((r.x + 8, r.y + 6), title, th.ACCENT, max_w=r.w - 16)
+        # the legend sits beside the title, or on a row of its own when they would touch
+        legend_w = sum(self.text_size(name)[0] + 16 for name, *_ in series)
+        own_row = bool(title) and self.text_size(title)[0] + legend_w + 24 > r.w
+        legend_y = r.y + 6 + (self.line_h + 2 if own_row else 0)
+        top = 28 + (self.line_h + 2 if own_row else 0)
+        plot = pygame.Rect(r.x + 8, r.y + top, r.w - 16, r.h - top - 24)
         for i in range(5):
             y = plot.y + plot.h * i // 4
             pygame.draw.line(self.surface, th.GRID, (plot.x, y), (plot.right, y))
@@ -791,7 +931,9 @@ class UI:
             data.append((name, x[::stride], y[::stride], color))
         lx = r.right - 8
         for name, _, _, color in reversed(data):
-            w = self.label((lx, r.y + 6), name, color, align="right")
+            if lx < r.x + 8:
+                break
+            w = self.label((lx, legend_y), name, color, align="right")
             lx -= w + 16
         if not any(len(x) for _, x, _, _ in data):
             self.text_center(plot, "no data yet", th.DIM)
@@ -858,14 +1000,17 @@ class UI:
         sw, sh = self.surface.get_size()
         y = sh - 20
         for t in reversed(self.toasts):
-            w = min(sw - 40, self.text_size(t.text)[0] + 24)
-            r = pygame.Rect((sw - w) // 2, y - 32, w, 32)
+            lines = self.wrap(t.text, min(sw - 64, 900))[:4]  # wrapped, not cut short
+            w = max(self.text_size(line)[0] for line in lines) + 24
+            h = 14 + self.line_h * len(lines)
+            r = pygame.Rect((sw - w) // 2, y - h, w, h)
             self.rect(r, th.DIALOG_BG, t.color, 2)
-            self.text_center(r, t.text, t.color)
+            for i, line in enumerate(lines):
+                self.label((r.x + 12, r.y + 7 + self.line_h * i), line, t.color)
             if self.f.pressed and not self.f.click_taken and r.collidepoint(self.f.mouse):
                 self.f.click_taken = True
                 t.until = 0
-            y -= 38
+            y -= h + 6
 
 
 def _printable(s: str) -> str:

@@ -454,18 +454,20 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     else:
         ui.label((x, y), "A start URL (http or https); Enter adds it.", th.DIM, max_w=w)
     y += 24
-    # the state filter
-    fw = (w - 4 * 4) // 5
+    # the state filter: one row, or rows of three when the labels would be cut
+    fits = all(ui.text_size(v.capitalize())[0] + 12 <= (w - 16) // 5 for v in STATES)
+    per_row = 5 if fits else 3
+    fw = (w - 4 * (per_row - 1)) // per_row
     for i, shows in enumerate(STATES):
         if ui.choice(
-            (x + i * (fw + 4), y, fw, 24),
+            (x + i % per_row * (fw + 4), y + i // per_row * 28, fw, 24),
             shows.capitalize(),
             s["shows"] == shows,
             key=f"shows:{shows}",
         ):
             s["shows"], s["polled_at"] = shows, 0.0
             ui.state.pop(ui.id("scroll:urls"), None)
-    y += 30
+    y += 30 + 28 * ((len(STATES) - 1) // per_row)
     activity_h = 190
     list_r = pygame.Rect(x, y, w, r.bottom - y - activity_h - 34)
     url_list(ui, st, s, list_r, data)
@@ -515,7 +517,6 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     """One URL: its state as a coloured dot and word; on the hovered or selected row the word
     gives way to its buttons (Reset, Block or Unblock, Remove)."""
     chosen = u.url == s["selected_url"]
-    ui.drawn[ui.id(f"row:{u.url}")] = r
     if chosen or ui.hover(r):
         ui.rect(r, th.SELECTOR_HOVER if chosen else th.shade(th.LIST_BG, 15))
     color = STATE_COLOR.get(u.state, th.TEXT)
@@ -525,7 +526,7 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
     if not (chosen or ui.hover(r)):
         sw = ui.label((r.right - 6, ty), u.state, color, align="right")
         ui.label((r.x + 18, ty), u.url, th.TEXT, max_w=r.w - sw - 32)
-        if ui.take_click(r):
+        if ui.row(r, f"row:{u.url}", selected_fill=None, hover_fill=None).pressed:
             s["selected_url"] = u.url
         return
     ui.label((r.x + 18, ty), u.url, th.SELECTED if chosen else th.TEXT, max_w=r.w - 3 * bw - 26)
@@ -553,7 +554,8 @@ def url_row(ui: UI, st: AppState, s: dict, r: pygame.Rect, u: UrlRow) -> None:
         )
     if ui.button((bx + 2 * bw, by, bw - 4, bh), "Remove", key=f"remove:{u.url}"):
         edit(st, name, lambda db: db.remove(u.url))
-    if ui.take_click(r):  # a click on the row, not its buttons, selects it
+    # the row's own click comes after its buttons': a click on a button is the button's
+    if ui.row(r, f"row:{u.url}", selected_fill=None, hover_fill=None).pressed:
         s["selected_url"] = u.url
 
 
@@ -756,10 +758,13 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
                 continue
             p = data.pages[j]
             chosen = p.url == s["selected_page"]
-            if chosen:
-                ui.rect(row_r, th.SELECTOR_HOVER)
-            elif ui.hover(row_r):
-                ui.rect(row_r, th.shade(th.LIST_BG, 15))
+            c = ui.row(
+                row_r,
+                f"page:{p.url}",
+                selected=chosen,
+                selected_fill=th.SELECTOR_HOVER,
+                hover_fill=th.shade(th.LIST_BG, 15),
+            )
             size = human_size(p.size) + (" (cut)" if p.truncated else "")
             tokens = f"{p.tokens:,}" if p.tokens else "-"  # a duplicate, empty or not text
             cells = [p.url, size, p.content_type or "?", _date(p.fetched_at), tokens]
@@ -768,8 +773,7 @@ def downloaded(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | No
                 color = th.SELECTED if chosen else th.TEXT
                 ui.label((cx + 4, row_r.y + 3), text, color, max_w=wd - 10)
                 cx += wd
-            ui.drawn[ui.id(f"page:{p.url}")] = row_r
-            if ui.take_click(row_r):
+            if c.pressed:
                 select_page(st, s, p)
     preview(ui, s, pygame.Rect(r.x, top.bottom + 10, r.w, r.bottom - top.bottom - 10))
 

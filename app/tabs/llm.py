@@ -29,6 +29,7 @@ from cllm.engine.config import format_count
 from .. import theme as th
 from ..selector import model_selector, panel_selector
 from ..state import AppState
+from ..tabstate import LLMState
 from ..ui import UI
 
 CONV_FILE = ".conversations.json"
@@ -52,14 +53,21 @@ _CONTROLS = {c: None for c in [*range(32), 127] if c != 10}
 
 
 # ---------------------------------------------------------------------------- replies
-def reply_stream(lm: Any, messages: list[dict], params: dict, stop: threading.Event):
-    """(messages left out for room, the reply's text pieces) for the conversation so far."""
+def reply_stream(
+    lm: Any,
+    messages: list[dict],
+    params: dict,
+    stop: threading.Event,
+    on_token: Callable[[int], None] | None = None,
+):
+    """(the context, with ``dropped`` and ``ids``; the reply's text pieces) for the conversation
+    so far; ``on_token`` is called with each token sampled."""
     from cllm.engine.chat import Sampling, chat
 
     seed = params.get("seed") or None
     sampling = Sampling(**{**params, "seed": seed})
-    ctx, gen = chat(lm.gpt, lm.tokenizer, messages, sampling, stop)
-    return ctx.dropped, iter(gen)
+    ctx, gen = chat(lm.gpt, lm.tokenizer, messages, sampling, stop, on_token)
+    return ctx, iter(gen)
 
 
 class Reply:
@@ -73,6 +81,7 @@ class Reply:
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._error: BaseException | None = None
+        self._stats: dict | None = None
         self._done = False
         self._dropped = 0
         self._thread = threading.Thread(
@@ -81,12 +90,26 @@ class Reply:
         self._thread.start()
 
     def _run(self, load: Callable[[], Any], messages: list[dict], params: dict) -> None:
+        t0 = time.perf_counter()  # from Send: loading a copy is part of the wait
+        first: float | None = None
+        tokens = 0
+
+        def on_token(tok: int) -> None:
+            nonlocal first, tokens
+            if first is None:
+                first = time.perf_counter()
+            tokens += 1
+
         try:
             lm = load()
-            self._dropped, pieces = reply_stream(lm, messages, params, self.stop)
+            ctx, pieces = reply_stream(lm, messages, params, self.stop, on_token)
+            self._dropped = ctx.dropped
             for piece in pieces:
                 with self._lock:
                     self._pieces.append(piece)
+            stats = reply_stats(lm, len(ctx.ids), tokens, t0, first, time.perf_counter())
+            with self._lock:
+                self._stats = stats
         except Exception as err:  # shown in the bubble and as a toast, never lost
             with self._lock:
                 self._error = err
@@ -98,11 +121,13 @@ class Reply:
         """Move new text into the message (UI thread); True or the error once finished."""
         with self._lock:
             pieces, self._pieces = self._pieces, []
-            done, err = self._done, self._error
+            done, err, stats = self._done, self._error, self._stats
         if pieces:
             self.msg["text"] += "".join(pieces)
         if self._dropped:
             self.msg["dropped"] = self._dropped  # shown on the bubble: the context was full
+        if stats is not None:
+            self.msg["stats"] = stats
         if not done:
             return False
         if err is not None:
@@ -110,6 +135,35 @@ class Reply:
             return err
         self.msg["state"] = "stopped" if self.stop.is_set() else "done"
         return True
+
+
+def reply_stats(
+    lm: Any, n_prompt: int, n_reply: int, t0: float, first: float | None, t1: float
+) -> dict:
+    """Measured figures of one reply: the tokens sampled, tokens per second of writing (after
+    the first), seconds from Send to the first token, and how much of the model's context the
+    prompt and reply fill."""
+    writing = t1 - first if first is not None else 0.0
+    return {
+        "tokens": n_reply,
+        "tok_s": round((n_reply - 1) / writing, 1) if writing > 0 and n_reply > 1 else None,
+        "first_s": round(first - t0, 3) if first is not None else None,
+        "seconds": round(t1 - t0, 3),
+        "context_used": min(n_prompt + n_reply, int(lm.config.block_size)),
+        "context": int(lm.config.block_size),
+    }
+
+
+def stats_line(stats: dict) -> str:
+    parts = [f"{stats['tokens']:,} token{'s' * (stats['tokens'] != 1)}"]
+    if stats.get("tok_s"):
+        parts.append(f"{stats['tok_s']:,.1f} tok/s")
+    if stats.get("first_s") is not None:
+        parts.append(f"first token {stats['first_s']:.2f} s")
+    used, ctx = stats.get("context_used", 0), stats.get("context", 0)
+    if ctx:
+        parts.append(f"context {used:,} / {ctx:,} ({100 * used / ctx:.0f}%)")
+    return " · ".join(parts)
 
 
 def _message(err: BaseException) -> str:
@@ -191,7 +245,7 @@ def _clean_conv(c: dict) -> dict:
     }
 
 
-def _dump(s: dict) -> str:
+def _dump(s: LLMState) -> str:
     convs = [
         {
             **c,
@@ -199,36 +253,27 @@ def _dump(s: dict) -> str:
                 {k: v for k, v in m.items() if not k.startswith("_")} for m in c["messages"]
             ],
         }
-        for c in s["convs"]
+        for c in s.convs
     ]
     return json.dumps(
-        {"version": 1, "current": s["cur"], "conversations": convs}, ensure_ascii=False, indent=1
+        {"version": 1, "current": s.cur, "conversations": convs}, ensure_ascii=False, indent=1
     )
 
 
 def save(st: AppState) -> None:
     s = state(st)
-    if s["convs"] is not None:
+    if s.convs is not None:
         st.worker.submit(write_atomic, conv_path(st), _dump(s), error=st.fail)
 
 
 # ---------------------------------------------------------------------------- tab state
-def state(st: AppState) -> dict:
+def state(st: AppState) -> LLMState:
     s = st.tab("llm")
-    if "convs" not in s:
-        s.update(
-            convs=None,
-            cur=0,
-            input="",
-            params=dict(DEFAULTS),
-            replies=[],
-            compare=False,
-            other=None,
-            copies=ChatCopies(st.registry),
-        )
+    if s.copies is None:  # first use: the defaults are in LLMState
+        s.params, s.copies = dict(DEFAULTS), ChatCopies(st.registry)
 
         def loaded(r: tuple) -> None:
-            s["convs"], s["cur"], warning = r
+            s.convs, s.cur, warning = r
             if warning:
                 st.say(warning, "warning")
 
@@ -237,16 +282,16 @@ def state(st: AppState) -> dict:
 
 
 def ready(st: AppState) -> bool:
-    return state(st)["convs"] is not None
+    return state(st).convs is not None
 
 
 def conversation(st: AppState) -> dict:
     s = state(st)
-    return s["convs"][s["cur"]]
+    return s.convs[s.cur]
 
 
 def writing(st: AppState) -> bool:
-    return bool(state(st)["replies"])
+    return bool(state(st).replies)
 
 
 def training(st: AppState, name: str | None) -> bool:
@@ -261,15 +306,15 @@ def training(st: AppState, name: str | None) -> bool:
 
 def can_send(st: AppState) -> bool:
     s = state(st)
-    if s["convs"] is None or s["replies"] or not s["input"].strip() or not st.current:
+    if s.convs is None or s.replies or not s.input.strip() or not st.current:
         return False
-    if s["compare"] and not s["other"]:
+    if s.compare and not s.other:
         return False
     return training(st, st.current) or (st.lm_name == st.current and st.lm is not None)
 
 
 def set_input(st: AppState, text: str) -> None:
-    state(st)["input"] = text
+    state(st).input = text
 
 
 def send(st: AppState) -> bool:
@@ -277,27 +322,27 @@ def send(st: AppState) -> bool:
     if not can_send(st):
         return False
     s = state(st)
-    prompt = s["input"]
+    prompt = s.input
     conv = conversation(st)
     if conv["title"] == NEW_TITLE:
         conv["title"] = " ".join(prompt.split())[:60]
     conv["messages"].append({"role": "user", "text": prompt})
     _ask(st, s, conv)
-    s["input"] = ""
+    s.input = ""
     return True
 
 
-def _ask(st: AppState, s: dict, conv: dict) -> None:
+def _ask(st: AppState, s: LLMState, conv: dict) -> None:
     """Start the replies to the conversation as it stands (it ends with the user's message)."""
     params = generation_params(s)
-    names = [st.current] + ([s["other"]] if s["compare"] else [])
+    names = [st.current] + ([s.other] if s.compare else [])
     for col, name in enumerate(names):
-        context = context_messages(conv["messages"], col if s["compare"] else None)
+        context = context_messages(conv["messages"], col if s.compare else None)
         msg = {"role": "model", "model": name, "text": "", "state": "writing"}
-        if s["compare"]:
+        if s.compare:
             msg["col"] = col
         conv["messages"].append(msg)
-        s["replies"].append(Reply(_loader(st, s, name, own=col == 0), context, params, msg))
+        s.replies.append(Reply(_loader(st, s, name, own=col == 0), context, params, msg))
 
 
 def context_messages(msgs: list[dict], col: int | None) -> list[dict]:
@@ -316,10 +361,10 @@ def context_messages(msgs: list[dict], col: int | None) -> list[dict]:
 
 def can_regenerate(st: AppState) -> bool:
     s = state(st)
-    if s["convs"] is None or s["replies"] or not st.current:
+    if s.convs is None or s.replies or not st.current:
         return False
     msgs = conversation(st)["messages"]
-    if not msgs or msgs[-1]["role"] != "model" or (s["compare"] and not s["other"]):
+    if not msgs or msgs[-1]["role"] != "model" or (s.compare and not s.other):
         return False
     return training(st, st.current) or (st.lm_name == st.current and st.lm is not None)
 
@@ -338,7 +383,7 @@ def regenerate(st: AppState) -> bool:
 
 def last_reply(st: AppState) -> str | None:
     s = state(st)
-    if s["convs"] is None:
+    if s.convs is None:
         return None
     for m in reversed(conversation(st)["messages"]):
         if m["role"] == "model" and m.get("state") != "writing":
@@ -346,21 +391,21 @@ def last_reply(st: AppState) -> str | None:
     return None
 
 
-def _loader(st: AppState, s: dict, name: str, own: bool) -> Callable[[], Any]:
+def _loader(st: AppState, s: LLMState, name: str, own: bool) -> Callable[[], Any]:
     lm = st.lm
     if own and st.lm_name == name and lm is not None and not training(st, name):
         return lambda: lm  # the app's loaded model: nothing else mutates it
-    copies = s["copies"]
+    copies = s.copies
     return lambda: copies.get(name)
 
 
 def stop(st: AppState) -> None:
-    for r in state(st)["replies"]:
+    for r in state(st).replies:
         r.stop.set()
 
 
-def generation_params(s: dict) -> dict:
-    p = s["params"]
+def generation_params(s: LLMState) -> dict:
+    p = s.params
     return {
         "temperature": round(float(p["temperature"]), 3),
         "max_tokens": int(p["max_tokens"]),
@@ -374,18 +419,18 @@ def generation_params(s: dict) -> dict:
 def apply_preset(s: dict, name: str) -> None:
     from cllm.engine.chat import PRESETS
 
-    s["params"].update(PRESETS[name.lower()])
+    s.params.update(PRESETS[name.lower()])
 
 
 def use_conversation(st: AppState, title: str) -> None:
     """Switch to the conversation titled `title`, creating it if there is none (the kiosk's)."""
     s = state(st)
-    titles = [c["title"] for c in s["convs"]]
+    titles = [c["title"] for c in s.convs]
     if title in titles:
-        s["cur"] = titles.index(title)
+        s.cur = titles.index(title)
     else:
-        s["convs"].append(new_conversation(title))
-        s["cur"] = len(s["convs"]) - 1
+        s.convs.append(new_conversation(title))
+        s.cur = len(s.convs) - 1
         save(st)
 
 
@@ -395,17 +440,17 @@ def clear_chat(st: AppState) -> None:
     save(st)
 
 
-def _poll(st: AppState, s: dict) -> None:
+def _poll(st: AppState, s: LLMState) -> None:
     finished = False
-    for r in list(s["replies"]):
+    for r in list(s.replies):
         res = r.poll()
         if res is False:
             continue
-        s["replies"].remove(r)
+        s.replies.remove(r)
         finished = True
         if isinstance(res, BaseException):
             st.fail(res)
-    if finished and not s["replies"]:
+    if finished and not s.replies:
         save(st)
 
 
@@ -420,9 +465,9 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
         control_panel(ui, st, s, panel)
 
 
-def chat_view(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
+def chat_view(ui: UI, st: AppState, s: LLMState, chat: pygame.Rect) -> None:
     ui.rect(chat, th.CHAT_BG)
-    if s["convs"] is None:
+    if s.convs is None:
         ui.text_center(chat, "Loading conversations...", th.HINT)
         return
     msgs = conversation(st)["messages"]
@@ -440,7 +485,7 @@ def chat_view(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
             y += h + GAP
 
 
-def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
+def _hint(ui: UI, st: AppState, s: LLMState, chat: pygame.Rect) -> None:
     if not st.current:
         lines = ["No model selected.", "Choose one in the panel, or create one in the Models tab."]
     else:
@@ -448,7 +493,7 @@ def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
             f"Chat with {st.current}: type a prompt below and press Enter or Send.",
             "The conversation so far is its context; the reply streams in as it is written.",
         ]
-        if s["compare"]:
+        if s.compare:
             lines.append("Compare is on: both models answer the same prompt side by side.")
     y = chat.centery - len(lines) * ui.line_h // 2
     for i, line in enumerate(lines):
@@ -458,19 +503,28 @@ def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
 def _wrapped(ui: UI, msg: dict, width: int) -> tuple[list[str], int, int]:
     """The message's lines at this width, where its error lines start and the widest line's
     width, cached until its text or the width changes."""
-    key = (len(msg["text"]), msg.get("state"), width)
+    key = (len(msg["text"]), msg.get("state"), width, bool(msg.get("stats")))
     cache = msg.get("_wrap")
     if cache is None or cache[0] != key:
         text = msg["text"].replace("\t", "    ").translate(_CONTROLS)
         if not text and msg.get("state") == "writing":
             text = "…"
+        elif text and not text.strip():  # only whitespace: show it, never an empty bubble
+            text = "(only whitespace) " + visible_whitespace(msg["text"])
         lines = _wrap_keep_indent(ui, text, width) if text else []
         err_from = len(lines)
         if msg.get("state") == "error":
             lines += ui.wrap("[error] " + msg.get("error", ""), width)
         text_w = max((ui.text_size(line)[0] for line in lines), default=0)
+        stats = msg.get("stats")
+        msg["_stats"] = ui.wrap(stats_line(stats), width) if stats else []  # wrapped, not cut
         cache = msg["_wrap"] = (key, lines, err_from, text_w)
     return cache[1], cache[2], cache[3]
+
+
+def visible_whitespace(text: str) -> str:
+    """Spaces, tabs and line breaks as marks: '·', '→' and '⏎'."""
+    return text.replace(" ", "·").replace("\t", "→").replace("\r", "").replace("\n", "⏎")
 
 
 def _wrap_keep_indent(ui: UI, text: str, width: int) -> list[str]:
@@ -486,6 +540,13 @@ def _wrap_keep_indent(ui: UI, text: str, width: int) -> list[str]:
 
 def _bubble_h(ui: UI, lines: list[str]) -> int:
     return PAD * 2 + ui.line_h + 4 + len(lines) * ui.line_h
+
+
+def _cell_h(ui: UI, msg: dict, lines: list[str]) -> int:
+    """A bubble's height: its lines, and the statistics line of a finished reply."""
+    return _bubble_h(ui, lines) + (
+        ui.line_h * len(msg.get("_stats", ())) + 2 if msg.get("stats") else 0
+    )
 
 
 def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
@@ -507,7 +568,7 @@ def _layout(ui: UI, msgs: list[dict], width: int) -> list[tuple[int, list]]:
         else:
             cells = [(m, *_wrapped(ui, m, int(width * 0.72) - 2 * PAD), None)]
             i += 1
-        rows.append((max(_bubble_h(ui, c[1]) for c in cells), cells))
+        rows.append((max(_cell_h(ui, c[0], c[1]) for c in cells), cells))
     return rows
 
 
@@ -530,8 +591,15 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
         else:
             w = half
             x = chat.x + 10 + col * (half + GAP)
-        h = _bubble_h(ui, lines)
+        stats = msg.get("_stats") if msg.get("stats") else None
+        if stats and col is None:
+            stats_w = max(ui.text_size(line)[0] for line in stats)
+            w = max(w, min(int(width * 0.72), stats_w + 2 * PAD))
+        h = _cell_h(ui, msg, lines)
         ui.rect((x, y, w, h), th.USER_BUBBLE if user else th.MODEL_BUBBLE)
+        for i, line in enumerate(stats or ()):
+            sy = y + h - PAD - ui.line_h * (len(stats) - i)
+            ui.label((x + PAD, sy), line, th.HINT, max_w=w - 2 * PAD)
         ui.label((x + PAD, y + PAD), who, th.WHITE if user else th.ACCENT, max_w=w - 2 * PAD)
         ty = y + PAD + ui.line_h + 4
         for k, line in enumerate(lines):
@@ -540,11 +608,11 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
             ty += ui.line_h
 
 
-def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def input_row(ui: UI, st: AppState, s: LLMState, r: pygame.Rect) -> None:
     box = pygame.Rect(r.x, r.y, r.w - 110, r.h)
-    busy = bool(s["replies"])
-    res = ui.text_input(box, "chat-input", s["input"], placeholder="Type a prompt...")
-    s["input"] = res.text
+    busy = bool(s.replies)
+    res = ui.text_input(box, "chat-input", s.input, placeholder="Type a prompt...")
+    s.input = res.text
     refocus = res.submitted and send(st)
     send_r = pygame.Rect(box.right + 10, r.y, 90, r.h)
     if busy:
@@ -570,7 +638,7 @@ def input_row(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 
 # ---------------------------------------------------------------------------- right panel
-def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+def control_panel(ui: UI, st: AppState, s: LLMState, panel: pygame.Rect) -> None:
     scrolling = panel.h < PANEL_CONTENT_H
     off = ui.scroll_offset("llm-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
@@ -587,7 +655,7 @@ def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         ui.scroll(panel, "llm-panel", PANEL_CONTENT_H)
 
 
-def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def status(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "STATUS")
     if not st.current:
         text, color = "Model: Not Loaded", th.ERROR
@@ -600,7 +668,7 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     else:
         text, color = "Model: Not Loaded", th.ERROR
     ui.label((x, y + 20), text, color, max_w=w)
-    if s["replies"]:
+    if s.replies:
         ui.label((x, y + 38), "* Writing...", th.WARNING)
     else:
         ui.label((x, y + 38), "* Ready", th.SUCCESS)
@@ -613,7 +681,7 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     return y + 80
 
 
-def sliders(ui: UI, s: dict, x: int, y: int, w: int) -> int:
+def sliders(ui: UI, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "GENERATION")
     y += 20
     bw = (w - 16) // 3
@@ -621,7 +689,7 @@ def sliders(ui: UI, s: dict, x: int, y: int, w: int) -> int:
         if ui.button((x + i * (bw + 8), y, bw, 24), name, key=f"preset:{name}"):
             apply_preset(s, name)
     y += 30
-    p = s["params"]
+    p = s.params
     p.setdefault("repetition_penalty", DEFAULTS["repetition_penalty"])
     p.setdefault("seed", 0)
     specs = [
@@ -658,26 +726,26 @@ def reply_buttons(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
 def server_panel(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     """The OpenAI-compatible API (cllm serve) on 127.0.0.1:8000, started and stopped here, with
     its address and the requests served."""
-    srv = s.get("server")
-    starting = s.get("server_starting", False)
+    srv = s.server
+    starting = s.server_starting
     running = srv is not None and srv.running
     label = "Stop Server" if running else ("Starting..." if starting else "Serve API")
     if ui.button((x, y, 110, 26), label, key="server", enabled=not starting):
         if running:
-            s["server"] = None
+            s.server = None
             st.worker.submit(srv.stop, error=st.fail)
         else:
-            s["server_starting"] = True
+            s.server_starting = True
 
             def started(server) -> None:
-                s["server"], s["server_starting"] = server, False
+                s.server, s.server_starting = server, False
                 st.say(f"Serving the models at {server.url}", "success")
 
             def failed(err: BaseException) -> None:
-                s["server_starting"] = False
+                s.server_starting = False
                 st.fail(err)
 
-            port = s.get("server_port", 8000)
+            port = s.server_port
             st.worker.submit(start_server, st.registry, port, done=started, error=failed)
     if running:
         line, color = f"{srv.host}:{srv.port} · {srv.requests} req", th.SUCCESS
@@ -693,58 +761,58 @@ def start_server(registry: Any, port: int = 8000):
     return Server(registry, port=port).start()
 
 
-def conversations(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def conversations(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "CONVERSATIONS")
     y += 20
-    convs = s["convs"] or []
+    convs = s.convs or []
     rows = [f"{c['title']}  ({len(c['messages'])})" for c in convs]
     i = ui.list_box(
-        (x, y, w, 130), "convs", rows, s["cur"] if convs else None, row_h=22, empty="Loading..."
+        (x, y, w, 130), "convs", rows, s.cur if convs else None, row_h=22, empty="Loading..."
     )
-    if i is not None and i != s["cur"]:
-        s["cur"] = i
+    if i is not None and i != s.cur:
+        s.cur = i
         save(st)
     y += 138
     bw = (w - 16) // 3
-    ok = s["convs"] is not None
+    ok = s.convs is not None
     if ui.button((x, y, bw, 28), "New", key="conv-new", enabled=ok):
-        s["convs"].append(new_conversation())
-        s["cur"] = len(s["convs"]) - 1
+        s.convs.append(new_conversation())
+        s.cur = len(s.convs) - 1
         save(st)
     if ui.button(
         (x + bw + 8, y, bw, 28),
         "Clear Chat",
-        enabled=ok and bool(s["convs"] and conversation(st)["messages"]),
+        enabled=ok and bool(s.convs and conversation(st)["messages"]),
     ):
         clear_chat(st)
     if ui.button(
-        (x + 2 * (bw + 8), y, bw, 28), "Delete", key="conv-delete", enabled=ok and not s["replies"]
+        (x + 2 * (bw + 8), y, bw, 28), "Delete", key="conv-delete", enabled=ok and not s.replies
     ):
-        del s["convs"][s["cur"]]
-        if not s["convs"]:
-            s["convs"].append(new_conversation())
-        s["cur"] = min(s["cur"], len(s["convs"]) - 1)
+        del s.convs[s.cur]
+        if not s.convs:
+            s.convs.append(new_conversation())
+        s.cur = min(s.cur, len(s.convs) - 1)
         save(st)
     return y + 44
 
 
-def compare(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+def compare(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:
     ui.section((x, y), "COMPARE")
-    s["compare"] = ui.checkbox(
-        (x, y + 20, w, 20), "Answer with a second model too", s["compare"], enabled=not s["replies"]
+    s.compare = ui.checkbox(
+        (x, y + 20, w, 20), "Answer with a second model too", s.compare, enabled=not s.replies
     )
     y += 46
-    if not s["compare"]:
+    if not s.compare:
         ui.label((x, y), "One prompt, two models, side by side.", th.DIM, max_w=w)
         return y + 20
-    if s["other"] is not None and st.listed and st.info(s["other"]) is None:
-        s["other"] = None  # renamed or deleted
+    if s.other is not None and st.listed and st.info(s.other) is None:
+        s.other = None  # renamed or deleted
 
     def choose(name: str) -> None:
-        s["other"] = name
+        s.other = name
 
-    model_selector(ui, st, (x, y, w, 30), key="compare", value=s["other"], choose=choose)
+    model_selector(ui, st, (x, y, w, 30), key="compare", value=s.other, choose=choose)
     y += 38
-    hint = "Pick the second model" if not s["other"] else f"{st.current or '?'} vs {s['other']}"
+    hint = "Pick the second model" if not s.other else f"{st.current or '?'} vs {s.other}"
     ui.label((x, y), hint, th.HINT, max_w=w)
     return y + 20

@@ -16,8 +16,10 @@ from cllm.models import rules
 
 from .. import dialogs
 from .. import theme as th
+from ..figures import figures
 from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
+from ..tabstate import ModelsState
 from ..ui import UI, plural
 
 CARD_H = 92
@@ -39,12 +41,12 @@ def wants_frame(st: AppState) -> bool:
 
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = st.tab("models")
-    s.setdefault("compare", set())
     with ui.scope("models"):
-        cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, CARDS_W, main.h - 20))
-        detail = pygame.Rect(main.x + CARDS_W + 20, main.y + 10, main.w - CARDS_W - 30, main.h - 20)
+        cw = min(CARDS_W, max(280, int(main.w * 0.4)))  # narrow windows: narrower cards
+        cards(ui, st, s, pygame.Rect(main.x + 10, main.y + 10, cw, main.h - 20))
+        detail = pygame.Rect(main.x + cw + 20, main.y + 10, main.w - cw - 30, main.h - 20)
         with ui.clip(detail):  # a wide comparison table stays inside its panel
-            if s.get("comparing"):
+            if s.comparing:
                 compare(ui, st, s, detail)
             else:
                 details(ui, st, s, detail)
@@ -57,7 +59,7 @@ def in_use(st: AppState, info) -> bool:
 
 
 # ---------------------------------------------------------------------------- cards
-def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def cards(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     ui.label((r.x + 10, r.y + 8), f"MODELS ({len(st.models)})", th.ACCENT)
     inner = pygame.Rect(r.x + 6, r.y + 30, r.w - 12, r.h - 36)
@@ -78,16 +80,15 @@ def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             )
 
 
-def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
+def card(ui: UI, st: AppState, s: ModelsState, m, c: pygame.Rect) -> None:
     selected = m.name == st.current
-    over = ui.hover(c)
-    fill = th.METRIC_BG if not over else th.shade(th.METRIC_BG, 12)
+    fill = th.shade(th.METRIC_BG, 12) if ui.hover(c) else th.METRIC_BG
     ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
-    box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
-    if s.get("comparing"):
-        checked = ui.checkbox(box, "compare", m.name in s["compare"], key="cmp:" + m.name)
-        s["compare"] ^= {m.name} if checked != (m.name in s["compare"]) else set()
-    if ui.take_click(c):
+    if s.comparing:  # the checkbox takes its click before the card under it
+        box = pygame.Rect(c.right - 100, c.bottom - 26, 94, 20)
+        checked = ui.checkbox(box, "compare", m.name in s.compare, key="cmp:" + m.name)
+        s.compare ^= {m.name} if checked != (m.name in s.compare) else set()
+    if ui.row(c, "card:" + m.name, selected_fill=None, hover_fill=None).pressed:
         st.select(m.name)
     x, y = c.x + 10, c.y + 8
     ui.label((x, y), m.name, th.SELECTED if selected else th.TEXT, max_w=c.w - 110)
@@ -99,30 +100,28 @@ def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
         align="right",
     )
     cfg, meta = m.config, m.meta
-    ui.label(
-        (x, y + 22),
-        f"Vocab {cfg.vocab_size:,} · {cfg.n_layer} layers · {format_count(m.n_params)} params",
-        th.TEXT,
-        max_w=c.w - 20,
-    )
-    ui.label(
-        (x, y + 40),
-        f"Epochs {meta.epochs_trained} / {meta.target_epochs}",
-        th.TEXT,
-    )
+    arch = f"{cfg.n_layer} layers · {format_count(m.n_params)} params"
+    epochs = f"Epochs {meta.epochs_trained} / {meta.target_epochs}"
+    vocab = f"vocab {cfg.vocab_size:,}"
+    if ui.text_size(f"{arch} · {vocab}")[0] <= c.w - 20:  # wide: vocabulary with the size
+        arch += f" · {vocab}"
+    else:  # narrow: with the epochs, so nothing is cut
+        epochs += f" · {vocab}"
+    ui.label((x, y + 22), arch, th.TEXT, max_w=c.w - 20)
+    ui.label((x, y + 40), epochs, th.TEXT, max_w=c.w - 20)
     ui.label(
         (x, y + 58),
         f"Queue {plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens",
         th.HINT,
-        max_w=c.w - 120,
+        max_w=c.w - (120 if s.comparing else 20),  # the compare tick box sits at the right
     )
 
 
 # ---------------------------------------------------------------------------- history
-def history(st: AppState, s: dict, name: str) -> dict | None:
+def history(st: AppState, s: ModelsState, name: str) -> dict | None:
     """The model's loss history, read by the worker (it reads the whole file) and cached until
     the models folder changes."""
-    cache = s.setdefault("hist", {})
+    cache = s.hist
     got = cache.get(name)
     if got is None or (got[0] != st.version and got[1] is not None):
         cache[name] = (st.version, got[1] if got else None)
@@ -140,7 +139,7 @@ def history(st: AppState, s: dict, name: str) -> dict | None:
     return cache[name][1]
 
 
-def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def details(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     m = st.info()
     x, y = r.x + 15, r.y + 10
@@ -166,23 +165,30 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Created", meta.created or "-"),
         ("Modified", meta.modified or "-"),
     ]
+    f = figures(st, m.name)  # a live run's snapshot, as the Training tab shows it
     right = [
-        ("Epochs", f"{meta.epochs_trained} / {meta.target_epochs}"),
-        ("Steps / tokens", f"{meta.steps:,} / {meta.tokens_seen:,}"),
-        ("Train / best val", f"{_f(meta.last_loss)} / {_f(meta.best_loss)}"),
+        ("Epochs", f"{f.epochs_trained} / {f.target_epochs}"),
+        ("Steps / tokens", f"{f.step:,} / {f.tokens:,}"),
+        ("Train / best val", f"{_f(f.train_loss)} / {_f(f.best_loss)}"),
         ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
         ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
         ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),
         ("Sources", ", ".join(meta.sources) or "-"),
     ]
     half = (r.w - 30) // 2
-    for col, rows in ((x, left), (x + half, right)):
+    # two columns when they fit, else one: values wrap instead of being cut to "field…"
+    columns = ((x, left), (x + half, right)) if half >= 330 else ((x, left + right),)
+    col_w = half if len(columns) == 2 else r.w - 30
+    bottom = y + 28
+    for col, rows in columns:
         yy = y + 28
         for k, v in rows:
             ui.label((col, yy), k, th.HINT)
-            ui.label((col + 130, yy), v, th.TEXT, max_w=half - 140)
-            yy += 19
-    top = y + 28 + 7 * 19 + 12
+            for part in ui.wrap(v, col_w - 140)[:3]:
+                ui.label((col + 130, yy), part, th.TEXT)
+                yy += 19
+        bottom = max(bottom, yy)
+    top = bottom + 12
     snap = st.snapshot if m.name == st.current else None
     if snap is not None and len(snap.history.get("steps", ())):  # a live run: its own history
         hs = snap.history
@@ -204,14 +210,18 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     )
 
 
+def _g(v) -> str:
+    return "-" if v is None else f"{v:,.3f}" if v < 1000 else f"{v:,.0f}"
+
+
 def _f(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def compare(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     x, y = r.x + 15, r.y + 10
-    names = [m.name for m in st.models if m.name in s["compare"]]
+    names = [m.name for m in st.models if m.name in s.compare]
     ui.label((x, y), f"COMPARE ({len(names)} models)", th.ACCENT)
     if not names:
         ui.label((x, y + 24), "Tick the models to compare on their cards.", th.HINT)
@@ -220,13 +230,29 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     for i, name in enumerate(names):
         h = history(st, s, name)
         if h is not None:
-            series.append((name, h["steps"], h["train_loss"], th.SERIES[i % len(th.SERIES)]))
+            color = th.SERIES[i % len(th.SERIES)]
+            series.append((name, h["steps"], h["train_loss"], color))
+            series.append((name + " val", h["steps"], h["val_loss"], th.mix(color, th.WHITE, 0.5)))
     chart_h = max(160, (r.h - 40) // 2)
     ui.chart(
-        (x, y + 26, r.w - 30, chart_h), series, title="TRAINING LOSS (moving average)", smooth=True
+        (x, y + 26, r.w - 30, chart_h),
+        series,
+        title="TRAINING AND VALIDATION LOSS (moving average; val lighter)",
+        smooth=True,
     )
+    # evaluation on one shared text
+    ey = y + 36 + chart_h
+    if ui.button((x, ey, 220, 26), "Evaluate on a text...", key="eval", enabled=not s.evaluating):
+        open_dialog(st, s, "eval-text", None)
+    if s.evaluating:
+        note = f"Scoring on {s.eval_text.name}..."
+    elif s.eval_text is not None:
+        note = f"Scored on {s.eval_text.name}: loss per token (nats), perplexity, bits per byte"
+    else:
+        note = "Score the compared models on one text file you pick"
+    ui.label((x + 232, ey + 5), note, th.HINT, max_w=r.w - 30 - 232)
     # settings side by side
-    ty = y + 36 + chart_h
+    ty = ey + 34
     rows = [
         ("", lambda m: m.name),
         ("Parameters", lambda m: format_count(m.n_params)),
@@ -243,6 +269,12 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Learning rate", lambda m: f"{m.train.learning_rate:.2e}"),
         ("Queue tokens", lambda m: f"{m.queue_tokens:,}"),
     ]
+    if s.evals:
+        rows += [
+            ("Text loss", lambda m: _f(s.evals.get(m.name, {}).get("loss"))),
+            ("Text perplexity", lambda m: _g(s.evals.get(m.name, {}).get("perplexity"))),
+            ("Text bits/byte", lambda m: _g(s.evals.get(m.name, {}).get("bits_per_byte"))),
+        ]
     infos = [st.info(n) for n in names]
     col_w = max(90, (r.w - 30 - 140) // max(1, len(infos)))
     for j, (label, fn) in enumerate(rows):
@@ -256,30 +288,36 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 
 # ---------------------------------------------------------------------------- right panel
-def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None:
     x, y, w = panel.x + 10, panel.y + 10, panel.w - 20
     ui.section((x, y), "MODELS")
     y += 22
     m = st.info()
     free = m is not None and not in_use(st, m) and not st.is_busy()
+    has = m is not None
     buttons = [
         ("Create New...", "create", True),
-        ("Rename...", "rename", free),
-        ("Duplicate...", "duplicate", m is not None and not st.is_busy()),
-        ("Delete...", "delete", free),
-        ("Export...", "export", m is not None),
         ("Import...", "import", True),
+        ("Rename...", "rename", free),
+        ("Duplicate...", "duplicate", has and not st.is_busy()),
+        ("Export...", "export", has),
+        ("Export HF...", "export-hf", has and not st.is_busy()),
         ("Grow Layers...", "grow", free),
+        ("Clear History...", "clear-history", free),
+        ("Delete...", "delete", free),
     ]
-    for label, kind, ok in buttons:
-        if ui.button((x, y, w, 30), label, enabled=ok):
+    half = (w - 8) // 2
+    for i, (label, kind, ok) in enumerate(buttons):
+        bx = x + (i % 2) * (half + 8)
+        if ui.button((bx, y, half, 30), label, enabled=ok):
             open_dialog(st, s, kind, m)
-        y += 38
-    label = "Close Compare" if s.get("comparing") else "Compare..."
+        if i % 2 == 1 or i == len(buttons) - 1:
+            y += 38
+    label = "Close Compare" if s.comparing else "Compare..."
     if ui.button((x, y, w, 30), label, key="compare", enabled=len(st.models) > 0):
-        s["comparing"] = not s.get("comparing")
-        if s["comparing"] and not s["compare"]:
-            s["compare"] = {mm.name for mm in st.models[:3]}
+        s.comparing = not s.comparing
+        if s.comparing and not s.compare:
+            s.compare = {mm.name for mm in st.models[:3]}
     y += 46
     ui.section((x, y), "SELECTED")
     ui.label((x, y + 20), m.name if m else "(none)", th.SELECTED if m else th.DIM, max_w=w)
@@ -294,33 +332,47 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         )
 
 
-def open_dialog(st: AppState, s: dict, kind: str, m) -> None:
-    s["dialog"] = kind
+def open_dialog(st: AppState, s: ModelsState, kind: str, m) -> None:
+    s.dialog = kind
     existing = [mm.name for mm in st.models]
     if kind == "create":
-        s["form"] = {
+        s.form = {
             "name": rules.default_name(existing),
             "preset": "tiny",
             "tokenizer": "bpe",
             **_preset_fields("tiny"),
         }
-        s["autofocus"] = True
+        s.autofocus = True
     elif kind == "rename":
-        s["text"] = m.name
+        s.text = m.name
     elif kind == "duplicate":
-        s["text"] = rules.free_variant(f"{m.name}_copy", existing)
+        s.text = rules.free_variant(f"{m.name}_copy", existing)
     elif kind == "grow":
-        s["text"] = str(m.config.n_layer + 1)
+        s.text = str(m.config.n_layer + 1)
     elif kind == "export":
-        s["browser"] = FileBrowser(
-            st.worker, "folder", f"Export {m.name} to a folder", s.get("browse_dir") or Path.cwd()
+        s.browser = FileBrowser(
+            st.worker, "folder", f"Export {m.name} to a folder", s.browse_dir or Path.cwd()
+        )
+    elif kind == "export-hf":
+        s.browser = FileBrowser(
+            st.worker,
+            "folder",
+            f"Export {m.name} for Hugging Face transformers: choose the folder to put it in",
+            s.browse_dir or Path.cwd(),
+        )
+    elif kind == "eval-text":
+        s.browser = FileBrowser(
+            st.worker,
+            "file",
+            "Evaluate the compared models on a text file",
+            s.browse_dir or Path.cwd(),
         )
     elif kind == "import":
-        s["browser"] = FileBrowser(
+        s.browser = FileBrowser(
             st.worker,
             "file",
             "Import a model file (.cllm), or a Hugging Face GPT-2 folder's config.json",
-            s.get("browse_dir") or Path.cwd(),
+            s.browse_dir or Path.cwd(),
             patterns=(".cllm", "config.json"),
         )
 
@@ -359,13 +411,13 @@ def form_problem(st: AppState, f: dict) -> tuple[str | None, GPTConfig | None]:
 
 
 # ---------------------------------------------------------------------------- dialogs
-def dialog(ui: UI, st: AppState, s: dict) -> None:
-    kind = s.get("dialog")
+def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
+    kind = s.dialog
     if kind is None:
         return
     m = st.info()
     if kind != "create" and kind != "import" and m is None:
-        s["dialog"] = None
+        s.dialog = None
         return
     reg = st.registry
     if kind == "create":
@@ -375,13 +427,13 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Rename {m.name}",
             "New name:",
-            s["text"],
+            s.text,
             validate=lambda t: name_problem(st, t, keep=m.name),
             ok="Rename",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok and text != m.name:
             st.run(
                 "rename", m.name, reg.rename, m.name, text, done=lambda _, new=text: st.select(new)
@@ -391,13 +443,13 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Duplicate {m.name}",
             "Name of the copy:",
-            s["text"],
+            s.text,
             validate=lambda t: name_problem(st, t),
             ok="Duplicate",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             st.run(
                 "copy",
@@ -416,7 +468,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             danger=True,
         )
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             name = m.name
             st.run(
@@ -443,30 +495,93 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ui,
             f"Grow {m.name} (now {m.config.n_layer} layers)",
             "Total layers after growing:",
-            s["text"],
+            s.text,
             validate=problem,
             ok="Grow",
         )
-        s["text"] = text
+        s.text = text
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
+        if ok:  # the same confirmation as the Training tab's Layers control
+            s.dialog, s.grow_to = "grow-confirm", int(text)
+    elif kind == "grow-confirm":
+        n = s.grow_to
+        ok = dialogs.confirm(
+            ui,
+            f"Grow {m.name} from {m.config.n_layer} to {n} layers? "
+            "The new blocks start as the identity, so the model's outputs are "
+            "unchanged until it trains again. Layers can never be removed.",
+            title="Grow Layers",
+            ok="Grow",
+        )
+        if ok is not None:
+            s.dialog = None
         if ok:
             st.run(
                 "grow",
                 m.name,
                 reg.grow,
                 m.name,
-                int(text),
+                n,
                 done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
             )
-    elif kind in ("export", "import"):
-        paths = s["browser"].draw(ui)
+    elif kind == "import-name":
+        path = s.import_path
+        text, ok = dialogs.prompt(
+            ui,
+            f"Import {path.name}",
+            f"A model named {import_name(path)} exists already. Name of the imported one:",
+            s.text,
+            validate=lambda t: name_problem(st, t),
+            ok="Import",
+        )
+        s.text = text
+        if ok is not None:
+            s.dialog = None
+        if ok:
+            import_model(st, path, text)
+    elif kind == "clear-history":
+        ok = dialogs.confirm(
+            ui,
+            f"Forget {m.name}'s loss history (the chart and the epoch summaries)? "
+            "The weights, the epochs and steps trained and the best loss stay.",
+            title="Clear History",
+            ok="Clear",
+            danger=True,
+        )
+        if ok is not None:
+            s.dialog = None
+        if ok:
+            name = m.name
+            s.hist.pop(name, None)
+            st.run(
+                "clear history",
+                name,
+                reg.clear_history,
+                name,
+                done=lambda _: st.say(f"Cleared {name}'s loss history", "success"),
+            )
+    elif kind in ("export", "import", "export-hf", "eval-text"):
+        paths = s.browser.draw(ui)
         if paths is None:
             return
-        s["browse_dir"], s["dialog"] = s["browser"].cwd, None
+        s.browse_dir, s.dialog = s.browser.cwd, None
         if not paths:
             return
-        if kind == "export":
+        if kind == "export-hf":
+            dest = paths[0] / f"{m.name}-hf"
+            st.run(
+                "export",
+                m.name,
+                reg.export_hf,
+                m.name,
+                dest,
+                refresh=False,
+                done=lambda p: st.say(f"Exported {m.name} for transformers to {p}", "success"),
+            )
+        elif kind == "eval-text":
+            evaluate_compared(st, s, paths[0])
+        elif kind == "export":
             dest = paths[0] / f"{m.name}.cllm"
             st.run(
                 "export",
@@ -477,22 +592,58 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 refresh=False,
                 done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
             )
+        elif import_name(paths[0]) in {mm.name for mm in st.models}:  # ask, never rename silently
+            s.dialog, s.import_path = "import-name", paths[0]
+            s.text = rules.free_variant(import_name(paths[0]), [mm.name for mm in st.models])
         else:
-            hf = paths[0].name.endswith("config.json")  # a Hugging Face folder: import it
-            st.run(
-                "import",
-                paths[0].parent.name if hf else paths[0].stem,
-                reg.import_hf if hf else reg.import_file,
-                paths[0].parent if hf else paths[0],
-                on_clash="rename",
-                done=lambda name: (st.say(f"Imported {name}", "success"), st.select(name)),
-            )
+            import_model(st, paths[0], import_name(paths[0]))
 
 
-def create_dialog(ui: UI, st: AppState, s: dict) -> None:
-    f = s["form"]
+def evaluate_compared(st: AppState, s: ModelsState, path: Path) -> None:
+    """Score every compared model on one text file, in the worker; the table shows them."""
+    from cllm.models.evaluate import evaluate, read_text
+
+    names = [m.name for m in st.models if m.name in s.compare]
+    s.eval_text, s.evals, s.evaluating = path, {}, True
+
+    def run() -> dict[str, dict]:
+        text, _ = read_text(path)
+        return {n: evaluate(st.registry.load(n), text, name=n).to_dict() for n in names}
+
+    def done(results: dict[str, dict]) -> None:
+        if s.eval_text == path:
+            s.evals, s.evaluating = results, False
+
+    def error(err: BaseException) -> None:
+        s.evaluating = False
+        st.fail(err)
+
+    st.worker.submit(run, done=done, error=error)
+
+
+def import_name(path: Path) -> str:
+    """The name an imported model gets by default: the file's, or a Hugging Face folder's."""
+    return path.parent.name if path.name == "config.json" else path.stem
+
+
+def import_model(st: AppState, path: Path, name: str) -> None:
+    """Import a .cllm file, or the Hugging Face GPT-2 folder whose config.json was picked."""
+    hf = path.name == "config.json"
+    st.run(
+        "import",
+        name,
+        st.registry.import_hf if hf else st.registry.import_file,
+        path.parent if hf else path,
+        name,
+        done=lambda got: (st.say(f"Imported {got}", "success"), st.select(got)),
+    )
+
+
+def create_dialog(ui: UI, st: AppState, s: ModelsState) -> None:
+    f = s.form
     r = ui.begin_dialog("create", (520, 330), "Create New Model")
-    if s.pop("autofocus", False):  # the name field has the keys as the dialog opens
+    if s.autofocus:
+        s.autofocus = False  # the name field has the keys as the dialog opens
         ui.focus = ui.id("name")
     x, y, w = r.x + 20, r.y + 44, r.w - 40
     lw = 110
@@ -538,13 +689,13 @@ def create_dialog(ui: UI, st: AppState, s: dict) -> None:
         (r.right - 230, by, 100, 30), "Create", key="dlg-ok", enabled=cfg is not None
     )
     if ui.button((r.right - 120, by, 100, 30), "Cancel", key="dlg-cancel"):
-        s["dialog"] = None
+        s.dialog = None
     if res.submitted and cfg is not None:
         create = True
     if ui.end_dialog():
-        s["dialog"] = None
+        s.dialog = None
     if create and cfg is not None:
-        s["dialog"] = None
+        s.dialog = None
         name = f["name"]
         st.run(
             "create",

@@ -18,6 +18,7 @@ from .. import theme as th
 from ..filebrowser import FileBrowser, human_size
 from ..selector import panel_selector
 from ..state import AppState
+from ..tabstate import ResearchState
 from ..ui import UI
 
 DEFAULT_FOLDER = Path("docs") / "research"
@@ -112,72 +113,59 @@ def read_file(path: Path, limit: int = READ_LIMIT) -> FileView:
 
 
 # ---------------------------------------------------------------------------- tab state
-def state(st: AppState) -> dict:
+def state(st: AppState) -> ResearchState:
     s = st.tab("research")
-    if "folder" not in s:
-        s.update(
-            folder=Path.cwd() / DEFAULT_FOLDER,
-            listing=None,
-            error="",
-            recursive=False,
-            search="",
-            sort=("Name", False),
-            selected=None,  # path of the selected entry
-            view=None,
-            loading=None,  # path being read
-            browser=None,
-            request=0,
-            cache=None,
-        )
+    if s.folder is None:  # first use: the defaults are in ResearchState
+        s.folder = Path.cwd() / DEFAULT_FOLDER
         refresh(st)
     return s
 
 
 def open_folder(st: AppState, folder: Path, recursive: bool = False) -> None:
     s = state(st)
-    s["folder"], s["recursive"] = Path(folder), recursive
+    s.folder, s.recursive = Path(folder), recursive
     refresh(st)
 
 
 def refresh(st: AppState) -> None:
     """List the folder again (scanning below it when the last listing did) in the worker."""
     s = st.tab("research")
-    s["request"] += 1
-    req, folder = s["request"], s["folder"]
-    s["error"] = ""
+    s.request += 1
+    req, folder = s.request, s.folder
+    s.error = ""
 
     def done(listing: Listing) -> None:
-        if s["request"] == req:  # a later request wins
-            s["listing"], s["cache"] = (None if listing.missing else listing), None
-            s["error"] = "missing" if listing.missing else ""
+        if s.request == req:  # a later request wins
+            s.listing, s.cache = (None if listing.missing else listing), None
+            s.error = "missing" if listing.missing else ""
 
     def error(err: BaseException) -> None:
-        if s["request"] == req:
-            s["listing"], s["error"] = None, f"cannot list {folder}: {_why(err)}"
+        if s.request == req:
+            s.listing, s.error = None, f"cannot list {folder}: {_why(err)}"
 
-    st.worker.submit(list_folder, folder, s["recursive"], done=done, error=error)
+    st.worker.submit(list_folder, folder, s.recursive, done=done, error=error)
 
 
 def scan(st: AppState) -> None:
-    open_folder(st, state(st)["folder"], recursive=True)
+    open_folder(st, state(st).folder, recursive=True)
 
 
 def up(st: AppState) -> None:
     s = state(st)
-    open_folder(st, s["folder"].parent)
+    open_folder(st, s.folder.parent)
 
 
 def open_file(st: AppState, path: Path) -> None:
     s = state(st)
-    s["selected"], s["loading"] = path, path
+    s.selected, s.loading = path, path
 
     def done(view: FileView) -> None:
-        if s["loading"] == path:
-            s["view"], s["loading"] = view, None
+        if s.loading == path:
+            s.view, s.loading = view, None
 
     def error(err: BaseException) -> None:
-        if s["loading"] == path:
-            s["loading"] = None
+        if s.loading == path:
+            s.loading = None
             st.say(f"cannot read {path.name}: {_why(err)}", "error")
 
     st.worker.submit(read_file, path, done=done, error=error)
@@ -186,7 +174,7 @@ def open_file(st: AppState, path: Path) -> None:
 def add_to_queue(st: AppState) -> None:
     """Send the open file to the current model's queue; the toast says what happened."""
     s = state(st)
-    view, name = s["view"], st.current
+    view, name = s.view, st.current
     if view is None or not name:
         return
     path = view.path
@@ -212,17 +200,17 @@ def _why(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err)
 
 
-def visible(s: dict) -> list[Entry]:
+def visible(s: ResearchState) -> list[Entry]:
     """The listing filtered by the search box and sorted, folders first (cached per frame)."""
-    listing = s["listing"]
+    listing = s.listing
     if listing is None:
         return []
-    key = (id(listing), s["search"], s["sort"])
-    if s["cache"] is not None and s["cache"][0] == key:
-        return s["cache"][1]
-    q = s["search"].lower()
+    key = (id(listing), s.search, s.sort)
+    if s.cache is not None and s.cache[0] == key:
+        return s.cache[1]
+    q = s.search.lower()
     rows = [e for e in listing.entries if q in e.name.lower()]
-    by, rev = s["sort"]
+    by, rev = s.sort
     keys = {
         "Name": lambda e: e.name.lower(),
         "Size": lambda e: (e.size, e.name.lower()),
@@ -231,14 +219,14 @@ def visible(s: dict) -> list[Entry]:
     }
     rows.sort(key=keys[by], reverse=rev)
     rows.sort(key=lambda e: not e.is_dir)  # stable: folders stay on top in either order
-    s["cache"] = (key, rows)
+    s.cache = (key, rows)
     return rows
 
 
-def set_sort(s: dict, by: str) -> None:
+def set_sort(s: ResearchState, by: str) -> None:
     """Clicking the active sort reverses it; another one sorts ascending."""
-    cur, rev = s["sort"]
-    s["sort"] = (by, not rev) if by == cur else (by, False)
+    cur, rev = s.sort
+    s.sort = (by, not rev) if by == cur else (by, False)
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -253,7 +241,7 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
         folder_dialog(ui, st, s)
 
 
-def browser(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
+def browser(ui: UI, st: AppState, s: ResearchState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
     x, y, w = r.x + 10, r.y + 10, r.w - 20
     bw = (w - 24) // 4
@@ -261,23 +249,23 @@ def browser(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         scan(st)
     if ui.button((x + bw + 8, y, bw, 26), "Refresh"):
         refresh(st)
-    if ui.button((x + 2 * (bw + 8), y, bw, 26), "Up", enabled=s["folder"].parent != s["folder"]):
+    if ui.button((x + 2 * (bw + 8), y, bw, 26), "Up", enabled=s.folder.parent != s.folder):
         up(st)
     if ui.button((x + 3 * (bw + 8), y, bw, 26), "Folder..."):
-        s["browser"] = FileBrowser(
-            st.worker, mode="folder", title="Choose a research folder", cwd=_existing(s["folder"])
+        s.browser = FileBrowser(
+            st.worker, mode="folder", title="Choose a research folder", cwd=_existing(s.folder)
         )
     y += 34
     rows = visible(s)
     files = f"Files: {sum(not e.is_dir for e in rows)}"
     fw = ui.label((r.right - 10, y), files, th.TEXT, align="right")
-    where = str(s["folder"]) + ("  (all files below)" if s["recursive"] else "")
+    where = str(s.folder) + ("  (all files below)" if s.recursive else "")
     ui.label((x, y), where, th.HINT, max_w=w - fw - 12)
     y += 22
-    res = ui.text_input((x, y, w, 26), "search", s["search"], placeholder="Search by name...")
-    s["search"] = res.text
+    res = ui.text_input((x, y, w, 26), "search", s.search, placeholder="Search by name...")
+    s.search = res.text
     y += 34
-    by, rev = s["sort"]
+    by, rev = s.sort
     for i, name in enumerate(SORTS):
         label = name + ((" ▼" if rev else " ▲") if name == by else "")
         if ui.choice((x + i * (bw + 8), y, bw, 24), label, name == by, key="sort:" + name):
@@ -292,9 +280,9 @@ def _existing(p: Path) -> Path:
     return p
 
 
-def file_list(ui: UI, st: AppState, s: dict, rows: list[Entry], r: pygame.Rect) -> None:
+def file_list(ui: UI, st: AppState, s: ResearchState, rows: list[Entry], r: pygame.Rect) -> None:
     ui.rect(r, th.LIST_BG, th.DIM)
-    size_x, type_x = r.right - 150, r.right - 70
+    type_x = r.right - 70
     ui.label((r.x + 6, r.y + 4), "Name", th.ACCENT)
     ui.label((type_x - 12, r.y + 4), "Size", th.ACCENT, align="right")
     ui.label((type_x, r.y + 4), "Type", th.ACCENT)
@@ -308,42 +296,36 @@ def file_list(ui: UI, st: AppState, s: dict, rows: list[Entry], r: pygame.Rect) 
         for i in range(first, min(len(rows), first + body.h // ROW_H + 2)):
             e = rows[i]
             row = pygame.Rect(body.x, body.y + i * ROW_H - off, body.w - 10, ROW_H)
-            ui.drawn[ui.id("file:" + e.name)] = row
-            over = ui.hover(row)
-            if e.path == s["selected"]:
-                ui.rect(row, th.TAB_ACTIVE)
-            elif over:
-                ui.rect(row, th.SELECTOR_HOVER)
-            if over and ui.take_click(row):
+            if ui.row(row, "file:" + e.name, selected=e.path == s.selected).pressed:
                 if e.is_dir:
                     open_folder(st, e.path)
                 else:
                     open_file(st, e.path)
-            color = th.SELECTED if e.path == s["selected"] else th.TEXT
+            color = th.SELECTED if e.path == s.selected else th.TEXT
             ty = row.y + (ROW_H - ui.line_h) // 2
             name = f"[{e.name}]" if e.is_dir else e.name
-            ui.label((row.x + 4, ty), name, color, max_w=size_x - row.x - 80)
+            ui.label((row.x + 4, ty), name, color, max_w=type_x - 90 - row.x)
             if not e.is_dir:
                 ui.label((type_x - 12, ty), human_size(e.size), th.HINT, align="right")
             ui.label((type_x, ty), e.type, th.HINT, max_w=row.right - type_x)
-    listing = s["listing"]
+    listing = s.listing
     if listing is not None and listing.capped:
         ui.label((r.x + 6, r.bottom + 2), f"first {SCAN_LIMIT:,} files shown", th.WARNING)
 
 
-def _empty_hint(ui: UI, s: dict, body: pygame.Rect) -> None:
+def _empty_hint(ui: UI, s: ResearchState, body: pygame.Rect) -> None:
     x, y, w = body.x + 8, body.y + 8, body.w - 16
-    if s["error"] == "missing":
+    if s.error == "missing":
         lines = [
-            f"No research folder at {s['folder']}.",
+            f"No research folder at {s.folder}.",
             "Create it and press Refresh, or choose another folder with Folder...",
         ]
-    elif s["error"]:
-        lines = [s["error"]]
-    elif s["listing"] is None:
+    elif s.error:
+        lines = [s.error]
+    elif s.listing is None:
         lines = ["Listing..."]
-    elif s["search"]:
-        lines = [f"Nothing matches {s['search']!r}."]
+    elif s.search:
+        lines = [f"Nothing matches {s.search!r}."]
     else:
         lines = ["This folder is empty."]
     for line in lines:
@@ -352,23 +334,27 @@ def _empty_hint(ui: UI, s: dict, body: pygame.Rect) -> None:
             y += ui.line_h + 2
 
 
-def viewer(ui: UI, s: dict, r: pygame.Rect) -> None:
+def viewer(ui: UI, s: ResearchState, r: pygame.Rect) -> None:
     ui.rect(r, th.VIEW_BG, th.VIEW_BORDER)
-    view: FileView | None = s["view"]
+    view: FileView | None = s.view
     head = pygame.Rect(r.x + 10, r.y + 8, r.w - 20, ui.line_h)
-    if s["loading"] is not None:
-        ui.label(head.topleft, f"Reading {s['loading'].name}...", th.WARNING, max_w=head.w)
+    if s.loading is not None:
+        ui.label(head.topleft, f"Reading {s.loading.name}...", th.WARNING, max_w=head.w)
     if view is None:
-        if s["loading"] is None:
+        if s.loading is None:
             ui.text_center(r, "Click a file in the list to view it here.", th.HINT)
         return
     body = pygame.Rect(r.x + 1, r.y + 32, r.w - 2, r.h - 33)
     n = len(view.lines)
-    total_h = n * ui.line_h + 8
+    gutter = ui.text_size(str(max(1, n)))[0] + 16
+    rows = visual_rows(ui, s, view, body.w - gutter - 24)  # long lines wrap, not cut
+    total_h = len(rows) * ui.line_h + 8
     off = ui.scroll(body, "view:" + str(view.path), total_h, step=ui.line_h * 3)
-    first = min(n, off // ui.line_h)
-    last = min(n, (off + body.h - 8) // ui.line_h)
-    if s["loading"] is None:
+    vfirst = min(len(rows), off // ui.line_h)
+    vlast = min(len(rows), (off + body.h - 8) // ui.line_h)
+    first = rows[vfirst][0] if vfirst < len(rows) else n
+    last = rows[vlast - 1][0] + 1 if vlast > 0 else 0
+    if s.loading is None:
         ui.label(head.topleft, view.path.name, th.ACCENT, max_w=head.w - 230)
         if view.binary:
             where = f"binary file, {human_size(view.size)}"
@@ -380,26 +366,50 @@ def viewer(ui: UI, s: dict, r: pygame.Rect) -> None:
     if view.binary:
         ui.text_center(body, "A binary file: nothing to show.", th.HINT)
         return
-    gutter = ui.text_size(str(max(1, n)))[0] + 16
     ui.rect((body.x, body.y, gutter, body.h), th.METRIC_BG)
     with ui.clip(body.inflate(-8, 0)):
-        y = body.y + 4 + first * ui.line_h - off
-        for i in range(first, min(n, last + 2)):
-            ui.label((body.x + gutter - 8, y), str(i + 1), th.DIM, align="right")
-            line = view.lines[i]
-            if line:
-                ui.label((body.x + gutter + 8, y), line[:MAX_LINE], th.TEXT)
+        y = body.y + 4 + vfirst * ui.line_h - off
+        for j in range(vfirst, min(len(rows), vlast + 2)):
+            i, part, cont = rows[j]
+            if not cont:
+                ui.label((body.x + gutter - 8, y), str(i + 1), th.DIM, align="right")
+            if part:
+                ui.label((body.x + gutter + 8, y), part, th.TEXT)
             y += ui.line_h
-    s["shown"] = (first + 1 if n else 0, last, n)
+    s.shown = (first + 1 if n else 0, last, n)
+
+
+WRAP_MAX_LINES = 5000  # a longer file is shown cut at the width: wrapping it all would stall
+
+
+def visual_rows(ui: UI, s: ResearchState, view: FileView, width: int) -> list[tuple]:
+    """(line index, text, continuation) per drawn row: each line wrapped on words at width,
+    cached until the file or the width changes."""
+    key = (id(view), width)
+    if s.wrapped is not None and s.wrapped[0] == key:
+        return s.wrapped[1]
+    rows: list[tuple] = []
+    wrap = len(view.lines) <= WRAP_MAX_LINES and width > 40
+    for i, line in enumerate(view.lines):
+        line = line[:MAX_LINE]
+        if not wrap or ui.text_size(line)[0] <= width:
+            rows.append((i, line, False))
+            continue
+        body = line.lstrip(" ")
+        indent = " " * min(len(line) - len(body), 8)
+        for k, part in enumerate(ui.wrap(body, width - ui.text_size(indent)[0])):
+            rows.append((i, indent + part, k > 0))
+    s.wrapped = (key, rows)
+    return rows
 
 
 # ---------------------------------------------------------------------------- right panel
-def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
+def control_panel(ui: UI, st: AppState, s: ResearchState, panel: pygame.Rect) -> None:
     x, w = panel.x + 10, panel.w - 20
     panel_selector(ui, st, panel)
     y = panel.y + 72
     ui.section((x, y), "OPEN FILE")
-    view: FileView | None = s["view"]
+    view: FileView | None = s.view
     if view is None:
         ui.label((x, y + 20), "No file open", th.DIM)
     else:
@@ -431,12 +441,12 @@ def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         ui.label((x, y + 84), "Choose a model above first", th.HINT)
 
 
-def folder_dialog(ui: UI, st: AppState, s: dict) -> None:
-    fb = s["browser"]
+def folder_dialog(ui: UI, st: AppState, s: ResearchState) -> None:
+    fb = s.browser
     if fb is None:
         return
     chosen = fb.draw(ui)
     if chosen is not None:
-        s["browser"] = None
+        s.browser = None
         if chosen:
             open_folder(st, chosen[0])

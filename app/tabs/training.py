@@ -15,14 +15,15 @@ import pygame
 
 from cllm.cli.common import duration
 from cllm.engine.config import format_count
-from cllm.engine.meta import ModelMeta
 from cllm.models import rules
 
 from .. import dialogs
 from .. import theme as th
+from ..figures import figures
 from ..filebrowser import FileBrowser
 from ..selector import panel_selector
 from ..state import AppState
+from ..tabstate import Refusal, TrainingState
 from ..ui import UI, plural
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
@@ -68,42 +69,87 @@ def _settings_of(info) -> dict:
     }
 
 
-def _sync(ui: UI, st: AppState, s: dict, info) -> dict:
+def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
     """The sliders' values: the model's saved settings, re-read when the listing changes
     (never while a slider is being dragged)."""
     stamp = (info.name, st.version)
-    dragging = ui.active is not None and ui.active.startswith("training/sl:")
-    if s.get("stamp") != stamp and not dragging:
-        s["stamp"], s["set"] = stamp, _settings_of(info)
-    return s["set"]
+    dragging = ui.dragging_any("sl:")
+    if s.stamp != stamp and not dragging:
+        s.stamp, s.set = stamp, _settings_of(info)
+    return s.set
 
 
 # ---------------------------------------------------------------------------- right panel
-def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
-    content_h = s.get("panel_h", PANEL_CONTENT_H)
-    scrolling = panel.h < content_h
+FOOTER_H = 200  # STATUS and ACTIONS: pinned to the panel's bottom when the rest must scroll
+
+
+def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) -> None:
+    """Model, configuration, info and data scroll when the window is short; STATUS and the
+    ACTIONS (START TRAINING) stay pinned at the bottom, always in reach."""
+    content_h = s.panel_h or PANEL_CONTENT_H
+    pinned = panel.h < content_h + FOOTER_H
+    body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - FOOTER_H) if pinned else panel
+    scrolling = body.h < content_h
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
     info = st.info()
-    with ui.clip(panel):
-        y = panel.y - off
+    s.panel_scrolls = scrolling
+    with ui.clip(body):
+        y = body.y - off
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y += 70
         y = configuration(ui, st, s, info, x, y, w)
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
-        y = status(ui, st, x, y)
-        y = actions(ui, st, s, info, x, y, w)
-    s["panel_h"] = y + off - panel.y  # measured, so the scroll range fits what was drawn
+    s.panel_h = y + off - body.y  # measured, so the scroll range fits what was drawn
     if scrolling:
-        ui.scroll(panel, "training-panel", content_h)
+        ui.scroll(body, "training-panel", content_h)
+    if pinned:
+        y = body.bottom + 6
+        pygame.draw.line(
+            ui.surface, th.METRIC_BORDER, (panel.x, body.bottom), (panel.right, body.bottom)
+        )
+    w = panel.w - 20
+    with ui.clip(panel):
+        y = status(ui, st, x, y)
+        actions(ui, st, s, info, x, y, w)
 
 
-def _refuse(s: dict, ui: UI, msg: str) -> None:
-    s["refused"] = (msg, ui.now + REFUSED_S)
+BATCH_SNAPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
+SEQ_SNAPS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 
 
-def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def _refuse(s: TrainingState, ui: UI, key: str, msg: str) -> None:
+    """Remember why `key`'s control refused a value: shown under that control for a while."""
+    s.refused = Refusal(key, msg, ui.now + REFUSED_S)
+
+
+def refusal(ui: UI, s: TrainingState, key: str) -> str | None:
+    r = s.refused
+    return r.message if r is not None and r.key == key and r.until > ui.now else None
+
+
+def epochs_refusal(trained: int) -> str:
+    done = plural(trained, "epoch")
+    return f"Epochs can't go below {trained}: the model has already trained {done}."
+
+
+def seq_refusal(ctx: int) -> str:
+    return f"Sequence length can't be longer than the model's context of {ctx} tokens."
+
+
+LAYERS_REFUSAL = "Layers can only be added: removing one would throw away what it learned."
+
+
+def _message_under(ui: UI, msg: str, x: int, y: int, w: int) -> int:
+    """A refusal as wrapped sentences under its control; returns the height used."""
+    lines = ui.wrap(msg, w)
+    for i, line in enumerate(lines):
+        ui.label((x, y + 16 * i), line, th.ERROR)
+    return 16 * len(lines) + 4
+
+
+def configuration(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "CONFIGURATION")
     y += 20
     if info is None:
@@ -113,32 +159,31 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
     locked = is_training(st) or st.is_busy()
     trained = info.meta.epochs_trained
     ctx, layers = info.config.block_size, info.config.n_layer
+    y = presets_row(ui, st, s, info, vals, x, y, w, enabled=not locked)
+    refusing: dict[str, str] = {}  # this frame's refusals: a release on one saves nothing
 
-    def clamp_by(rule, bound: int):
-        """Where rule(v) refuses v, clamp to bound and remember the rule's words."""
-
+    def clamp_by(key: str, ok, bound: float, msg: str):
         def clamp(v: float) -> float:
-            try:
-                rule(int(round(v)))
+            if ok(v):
                 return v
-            except rules.ValidationError as err:
-                _refuse(s, ui, str(err))
-                return float(bound)
+            refusing[key] = msg
+            _refuse(s, ui, key, msg)
+            return float(bound)
 
         return clamp
 
-    seq = clamp_by(lambda v: rules.validate_train_settings({"seq_len": v}, info.config), ctx)
-    epochs = clamp_by(lambda v: rules.check_target_epochs(v, trained), trained)
-    grow = clamp_by(lambda v: rules.check_layers(v, layers), layers)
+    seq = clamp_by("seq_len", lambda v: round(v) <= ctx, ctx, seq_refusal(ctx))
+    epochs = clamp_by(
+        "target_epochs", lambda v: round(v) >= trained, trained, epochs_refusal(trained)
+    )
     top_epochs = max(100, trained + 50, vals["target_epochs"])
     sliders = [  # label, setting, the original's range (wider if the model's value is), clamp
-        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), None),
-        ("Sequence Length", "seq_len", min(32, ctx), max(512, vals["seq_len"]), seq),
-        ("Epochs (target)", "target_epochs", 1, top_epochs, epochs),
-        ("Learning Rate", "learning_rate", 1e-5, 1e-1, None),
-        ("Layers", "layers", 1, max(24, layers + 8), grow),
+        ("Batch Size", "batch_size", 1, max(16, vals["batch_size"]), None, BATCH_SNAPS),
+        ("Sequence Length", "seq_len", min(32, ctx), max(512, vals["seq_len"]), seq, SEQ_SNAPS),
+        ("Epochs (target)", "target_epochs", 1, top_epochs, epochs, None),
+        ("Learning Rate", "learning_rate", 1e-5, 1e-1, None, None),
     ]
-    for label, key, lo, hi, clamp in sliders:
+    for label, key, lo, hi, clamp, snaps in sliders:
         log = key == "learning_rate"
         v, done = ui.slider(
             (x, y, w, SLIDER_H),
@@ -151,29 +196,129 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
             fmt="{:.2e}" if log else "{:.0f}",
             enabled=not locked,
             clamp=clamp,
+            snaps=snaps,
             key="sl:" + key,
+            wheel="focused" if s.panel_scrolls else True,
         )
-        if done and v != vals[key]:
+        if done and key in refusing:
+            s.stamp = None  # springs back to the saved value; nothing is saved
+        elif done and v != vals[key]:
             commit(ui, st, s, info, key, v)
         y += SLIDER_H + 6
-    refused = s.get("refused")
+        msg = refusal(ui, s, key)
+        if msg and not locked:
+            y += _message_under(ui, msg, x, y - 2, w)
+    y = layers_stepper(ui, s, layers, x, y, w, enabled=not locked)
     if locked:
         why = "Settings are locked while the model trains" if is_training(st) else "Working..."
-        ui.label((x, y), why, th.HINT, max_w=w)
-    elif refused and refused[1] > ui.now:
-        lines = ui.wrap(refused[0], w)
-        for i, line in enumerate(lines[:2]):
-            ui.label((x, y + 16 * i - (8 if len(lines) > 1 else 0)), line, th.ERROR, max_w=w)
-    return y + 26
+        for part in ui.wrap(why, w):
+            ui.label((x, y), part, th.HINT)
+            y += 17
+    return y + 9
 
 
-def commit(ui: UI, st: AppState, s: dict, info, key: str, v: float) -> None:
-    """Save a changed setting to the model (in the background); layers grow after a confirm."""
+def layers_stepper(
+    ui: UI, s: TrainingState, layers: int, x: int, y: int, w: int, *, enabled: bool
+) -> int:
+    """Layers, one at a time: [-] explains that layers are never removed; [+] asks to grow by
+    one (the confirmation says what growing does)."""
+    ui.label((x, y + 5), "Layers", th.TEXT if enabled else th.DIM)
+    bw = 30
+    ui.label(
+        (x + w - 2 * bw - 14, y + 5),
+        str(layers),
+        th.SELECTED if enabled else th.DIM,
+        align="right",
+    )
+    if ui.button((x + w - 2 * bw - 6, y, bw, 24), "-", key="layers-", enabled=enabled):
+        _refuse(s, ui, "layers", LAYERS_REFUSAL)
+    if ui.button((x + w - bw, y, bw, 24), "+", key="layers+", enabled=enabled):
+        s.dialog, s.grow_to = "grow", layers + 1
+    y += 30
+    msg = refusal(ui, s, "layers")
+    if msg and enabled:
+        y += _message_under(ui, msg, x, y - 2, w)
+    return y
+
+
+def matching_preset(presets: TrainingState[str, dict], vals: TrainingState) -> str | None:
+    """The preset whose batch size, sequence length and learning rate the model has now."""
+    for name, p in presets.items():
+        keys = [k for k in ("batch_size", "seq_len", "learning_rate") if k in p]
+        if keys and all(math.isclose(float(p[k]), float(vals[k]), rel_tol=1e-6) for k in keys):
+            return name
+    return None
+
+
+def _presets(st: AppState, s: TrainingState) -> dict[str, dict]:
+    """Built-in and user presets, read by the worker when the models folder changes."""
+    if s.presets_stamp != st.version and not s.presets_loading:
+        s.presets_loading = True
+
+        def done(p: dict) -> None:
+            s.presets, s.presets_stamp, s.presets_loading = p, st.version, False
+
+        def error(err: BaseException) -> None:
+            s.presets_stamp, s.presets_loading = st.version, False
+            st.fail(err)
+
+        st.worker.submit(st.registry.presets, done=done, error=error)
+    return s.presets or {}
+
+
+def presets_row(
+    ui: UI,
+    st: AppState,
+    s: TrainingState,
+    info,
+    vals: TrainingState,
+    x: int,
+    y: int,
+    w: int,
+    *,
+    enabled: bool,
+) -> int:
+    """Training presets (built-in quick, balanced, thorough and the user's own) fill the
+    settings; Save as preset... keeps the current ones under a name."""
+    presets = _presets(st, s)
+    chosen = matching_preset(presets, vals)
+    names = list(presets)
+    per_row = 3
+    bw = (w - (per_row - 1) * 6) // per_row
+    for i, name in enumerate(names):
+        r = (x + (i % per_row) * (bw + 6), y + (i // per_row) * 28, bw, 24)
+        if ui.choice(r, name, name == chosen, key="preset:" + name, enabled=enabled):
+            apply_preset(st, s, info, name, presets[name])
+    y += 28 * ((len(names) + per_row - 1) // per_row)
+    if ui.button((x, y, w, 24), "Save as preset...", key="save-preset", enabled=enabled):
+        s.dialog, s.preset_name = "save-preset", ""
+    return y + 32
+
+
+def apply_preset(st: AppState, s: TrainingState, info, name: str, preset: dict) -> None:
+    trained = info.meta.epochs_trained
+    target = max(int(preset.get("target_epochs", trained)), trained)
+    kept = (
+        " (epochs target kept at those already trained)"
+        if target > int(preset.get("target_epochs", 0))
+        else ""
+    )
+    st.run(
+        "settings",
+        info.name,
+        st.registry.set_settings,
+        info.name,
+        preset=name,
+        target_epochs=target,
+        done=lambda i: (st.update_info(i), st.say(f"Applied preset {name}{kept}", "success")),
+        refresh=False,
+    )
+
+
+def commit(ui: UI, st: AppState, s: TrainingState, info, key: str, v: float) -> None:
+    """Save a changed setting to the model (in the background)."""
     value = v if key == "learning_rate" else int(round(v))
-    if key == "layers":
-        s["dialog"], s["grow_to"] = "grow", value
-        return
-    s["set"][key] = value  # shown at once; the saved info replaces it when it lands
+    s.set[key] = value  # shown at once; the saved info replaces it when it lands
     st.run(
         "settings",
         info.name,
@@ -191,32 +336,28 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     if info is None:
         ui.label((x, y), "-", th.DIM)
         return y + 5 * 17 + 8
-    m, c = info.meta, info.config
-
-    def loss(v) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
+    c, f = info.config, figures(st)
     lines = [
-        f"Epochs: {m.epochs_trained} / {m.target_epochs}"
-        f"   Steps: {m.steps:,}",
+        f"Epochs trained: {f.epochs_trained} / {f.target_epochs}   Steps: {f.step:,}",
         f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
-        f"Loss: train {loss(m.last_loss)} · best val {loss(m.best_loss)}",
+        f"Loss: train {_loss(f.train_loss)} · best val {_loss(f.best_loss)}",
     ]
     for line in lines:
-        ui.label((x, y), line, th.TEXT, max_w=w)
-        y += 17
+        for part in ui.wrap(line, w):  # wrapped, not cut, in a narrow panel
+            ui.label((x, y), part, th.TEXT)
+            y += 17
     return y + 8
 
 
-def _queue_rows(st: AppState, s: dict, info) -> list[str] | None:
+def _queue_rows(st: AppState, s: TrainingState, info) -> list[str] | None:
     """The queue's items, listed by the worker when the model or the folder changes."""
     if info is None:
         return []
     stamp = (info.name, st.version)
-    if s.get("queue_stamp") != stamp and not s.get("queue_loading"):
-        s["queue_loading"] = True
+    if s.queue_stamp != stamp and not s.queue_loading:
+        s.queue_loading = True
         name = info.name
 
         def items():
@@ -225,18 +366,18 @@ def _queue_rows(st: AppState, s: dict, info) -> list[str] | None:
 
         def done(result) -> None:
             rows = [f"{Path(it.source).name or it.source}  ({it.n_tokens:,} tok)" for it in result]
-            s["queue_loading"], s["queue_stamp"], s["queue"] = False, stamp, rows
+            s.queue_loading, s.queue_stamp, s.queue = False, stamp, rows
 
         def error(err) -> None:
-            s["queue_loading"] = False
-            s["queue_stamp"], s["queue"] = stamp, []
+            s.queue_loading = False
+            s.queue_stamp, s.queue = stamp, []
             st.fail(err)
 
         st.worker.submit(items, done=done, error=error)
-    return s.get("queue") if s.get("queue_stamp", (None,))[0] == info.name else None
+    return s.queue if (s.queue_stamp or (None,))[0] == info.name else None
 
 
-def training_data(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def training_data(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "TRAINING DATA")
     y += 20
     rows = _queue_rows(st, s, info)
@@ -251,15 +392,15 @@ def training_data(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
         browse(st, s, "folder", f"Add a folder to {info.name}'s queue")
     y += 30
     if ui.button((x, y, half, 24), "Clear Queue", enabled=has and bool(info.queue_items)):
-        s["dialog"] = "clear"
+        s.dialog = "clear"
     if ui.button((x + half + 8, y, half, 24), "Import From...", enabled=has and len(st.models) > 1):
-        s["dialog"] = "import"
+        s.dialog = "import"
     return y + 34
 
 
-def browse(st: AppState, s: dict, mode: str, title: str) -> None:
-    s["dialog"] = "browser"
-    s["browser"] = FileBrowser(st.worker, mode, title, s.get("browse_dir") or Path.cwd())
+def browse(st: AppState, s: TrainingState, mode: str, title: str) -> None:
+    s.dialog = "browser"
+    s.browser = FileBrowser(st.worker, mode, title, s.browse_dir or Path.cwd())
 
 
 def status(ui: UI, st: AppState, x: int, y: int) -> int:
@@ -286,14 +427,14 @@ def status(ui: UI, st: AppState, x: int, y: int) -> int:
     return y + 26
 
 
-def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
+def actions(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "ACTIONS")
     y += 20
     mine = st.training_current
     other = st.training and not mine
     remote = remote_run(st) is not None
     if mine:
-        stopping = s.get("stopping") == st.trainer
+        stopping = s.stopping == st.trainer
         if ui.button(
             (x, y, w, 35),
             "STOPPING..." if stopping else "STOP TRAINING",
@@ -303,7 +444,7 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
             border=th.WHITE,
             enabled=not stopping,
         ):
-            s["stopping"] = st.trainer
+            s.stopping = st.trainer
             st.stop_training()
     else:
         ok = info is not None and not other and not remote and not st.is_busy()
@@ -356,19 +497,19 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
 
 
 # ---------------------------------------------------------------------------- dialogs
-def dialog(ui: UI, st: AppState, s: dict) -> None:
-    kind = s.get("dialog")
+def dialog(ui: UI, st: AppState, s: TrainingState) -> None:
+    kind = s.dialog
     info = st.info()
     if kind is None:
         return
     if info is None:
-        s["dialog"] = None
+        s.dialog = None
         return
     if kind == "browser":
-        paths = s["browser"].draw(ui)
+        paths = s.browser.draw(ui)
         if paths is not None:
-            s["browse_dir"] = s["browser"].cwd
-            s["dialog"] = None
+            s.browse_dir = s.browser.cwd
+            s.dialog = None
             if paths:
                 st.add_to_queue([str(p) for p in paths], info.name)
     elif kind == "clear":
@@ -381,7 +522,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             danger=True,
         )
         if ok is not None:
-            s["dialog"] = None
+            s.dialog = None
         if ok:
             name = info.name
 
@@ -396,7 +537,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         others = [m.name for m in st.models if m.name != info.name]
         choice = dialogs.pick(ui, f"Copy another model's queue into {info.name}'s", others)
         if choice is not None:
-            s["dialog"] = None
+            s.dialog = None
         if isinstance(choice, str):
             name = info.name
 
@@ -412,8 +553,10 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                     f"Imported {len(r.added)} items ({r.tokens:,} tokens) from {choice}", "success"
                 ),
             )
+    elif kind == "save-preset":
+        save_preset_dialog(ui, st, s, info)
     elif kind == "grow":
-        n = s.get("grow_to", info.config.n_layer)
+        n = s.grow_to or info.config.n_layer
         ok = dialogs.confirm(
             ui,
             f"Grow {info.name} from {info.config.n_layer} to {n} layers? "
@@ -423,8 +566,8 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
             ok="Grow",
         )
         if ok is not None:
-            s["dialog"] = None
-            s.pop("stamp", None)  # back to the saved value if refused
+            s.dialog = None
+            s.stamp = None  # back to the saved value if refused
         if ok:
             st.run(
                 "grow",
@@ -434,6 +577,53 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 n,
                 done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
             )
+
+
+def save_preset_dialog(ui: UI, st: AppState, s: TrainingState, info) -> None:
+    presets = _presets(st, s)
+
+    def problem(name: str) -> str | None:
+        if not name.strip():
+            return "Give the preset a name."
+        try:
+            rules.validate_name(name)
+        except rules.ValidationError as err:
+            return str(err)
+        if name in ("quick", "balanced", "thorough"):
+            return f"{name} is a built-in preset: choose another name."
+        return None
+
+    text, ok = dialogs.prompt(
+        ui,
+        "Save as preset",
+        "Name for the current batch size, sequence length, rate and epochs:",
+        s.preset_name,
+        validate=problem,
+        ok="Save",
+    )
+    s.preset_name = text
+    if ok is not None:
+        s.dialog = None
+    if ok:
+        v = _settings_of(info)
+        replaced = " (replaced)" if text in presets else ""
+        s.presets_stamp = None
+
+        def saved(_: dict) -> None:
+            s.presets_stamp = None  # list them again
+            st.say(f"Saved preset {text}{replaced}", "success")
+
+        st.run(
+            "preset",
+            info.name,
+            st.registry.save_preset,
+            text,
+            batch_size=v["batch_size"],
+            seq_len=v["seq_len"],
+            learning_rate=v["learning_rate"],
+            target_epochs=v["target_epochs"],
+            done=saved,
+        )
 
 
 # ---------------------------------------------------------------------------- main view
@@ -450,29 +640,35 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     x, y, w = v.x + 15, v.y + 12, v.w - 30
     ui.label((x, y), "TRAINING VISUALIZATION", th.TEXT)
     snap = st.snapshot
-    info = st.info()
     lm = st.lm if st.lm is not None and st.lm_name == st.current else None
     history = snap.history if snap is not None else (getattr(lm, "history", None) or {})
     if snap is None and not len(history.get("steps", ())):
         idle_instructions(ui, st, x, y + 26)
         return
+    f = figures(st)
+    epochs = f"Epochs trained: {f.epochs_trained} / {f.target_epochs}"
+    if f.in_progress is not None:
+        epochs += f" (epoch {f.in_progress} in progress)"
+    e_parts = [
+        epochs,
+        f"Train loss: {_loss(f.train_loss)}",
+        f"Val loss: {_loss(f.val_loss)}",
+        f"Best val: {_loss(f.best_loss)}",
+    ]
+    frac = f.run_done / f.run_total if f.run_total else 0.0
     if snap is not None:
-        e_line = (
-            f"Epoch: {snap.epoch} / {snap.target_epochs}  |  Loss: {_loss(snap.train_loss)}"
-            f"  |  Val: {_loss(snap.val_loss)}  |  Best val: {_loss(snap.best_loss)}"
-        )
-        bpe = max(1, snap.batches_per_epoch)
+        bpe = max(1, f.batches_per_epoch)
         eta_clock = (
-            time.strftime("%H:%M:%S", time.localtime(time.time() + snap.eta))
-            if snap.eta is not None
+            time.strftime("%H:%M", time.localtime(time.time() + f.remaining))
+            if f.remaining is not None
             else "--"
         )
-        b_line = (
-            f"Batch {snap.batch}/{snap.batches_per_epoch} ({100 * snap.batch / bpe:.0f}%)"
-            f"     {snap.tokens_per_s:,.0f} tokens/s     Elapsed {_hms(snap.elapsed)}"
-            f"     Remaining {_hms(snap.eta)}     ETA {eta_clock}"
-        )
-        frac = snap.run_steps / snap.total_steps if snap.total_steps else 0.0
+        b_parts = [
+            f"This epoch: batch {f.batch:,} / {f.batches_per_epoch:,} ({100 * f.batch / bpe:.0f}%)",
+            f"Speed: {snap.tokens_per_s:,.0f} tokens/s",
+            f"Elapsed: {_hms(f.elapsed)}",
+            f"Remaining: {_hms(f.remaining)} (done at {eta_clock})",
+        ]
         state = {"idle": "starting", "running": "training", "paused": "paused"}.get(
             snap.state, snap.state
         )
@@ -481,14 +677,7 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         if snap.resumed_from:
             state += f" · {snap.resumed_from}"
     else:
-        m = info.meta if info else ModelMeta()
-        e_line = (
-            f"Epoch: {m.epochs_trained} / {m.target_epochs}  |  Loss: "
-            f"{_loss(m.last_loss)}  |  Val: {_loss(m.last_val_loss)}"
-            f"  |  Best val: {_loss(m.best_loss)}"
-        )
-        b_line, frac, state = "No training in progress", 0.0, "idle"
-    ui.label((x, y + 24), e_line, th.TEXT, max_w=w)
+        b_parts, state = ["No training in progress"], "idle"
     ui.label(
         (x + w, y),
         state,
@@ -496,13 +685,27 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         align="right",
         max_w=w - 260,
     )
-    ui.label((x, y + 44), b_line, th.HINT, max_w=w)
-    ui.progress((x, y + 66, w, 30), frac, text=f"{100 * frac:.1f}%" if snap else None)
+    e_lines = _flow(ui, e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
+    for i, line in enumerate(e_lines):
+        ui.label((x, y + 24 + 18 * i), line, th.TEXT, max_w=w)
+    y += 18 * (len(e_lines) - 1)
+    b_lines = _flow(ui, b_parts, "     ", w)
+    for i, part in enumerate(b_lines[:2]):
+        ui.label((x, y + 44 + 18 * i), part, th.HINT, max_w=w)
+    y += 18 * (len(b_lines[:2]) - 1)
+    bar_text = (
+        f"Whole run: {100 * frac:.1f}% (step {f.run_done:,} of {f.run_total:,})" if snap else None
+    )
+    ui.progress((x, y + 66, w, 30), frac, text=bar_text)
     top = y + 108
     bottom = v.bottom - 12
     avail = bottom - top
-    sph_h = max(200, int(avail * 0.5))
-    chart_h = max(120, int(avail * 0.28))
+    if avail >= 560:
+        sph_h = max(200, int(avail * 0.5))
+        chart_h = max(120, int(avail * 0.28))
+    else:  # a short window: the spheres and the chart share it, the log pane gives way
+        chart_h = max(110, int(avail * 0.3))
+        sph_h = max(160, avail - chart_h - 10)
     left_w = int(w * 0.5)
     spheres(ui, snap, pygame.Rect(x, top, left_w - 6, sph_h))
     metrics(ui, st, snap, pygame.Rect(x + left_w + 6, top, w - left_w - 6, sph_h))
@@ -518,6 +721,17 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     )
     ly = cy + chart_h + 10
     log_pane(ui, snap, pygame.Rect(x, ly, w, bottom - ly))
+
+
+def _flow(ui: UI, parts: list[str], sep: str, width: int) -> list[str]:
+    """Labelled figures joined by sep into as few lines as fit width (a figure is never split)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and ui.text_size(lines[-1] + sep + part)[0] <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def idle_instructions(ui: UI, st: AppState, x: int, y: int) -> None:
@@ -547,26 +761,61 @@ def sphere_layout(
     return (cx, cy), ring, ring / 5, centres
 
 
+def first_loss(snap) -> float | None:
+    """The training loss of the first batch in the run's history (the model's first batch
+    when the history reaches back that far): the baseline the spheres' colour is measured from."""
+    train = (getattr(snap, "history", None) or {}).get("train", ())
+    for v in train:
+        if v is not None and math.isfinite(float(v)) and float(v) > 0:
+            return float(v)
+    return None
+
+
 def sphere_activity(snap) -> list[float]:
-    """Per sphere, the share of its shard's positions in the latest batch that the model got
-    right (hits / positions: count over the most it could be)."""
+    """Per sphere, how far its shard's loss in the latest batch has fallen below the first
+    batch's loss: 1 - loss / first loss, from 0 (no better than at the start) towards 1. It
+    moves from the first steps on, for small models too (a share of tokens predicted stays
+    near 0 for a whole run of a tiny model)."""
     sp = list(getattr(snap, "spheres", ()) or ())
-    return [float(sp[i].get("hit_rate", 0.0) or 0.0) if i < len(sp) else 0.0 for i in range(12)]
+    base = first_loss(snap)
+    out = []
+    for i in range(12):
+        loss = sp[i].get("loss") if i < len(sp) else None
+        if base is None or loss is None or not math.isfinite(float(loss)):
+            out.append(0.0)
+        else:
+            out.append(min(1.0, max(0.0, 1.0 - float(loss) / base)))
+    return out
+
+
+SPHERE_CAPTION = "Node Zero + 12 shards of each batch · outside: tokens predicted right"
 
 
 def spheres(ui: UI, snap, r: pygame.Rect) -> None:
     ui.rect(r, th.METRIC_BG, th.METRIC_BORDER)
     ui.label((r.x + 8, r.y + 6), "KISSING SPHERES", th.ACCENT)
-    ui.label(
-        (r.x + 8, r.y + 24),
-        "Node Zero + 12 shards of each batch · colour: share of next tokens predicted",
-        th.HINT,
-        max_w=r.w - 16,
-    )
-    strip_h = 66
-    area = pygame.Rect(r.x, r.y + 42, r.w, r.h - 42 - strip_h)
-    (cx, cy), ring, rad, centres = sphere_layout(area)
+    sub = ui.wrap(SPHERE_CAPTION, r.w - 16)[:3]
+    for i, part in enumerate(sub):
+        ui.label((r.x + 8, r.y + 24 + 16 * i), part, th.HINT)
+    top = 42 + 16 * (len(sub) - 1)
     act = sphere_activity(snap)
+    # the strip: counts on the left, the colour legend beside them or on a row of its own
+    legend = [("colour: loss below the first batch's", None)]
+    legend += [(f"<{lim:.0%}", c) for lim, c in th.SPHERE_LEVELS]
+    legend.append(("90%+", th.SPHERE_HOT))
+    widths = [ui.text_size(label)[0] + (18 if c else 12) for label, c in legend]
+    gn = getattr(snap, "grad_norm", None)
+    lines = [
+        f"Active Spheres: {sum(a >= 0.01 for a in act)} / 12",
+        f"Total Batches: {getattr(snap, 'step', 0):,}",
+        "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
+    ]
+    text_w = max(ui.text_size(line)[0] for line in lines)
+    beside = sum(widths) <= r.w - 12 - text_w - 24
+    two_rows = not beside and sum(widths) > r.w - 28  # the title above the colour dots
+    strip_h = 66 if beside else 86 + (17 if two_rows else 0)
+    area = pygame.Rect(r.x, r.y + top, r.w, r.h - top - strip_h)
+    (cx, cy), ring, rad, centres = sphere_layout(area)
     sp = list(getattr(snap, "spheres", ()) or ())
     surf = ui.surface
     for px, py in centres:
@@ -577,7 +826,10 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         color = th.sphere_color(act[i])
         pygame.draw.circle(surf, color, (px, py), rad)
         pygame.draw.circle(surf, th.TEXT, (px, py), rad, 1)
-        ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
+        if rad >= 9:  # the index fits inside the sphere
+            ui.label((px, py - ui.line_h // 2), str(i), th.WHITE, align="center")
+        if rad < 14:  # too small for counts outside the spheres: they would overlap
+            continue
         hits = int(sp[i].get("hits", 0)) if i < len(sp) else 0
         text = format_count(hits)
         tw, lh = ui.text_size(text)
@@ -589,26 +841,24 @@ def spheres(ui: UI, snap, r: pygame.Rect) -> None:
         ui.label((tx, ty - lh // 2), text, th.HINT, align="center")
     strip = pygame.Rect(r.x + 6, r.bottom - strip_h, r.w - 12, strip_h - 6)
     ui.rect(strip, th.VIEW_BG, th.METRIC_BORDER)
-    active = sum(a >= 0.01 for a in act)
-    gn = getattr(snap, "grad_norm", None)
-    lines = [
-        f"Active Spheres: {active} / 12",
-        f"Total Batches: {getattr(snap, 'step', 0):,}",
-        "Gradient Norm: " + ("-" if gn is None else f"{gn:.4f}"),
-    ]
-    text_w = max(
-        ui.label((strip.x + 8, strip.y + 5 + 17 * i), line, th.TEXT) for i, line in enumerate(lines)
-    )
-    # the legend of the colour levels, where there is room for it
-    legend = [(f"<{lim:.0%}", color) for lim, color in th.SPHERE_LEVELS] + [("90%+", th.SPHERE_HOT)]
-    widths = [ui.text_size(label)[0] + 24 for label, _ in legend]
-    if sum(widths) > strip.w - text_w - 24:
-        return
-    lx = strip.right - 8
-    for (label, color), lw in zip(reversed(legend), reversed(widths), strict=True):
-        ui.label((lx, strip.y + 22), label, th.HINT, align="right")
-        pygame.draw.circle(surf, color, (lx - lw + 15, strip.y + 30), 5)
-        lx -= lw
+    for i, line in enumerate(lines):
+        ui.label((strip.x + 8, strip.y + 5 + 17 * i), line, th.TEXT)
+    if beside:
+        lx, ly = strip.right - 8 - sum(widths), strip.y + 22
+    else:
+        lx, ly = strip.x + 8, strip.y + 5 + 17 * 3 + 2
+    for (label, color), lw in zip(legend, widths, strict=True):
+        if color is None and two_rows:
+            ui.label((lx, ly), label, th.HINT)
+            ly += 17
+            continue
+        if color is not None:
+            pygame.draw.circle(surf, color, (lx + 6, ly + ui.line_h // 2), 5)
+            pygame.draw.circle(surf, th.DIM, (lx + 6, ly + ui.line_h // 2), 5, 1)
+            ui.label((lx + 14, ly), label, th.HINT)
+        else:
+            ui.label((lx, ly), label, th.HINT)
+        lx += lw
 
 
 def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:
@@ -623,7 +873,9 @@ def metrics(ui: UI, st: AppState, snap, r: pygame.Rect) -> None:
     losses = [d.get("loss") for d in sp if d.get("loss") is not None]
     rates = [d.get("hit_rate", 0.0) for d in sp]
     rows = [
-        ("Step", f"{snap.step:,}  (this run {snap.run_steps:,} / {snap.total_steps:,})"),
+        ("Step (lifetime)", f"{snap.step:,}"),
+        ("Run progress", f"{snap.run_steps:,} / {snap.total_steps:,} steps"),
+        ("Since (re)start", f"{getattr(snap, 'session_steps', 0):,} steps"),
         ("Learning rate", f"{snap.lr:.2e}"),
         ("Train loss", _loss(snap.train_loss)),
         ("Validation loss", _loss(snap.val_loss)),

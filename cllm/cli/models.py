@@ -102,6 +102,13 @@ def register(subparsers) -> None:
     p.add_argument("name")
     p.add_argument("--csv", type=Path, help="write step,train_loss,val_loss to this file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--clear", action="store_true", help="forget the history (weights stay)")
+    p.add_argument("--yes", action="store_true", help="confirm --clear")
+
+    p = cmd("eval", cmd_eval, "score models on one shared text: loss and perplexity")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--text", type=Path, required=True, help="the text file to score them on")
+    p.add_argument("--json", action="store_true")
 
     p = cmd("set", cmd_set, "change saved training settings")
     p.add_argument("name")
@@ -319,6 +326,15 @@ def cmd_grow(args) -> int:
 
 def cmd_history(args) -> int:
     reg = _reg(args)
+    if args.clear:
+        name = reg.resolve(args.name)
+        if not args.yes:
+            raise ValidationError(
+                f"clearing forgets {name!r}'s loss history for good (weights stay); add --yes"
+            )
+        reg.clear_history(name)
+        print(f"cleared {name}'s loss history")
+        return 0
     if args.csv:
         reg.history_csv(args.name, args.csv)
         print(f"wrote {args.csv}")
@@ -334,6 +350,24 @@ def cmd_history(args) -> int:
         print(f"{step},{_num(tl)},{_num(vl)}")
     for e in h["epochs"]:
         print(f"# epoch {json.dumps(e)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from cllm.models.evaluate import evaluate, read_text
+
+    reg = _reg(args)
+    text, _ = read_text(args.text)
+    results = [evaluate(reg.load(name), text, name=reg.resolve(name)) for name in args.names]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results]))
+        return 0
+    print(f"{'model':<20} {'tokens':>9} {'loss':>8} {'perplexity':>11} {'bits/byte':>10}")
+    for r in results:
+        print(
+            f"{r.name:<20} {r.tokens:>9,} {r.loss:>8.4f} {r.perplexity:>11.2f} "
+            f"{r.bits_per_byte:>10.3f}"
+        )
     return 0
 
 

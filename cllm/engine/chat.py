@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -200,6 +200,7 @@ class Generation:
     text: str = ""
     finish_reason: str | None = None
     completion_tokens: int = 0
+    on_token: Callable[[int], None] | None = None  # called with each token as it is sampled
     prompt_tokens: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -226,6 +227,8 @@ class Generation:
         try:
             for tok in stream:
                 self.completion_tokens += 1
+                if self.on_token is not None:
+                    self.on_token(tok)
                 piece = dec.feed(tok)
                 if not started:
                     piece = piece.lstrip(" ")
@@ -316,6 +319,7 @@ def chat(
     messages: Sequence,
     sampling: Sampling,
     cancel: threading.Event | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> tuple[ChatContext, Generation]:
     """The context for the next reply and the reply's ``Generation`` (stopping at the next user
     turn as well as at ``sampling.stop``)."""
@@ -323,7 +327,13 @@ def chat(
     ctx = build_context(tokenizer, messages, gpt.config.block_size, sampling.max_tokens)
     stops = tuple(dict.fromkeys(DEFAULT_STOP + tuple(sampling.stop)))
     gen = Generation(
-        gpt, tokenizer, ctx.ids, replace(sampling, stop=stops), cancel, strip_leading_space=True
+        gpt,
+        tokenizer,
+        ctx.ids,
+        replace(sampling, stop=stops),
+        cancel,
+        strip_leading_space=True,
+        on_token=on_token,
     )
     return ctx, gen
 

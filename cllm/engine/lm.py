@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +111,11 @@ class LanguageModel:
         top_p: float = 0.9,
         seed: int | None = None,
         stop: threading.Event | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> Iterator[str]:
         """Stream the continuation of ``prompt`` as text pieces; ends at ``max_tokens`` new
-        tokens, at end-of-text, or when ``stop`` is set. An empty prompt starts a new document."""
+        tokens, at end-of-text, or when ``stop`` is set. An empty prompt starts a new document.
+        ``on_token(id)`` sees each sampled token (pieces do not map one to one onto tokens)."""
         _check_sampling(max_tokens, temperature, top_k, top_p, seed)
         self.check_finite("generate text")
         ids = self.tokenizer.encode(prompt)
@@ -130,6 +132,8 @@ class LanguageModel:
             stop,
         )
         for tok in stream:
+            if on_token is not None:
+                on_token(tok)
             piece = dec.feed(tok)
             if piece:
                 yield piece

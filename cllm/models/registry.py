@@ -833,6 +833,20 @@ class Registry:
             "epochs": list(lm.meta.epoch_summaries),
         }
 
+    def clear_history(self, name: str) -> ModelInfo:
+        """Forget the per-step loss history and the epoch summaries; the weights, the epochs
+        and steps trained, and the last and best losses stay."""
+        from cllm.engine.lm import load_model
+
+        name = self.resolve(name)
+        with self.lock(name, "clearing its history"):
+            lm = load_model(self.path(name))
+            lm.history = {}
+            lm.meta.epoch_summaries = []
+            lm.meta.modified = now_iso()
+            lm.save(self.path(name))
+        return self.info(name)
+
     def history_csv(self, name: str, path: Path | str) -> Path:
         """Write ``step,train_loss,val_loss`` rows (a missing validation loss is left empty)."""
         path = Path(path)

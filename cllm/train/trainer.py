@@ -75,6 +75,7 @@ class TrainSnapshot:
     step: int = 0  # optimizer steps over the model's life
     run_steps: int = 0  # steps of this run done (a resumed run counts those before the stop)
     total_steps: int = 0  # steps this run takes in all
+    session_steps: int = 0  # steps this process has trained (since it started or resumed)
     batch: int = 0  # batches done in the current epoch
     batches_per_epoch: int = 0
     batch_size: int = 0
@@ -84,7 +85,7 @@ class TrainSnapshot:
     val_loss: float | None = None
     best_loss: float | None = None  # best validation loss (train loss when there is none)
     tokens_per_s: float = 0.0
-    elapsed: float = 0.0  # seconds this run has been training (pauses excluded)
+    elapsed: float = 0.0  # seconds this process has been training (pauses excluded)
     eta: float | None = None  # seconds left
     grad_norm: float | None = None  # before clipping
     lr: float = 0.0
@@ -354,6 +355,7 @@ class Trainer:
         self.run_steps = 0
         self._t_start: float | None = None  # monotonic start of the run
         self._paused_s = 0.0
+        self._pause_t0: float | None = None  # monotonic start of the pause in progress
         self.tokens_per_s = 0.0
         self.grad_norm: float | None = None
         self.lr = 0.0
@@ -431,7 +433,8 @@ class Trainer:
     def _elapsed(self) -> float:
         if self._t_start is None:
             return 0.0
-        return time.monotonic() - self._t_start - self._paused_s
+        now = self._pause_t0 if self._pause_t0 is not None else time.monotonic()
+        return now - self._t_start - self._paused_s  # frozen while paused
 
     def _make_snapshot(self, state: str, message: str) -> TrainSnapshot:
         finished = state in ("done", "stopped", "error")
@@ -449,6 +452,7 @@ class Trainer:
             step=self.step,
             run_steps=self.step - self.run["start"],
             total_steps=self.run["end"] - self.run["start"],
+            session_steps=self.run_steps,
             batch=self.batch,
             batches_per_epoch=self.bpe,
             batch_size=self.B,
@@ -527,13 +531,16 @@ class Trainer:
             if cmd == "stop":
                 if paused:
                     self._paused_s += time.monotonic() - t_pause
+                    self._pause_t0 = None
                 return "stop"
             if cmd == "pause" and not paused:
                 paused, t_pause = True, time.monotonic()
+                self._pause_t0 = t_pause
                 self._log(f"paused at step {self.step}")
                 self._publish("paused", "paused", force=True)
             elif cmd == "resume" and paused:
                 self._paused_s += time.monotonic() - t_pause
+                self._pause_t0 = None
                 self._log(f"resumed at step {self.step}")
                 return None
 

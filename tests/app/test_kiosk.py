@@ -3,6 +3,7 @@ inside a tab, and the demo model trained live. Time is a fake clock the tests mo
 
 from __future__ import annotations
 
+import shutil
 import time
 import types
 
@@ -152,3 +153,34 @@ def test_a_jitter_of_the_mouse_is_not_a_person_a_real_move_is(kiosk, clock):
     )
     run(kiosk, clock, 0.5)
     assert kiosk.paused
+
+
+def test_the_kiosk_works_on_its_own_copy_and_leaves_the_users_models_untouched(models_dir, clock):
+    """Issue: the kiosk trained demo in the user's real folder (step 393 to 1,073) and left a
+    "Kiosk" conversation behind."""
+    from app import kiosk as kiosk_mod
+    from cllm.models.registry import Registry
+
+    Registry(models_dir).copy("alpha", "demo")
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in models_dir.rglob("*")}
+    studio, tmp = kiosk_mod.open_studio(models_dir)
+    try:
+        assert studio.st.models_dir == tmp / "models"
+        k = Kiosk(studio, tour_s=10, type_s=0.01, clock=clock)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            clock.t += 0.5
+            assert k.step()
+            snap = studio.st.snapshot
+            if studio.st.trainer_name == "demo" and snap is not None and snap.step >= 2:
+                break
+            time.sleep(0.01)
+        assert studio.st.snapshot.step >= 2  # it trains: the copy has the demo corpus queued
+        studio.st.stop_training()
+        frames_until(studio, lambda: studio.st.trainer is None, timeout=30)
+    finally:
+        studio.close()
+    after = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in models_dir.rglob("*")}
+    assert after == before  # not a byte, not a timestamp changed; no conversations file
+    assert (tmp / "models" / "demo.cllm").exists()  # the copy did the work
+    shutil.rmtree(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import pygame
 import pytest
@@ -28,16 +29,16 @@ def calls(monkeypatch):
     seen: list[dict] = []
     real = tab_llm.reply_stream
 
-    def reply_stream(lm, msgs, params, stop):
+    def reply_stream(lm, msgs, params, stop, on_token=None):
         seen.append({"model": lm.name, "prompt": msgs[-1]["content"], "messages": msgs, **params})
-        dropped, pieces = real(lm, msgs, params, stop)
+        ctx, pieces = real(lm, msgs, params, stop, on_token)
 
         def slow():
             for piece in pieces:
                 time.sleep(0.002)
                 yield piece
 
-        return dropped, slow()
+        return ctx, slow()
 
     monkeypatch.setattr(tab_llm, "reply_stream", reply_stream)
     return seen
@@ -271,3 +272,70 @@ def test_the_server_starts_and_stops_from_the_tab(llm):
     press(llm, "llm/server")  # Stop
     settle(llm)
     assert s["server"] is None and not srv.running
+
+
+def _scripted(monkeypatch, replies):
+    """A reply writes the given pieces (one list per call), slowly enough to stream."""
+    it = iter(replies)
+
+    def reply_stream(lm, msgs, params, stop, on_token=None):
+        pieces = next(it)
+
+        def write():
+            for piece in pieces:
+                time.sleep(0.001)
+                if on_token is not None:
+                    on_token(0)
+                yield piece
+
+        return SimpleNamespace(dropped=0, ids=[0] * 3), write()
+
+    monkeypatch.setattr(tab_llm, "reply_stream", reply_stream)
+
+
+def _chat_scroll(studio) -> tuple[int, int]:
+    sc = studio.ui.state["llm/scroll:chat"]
+    return sc["off"], sc["bottom"]
+
+
+def test_whitespace_reply_is_shown_visibly_and_the_chat_follows_to_the_end(llm, monkeypatch):
+    """Issue: a reply of only whitespace drew an empty grey bubble and auto-scroll stopped;
+    the end of a long Compare reply could not be scrolled into view."""
+    long = [f"line {i}\n" for i in range(120)]
+    _scripted(monkeypatch, [["\n", "\n", "  "], long, ["short"], long])
+    st = llm.st
+    chat(llm, "first")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    llm.pump(2)
+    reply = messages(llm)[-1]
+    lines, _, _ = tab_llm._wrapped(llm.ui, reply, 400)
+    assert lines and lines[0].startswith("(only whitespace)") and "⏎⏎··" in lines[0]
+    assert reply["stats"]["tokens"] >= 1
+    chat(llm, "second")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    llm.pump(3)
+    off, bottom = _chat_scroll(llm)
+    assert bottom and off > 0  # followed the long reply to its end
+    # Compare: two long columns; the end of the longer one is in view
+    tab_llm.state(st).update(compare=True, other="beta")
+    chat(llm, "third")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    llm.pump(3)
+    off2, bottom2 = _chat_scroll(llm)
+    assert bottom2 and off2 > off
+    a, b = messages(llm)[-2:]
+    assert "line 119" in a["text"] + b["text"]
+
+
+def test_each_reply_shows_its_statistics(llm):
+    st = llm.st
+    tab_llm.state(st)["params"].update(max_tokens=12, temperature=0.0)
+    chat(llm, "The quick")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    llm.pump(2)
+    stats = messages(llm)[-1]["stats"]
+    assert 1 <= stats["tokens"] <= 12
+    assert stats["first_s"] is not None and 0 <= stats["first_s"] <= stats["seconds"]
+    assert stats["context"] == 64 and stats["context_used"] >= len("The quick")
+    line = tab_llm.stats_line(stats)
+    assert "tokens" in line and "first token" in line and "context" in line and "/ 64" in line

@@ -109,6 +109,11 @@ def test_grow_export_import(studio, models_dir, tmp_path):
     press(studio, "models/Grow Layers...")
     assert studio.st.tab("models")["text"] == "2"
     press(studio, D + "prompt/dlg-ok")
+    # the same confirmation as the Training tab's Layers control
+    assert studio.st.tab("models")["dialog"] == "grow-confirm"
+    settle(studio)
+    assert Registry(models_dir).info("alpha").config.n_layer == 1
+    press(studio, D + "confirm/dlg-ok")
     settle(studio)
     assert Registry(models_dir).info("alpha").config.n_layer == 2
 
@@ -128,9 +133,17 @@ def test_grow_export_import(studio, models_dir, tmp_path):
     frames_until(studio, lambda: fb.entries is not None and fb.cwd == out)
     fb.selected = {"alpha.cllm"}
     press(studio, D + "files/fb-ok")
+    studio.pump(2)
+    # the name clashes: the studio asks for one (a free variant offered), never renames silently
+    assert studio.st.tab("models")["dialog"] == "import-name"
+    assert Registry(models_dir).names() == ["alpha", "beta"]
+    press(studio, D + "prompt/dlg-field")
+    key(studio, pygame.K_a, pygame.KMOD_LCTRL)
+    type_text(studio, "alpha_imported")
+    press(studio, D + "prompt/dlg-ok")
     settle(studio)
     names = Registry(models_dir).names()
-    assert len(names) == 3 and "alpha_2" in names  # renamed on the clash
+    assert sorted(names) == ["alpha", "alpha_imported", "beta"]
 
 
 def test_compare(studio):
@@ -154,7 +167,7 @@ def test_import_a_hugging_face_folder(studio, models_dir, tmp_path):
     (hf / "cllm_tokenizer.json").unlink()  # as any Hugging Face folder: tokenizer.json only
     _models_tab(studio)
     press(studio, "models/Import...")
-    fb = studio.st.tab("models")["browser"]
+    fb = studio.st.tab("models").browser
     fb.go(hf)
     frames_until(studio, lambda: fb.entries is not None and fb.cwd == hf)
     assert "config.json" in [e.name for e in fb.visible()]
@@ -163,3 +176,54 @@ def test_import_a_hugging_face_folder(studio, models_dir, tmp_path):
     press(studio, D + "files/fb-ok")
     settle(studio)
     assert "gpt2-small" in Registry(models_dir).names()
+
+
+def test_clear_history_asks_first_and_keeps_the_weights(studio, models_dir):
+    reg = Registry(models_dir)
+    lm = reg.load("alpha")
+    lm.history = {"steps": [1, 2], "train": [5.0, 4.0], "val": [float("nan"), 4.5]}
+    reg.save(lm)
+    _models_tab(studio)
+    press(studio, "models/Clear History...")
+    assert studio.st.tab("models").dialog == "clear-history"
+    press(studio, D + "confirm/dlg-cancel")
+    settle(studio)
+    assert reg.history("alpha")["steps"] == [1, 2]
+    press(studio, "models/Clear History...")
+    press(studio, D + "confirm/dlg-ok")
+    settle(studio)
+    assert reg.history("alpha")["steps"] == []
+    assert reg.info("alpha").n_params == lm.gpt.params.size
+
+
+def test_compare_evaluates_the_models_on_one_text_and_exports_for_transformers(
+    studio, models_dir, tmp_path
+):
+    text = tmp_path / "shared.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    _models_tab(studio)
+    press(studio, "models/compare")
+    studio.pump(2)
+    press(studio, "models/eval")
+    fb = studio.st.tab("models").browser
+    fb.go(tmp_path)
+    frames_until(studio, lambda: fb.entries is not None and fb.cwd == tmp_path)
+    fb.selected = {"shared.txt"}
+    press(studio, D + "files/fb-ok")
+    s = studio.st.tab("models")
+    frames_until(studio, lambda: not s.evaluating, timeout=60)
+    assert set(s.evals) == {"alpha", "beta"}
+    for r in s.evals.values():
+        assert r["tokens"] == len(text.read_bytes()) - 1  # byte tokenizer: every byte but one
+        assert 0 < r["loss"] < 10 and r["perplexity"] > 1
+    studio.pump(2)
+    assert studio.banner is None
+    # Hugging Face export from the studio
+    press(studio, "models/compare")  # close Compare
+    press(studio, "models/Export HF...")
+    fb = studio.st.tab("models").browser
+    fb.go(tmp_path)
+    frames_until(studio, lambda: fb.entries is not None and fb.cwd == tmp_path)
+    press(studio, D + "files/fb-ok")
+    settle(studio)
+    assert (tmp_path / "alpha-hf" / "config.json").is_file()

@@ -137,3 +137,21 @@ def test_large_files_are_read_partially_and_binary_is_not_shown(tmp_path):
     blob = tmp_path / "x.bin"
     blob.write_bytes(b"\x00\x01\x02" * 100)
     assert tab_research.read_file(blob).binary
+
+
+def test_long_lines_wrap_in_the_viewer_and_the_line_count_stays_logical(research, folder):
+    words = " ".join(f"word{i}" for i in range(50))  # under MAX_LINE characters
+    (folder / "wide.txt").write_text(f"short\n    {words}\nend\n")
+    s = tab_research.state(research.st)
+    press(research, "research/Refresh")
+    frames_until(research, lambda: "wide.txt" in names(research))
+    press(research, "research/file:wide.txt")
+    frames_until(research, lambda: s.view is not None and s.view.path.name == "wide.txt")
+    research.pump(2)
+    rows = s.wrapped[1]
+    assert [r[0] for r in rows if not r[2]] == [0, 1, 2]  # one numbered row per line
+    cont = [r for r in rows if r[2]]
+    assert len(cont) >= 3 and all(r[0] == 1 and r[1].startswith("    ") for r in cont)
+    assert " ".join(r[1].strip() for r in rows if r[0] == 1).split() == words.split()
+    assert s.shown == (1, 3, 3)
+    assert any(t.startswith("Lines 1-3 of 3") for t in research.ui.texts)

@@ -197,3 +197,35 @@ def test_a_tiny_window_still_draws_every_tab(studio):
     _open_selector(studio)
     studio.pump(2)
     assert studio.banner is None
+
+
+def test_the_studio_reopens_the_last_model_used(models_dir):
+    from app.studio import Studio
+
+    from .conftest import frames_until
+
+    s = Studio((1024, 640), models_dir, demo=False)
+    try:
+        frames_until(s, lambda: s.st.listed and s.st.current == "alpha")
+        s.st.select("beta")
+        frames_until(s, lambda: s.st.loaded and not s.worker.busy)
+    finally:
+        s.close()
+    s = Studio((1024, 640), models_dir, demo=False)
+    try:
+        frames_until(s, lambda: s.st.listed and s.st.current is not None)
+        assert s.st.current == "beta"
+    finally:
+        s.close()
+
+
+def test_the_resource_line_measures_the_studio_with_psutil():
+    import os
+
+    from app.studio import resource_lines
+
+    procs: dict = {}
+    lines = resource_lines(procs, None, training_here=True)
+    assert lines[0].startswith("Studio + training: CPU ") and lines[0].endswith(" MB")
+    assert os.getpid() in procs  # kept, so the next call measures CPU since this one
+    assert resource_lines(procs, 2**22 + 12345, False)[1:] == []  # a run that is gone: no line

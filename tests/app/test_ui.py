@@ -205,3 +205,49 @@ def test_wrap_and_elide(ui):
     for odd in ("\x00", "\xad", "\ud800", "a\u200bb"):  # never raises, whatever the text
         ui.render(odd, (255, 255, 255))
         ui.text_size(odd)
+
+
+def test_behaviour_hot_active_click_and_dragging(ui):
+    r = (10, 10, 50, 20)
+    out = frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (20, 15))], lambda u: u.behaviour("w", r))
+    assert out.over and out.pressed and out.active and not out.clicked
+    assert frame(ui, [], lambda u: u.dragging("w"))  # held down across frames
+    out = frame(ui, [mouse(pygame.MOUSEBUTTONUP, (20, 15))], lambda u: u.behaviour("w", r))
+    assert out.clicked and ui.active is None
+    # pressed inside, released outside: not a click
+    frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (20, 15))], lambda u: u.behaviour("w", r))
+    out = frame(ui, [mouse(pygame.MOUSEBUTTONUP, (200, 200))], lambda u: u.behaviour("w", r))
+    assert not out.clicked
+    # disabled: nothing, and it is still recorded where it was drawn
+    out = frame(
+        ui, [mouse(pygame.MOUSEBUTTONDOWN, (20, 15))], lambda u: u.behaviour("w", r, enabled=False)
+    )
+    assert not (out.over or out.pressed) and ui.drawn["w"] == pygame.Rect(r)
+
+
+def test_row_selects_on_press_and_reports_a_double_click(ui):
+    r = (10, 10, 100, 20)
+    frame(ui, [mouse(pygame.MOUSEBUTTONUP, (0, 0))])
+    first = frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (30, 15))], lambda u: u.row(r, "item"))
+    frame(ui, [mouse(pygame.MOUSEBUTTONUP, (30, 15))])
+    second = frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (30, 15))], lambda u: u.row(r, "item"))
+    frame(ui, [mouse(pygame.MOUSEBUTTONUP, (30, 15))])
+    assert first.pressed and not first.double
+    assert second.pressed and second.double
+
+
+def test_slider_snaps_to_its_values_and_steps_between_them(ui):
+    snaps = (1, 2, 4, 8, 16)
+    track_y = 10 + ui.line_h + 2 + 6
+
+    def slider(u, v=4.0):
+        return u.slider((10, 10, 300, 34), "B", v, 1, 16, integer=True, snaps=snaps, key="b")
+
+    frame(ui, [mouse(pygame.MOUSEBUTTONUP, (0, 0))])
+    frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (10 + 300 * 6 // 15, track_y))], slider)
+    v, done = frame(ui, [mouse(pygame.MOUSEBUTTONUP, (10 + 300 * 6 // 15, track_y))], slider)
+    assert done and v in snaps and v == 8  # 7 is nearer 8 than 4
+    v, done = frame(ui, [kd(pygame.K_RIGHT)], lambda u: slider(u, 8.0))
+    assert (v, done) == (16.0, True)
+    v, _ = frame(ui, [kd(pygame.K_LEFT)], lambda u: slider(u, 5.0))  # between snaps: to 4
+    assert v == 4.0

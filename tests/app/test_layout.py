@@ -1,0 +1,38 @@
+"""Every tab at the window sizes people use: no widget leaves the window, and no two widgets
+overlap (a widget inside another one, such as a row's own buttons, is nested, not overlapping)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pygame
+import pytest
+
+from app.studio import TABS
+
+from .conftest import settle
+
+SIZES = [(1024, 640), (1280, 720), (1600, 900), (1920, 1080)]
+
+
+def problems(drawn: dict[str, pygame.Rect], size: tuple[int, int]) -> list[str]:
+    window = pygame.Rect(0, 0, *size)
+    shown = {k: r for k, r in drawn.items() if r.w > 0 and r.h > 0}
+    out = [f"{k} {r} leaves the window" for k, r in shown.items() if not window.contains(r)]
+    for (a, ra), (b, rb) in itertools.combinations(shown.items(), 2):
+        if ra.colliderect(rb) and not (ra.contains(rb) or rb.contains(ra)):
+            out.append(f"{a} {ra} overlaps {b} {rb}")
+    return out
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_no_widget_leaves_the_window_or_overlaps_another(studio, size):
+    pygame.display.set_mode(size, pygame.RESIZABLE)
+    found = []
+    for i, (label, _) in enumerate(TABS):
+        studio.switch(i)
+        studio.pump(3)
+        settle(studio)
+        studio.pump(2)
+        found += [f"{label}: {p}" for p in problems(studio.ui.drawn, size)]
+    assert not found, "\n".join(found)
