@@ -151,8 +151,7 @@ _TRAIN_POSITION = Maybe(
             ("offset", _COUNT),
             ("batch", _COUNT),
             ("loss_sum", Float(-1e30, 1e30)),
-        ),
-        ("items", "offset", "batch"),
+        ),  # no key required: a sampler may keep other keys (checked as plain JSON)
     )
 )
 _RUN = Maybe(Record((("start", _COUNT), ("end", _COUNT)), ("start", "end")))
