@@ -112,16 +112,18 @@ class ModelMeta:
         return ModelMeta.from_dict(self.to_dict())
 
 
-def _plain(d: dict) -> dict:
-    """NumPy scalars (a trainer's losses) become Python numbers; NaN and inf become None."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not np.isfinite(v):
-            v = None
-        out[k] = v
-    return out
+def _plain(x):
+    """NumPy scalars and arrays (a trainer's losses) become Python values, NaN and inf become
+    None, at any depth (an epoch summary's loss too)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
 _META_FIELDS = frozenset(f.name for f in fields(ModelMeta))
@@ -149,8 +151,7 @@ _TRAIN_POSITION = Maybe(
             ("offset", _COUNT),
             ("batch", _COUNT),
             ("loss_sum", Float(-1e30, 1e30)),
-        ),
-        ("items", "offset", "batch"),
+        ),  # no key required: a sampler may keep other keys (checked as plain JSON)
     )
 )
 _RUN = Maybe(Record((("start", _COUNT), ("end", _COUNT)), ("start", "end")))

@@ -515,7 +515,7 @@ class Registry:
                 target_epochs=target,
                 created=stamp,
                 modified=stamp,
-                sources=list(sources or []),
+                sources=[str(s) for s in sources or []],
             )
             self._clear_leftovers(name)  # a deleted model's files must not leak into this one
             lm.save(self.path(name))

@@ -329,7 +329,7 @@ class Trainer:
         if self._batches_per_epoch(whole) < 1:
             n = sum(hi - lo for _, lo, hi in whole)
             raise ValidationError(
-                f"the queue of model {self.name!r} holds {n} training tokens, too few for one batch of "
+                f"model {self.name!r} has {n} tokens in its queue, too few for one batch of "
                 f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
                 "batch size or sequence length"
             )

@@ -417,6 +417,8 @@ def test_meta_record_checks_every_field_once(tmp_path):
             ModelMeta.from_dict(bad)
     m.update(best_loss=np.float32(1.5), last_loss=float("inf"))
     assert m.best_loss == 1.5 and m.last_loss is None
+    m.update(epoch_summaries=[{"epoch": 1, "train_loss": float("nan"), "val_loss": np.float64(2)}])
+    assert m.epoch_summaries == [{"epoch": 1, "train_loss": None, "val_loss": 2.0}]
     with pytest.raises(ValidationError, match="unknown metadata field"):
         m.update(stepz=1)
     json.dumps(m.to_dict(), allow_nan=False)
