@@ -129,6 +129,14 @@ class TrainConfig:
     val_fraction: float = 0.05
     seed: int = 1337
     checkpoint_minutes: float = 5.0
+    # the model-wide schedule (cllm.engine.optim.lr_at) and the run's measurements
+    schedule: str = "cosine"  # cosine | linear | constant
+    sampling: str = "random"  # random windows | sequential stream
+    eval_interval: int = 200  # steps between validation measurements
+    eval_batches: int = 8  # fixed validation batches of batch_size x seq_len
+    checkpoint_interval: int = 0  # steps between kept checkpoints; 0: epoch ends, stops, timer
+    keep_checkpoints: int = 3  # the last K kept beside the model (plus the best)
+    early_stop: int | None = None  # stop after N evaluations without a better val loss
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -2,7 +2,8 @@
 
 A model ``NAME`` is ``NAME.cllm`` (weights, tokenizer, settings, history) plus its side files
 ``NAME_queue/``, ``NAME.lock``, ``NAME.progress.json``, the crawler's ``NAME.crawl.sqlite`` (with
-its ``-wal`` and ``-shm`` files) and ``NAME_crawl/`` (downloaded pages). The file name is the
+its ``-wal`` and ``-shm`` files), ``NAME_crawl/`` (downloaded pages) and ``NAME_checkpoints/``
+(cllm.train.checkpoints). The file name is the
 model's name; the name stored inside the file follows it (rename rewrites it).
 
 Every operation that changes a model holds the model's lock (cllm.models.locks) while it does, so a
@@ -162,7 +163,7 @@ class Registry:
         return (
             [self.path(name), self.queue_dir(name)]
             + [self.dir / f"{name}{s}" for s in SIDE_SUFFIXES]
-            + [self.dir / f"{name}_crawl"]
+            + [self.dir / f"{name}_crawl", self.dir / f"{name}_checkpoints"]
         )
 
     def names(self) -> list[str]:
@@ -509,6 +510,10 @@ class Registry:
                     os.rename(tmpq, qdst)
                 else:
                     qdst.mkdir()
+                csrc, cdst = self.dir / f"{src}_checkpoints", self.dir / f"{dst}_checkpoints"
+                if csrc.is_dir():  # the kept checkpoints travel with the copy
+                    done.append(cdst)
+                    shutil.copytree(csrc, cdst, ignore=shutil.ignore_patterns(".tmp-*"))
                 done.append(self.path(dst))
                 lm.save(self.path(dst))
             except BaseException:

@@ -133,6 +133,10 @@ def _range(key: str, v: float, lo: float, hi: float, lo_open: bool = False) -> f
     return v
 
 
+# settings that take one of a few words
+CHOICES = {"schedule": ("cosine", "linear", "constant"), "sampling": ("random", "sequential")}
+
+
 def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> dict:
     """Check training settings; return them converted to their proper types.
 
@@ -171,6 +175,22 @@ def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> 
             out[key] = _int(key, value, 0, 2**32 - 1)
         elif key == "checkpoint_minutes":
             out[key] = _range(key, _float(key, value), 0.0, 24 * 60.0, lo_open=True)
+        elif key in CHOICES:
+            if value not in CHOICES[key]:
+                raise ValidationError(
+                    f"unknown {key} {value!r}; choose one of {', '.join(CHOICES[key])}"
+                )
+            out[key] = value
+        elif key == "eval_interval":
+            out[key] = _int(key, value, 1, 10_000_000)
+        elif key == "eval_batches":
+            out[key] = _int(key, value, 1, 10_000)
+        elif key == "checkpoint_interval":
+            out[key] = _int(key, value, 0, 10_000_000)
+        elif key == "keep_checkpoints":
+            out[key] = _int(key, value, 1, 1000)
+        elif key == "early_stop":  # None: off; otherwise the patience in evaluations
+            out[key] = None if value is None else _int(key, value, 1, 1_000_000)
         else:
             raise ValidationError(f"unknown training setting {key!r}")
     lr, min_lr = out.get("learning_rate"), out.get("min_lr")
