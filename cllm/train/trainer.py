@@ -713,16 +713,16 @@ class Trainer:
         t0 = time.monotonic()
         lm, meta = self.lm, self.lm.meta
         if self.best_loss is None and self.train_loss is not None:
-            best = self.train_loss
+            best_loss = self.train_loss
         else:
-            best = self.best_loss
+            best_loss = self.best_loss
         meta.update(
             epochs_trained=self.epochs_trained,
             target_epochs=self.target_epochs,
             steps=self.step,
             tokens_seen=self.tokens,
             last_loss=self.train_loss,
-            best_loss=best,
+            best_loss=best_loss,
             last_val_loss=self.val_loss,
             position=None
             if not self.position
