@@ -94,7 +94,8 @@ def memory_parts(
         "params": 4 * n,
         "grads": 4 * n * len(rows),
         "adamw": 4 * n * 3,  # m, v and the weight-decay mask
-        "activations": 4 * sum(activation_elements(cfg, b, T) for b in rows),
+        # each slice's buffers and the int32 token ids it keeps from its forward
+        "activations": 4 * sum(activation_elements(cfg, b, T) + b * T for b in rows),
         "validation": 4 * eval_batches * B * (T + 1) * 2,
         "tokenizer": TOKENIZER_FACTOR * tokenizer_bytes,
     }
