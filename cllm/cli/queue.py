@@ -34,7 +34,9 @@ def register(subparsers) -> None:
         metavar="PATTERN",
         help="file name pattern inside folders, e.g. '*.txt' (repeatable; default: all files)",
     )
-    p.add_argument("--priority", type=int, default=0, help="higher trains first (default 0)")
+    p.add_argument(
+        "--priority", type=int, default=0, help="higher comes first and is sampled more (default 0)"
+    )
     p.add_argument("--no-recursive", action="store_true", help="only the folders' top level")
     p.add_argument(
         "--validation",
