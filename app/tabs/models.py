@@ -19,6 +19,7 @@ from .. import theme as th
 from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
 from ..ui import UI, plural
+from . import advanced
 
 CARD_H = 92
 CARDS_W = 440
@@ -50,6 +51,7 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
                 details(ui, st, s, detail)
         side_panel(ui, st, s, panel)
         dialog(ui, st, s)
+        advanced.checkpoints_dialog(ui, st, s)
 
 
 def in_use(st: AppState, info) -> bool:
@@ -292,6 +294,7 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
             th.WARNING,
             max_w=w,
         )
+    advanced.checkpoints_panel(ui, st, s, m, x, y + 84, w, free)
 
 
 def open_dialog(st: AppState, s: dict, kind: str, m) -> None:

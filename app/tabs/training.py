@@ -23,6 +23,7 @@ from ..filebrowser import FileBrowser
 from ..selector import panel_selector
 from ..state import AppState
 from ..ui import UI, plural
+from . import advanced
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
 SLIDER_H = 34
@@ -89,6 +90,7 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y += 70
         y = configuration(ui, st, s, info, x, y, w)
+        y = advanced.advanced_section(ui, st, s, info, x, y, w, is_training(st) or st.is_busy())
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
         y = status(ui, st, x, y)
@@ -327,6 +329,7 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
         ):
             st.start_training(info.name)
     y += 43
+    y = advanced.cost_line(ui, st, s, info, x, y, w)
     half = (w - 8) // 2
     snap = st.snapshot
     paused = mine and snap is not None and snap.state == "paused"

@@ -7,8 +7,8 @@ training steps and forwards after one warm-up step; the result is cached per sha
 ``models/.probe-cache.json``, so only the first estimate of a shape pays the ~seconds it takes.
 
 Peak memory (resident, the process's peak RSS): the runtime (Python, NumPy, numba and its compiled
-kernels, BLAS buffers: measured by the probe as the process's RSS once the probe's arrays are
-freed) plus the arrays the trainer holds, counted from their shapes (``memory_parts``):
+kernels, BLAS buffers, whatever else the process holds: measured by the probe as the process's
+RSS after its first step minus the arrays of ``memory_parts``, which are all touched by then) plus the arrays the trainer holds, counted from their shapes (``memory_parts``):
 parameters (4 bytes each), gradients (one buffer per batch slice: the engine splits a batch over
 its threads), AdamW's two moments and its weight-decay mask, the activations of every slice for
 this B and T (``cllm.engine.model.Activations``), the validation batches, and the tokenizer (its
@@ -176,6 +176,9 @@ def probe(cfg: GPTConfig, B: int, T: int, *, steps: int = PROBE_STEPS) -> dict:
         opt.step(gpt.params, gpt.grads, 1e-4)
 
     train_step()  # warm-up: kernels compiled or loaded, buffers allocated
+    # the runtime: what the process holds beyond this shape's arrays (all touched by now)
+    arrays = memory_parts(cfg, B, T, len(gpt.shards), 0, 0)
+    runtime = current_rss() - sum(arrays.values())
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -185,12 +188,12 @@ def probe(cfg: GPTConfig, B: int, T: int, *, steps: int = PROBE_STEPS) -> dict:
     for _ in range(2):
         gpt.forward(x[:, :-1], x[:, 1:])
     fwd = (time.perf_counter() - t0) / 2
-    gpt = opt = None  # freed before the runtime's RSS is read
+    gpt = opt = None
     gc.collect()
     return {
         "seconds_per_step": float(np.median(times)),
         "forward_seconds": fwd,
-        "runtime_rss": current_rss(),
+        "runtime_rss": max(0, runtime),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
