@@ -166,3 +166,14 @@ def test_cli_checkpoints_rollback_info_and_dry_run(tmp_path, capsys):
     est = json.loads(capsys.readouterr().out)
     assert est["steps"] > 0 and est["peak_bytes"] > 0 and est["probe_cached"] is True
     assert reg.path("m").read_bytes() == before  # a dry run changes nothing
+
+
+def test_progress_line_past_the_target_says_so():
+    from cllm.cli.train import progress_line
+    from cllm.train.trainer import TrainSnapshot
+
+    snap = TrainSnapshot(epoch=2, target_epochs=1, run_steps=5, total_steps=10, batch=3)
+    line = progress_line(snap)
+    assert "epoch 2 (target 1)" in line and "2/1" not in line
+    snap = TrainSnapshot(epoch=1, target_epochs=3, run_steps=5, total_steps=10)
+    assert "epoch 1/3" in progress_line(snap)
