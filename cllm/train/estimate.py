@@ -8,11 +8,12 @@ training steps and forwards after one warm-up step; the result is cached per sha
 
 Peak memory (resident, the process's peak RSS): the runtime (Python, NumPy, numba and its compiled
 kernels, BLAS buffers, whatever else the process holds: measured by the probe as the process's
-RSS after its first step minus the arrays of ``memory_parts``, which are all touched by then) plus the arrays the trainer holds, counted from their shapes (``memory_parts``):
-parameters (4 bytes each), gradients (one buffer per batch slice: the engine splits a batch over
-its threads), AdamW's two moments and its weight-decay mask, the activations of every slice for
-this B and T (``cllm.engine.model.Activations``), the validation batches, and the tokenizer (its
-JSON times ``TOKENIZER_FACTOR`` for the objects built from it).
+RSS after its first step minus the probe's arrays, which are all touched by then) plus the arrays
+the trainer holds, counted from their shapes (``memory_parts``): parameters (4 bytes each),
+gradients (one buffer per batch slice: the engine splits a batch over its threads), AdamW's two
+moments and its weight-decay mask, the activations of every slice for this B and T
+(``cllm.engine.model.Activations``), the validation batches, and the tokenizer (its JSON times
+``TOKENIZER_FACTOR`` for the objects built from it).
 
 Checkpoint disk: up to ``keep_checkpoints`` + 1 (the best) model files beside the model, each the
 size of the model file (weights, moments, tokenizer, history).

@@ -317,8 +317,10 @@ class Trainer:
         self.planned = self._planned_end(batch)
         if self.max_steps is not None:
             self.run = {"start": self.step, "end": self.step + self.max_steps}
-        else:
-            self.run = {"start": self.step, "end": max(self.step, self.planned)}
+        else:  # a resumed run of the same plan goes on counting from where it started
+            run = state.get("run") or {}
+            same = run.get("end") == self.planned and run.get("start", self.step + 1) <= self.step
+            self.run = run if same else {"start": self.step, "end": max(self.step, self.planned)}
         self.val_set = self._build_val()
         self.resumed_from = (
             f"resumed at epoch {self.epochs_trained + 1}, step {self.step}" if self.step else None
