@@ -177,3 +177,19 @@ def test_progress_line_past_the_target_says_so():
     assert "epoch 2 (target 1)" in line and "2/1" not in line
     snap = TrainSnapshot(epoch=1, target_epochs=3, run_steps=5, total_steps=10)
     assert "epoch 1/3" in progress_line(snap)
+
+
+def test_rename_copy_delete_carry_the_checkpoints(tmp_path):
+    reg = make_model(tmp_path)
+    run(Trainer(reg, "m", max_steps=2))
+    assert checkpoints.listing(_ckdir(reg))
+    reg.rename("m", "n")
+    assert not _ckdir(reg).exists()
+    moved = checkpoints.folder(reg.dir, "n")
+    assert [c.step for c in checkpoints.listing(moved) if not c.best] == [2]
+    reg.copy("n", "c")
+    copied = checkpoints.listing(checkpoints.folder(reg.dir, "c"))
+    assert [c.step for c in copied if not c.best] == [2]
+    checkpoints.rollback(reg, "c", step=2)
+    reg.delete("n")
+    assert not moved.exists() and checkpoints.folder(reg.dir, "c").exists()
