@@ -2,9 +2,10 @@
 
 Time: steps left x this machine's seconds per step for the shape (model config, B, T, threads),
 plus the validation passes (``eval_batches`` forwards every ``eval_interval`` steps, timed by the
-same probe). The probe (``probe``) builds a GPT of that shape with random weights and times a few
-training steps and forwards after one warm-up step; the result is cached per shape and machine in
-``models/.probe-cache.json``, so only the first estimate of a shape pays the ~seconds it takes.
+same probe). The probe (``probe``) builds a GPT of that shape with random weights and, after one
+warm-up step, times training steps (at least 4, for about 2 s; the median counts) and forwards;
+the result is cached per shape and machine in ``models/.probe-cache.json``, so only the first
+estimate of a shape pays the seconds it takes.
 
 Peak memory (resident, the process's peak RSS): the runtime (Python, NumPy, numba and its compiled
 kernels, BLAS buffers, whatever else the process holds: measured by the probe as the process's
@@ -36,7 +37,8 @@ from cllm.atomic import write_atomic
 from cllm.engine.config import GPTConfig, num_params
 
 CACHE_FILE = ".probe-cache.json"
-PROBE_STEPS = 4  # timed training steps after one warm-up step
+PROBE_STEPS = 4  # timed training steps after one warm-up step, at least
+PROBE_SECONDS, PROBE_MAX = 2.0, 30  # and more, up to this long or this many, for a steadier median
 TOKENIZER_FACTOR = 4  # resident bytes per byte of tokenizer JSON (vocabulary dicts, merges)
 
 
@@ -180,8 +182,8 @@ def probe(cfg: GPTConfig, B: int, T: int, *, steps: int = PROBE_STEPS) -> dict:
     # the runtime: what the process holds beyond this shape's arrays (all touched by now)
     arrays = memory_parts(cfg, B, T, len(gpt.shards), 0, 0)
     runtime = current_rss() - sum(arrays.values())
-    times = []
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps or (sum(times) < PROBE_SECONDS and len(times) < PROBE_MAX):
         t0 = time.perf_counter()
         train_step()
         times.append(time.perf_counter() - t0)
