@@ -123,18 +123,6 @@ def run_trainer(args) -> None:
         flush=True,
     )
 
-    trainer = Trainer(reg, "q")
-    print(f"ours: {trainer.snapshot().total_steps} steps, one epoch", flush=True)
-    t0 = time.perf_counter()
-    trainer.start()
-    trainer.join()
-    ours_s = time.perf_counter() - t0
-    snap = trainer.snapshot()
-    hist = snap.history
-    for s_, v in zip(hist["steps"], hist["val"], strict=True):
-        if v == v:
-            print(f"ours  step {int(s_):5d}  val {v:.4f}", flush=True)
-
     # the reference: nanoGPT's get_batch (torch.randint over the training tokens) and its loop
     ref = torch_ref.from_flat(cfg, init.gpt.params)
     opt = torch_ref.make_optimizer(ref, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.99))
@@ -147,16 +135,48 @@ def run_trainer(args) -> None:
                 np.mean([ref(torch.from_numpy(x), torch.from_numpy(y)).item() for x, y in val_set])
             )
 
-    t0 = time.perf_counter()
-    for step in range(steps):
-        ix = torch.randint(len(data) - T - 1, (B,), generator=gen)
-        xy = torch.stack([data[i : i + T + 1] for i in ix.tolist()])
-        lr = lr_at(step, steps, 100, 1e-3, 1e-4)
-        torch_ref.train_step(ref, opt, xy[:, :-1].numpy(), xy[:, 1:].numpy(), lr=lr)
-        if (step + 1) % args.eval_every == 0 or step + 1 == steps:
-            print(f"torch step {step + 1:5d}  val {ref_val():.4f}", flush=True)
-    torch_s = time.perf_counter() - t0
-    ours_val, torch_val = snap.val_loss, ref_val()
+    def ours(n: int) -> None:
+        """n steps by cllm's Trainer: a run that stops and is resumed next block (resume is
+        exact; the reload and the checkpoint of every block count in our time)."""
+        trainer = Trainer(reg, "q", max_steps=n)
+        trainer.start()
+        trainer.join()
+        snap = trainer.snapshot()
+        if snap.state != "done":
+            sys.exit(f"error: our run ended {snap.state}: {snap.message}")
+
+    def theirs(first: int, n: int) -> None:
+        for step in range(first, first + n):
+            ix = torch.randint(len(data) - T - 1, (B,), generator=gen)
+            xy = torch.stack([data[i : i + T + 1] for i in ix.tolist()])
+            lr = lr_at(step, steps, 100, 1e-3, 1e-4)
+            torch_ref.train_step(ref, opt, xy[:, :-1].numpy(), xy[:, 1:].numpy(), lr=lr)
+            if (step + 1) % args.eval_every == 0 or step + 1 == steps:
+                torch_vals[step + 1] = ref_val()  # the same work as our trainer's validation
+
+    # alternating blocks of eval_every steps, so that the machine's other load falls on both
+    torch_vals: dict[int, float] = {}
+    secs = {"ours": 0.0, "torch": 0.0}
+    step = 0
+    while step < steps:
+        n = min(args.eval_every, steps - step)
+        order = ["ours", "torch"] if (step // args.eval_every) % 2 == 0 else ["torch", "ours"]
+        for name in order:
+            t0 = time.perf_counter()
+            ours(n) if name == "ours" else theirs(step, n)
+            secs[name] += time.perf_counter() - t0
+            time.sleep(0.05)
+        step += n
+        h = reg.history("q")
+        ours_val = float(h["val_loss"][-1])
+        print(
+            f"step {step:5d}  val {ours_val:.4f} / torch {torch_vals[step]:.4f}  "
+            f"train {h['train_loss'][-1]:.4f}  time {secs['ours']:.1f}s / torch "
+            f"{secs['torch']:.1f}s  load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    ours_s, torch_s = secs["ours"], secs["torch"]
+    torch_val = torch_vals[steps]
     out = {
         "val_loss": round(ours_val, 4),
         "torch_val_loss": round(torch_val, 4),
