@@ -63,15 +63,19 @@ def _save(st: AppState, s: dict, info, key: str, value) -> None:
 
 
 def advanced_section(
-    ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, locked: bool
+    ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, top: int, locked: bool
 ) -> int:
-    """The collapsible ADVANCED settings; returns the y below them."""
+    """The ADVANCED settings below the configuration, opened and closed by a small button on the
+    configuration's title row (``top``), so a closed section takes no room; returns the y below.
+    ``locked``: the settings cannot change now (the model trains, or is busy)."""
     open_ = s.get("advanced_open", False)
-    if ui.button((x, y, w, 24), ("v " if open_ else "> ") + "ADVANCED", key="adv:toggle"):
+    label = "Advanced " + ("-" if open_ else "+")
+    if ui.button((x + w - 96, top - 2, 96, 18), label, key="adv:toggle"):
         s["advanced_open"] = open_ = not open_
-    y += 30
     if not open_ or info is None:
         return y
+    ui.section((x, y), "ADVANCED")
+    y += 20
     if s.get("adv_stamp") != (info.name, st.version):
         s["adv_stamp"], s["adv_set"] = (info.name, st.version), {}
     shown = s.get("adv_set", {})
@@ -113,7 +117,8 @@ def _estimate_key(st: AppState, info) -> tuple:
 
 
 def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
-    """The estimate of training to the target, in three short lines; returns the y below."""
+    """The estimate of training to the target in one line: time, peak memory, checkpoint disk
+    (``python -m cllm.train NAME --dry-run`` says it in full); returns the y below."""
     if info is None:
         return y
     key = _estimate_key(st, info)
@@ -129,15 +134,16 @@ def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> in
 
         st.worker.submit(for_model, st.registry, info.name, done=done, error=error)
     if s.get("estimating") and est is None:
-        ui.label((x, y), "Estimating the cost...", th.HINT, max_w=w)
-        return y + 2 * ROW_H
-    if isinstance(est, str) or est is None:
-        ui.label((x, y), f"No estimate: {est}", th.HINT, max_w=w)
-        return y + 2 * ROW_H
-    ui.label((x, y), f"To target: {est.steps:,} steps, {_duration(est.seconds)}", th.TEXT, max_w=w)
-    ui.label((x, y + ROW_H), f"Peak memory {_mb(est.peak_bytes)}", th.HINT, max_w=w)
-    ui.label((x, y + 2 * ROW_H), f"Checkpoints up to {_mb(est.checkpoint_bytes)}", th.HINT, max_w=w)
-    return y + 3 * ROW_H + 4
+        text = "Estimating the cost..."
+    elif isinstance(est, str) or est is None:
+        text = f"No estimate: {est}"
+    else:  # time to the target, peak memory, checkpoint disk
+        text = (
+            f"{_duration(est.seconds)} to target · RAM {_mb(est.peak_bytes)} · "
+            f"disk {_mb(est.checkpoint_bytes)}"
+        )
+    ui.label((x, y - 2), text, th.HINT, max_w=w)
+    return y + ROW_H
 
 
 def _mb(b: int) -> str:

@@ -89,8 +89,9 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: dict) -> None:
         y = panel.y - off
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y += 70
-        y = configuration(ui, st, s, info, x, y, w)
-        y = advanced.advanced_section(ui, st, s, info, x, y, w, is_training(st) or st.is_busy())
+        top, y = y, configuration(ui, st, s, info, x, y, w)
+        locked = is_training(st) or st.is_busy()
+        y = advanced.advanced_section(ui, st, s, info, x, y, w, top, locked)
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
         y = status(ui, st, x, y)
