@@ -378,6 +378,11 @@ def test_models_folder_doc_settings_ranges_are_the_rules():
 
     for r in rows:
         key = code(r[0])
+        if r[1].startswith("one of"):  # a word setting: exactly the words listed
+            words = re.findall(r"`([^`]+)`", r[1])
+            assert all(ok(key, w) for w in words) and not ok(key, "other"), key
+            assert set(words) == set(rules.CHOICES[key]), key
+            continue
         m = re.fullmatch(r"([\[(])(\S+), (\S+)([\])])", code(r[1]))
         assert m, f"{key}: no interval in {r[1]!r}"
         whole = "whole number" in r[1]

@@ -21,6 +21,7 @@ from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
 from ..tabstate import ModelsState
 from ..ui import UI, plural
+from . import advanced
 
 CARD_H = 92
 CARDS_W = 440
@@ -52,6 +53,7 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
                 details(ui, st, s, detail)
         side_panel(ui, st, s, panel)
         dialog(ui, st, s)
+        advanced.checkpoints_dialog(ui, st, s)
 
 
 def in_use(st: AppState, info) -> bool:
@@ -330,6 +332,7 @@ def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None
             th.WARNING,
             max_w=w,
         )
+    advanced.checkpoints_panel(ui, st, s, m, x, y + 84, w, free)
 
 
 def open_dialog(st: AppState, s: ModelsState, kind: str, m) -> None:

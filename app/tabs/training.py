@@ -25,6 +25,7 @@ from ..selector import panel_selector
 from ..state import AppState
 from ..tabstate import Refusal, TrainingState
 from ..ui import UI, plural
+from . import advanced
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
 SLIDER_H = 34
@@ -98,7 +99,9 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
         y = body.y - off
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y += 70
-        y = configuration(ui, st, s, info, x, y, w)
+        top, y = y, configuration(ui, st, s, info, x, y, w)
+        locked = is_training(st) or st.is_busy()
+        y = advanced.advanced_section(ui, st, s, info, x, y, w, top, locked)
         y = model_info(ui, st, info, x, y, w)
         y = training_data(ui, st, s, info, x, y, w)
     s.panel_h = y + off - body.y  # measured, so the scroll range fits what was drawn
@@ -459,6 +462,7 @@ def actions(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int
         ):
             st.start_training(info.name)
     y += 43
+    y = advanced.cost_line(ui, st, s, info, x, y, w)
     half = (w - 8) // 2
     snap = st.snapshot
     paused = mine and snap is not None and snap.state == "paused"

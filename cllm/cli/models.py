@@ -23,6 +23,16 @@ SETTING_FLAGS = [
     ("--warmup", "warmup", int),
     ("--grad-clip", "grad_clip", float),
     ("--val-fraction", "val_fraction", float),
+    ("--min-lr", "min_lr", float),
+    ("--beta1", "beta1", float),
+    ("--beta2", "beta2", float),
+    ("--schedule", "schedule", str),
+    ("--sampling", "sampling", str),
+    ("--eval-interval", "eval_interval", int),
+    ("--eval-batches", "eval_batches", int),
+    ("--checkpoint-interval", "checkpoint_interval", int),
+    ("--keep-checkpoints", "keep_checkpoints", int),
+    ("--early-stop", "early_stop", int),
 ]
 
 
@@ -35,7 +45,10 @@ def _add_settings(p: argparse.ArgumentParser, epochs: bool = True) -> None:
 
 def _settings_of(args: argparse.Namespace) -> dict:
     keys = ["target_epochs"] + [dest for _, dest, _ in SETTING_FLAGS]
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "no_early_stop", False):
+        out["early_stop"] = None
+    return out
 
 
 def register(subparsers) -> None:
@@ -114,6 +127,9 @@ def register(subparsers) -> None:
     p.add_argument("name")
     p.add_argument("--train-preset", help="apply a training preset first")
     _add_settings(p)
+    p.add_argument("--no-early-stop", action="store_true", help="turn early stopping off")
+
+    register_checkpoints(cmd)
 
     p = cmd("presets", cmd_presets, "training presets: list, save, delete")
     p.add_argument("action", nargs="?", choices=["list", "save", "delete"], default="list")
@@ -188,6 +204,7 @@ def _print_info(i: ModelInfo) -> None:
     if m.sources:
         print(f"  sources       {', '.join(m.sources[:5])}")
     print(f"  status        {i.busy or 'idle'}")
+    print(f"  checkpoints   {checkpoints_summary(i)}")
 
 
 def cmd_info(args) -> int:
@@ -421,4 +438,75 @@ def cmd_presets(args) -> int:
         return 0
     for name, vals in presets.items():
         print(f"{name:12s} {json.dumps(vals)}")
+    return 0
+
+
+# ---- checkpoints (cllm.train.checkpoints) ----------------------------------------------------
+
+
+def register_checkpoints(cmd) -> None:
+    p = cmd("checkpoints", cmd_checkpoints, "list the checkpoints kept beside a model")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="one JSON list")
+
+    p = cmd("rollback", cmd_rollback, "make a kept checkpoint the model (refused while training)")
+    p.add_argument("name")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--best", action="store_true", help="the best by validation loss")
+    g.add_argument("--step", type=int, metavar="S", help="the checkpoint at step S")
+
+
+def checkpoints_summary(info: ModelInfo) -> str:
+    """'3 + best, 12.3 MB on disk beyond the model (keep 3)'."""
+    from cllm.train import checkpoints
+
+    d = checkpoints.folder(info.path.parent, info.name)
+    kept = checkpoints.listing(d)
+    steps = [c for c in kept if not c.best]
+    best = any(c.best for c in kept)
+    used = checkpoints.disk_use(d, info.path)
+    return (
+        f"{len(steps)}{' + best' if best else ''}, {used / 1e6:.1f} MB on disk beyond the model "
+        f"(keep {info.train.keep_checkpoints})"
+    )
+
+
+def cmd_checkpoints(args) -> int:
+    from cllm.train import checkpoints
+
+    reg = _reg(args)
+    name = reg.resolve(args.name)
+    kept = checkpoints.listing(checkpoints.folder(reg.dir, name))
+    if args.json:
+        print(json.dumps([c.to_dict() for c in kept]))
+        return 0
+    if not kept:
+        print(f"{name} has no checkpoints yet")
+        return 0
+    rows = [["STEP", "EPOCH", "TRAIN", "VAL", "SAVED", "FILE"]] + [
+        [
+            str(c.step),
+            str(c.epoch),
+            _num(c.train_loss),
+            _num(c.val_loss),
+            c.saved,
+            c.path.name,
+        ]
+        for c in kept
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from cllm.train import checkpoints
+
+    reg = _reg(args)
+    meta = checkpoints.rollback(reg, args.name, step=args.step, best=args.best)
+    print(
+        f"{reg.resolve(args.name)} is now its checkpoint at step {meta.steps} "
+        f"(epoch {meta.epochs_trained}, val {_num(meta.last_val_loss)})"
+    )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from cllm.cli import add_models_dir, models_dir_of
@@ -32,8 +33,15 @@ def register(subparsers) -> None:
         metavar="PATTERN",
         help="file name pattern inside folders, e.g. '*.txt' (repeatable; default: all files)",
     )
-    p.add_argument("--priority", type=int, default=0, help="higher trains first (default 0)")
+    p.add_argument(
+        "--priority", type=int, default=0, help="higher comes first and is sampled more (default 0)"
+    )
     p.add_argument("--no-recursive", action="store_true", help="only the folders' top level")
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="hold these items out whole: measured as validation, never trained on",
+    )
     p.add_argument("--json", action="store_true", help="one JSON line")
 
     p = cmd("list", cmd_list, "list the items in training order")
@@ -104,6 +112,9 @@ def cmd_add(args) -> int:
             r = q.add_files(files, priority=args.priority, progress=progress)
         finally:
             progress.end()
+        if args.validation and r.added:
+            q.set_validation([it.id for it in r.added])
+            r.added = [replace(it, validation=True) for it in r.added]
         _report(args, args.name, q, r)
     return 0
 
@@ -118,7 +129,14 @@ def cmd_list(args) -> int:
         print(f"the queue of {args.name} is empty")
         return 0
     rows = [["ID", "PRIORITY", "TOKENS", "KIND", "ADDED", "SOURCE"]] + [
-        [str(it.id), str(it.priority), f"{it.n_tokens:,}", it.kind, it.added, it.source]
+        [
+            str(it.id),
+            str(it.priority),
+            f"{it.n_tokens:,}",
+            it.kind + (" (val)" if it.validation else ""),
+            it.added,
+            it.source,
+        ]
         for it in items
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]

@@ -43,6 +43,16 @@ SETTING_FLAGS = {  # flag -> TrainConfig field
     "grad_clip": "grad_clip",
     "val_fraction": "val_fraction",
     "seed": "seed",
+    "min_lr": "min_lr",
+    "beta1": "beta1",
+    "beta2": "beta2",
+    "schedule": "schedule",
+    "sampling": "sampling",
+    "eval_interval": "eval_interval",
+    "eval_batches": "eval_batches",
+    "checkpoint_interval": "checkpoint_interval",
+    "keep_checkpoints": "keep_checkpoints",
+    "early_stop": "early_stop",
 }
 
 
@@ -78,12 +88,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float, metavar="X")
     p.add_argument("--val-fraction", type=float, metavar="F")
     p.add_argument("--seed", type=int, metavar="N")
+    add_advanced(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the estimated time, peak memory and checkpoint disk; train nothing",
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     return p
 
 
+def add_advanced(p: argparse.ArgumentParser) -> None:
+    """The schedule, validation and checkpoint settings (shared with `models set`)."""
+    p.add_argument("--min-lr", type=float, metavar="X", help="the schedule decays to this")
+    p.add_argument("--beta1", type=float, metavar="X", help="AdamW beta1")
+    p.add_argument("--beta2", type=float, metavar="X", help="AdamW beta2")
+    p.add_argument("--schedule", metavar="NAME", help="cosine, linear or constant")
+    p.add_argument("--sampling", metavar="NAME", help="random (windows) or sequential")
+    p.add_argument("--eval-interval", type=int, metavar="N", help="steps between validations")
+    p.add_argument("--eval-batches", type=int, metavar="N", help="fixed validation batches")
+    p.add_argument(
+        "--checkpoint-interval", type=int, metavar="N", help="steps between checkpoints (0: off)"
+    )
+    p.add_argument("--keep-checkpoints", type=int, metavar="K", help="last K kept (default 3)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--early-stop",
+        type=int,
+        metavar="N",
+        help="stop after N validations without a better loss; the best checkpoint is the model",
+    )
+    g.add_argument(
+        "--no-early-stop",
+        dest="early_stop",
+        action="store_const",
+        const="off",
+        help="turn early stopping off",
+    )
+
+
 def _given(args: argparse.Namespace, flags: dict) -> dict:
-    return {field: getattr(args, f) for f, field in flags.items() if getattr(args, f) is not None}
+    out = {field: getattr(args, f) for f, field in flags.items() if getattr(args, f) is not None}
+    if out.get("early_stop") == "off":
+        out["early_stop"] = None
+    return out
 
 
 def _data_text(paths: list[Path]) -> str:
@@ -176,9 +224,13 @@ def progress_line(snap, width: int = 24) -> str:
     done = snap.run_steps / snap.total_steps if snap.total_steps else 1.0
     loss = "-" if snap.train_loss is None else f"{snap.train_loss:.4f}"
     val = "" if snap.val_loss is None else f" val {snap.val_loss:.4f}"
+    if snap.epoch <= snap.target_epochs:
+        epoch = f"epoch {snap.epoch}/{snap.target_epochs}"
+    else:  # a --steps run goes on past the target
+        epoch = f"epoch {snap.epoch} (target {snap.target_epochs})"
     return (
         f"{bar(done, width)} {100 * done:3.0f}% "
-        f"epoch {snap.epoch}/{snap.target_epochs} batch {snap.batch}/{snap.batches_per_epoch} "
+        f"{epoch} batch {snap.batch}/{snap.batches_per_epoch} "
         f"step {snap.step} loss {loss}{val} | {snap.tokens_per_s:,.0f} tok/s "
         f"| ETA {duration(snap.eta)}"
     )
@@ -193,16 +245,34 @@ def train_main(args: argparse.Namespace) -> int:
     for path in args.data:  # before anything is created
         if not path.exists():
             raise NotFoundError(f"--data {path}: no such file or folder")
+    from cllm.models.rules import validate_train_settings
+    from cllm.train.estimate import for_model
+
+    settings = _given(args, SETTING_FLAGS)
+    validate_train_settings(settings)  # refused before anything is created or added
     reg = Registry(models_dir_of(args))
+    if args.dry_run:
+        name = reg.resolve(args.name)
+        if args.epochs is not None:
+            settings["target_epochs"] = args.epochs
+        est = for_model(reg, name, max_steps=args.steps, settings=settings)
+        if args.data:
+            print("dry run: the --data files are not counted", file=sys.stderr)
+        print(json.dumps({"model": name, **est.to_dict()}) if args.json else est.line())
+        return 0
     name = _create_or_check(reg, args)
     if args.data:
         _add_data(reg, name, args.data)
-    settings = _given(args, SETTING_FLAGS)
     if args.epochs is not None:
         settings["target_epochs"] = args.epochs
     if settings:
         reg.set_settings(name, **settings)
 
+    try:
+        est = for_model(reg, name, max_steps=args.steps)
+        print(est.line(), file=sys.stderr)
+    except (OSError, ValueError) as err:  # the estimate is advice; training goes on without it
+        print(f"no estimate: {err}", file=sys.stderr)
     trainer = Trainer(reg, name, max_steps=args.steps)
     tokens_before = trainer.snapshot().tokens
     signals: list[int] = []

@@ -58,11 +58,12 @@ CREATE TABLE IF NOT EXISTS items (
     n_tokens INTEGER NOT NULL,
     added TEXT NOT NULL,
     file TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL DEFAULT 'text'
+    kind TEXT NOT NULL DEFAULT 'text',
+    validation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS items_order ON items (priority DESC, seq);
 """
-_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind"
+_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind, validation"
 _ORDER = "ORDER BY priority DESC, seq"
 
 
@@ -76,6 +77,10 @@ class QueueItem:
     n_tokens: int
     added: str  # ISO 8601, UTC
     kind: str  # text, code, html, markdown
+    validation: bool = False  # held out whole: measured, never trained on
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "validation", bool(self.validation))  # SQLite stores 0 / 1
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -205,6 +210,11 @@ class DataQueue:
                 raise CLLMError(
                     f"{self.dir} is not a version {VERSION} queue "
                     f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
+                )
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
+            if "validation" not in cols:  # a queue made before validation-only items
+                self._db.execute(
+                    "ALTER TABLE items ADD COLUMN validation INTEGER NOT NULL DEFAULT 0"
                 )
             self._sweep()
             old = meta.get("tokenizer_fingerprint")
@@ -540,6 +550,35 @@ class DataQueue:
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
             raise CLLMError(f"queue item {item_id} ({path}) holds token ids outside the vocabulary")
         return ids
+
+    def token_file(self, item_id: int) -> tuple[Path, int]:
+        """The item's token file and its token count, for reading it piece by piece (raw
+        little-endian int32); the file's size is checked against its row."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT file, n_tokens FROM items WHERE id = ?", (int(item_id),)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
+        path, n = self.items_dir / row[0], int(row[1])
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise CLLMError(
+                f"queue item {item_id} ({path}) is unreadable: {err.strerror}"
+            ) from None
+        if size != 4 * n:
+            raise CLLMError(
+                f"queue item {item_id} ({path}) is damaged: {size} bytes, expected {4 * n}"
+            )
+        return path, n
+
+    def set_validation(self, item_ids: Iterable[int], validation: bool = True) -> int:
+        """Mark items validation-only (held out whole) or back to training; returns how many."""
+        ids = [(int(bool(validation)), int(i)) for i in item_ids]
+        with self._write() as db:
+            db.executemany("UPDATE items SET validation = ? WHERE id = ?", ids)
+        return len(ids)
 
     def text(self, item_id: int) -> str:
         return self.tokenizer.decode(self.tokens(item_id))

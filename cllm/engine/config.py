@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from cllm.engine.schema import Float, Int, Plain, check, validate_fields
+from cllm.engine.schema import Float, Int, Maybe, OneOf, Plain, check, validate_fields
 from cllm.errors import ValidationError
+
+SCHEDULES = ("cosine", "linear", "constant")  # learning-rate schedules (cllm.engine.optim)
+SAMPLINGS = ("random", "sequential")  # how batches are drawn (cllm.train.sampler)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,16 @@ class TrainConfig:
     checkpoint_minutes: float = field(
         default=5.0, metadata=check(Float(0.0, 24 * 60.0, lo_open=True))
     )
+    # the model-wide schedule (cllm.engine.optim.lr_at) and the run's measurements
+    schedule: str = field(default="cosine", metadata=check(OneOf(SCHEDULES)))
+    sampling: str = field(default="random", metadata=check(OneOf(SAMPLINGS)))  # or sequential
+    eval_interval: int = field(default=200, metadata=check(Int(1, 10_000_000)))  # steps
+    eval_batches: int = field(default=8, metadata=check(Int(1, 10_000)))  # fixed val batches
+    # steps between kept checkpoints; 0: at epoch ends, stops and the timer only
+    checkpoint_interval: int = field(default=0, metadata=check(Int(0, 10_000_000)))
+    keep_checkpoints: int = field(default=3, metadata=check(Int(1, 1000)))  # last K (+ the best)
+    # stop after N evaluations without a better validation loss; None: never
+    early_stop: int | None = field(default=None, metadata=check(Maybe(Int(1, 1_000_000))))
     extra: dict = field(default_factory=dict, metadata=check(Plain()))  # settings of newer versions
 
     def to_dict(self) -> dict:

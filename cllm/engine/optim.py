@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from cllm.engine import kernels as K
-from cllm.engine.config import GPTConfig
+from cllm.engine.config import SCHEDULES, GPTConfig
 from cllm.engine.model import GPT, chunks, default_threads, run_parallel
 
 PARALLEL_MIN = 1 << 16  # below this many entries one thread is faster than a handoff
@@ -92,13 +92,30 @@ class AdamW:
         self.decay_mask = np.ascontiguousarray(decay_mask, dtype=self.m.dtype)
 
 
-def lr_at(step: int, max_steps: int, warmup: int, max_lr: float, min_lr: float) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine decay to ``min_lr`` at ``max_steps``."""
+
+
+def lr_at(
+    step: int,
+    max_steps: int,
+    warmup: int,
+    max_lr: float,
+    min_lr: float,
+    schedule: str = "cosine",
+) -> float:
+    """Linear warmup over ``warmup`` steps, then decay to ``min_lr`` at ``max_steps``: a half
+    cosine, a straight line, or none (``constant`` stays at ``max_lr``). Past ``max_steps`` the
+    rate stays at ``min_lr`` (``constant``: ``max_lr``)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if step < warmup:
         return max_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return max_lr
     if step >= max_steps:
         return min_lr
     ratio = (step - warmup) / max(1, max_steps - warmup)
+    if schedule == "linear":
+        return max_lr - ratio * (max_lr - min_lr)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 

@@ -142,6 +142,18 @@ class Str:
 
 
 @dataclass(frozen=True)
+class OneOf:
+    """One of a few words."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, key: str, v: object) -> str:
+        if v not in self.choices:
+            raise ValidationError(f"unknown {key} {_shown(v)}; choose one of {', '.join(self.choices)}")
+        return v
+
+
+@dataclass(frozen=True)
 class Maybe:
     """None, or what ``inner`` accepts."""
 

@@ -1,7 +1,8 @@
 """The models folder: every named model with its side files, and the operations on them.
 
 A model ``NAME`` is ``NAME.cllm`` (weights, tokenizer, settings, history) plus its side files,
-named by cllm.models.paths. The file name is the model's name; the name stored inside the file
+named by cllm.models.paths (its queue, lock, progress, crawl store and pages, and its kept
+checkpoints). The file name is the model's name; the name stored inside the file
 follows it (rename rewrites it).
 
 Every operation that changes a model holds the model's lock (cllm.models.locks) while it does, so a
@@ -661,6 +662,11 @@ class Registry:
                 done.append(self.path(dst))
                 lm.save(self.path(dst))
                 os.rename(tmpq, qdst)
+                csrc = paths.checkpoints_dir(self.dir, src)
+                if csrc.is_dir():  # the kept checkpoints travel with the copy
+                    cdst = paths.checkpoints_dir(self.dir, dst)
+                    done.append(cdst)
+                    shutil.copytree(csrc, cdst, ignore=shutil.ignore_patterns(".tmp-*"))
             except BaseException as err:
                 for p in reversed(done):
                     _remove(p)

@@ -1,13 +1,25 @@
 """The trainer: one model, trained from its queue in a background thread.
 
-An epoch is one pass over the queue. Each item's tokens are split: the first ``1 - val_fraction``
-train, the rest are held out for validation. The epoch stream is every item's train tokens
-followed by an end-of-text token, in queue order, fed through a ``BatchAccumulator``; each batch of
-B x T tokens is one AdamW step (warmup then cosine over the run, global-norm clipping). Each epoch
-starts the stream at a random offset below T (from the saved RNG), so a token does not sit at the
-same context position every epoch; ``batches_per_epoch = (stream_len - T) // (B * T)`` therefore
-fits every epoch and is known up front from the queue's token counts. Items added to the queue
-during a run join the next epoch; items removed drop out of the epoch in progress.
+An epoch is one pass worth of the queue's training tokens. Each item's tokens are split: the first
+``1 - val_fraction`` train, the rest are held out for validation; items marked validation-only
+(``queue add --validation``) are held out whole. Batches come from ``cllm.train.sampler``: by
+default each row is a random window of ``T + 1`` tokens drawn from the model's saved RNG,
+token-weighted over the epoch's items (an item's priority raises its weight), and an epoch is
+``ceil(train tokens / (B * T))`` steps; ``sampling = "sequential"`` streams the items in queue
+order instead. Items added during a run join the next epoch; items removed drop out of the epoch
+in progress.
+
+The learning-rate schedule belongs to the model, not to one run: warmup over the model's first
+``warmup`` steps, then decay (``schedule``: cosine, linear or constant) to ``min_lr`` at the step
+where the model reaches ``target_epochs``. A resumed or ``max_steps`` run continues it at the
+model's step; raising the target stretches the rest of the decay to the new end, and past the
+target the rate stays at ``min_lr``.
+
+Validation: one fixed set of ``eval_batches`` batches (``sampler.validation_batches``), measured
+every ``eval_interval`` steps, at each epoch end and at the run's end, so every validation loss,
+the best one and early stopping compare the same thing. Each improvement saves the model and keeps
+it as the best checkpoint; ``early_stop = N`` ends training after N measurements without one and
+makes the best checkpoint the model.
 
 The thread owns the model. Other threads see only ``snapshot()`` (a ``TrainSnapshot`` replaced
 under a lock after every step, never mutated after publishing) and talk only through the command
@@ -21,10 +33,12 @@ latest batch) and ``hit_rate``: the share of the shard's positions in the latest
 hits. **The colour is driven by ``hit_rate``**: it starts near 0 and rises as the model learns, and
 differs between spheres because each shard holds different text.
 
-Checkpoints (weights, AdamW moments and step, the position in the epoch, RNG state, run schedule,
-loss history) are written at each epoch end, on stop, every ``checkpoint_minutes`` and, in the
-headless trainer, on Ctrl+C / SIGTERM. Resuming replays the same stream from the same position, so
-a stopped and resumed run has the same loss curve as an uninterrupted one.
+Checkpoints (weights, AdamW moments and step, the position in the epoch, RNG state, loss history)
+are written at each epoch end, on stop, every ``checkpoint_interval`` steps, every
+``checkpoint_minutes``, at each better validation loss and, in the headless trainer, on Ctrl+C /
+SIGTERM. Each save is also kept in ``NAME_checkpoints/`` (``cllm.train.checkpoints``: the last
+``keep_checkpoints`` and the best). Resuming draws the same windows from the same RNG state, so a
+stopped and resumed run has the same loss curve as an uninterrupted one.
 
 About once a second the snapshot is also written to ``models/<name>.progress.json`` (atomically),
 so another process can show the run with ``read_progress``.
@@ -47,16 +61,22 @@ from pathlib import Path
 import numpy as np
 
 from cllm.atomic import write_atomic
-from cllm.data.accumulator import BatchAccumulator
 from cllm.engine.optim import AdamW, clip_grad_norm, lr_at
 from cllm.errors import CLLMError, ValidationError
 from cllm.models import paths
 from cllm.models.rules import check_target_epochs, validate_train_settings
 from cllm.pids import pid_alive
+from cllm.train import checkpoints
+from cllm.train.sampler import (
+    SequentialStream,
+    TokenSource,
+    WindowSampler,
+    item_weight,
+    validation_batches,
+)
 
 SPHERES = 12
 LN2 = math.log(2.0)
-CHUNK = 1 << 16  # tokens handed to the accumulator at once: big items never sit whole in it
 PUBLISH_S = 1.0  # progress file period
 STALE_S = 30.0  # a progress file not updated for this long belongs to a dead run
 HISTORY_TAIL = 1000  # steps of history in the progress file
@@ -180,52 +200,6 @@ def _snapshot_from_json(d: dict) -> TrainSnapshot:
     return s
 
 
-class _Stream:
-    """The token stream of segments ``(item id, lo, hi)``: ``tokens[lo:hi]`` of each queue item,
-    each followed by end-of-text. Items are read from the queue only when the stream reaches them.
-    """
-
-    def __init__(self, dq, segments: list, eot: int) -> None:
-        self.dq, self.segments, self.eot = dq, [tuple(s) for s in segments], eot
-        lens = np.array([hi - lo + 1 for _, lo, hi in self.segments], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        self.length = int(self.starts[-1])
-
-    def _segment(self, i: int) -> np.ndarray:
-        item_id, lo, hi = self.segments[i]
-        toks = self.dq.tokens(item_id)
-        if toks.size < hi:
-            raise CLLMError(f"queue item {item_id} changed on disk: {toks.size} tokens, not {hi}")
-        return toks[lo:hi]
-
-    def chunks(self, start: int):
-        """int32 pieces of the stream from offset ``start`` to its end."""
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        off = start - int(self.starts[i])
-        eot = np.array([self.eot], np.int32)
-        for j in range(i, len(self.segments)):
-            toks = self._segment(j)
-            for a in range(off, toks.size, CHUNK):
-                yield toks[a : a + CHUNK]
-            yield eot
-            off = 0
-
-    def window(self, a: int, n: int, cache: dict) -> np.ndarray:
-        """``n`` tokens from offset ``a``; ``cache`` keeps segments read so far."""
-        out = np.empty(n, np.int32)
-        filled, i = 0, int(np.searchsorted(self.starts, a, side="right")) - 1
-        while filled < n:
-            if i not in cache:
-                cache[i] = np.append(self._segment(i), np.int32(self.eot)).astype(np.int32)
-            seg = cache[i]
-            lo = a + filled - int(self.starts[i])
-            k = min(seg.size - lo, n - filled)
-            out[filled : filled + k] = seg[lo : lo + k]
-            filled += k
-            i += 1
-        return out
-
-
 def _split(n_tokens: int, val_fraction: float) -> tuple[int, int]:
     n_val = int(n_tokens * val_fraction)
     return n_tokens - n_val, n_val
@@ -235,7 +209,9 @@ class Trainer:
     """Train model ``name`` of ``registry`` from its queue in a background thread.
 
     ``max_steps``: stop after this many steps in this run (epochs go on past the target if need
-    be); without it, train until ``epochs_trained`` reaches ``target_epochs``. ``settings``:
+    be); without it, train until ``epochs_trained`` reaches ``target_epochs``. ``eval_interval``,
+    ``val_batches``: override the model's ``eval_interval`` and ``eval_batches`` for this run
+    (not saved). ``settings``:
     training settings (``TrainConfig`` fields and ``target_epochs``) applied to the model for this
     run and saved with its next checkpoint.
     """
@@ -246,8 +222,8 @@ class Trainer:
         name: str,
         *,
         max_steps: int | None = None,
-        eval_interval: int = 200,
-        val_batches: int = 4,
+        eval_interval: int | None = None,
+        val_batches: int | None = None,
         publish: bool = True,
         **settings,
     ) -> None:
@@ -256,8 +232,7 @@ class Trainer:
         self.registry = registry
         self.name = name = registry.resolve(name)
         self.max_steps = None if max_steps is None else int(max_steps)
-        self.eval_interval = max(1, int(eval_interval))
-        self.val_batches = max(0, int(val_batches))
+        self._eval_interval, self._val_batches = eval_interval, val_batches  # None: the model's
         self.publish = publish
         self._lock = registry.lock(name, "training")
         self._released = False
@@ -290,6 +265,9 @@ class Trainer:
             )
         tc = self.tc = lm.train_config
         self.B, self.T = tc.batch_size, tc.seq_len
+        self.eval_interval = max(1, int(self._eval_interval or tc.eval_interval))
+        vb = tc.eval_batches if self._val_batches is None else self._val_batches
+        self.val_batches = max(0, int(vb))
         if self.T > lm.config.block_size:
             raise ValidationError(
                 f"seq_len {self.T} is longer than the model's context of {lm.config.block_size}"
@@ -304,6 +282,7 @@ class Trainer:
         )
         if lm.optim_state:
             self.opt.load_state_dict(lm.optim_state)
+            lm.optim_state = None  # the optimizer holds the moments now: no second copy
         h = getattr(lm, "history", None) or {}
         self.history = _History(h.get("steps", ()), h.get("train", ()), h.get("val", ()))
         self.step = meta.steps
@@ -313,36 +292,38 @@ class Trainer:
         self.best_loss = meta.best_loss
         self.val_loss = meta.last_val_loss
         self.train_loss = meta.last_loss
+        self.since_best = int(state.get("since_best", 0))  # evaluations without a better one
 
         items = self.dq.items()
         if not items:
             raise ValidationError(
                 f"model {self.name!r} has an empty queue: add data first (--data or Add Files)"
             )
-        self.queue_items = [(it.id, int(it.n_tokens)) for it in items]
+        self.source = TokenSource(self.dq)
+        self.queue_items = self._read_items()
         self.position = state.get("position")
+        if self.position and "sampling" not in self.position:  # saved before random windows
+            self.position["sampling"] = "sequential"
         epoch_items = self._epoch_items(self.position)
         if self.position:
             self.position["items"] = epoch_items  # items removed since the stop drop out
-        self.bpe = self._batches_per_epoch(epoch_items)
+        self.bpe = self._batches_per_epoch(epoch_items, self._mode())
         whole = self._epoch_items(None)
-        if self._batches_per_epoch(whole) < 1:
-            n = sum(hi - lo for _, lo, hi in whole)
+        if self._batches_per_epoch(whole, self.tc.sampling) < 1:
+            n = sum(s[2] - s[1] for s in whole)
             raise ValidationError(
                 f"model {self.name!r} has {n} tokens in its queue, too few for one batch of "
                 f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
                 "batch size or sequence length"
             )
         batch = int(self.position["batch"]) if self.position else 0
+        self.planned = self._planned_end(batch)
         if self.max_steps is not None:
             self.run = {"start": self.step, "end": self.step + self.max_steps}
-        else:
-            left = max(0, (self.target_epochs - self.epochs_trained) * self.bpe - batch)
+        else:  # a resumed run of the same plan goes on counting from where it started
             run = state.get("run") or {}
-            same = (
-                run.get("end") == self.step + left and run.get("start", self.step + 1) <= self.step
-            )
-            self.run = run if same and left else {"start": self.step, "end": self.step + left}
+            same = run.get("end") == self.planned and run.get("start", self.step + 1) <= self.step
+            self.run = run if same else {"start": self.step, "end": max(self.step, self.planned)}
         self.val_set = self._build_val()
         self.resumed_from = (
             f"resumed at epoch {self.epochs_trained + 1}, step {self.step}" if self.step else None
@@ -360,38 +341,49 @@ class Trainer:
         self.grad_norm: float | None = None
         self.lr = 0.0
 
+    def _read_items(self) -> list[tuple]:
+        """(id, tokens, weight, validation-only) of every queue item, in queue order."""
+        return [
+            (it.id, int(it.n_tokens), item_weight(it.priority), bool(it.validation))
+            for it in self.dq.items()
+        ]
+
+    def _mode(self) -> str:
+        """The sampling of the epoch in progress (a resumed epoch keeps its own)."""
+        return (
+            self.position.get("sampling", self.tc.sampling) if self.position else self.tc.sampling
+        )
+
     def _epoch_items(self, position: dict | None) -> list[tuple]:
-        """The items of the epoch in progress: those it started with (minus removed ones)."""
+        """The items of the epoch in progress: those it started with (minus removed ones), as
+        segments (id, lo, hi, weight)."""
         if not position:
-            return [(i, 0, _split(n, self.tc.val_fraction)[0]) for i, n in self.queue_items]
-        now = {i for i, _ in self.queue_items}
+            return [
+                (i, 0, _split(n, self.tc.val_fraction)[0], w)
+                for i, n, w, val in self.queue_items
+                if not val
+            ]
+        now = {q[0] for q in self.queue_items}
         return [tuple(s) for s in position["items"] if s[0] in now]
 
-    def _batches_per_epoch(self, segments: list[tuple]) -> int:
-        length = sum(hi - lo + 1 for _, lo, hi in segments)
-        return max(0, (length - self.T) // (self.B * self.T))
+    def _batches_per_epoch(self, segments: list[tuple], mode: str) -> int:
+        cls = SequentialStream if mode == "sequential" else WindowSampler
+        return cls.batches_per_epoch(segments, self.B, self.T)
+
+    def _planned_end(self, batch: int) -> int:
+        """The model's step at which it reaches its target: where the schedule's decay ends."""
+        left = (self.target_epochs - self.epochs_trained) * self.bpe - batch
+        return self.step + max(0, left)
 
     def _build_val(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """A fixed set of held-out windows spread evenly over every item's held-out tail."""
-        vf = self.tc.val_fraction
+        """The fixed validation batches: every item's held-out tail and the validation-only
+        items, whole."""
         segs = []
-        for item_id, n in self.queue_items:
-            n_train, n_val = _split(n, vf)
-            if n_val:
+        for item_id, n, _, val in self.queue_items:
+            n_train = 0 if val else _split(n, self.tc.val_fraction)[0]
+            if n > n_train:
                 segs.append((item_id, n_train, n))
-        stream = _Stream(self.dq, segs, self.eot)
-        B, T = self.B, self.T
-        rows = min(self.val_batches * B, (stream.length - 1) // T)
-        if rows < 1:
-            return []
-        if rows > B:
-            rows -= rows % B  # whole batches only, so every val batch has the training shape
-        starts = np.linspace(0, stream.length - T - 1, rows).astype(np.int64)
-        cache: dict = {}
-        data = np.stack([stream.window(int(a), T + 1, cache) for a in starts])
-        return [
-            (data[i : i + B, :-1].copy(), data[i : i + B, 1:].copy()) for i in range(0, rows, B)
-        ]
+        return validation_batches(self.source, segs, self.eot, self.B, self.T, self.val_batches)
 
     # ---- commands and snapshot (any thread) --------------------------------------------------
 
@@ -511,6 +503,8 @@ class Trainer:
     def _release(self) -> None:
         if not self._released:
             self._released = True
+            if getattr(self, "source", None) is not None:
+                self.source.close()
             if self.dq is not None:
                 self.dq.close()
             self._lock.release()
@@ -552,52 +546,63 @@ class Trainer:
             return "done", msg
         self._log(
             f"training {self.name}: {self.run['end'] - self.step} steps of {self.B} x {self.T}, "
-            f"{self.bpe} batches per epoch"
+            f"{self.bpe} batches per epoch, {self._mode()} sampling"
         )
         self._publish("running", "starting", force=True)
         self._last_ckpt = self._t_start = time.monotonic()
         while self.step < self.run["end"]:
             if not self.position:
                 self._start_epoch()
-            if self._train_epoch() == "stop":
+            said = self._train_epoch()
+            if said == "stop":
                 self._checkpoint("stop")
                 return "stopped", f"stopped at step {self.step}; checkpoint saved"
+            if said == "early stop":
+                return "done", self._early_stop()
         if self.position:  # a max_steps run ending mid-epoch
             self._checkpoint("end of run")
         return "done", f"finished: {self.run_steps} steps in {self._elapsed():.1f} s"
 
     def _start_epoch(self) -> None:
         """Fix the epoch's items (ones added from now on join the next epoch) and its offset."""
-        self.queue_items = [(it.id, int(it.n_tokens)) for it in self.dq.items()]
+        self.queue_items = self._read_items()
         segs = self._epoch_items(None)
-        self.bpe = self._batches_per_epoch(segs)
+        mode = self.tc.sampling
+        self.bpe = self._batches_per_epoch(segs, mode)
         if self.bpe < 1:
             raise CLLMError(f"the queue of model {self.name!r} became too small for one batch")
-        if self.max_steps is None:  # the data may have changed: the run ends at the target
-            self.run["end"] = self.step + (self.target_epochs - self.epochs_trained) * self.bpe
-        shift = int(self.rng.integers(self.T))
-        self.position = {"items": segs, "offset": shift, "batch": 0, "loss_sum": 0.0}
+        self.planned = self._planned_end(0)  # the data may have changed: so may the target step
+        if self.max_steps is None:
+            self.run["end"] = max(self.step, self.planned)
+        self.position = {"sampling": mode, "items": segs, "batch": 0, "loss_sum": 0.0}
+        if mode == "sequential":
+            self.position["offset"] = int(self.rng.integers(self.T))
 
     def _train_epoch(self) -> str | None:
-        """Train from the saved position to the epoch's end or the run's; 'stop' if asked to."""
+        """Train from the saved position to the epoch's end or the run's; 'stop' if asked to,
+        'early stop' when the patience ran out."""
         pos = self.position
         segs = [tuple(s) for s in pos["items"]]
-        self.bpe = self._batches_per_epoch(segs)
-        chunks = _Stream(self.dq, segs, self.eot).chunks(int(pos["offset"]))
-        acc = BatchAccumulator(self.B, self.T)
+        mode = pos.get("sampling", "sequential")
+        self.bpe = self._batches_per_epoch(segs, mode)
+        if mode == "sequential":
+            stream = SequentialStream(self.source, segs, self.eot, self.B, self.T)
+        else:
+            sampler = WindowSampler(self.source, segs, self.eot, self.B, self.T)
         self.batch = int(pos["batch"])
         while self.batch < self.bpe and self.step < self.run["end"]:
             if self._commands_say() == "stop":
                 return "stop"
             t0 = time.monotonic()
-            while not acc.ready and (piece := next(chunks, None)) is not None:
-                acc.add(piece)
-            if not acc.ready:  # batch shape changed since the stop: the epoch's tail is too short
-                self.batch = self.bpe
-                break
-            x, y = acc.take()
-            loss = self._step(x, y)
-            pos["offset"] += self.B * self.T
+            if mode == "sequential":
+                xy = stream.batch_at(int(pos["offset"]))
+                if xy is None:  # batch shape changed since the stop: the epoch's tail is too short
+                    self.batch = self.bpe
+                    break
+                pos["offset"] += self.B * self.T
+            else:
+                xy = sampler.batch(self.rng)
+            loss = self._step(*xy)
             pos["batch"] = self.batch = self.batch + 1
             pos["loss_sum"] += loss
             val = None
@@ -606,9 +611,20 @@ class Trainer:
             if self.step % self.eval_interval == 0 or ends:
                 val = self._evaluate()
             self.history.append(self.step, loss, val)
+            improved = val is not None and val == self.best_loss and self.since_best == 0
+            patience = self.tc.early_stop
+            if improved and self.batch < self.bpe:
+                self._checkpoint("best", best=True)
+            elif patience and self.since_best >= patience:
+                return "early stop"
+            every = self.tc.checkpoint_interval
             timer = time.monotonic() - self._last_ckpt >= self.tc.checkpoint_minutes * 60
-            if self.batch < self.bpe and timer:
-                self._checkpoint("timer")
+            if (
+                self.batch < self.bpe
+                and not improved
+                and (timer or (every and not self.step % every))
+            ):
+                self._checkpoint("interval" if not timer else "timer")
             # the rate counts validation and checkpoints too, so the ETA holds
             rate = self.B * self.T / max(time.monotonic() - t0, 1e-9)
             self.tokens_per_s = (
@@ -621,6 +637,21 @@ class Trainer:
             self._publish("running", f"epoch {self.epochs_trained} done")
         return None
 
+    def _early_stop(self) -> str:
+        """Save where training stopped, then make the best checkpoint the model."""
+        self._checkpoint("early stop")
+        d = checkpoints.folder(self.registry.dir, self.name)
+        try:
+            meta = checkpoints.restore(self.registry, self.name, checkpoints.find(d, best=True))
+        except CLLMError as err:  # no best kept (no validation data): the model stays as it is
+            return f"early stop at step {self.step}; {err}"
+        self._log(f"restored the best checkpoint (step {meta.steps})")
+        return (
+            f"early stop at step {self.step}: {self.tc.early_stop} evaluations without a better "
+            f"validation loss; the best checkpoint (step {meta.steps}, val "
+            f"{meta.last_val_loss:.4f}) is the model"
+        )
+
     def _step(self, x: np.ndarray, y: np.ndarray) -> float:
         gpt, tc = self.gpt, self.tc
         loss = float(gpt.forward(x, y))
@@ -631,9 +662,8 @@ class Trainer:
             )
         gpt.backward()
         self.grad_norm = float(clip_grad_norm(gpt.grads, tc.grad_clip))
-        run_len = self.run["end"] - self.run["start"]
         self.lr = lr_at(
-            self.step - self.run["start"], run_len, tc.warmup, tc.learning_rate, tc.min_lr
+            self.step, self.planned, tc.warmup, tc.learning_rate, tc.min_lr, tc.schedule
         )
         self.opt.step(gpt.params, gpt.grads, self.lr)
         self.step += 1
@@ -662,6 +692,9 @@ class Trainer:
         self.val_loss = val
         if self.best_loss is None or val < self.best_loss:
             self.best_loss = val
+            self.since_best = 0
+        else:
+            self.since_best += 1
         return val
 
     def _end_epoch(self) -> None:
@@ -684,39 +717,51 @@ class Trainer:
             f"epoch {self.epochs_trained} done: train {summary['train_loss']:.4f}"
             + (f", val {self.val_loss:.4f}" if self.val_loss is not None else "")
         )
-        self._checkpoint("epoch end")
+        improved = self.since_best == 0 and self.val_loss is not None
+        self._checkpoint("epoch end", best=improved and self.val_loss == self.best_loss)
 
-    def _checkpoint(self, reason: str) -> None:
+    def _checkpoint(self, reason: str, best: bool = False) -> None:
         t0 = time.monotonic()
         lm, meta = self.lm, self.lm.meta
         if self.best_loss is None and self.train_loss is not None:
-            best = self.train_loss
+            best_loss = self.train_loss
         else:
-            best = self.best_loss
+            best_loss = self.best_loss
         meta.update(
             epochs_trained=self.epochs_trained,
             target_epochs=self.target_epochs,
             steps=self.step,
             tokens_seen=self.tokens,
             last_loss=self.train_loss,
-            best_loss=best,
+            best_loss=best_loss,
             last_val_loss=self.val_loss,
             position=None
             if not self.position
             else {
                 "epoch": self.epochs_trained + 1,
                 "batch": self.position["batch"],
-                "offset": self.position["offset"],
+                "offset": self.position.get("offset"),
+                "sampling": self.position.get("sampling"),
             },
         )
         lm.train_config = self.tc
-        lm.optim_state = self.opt.state_dict()
+        # the live moments, not a copy: the save reads them on this thread, between steps
+        lm.optim_state = {"m": self.opt.m, "v": self.opt.v, "t": self.opt.t}
         lm.train_state = {
             "position": self.position,
             "rng": self.rng.bit_generator.state,
             "run": self.run,
+            "since_best": self.since_best,
         }
         lm.history = self.history.view()
         self.registry.save(lm)
+        lm.optim_state = None  # the saved copy of the moments is not kept in memory
+        d = checkpoints.folder(self.registry.dir, self.name)
+        try:
+            checkpoints.record(
+                self.registry.path(self.name), d, self.step, self.tc.keep_checkpoints, best=best
+            )
+        except OSError as err:  # the model itself is saved; say so and go on
+            self._log(f"could not keep checkpoint {self.step}: {err}")
         self._last_ckpt = time.monotonic()
         self._log(f"checkpoint ({reason}) at step {self.step} in {time.monotonic() - t0:.2f} s")

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from cllm.engine.config import GPTConfig
+from cllm.engine.lm import load_model
 from cllm.engine.modelfile import read_header
 from cllm.errors import BusyError
 from cllm.models.registry import Registry
+from cllm.train import checkpoints
 from cllm.train.trainer import Trainer, read_progress
 
 TINY = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=32)
@@ -137,6 +139,9 @@ def test_kill_9_then_sigterm_then_finish_matches_uninterrupted(tmp_path):
     proc.wait()
     ckpt = saved_steps(reg)
     assert 0 < ckpt < total
+    kept = checkpoints.folder(reg.dir, "m")
+    for f in kept.glob("*.cllm"):  # every kept checkpoint is whole and loads
+        assert load_model(f).meta.steps > 0
     # 2. it resumes exactly there; SIGTERM saves a checkpoint and exits cleanly
     proc = start_cli(reg, "--json")
     wait_for(lambda: saved_steps(reg) >= ckpt + total // 5, proc)

@@ -66,7 +66,8 @@ def wait_for(cond, timeout=30.0):
 
 
 def test_loss_falls_and_snapshot_is_consistent(tmp_path):
-    reg = make_model(tmp_path, target_epochs=20)
+    # the sequential stream: each batch repeats one text, so this 1-layer model reaches hits
+    reg = make_model(tmp_path, target_epochs=20, sampling="sequential")
     t = Trainer(reg, "m", eval_interval=5)
     bpe = t.snapshot().batches_per_epoch
     assert bpe >= 3
@@ -284,7 +285,9 @@ def test_queue_changes_join_the_next_epoch(tmp_path):
 
 def test_resume_with_a_new_batch_shape_finishes_the_epoch(tmp_path):
     texts = [f"{t} ({i})" for i in range(3) for t in TEXTS]
-    reg = make_model(tmp_path, texts=texts, target_epochs=2, batch_size=8, seq_len=32)
+    reg = make_model(
+        tmp_path, texts=texts, target_epochs=2, batch_size=8, seq_len=32, sampling="sequential"
+    )
     run(Trainer(reg, "m", max_steps=3))  # 3 batches of 256 tokens into epoch 1
     t = Trainer(reg, "m", batch_size=1, seq_len=8)  # counted in small batches, the stream runs dry
     assert t.snapshot().batch == 3
