@@ -347,10 +347,10 @@ def cmd_history(args) -> int:
         name = reg.resolve(args.name)
         if not args.yes:
             raise ValidationError(
-                f"clearing forgets {name!r}'s loss history for good (weights stay); add --yes"
+                f"clearing forgets the loss history of {name!r} for good (weights stay); add --yes"
             )
         reg.clear_history(name)
-        print(f"cleared {name}'s loss history")
+        print(f"cleared the loss history of {name}")
         return 0
     if args.csv:
         reg.history_csv(args.name, args.csv)

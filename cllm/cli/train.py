@@ -10,6 +10,7 @@ or SIGTERM saves a checkpoint and exits; running the command again resumes exact
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -268,12 +269,12 @@ def train_main(args: argparse.Namespace) -> int:
     if settings:
         reg.set_settings(name, **settings)
 
+    trainer = Trainer(reg, name, max_steps=args.steps)  # refuses a bad model before any output
     try:
         est = for_model(reg, name, max_steps=args.steps)
         print(est.line(), file=sys.stderr)
     except (OSError, ValueError) as err:  # the estimate is advice; training goes on without it
         print(f"no estimate: {err}", file=sys.stderr)
-    trainer = Trainer(reg, name, max_steps=args.steps)
     tokens_before = trainer.snapshot().tokens
     signals: list[int] = []
 

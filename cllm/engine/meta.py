@@ -44,7 +44,7 @@ _SUMMARY = Record(
     )
 )
 _POSITION = Maybe(
-    Record((("epoch", Int(0, MAX_EPOCHS + 1)), ("batch", _COUNT), ("offset", _COUNT)))
+    Record((("epoch", Int(0, MAX_EPOCHS + 1)), ("batch", _COUNT), ("offset", Maybe(_COUNT))))
 )
 
 
@@ -143,12 +143,25 @@ _RNG = Maybe(
         ("bit_generator", "state"),
     )
 )
-_SEGMENT = ListOf(Int(-(2**62), 2**62), 3)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A training segment: [item id, lo, hi] whole numbers, and the random sampler's weight."""
+
+    def __call__(self, key: str, v: object) -> list:
+        parts = ListOf(Float(-(2.0**62), 2.0**62), 4)(key, v)
+        if len(parts) < 3:
+            raise ValidationError(f"{key} has {len(parts)} entries; at least 3")
+        return [Int(-(2**62), 2**62)(f"{key}[{i}]", x) for i, x in enumerate(v[:3])] + parts[3:]
+
+
+_SEGMENT = _Segment()
 _TRAIN_POSITION = Maybe(
     Record(
         (
             ("items", ListOf(_SEGMENT, 10_000_000)),
-            ("offset", _COUNT),
+            ("offset", Maybe(_COUNT)),  # the sequential stream's; None for random windows
             ("batch", _COUNT),
             ("loss_sum", Float(-1e30, 1e30)),
         ),  # no key required: a sampler may keep other keys (checked as plain JSON)
@@ -170,7 +183,7 @@ def validate_train_state(state: object) -> dict:
         except (TypeError, ValueError, KeyError, OverflowError) as err:
             raise ValidationError(f"state.train.rng is not a generator state ({err})") from None
     for seg in (out.get("position") or {}).get("items", []):
-        if len(seg) != 3 or not 0 <= seg[1] <= seg[2]:
+        if len(seg) not in (3, 4) or not 0 <= seg[1] <= seg[2] or (len(seg) == 4 and seg[3] < 0):
             raise ValidationError(f"state.train.position.items holds a bad segment {seg}")
     run = out.get("run")
     if run and run["end"] < run["start"]:

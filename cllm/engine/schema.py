@@ -149,7 +149,8 @@ class OneOf:
 
     def __call__(self, key: str, v: object) -> str:
         if v not in self.choices:
-            raise ValidationError(f"unknown {key} {_shown(v)}; choose one of {', '.join(self.choices)}")
+            choices = ", ".join(self.choices)
+            raise ValidationError(f"unknown {key} {_shown(v)}; choose one of {choices}")
         return v
 
 

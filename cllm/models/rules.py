@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from cllm.engine.config import GPTConfig
+from cllm.engine.config import SAMPLINGS, SCHEDULES, GPTConfig
 from cllm.engine.config import validate_train_settings as _validate_train_settings
 from cllm.engine.meta import MAX_EPOCHS
 from cllm.engine.schema import Int
@@ -108,6 +108,10 @@ def check_layers(new: object, current: int) -> int:
             f"cannot reduce layers from {current} to {new}: a model's layer count never goes down"
         )
     return new
+
+
+# settings that take one of a few words
+CHOICES = {"schedule": SCHEDULES, "sampling": SAMPLINGS}
 
 
 def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> dict:

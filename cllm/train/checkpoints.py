@@ -123,17 +123,17 @@ def listing(d: Path) -> list[Checkpoint]:
             h = read_header(p)
         except (CLLMError, OSError):
             continue  # unreadable files are not offered for a rollback
-        m = h["meta"]
+        m = h.meta
         out.append(
             Checkpoint(
                 path=p,
-                step=int(m.get("steps", 0)),
-                epoch=int(m.get("epochs_trained", 0)),
-                train_loss=m.get("last_loss"),
-                val_loss=m.get("last_val_loss"),
+                step=m.steps,
+                epoch=m.epochs_trained,
+                train_loss=m.last_loss,
+                val_loss=m.last_val_loss,
                 best=p.name == BEST,
-                saved=str(m.get("modified", "")),
-                size=int(h["file_size"]),
+                saved=m.modified or "",
+                size=h.file_size,
             )
         )
     return out
