@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -50,6 +52,12 @@ def register(subparsers) -> None:
     t.add_argument("--warmup-steps", type=int, default=3)
     t.add_argument("--block", type=int, default=5, help="steps per alternating block")
     t.add_argument("--no-torch", action="store_true", help="time our engine only")
+    t.add_argument(
+        "--attention",
+        choices=("auto", "dense", "tiled"),
+        default="auto",
+        help="our attention: auto picks by sequence length (default)",
+    )
     t.set_defaults(func=bench_train)
 
     g = sub.add_parser("generate", help="tokens/s of greedy decoding with a key-value cache")
@@ -97,6 +105,7 @@ def set_threads(n: int) -> dict:
     # the load average tells a reader how busy the machine was while it was timed
     info = {"threads": numba.get_num_threads(), "numba_layer": numba.threading_layer()}
     info["load_avg"] = os.getloadavg()
+    info.update(machine())
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -118,6 +127,57 @@ def _torch(no_torch: bool, threads: int):
         return None
     torch.set_num_threads(threads)
     return torch
+
+
+def machine() -> dict:
+    """The CPU by name and the widest vector ISA it offers (the figures depend on both)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() == "model name" and name in ("", platform.machine()):
+                    name = val.strip()
+                elif key.strip() == "flags":
+                    flags = set(val.split())
+                    break
+    except OSError:
+        pass
+    isa = [x for x in ("avx512f", "avx2", "fma", "avx", "sse4_2", "neon") if x in flags]
+    out = {"cpu": name, "isa": "+".join(isa[:2]) if isa else platform.machine()}
+    if os.environ.get("NUMBA_CPU_NAME"):
+        out["numba_cpu"] = os.environ["NUMBA_CPU_NAME"]
+    return out
+
+
+def sgemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of NumPy's float32 matrix product (n x n x n) on ``threads`` BLAS threads, the
+    best of ``repeats``: the machine's practical arithmetic peak."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(threads, user_api="blas")
+    except ImportError:
+        limit = None
+    try:
+        best = float("inf")
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            np.matmul(a, a, out=c)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
+    return 2 * n**3 / best / 1e9
+
+
+def train_flops_per_token(cfg: GPTConfig, T: int) -> float:
+    """Forward + backward arithmetic of one token: 6 flops per weight of every matrix product
+    (the tied head included) and 6 T D per layer for causal attention (only its unmasked half)."""
+    D, F, L, V = cfg.n_embd, cfg.n_inner, cfg.n_layer, cfg.vocab_size
+    return 6.0 * (L * (4 * D * D + 2 * D * F) + V * D) + 6.0 * L * T * D
 
 
 def _pause() -> None:
@@ -152,7 +212,7 @@ def bench_train(args) -> int:
     B, T = args.batch_size, args.seq_len
     rng = np.random.default_rng(args.seed)
     data = rng.integers(0, cfg.vocab_size, (8, B, T + 1), dtype=np.int32)
-    gpt = GPT(cfg, seed=args.seed)
+    gpt = GPT(cfg, seed=args.seed, attention=args.attention)
     steps = {"ours": _OursTrainer(gpt).step}
     if torch is not None:
         from cllm.engine import torch_ref
@@ -172,8 +232,15 @@ def bench_train(args) -> int:
             secs[name] += time.perf_counter() - t0
         _pause()
 
+    # the peak of what our first step allocates (activations, per-thread gradients, temporaries)
+    tracemalloc.start()
+    run("ours", 1, timed=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    warm = max(1, args.warmup_steps)  # both engines take the same steps
     for name in steps:
-        run(name, args.warmup_steps, timed=False)
+        run(name, warm - (name == "ours"), timed=False)
+    peak_gflops = sgemm_peak(info["threads"])
     order, left = list(steps), args.steps
     while left > 0:  # alternate blocks, swapping who goes first each round
         n = min(args.block, left)
@@ -188,6 +255,12 @@ def bench_train(args) -> int:
         out["ratio"] = round(secs["torch"] / secs["ours"], 3)
         out["torch_version"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+    out["peak_step_mb"] = round(peak / 2**20, 1)
+    gflops = train_flops_per_token(cfg, T) * tok / secs["ours"] / 1e9
+    out["model_gflops_per_s"] = round(gflops, 1)
+    out["sgemm_peak_gflops_per_s"] = round(peak_gflops, 1)
+    out["share_of_sgemm_peak"] = round(gflops / peak_gflops, 3)
+    out["attention"] = "tiled" if gpt.tiled(T) else "dense"
     out["loss"] = round(losses["ours"], 4)
     if "torch" in losses:
         out["torch_loss"] = round(losses["torch"], 4)
