@@ -66,6 +66,13 @@ def register(subparsers) -> None:
     g.add_argument("--prompt-len", type=int, default=16)
     g.add_argument("--repeats", type=int, default=3)
     g.add_argument("--no-torch", action="store_true", help="time our engine only")
+    g.add_argument("--quant", choices=("none", "int8"), default="none", help="our weights")
+    g.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="N > 1: also N prompts decoded together (continuous batching) against one stream",
+    )
     g.set_defaults(func=bench_generate)
 
     s = sub.add_parser("startup", help="seconds from a fresh process to its first training step")
@@ -307,34 +314,59 @@ def _hf_model(cfg: GPTConfig, params: np.ndarray):
     return model
 
 
+def copy_bandwidth(mb: int = 256, repeats: int = 3) -> float:
+    """GB/s of a large NumPy copy (bytes read plus bytes written), the best of ``repeats``: the
+    memory bandwidth that one-token decoding, which reads every weight once, can approach."""
+    src = np.ones(mb * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9
+
+
 def bench_generate(args) -> int:
     cfg = _config(args)
+    from cllm.engine.batch import generate_batch
     from cllm.engine.generate import sample_stream
     from cllm.engine.model import GPT
+    from cllm.engine.quant import check_format
 
+    check_format(args.quant, cfg)
+    if args.streams < 1:
+        raise ValidationError("--streams must be at least 1")
     info = set_threads(args.threads)
     torch = _torch(args.no_torch, info["threads"])  # the same count for both
     rng = np.random.default_rng(args.seed)
     P = min(args.prompt_len, cfg.block_size - 1)
     n_new = min(args.max_new_tokens, cfg.block_size - P)
-    prompt = rng.integers(0, cfg.vocab_size, P, dtype=np.int32)
+    N = args.streams
+    prompts = rng.integers(0, cfg.vocab_size, (N, P), dtype=np.int32)
+    prompt = prompts[0]
     gpt = GPT(cfg, seed=args.seed)
+    reference_params = gpt.params.copy()
+    gpt.set_quant(args.quant)
 
     def ours() -> list[int]:
         it = sample_stream(gpt, prompt, n_new, temperature=0.0, top_k=0, top_p=1.0, seed=0)
         return [int(t) for t in it]
 
     runs = {"ours": ours}
+    if N > 1:
+        runs["ours_batch"] = lambda: generate_batch(gpt, list(prompts), n_new, max_streams=N)
     if torch is not None:
         from cllm.engine import torch_ref
 
-        ref = torch_ref.from_flat(cfg, gpt.params).eval()
-        runs["torch"] = lambda: torch_ref.generate(ref, prompt, n_new)
-        hf = _hf_model(cfg, gpt.params)
+        ref = torch_ref.from_flat(cfg, reference_params).eval()
+        if N == 1:
+            runs["torch"] = lambda: torch_ref.generate(ref, prompt, n_new)
+        hf = _hf_model(cfg, reference_params)
         if hf is not None:
-            ids = torch.as_tensor(prompt.astype(np.int64)).view(1, -1)
+            ids = torch.as_tensor(prompts.astype(np.int64))  # N prompts of one length: no padding
 
-            def hf_run() -> list[int]:
+            def hf_run() -> list:
                 with torch.no_grad():
                     out = hf.generate(
                         ids,
@@ -345,26 +377,43 @@ def bench_generate(args) -> int:
                         do_sample=False,
                         pad_token_id=0,
                     )
-                return out[0, P:].tolist()
+                return out[:, P:].tolist() if N > 1 else out[0, P:].tolist()
 
             runs["hf"] = hf_run
     secs, toks = dict.fromkeys(runs, 0.0), {}
     for fn in runs.values():  # warm up: compile, allocate, fill caches
         fn()
+    made = {k: n_new * (N if k in ("ours_batch", "hf") else 1) for k in runs}
     for r in range(args.repeats):
         for name in runs if r % 2 == 0 else list(runs)[::-1]:
             _pause()
             t0 = time.perf_counter()
             toks[name] = fn_out = runs[name]()
             secs[name] += time.perf_counter() - t0
-            if len(fn_out) != n_new:
-                raise ValidationError(f"{name} made {len(fn_out)} tokens, not {n_new}")
-    rate = {k: n_new * args.repeats / s for k, s in secs.items()}
-    out = {"bench": "generate", "tokens_per_s": round(rate["ours"], 1)}
+            got = (
+                sum(map(len, fn_out))
+                if name in ("ours_batch",) or (name == "hf" and N > 1)
+                else len(fn_out)
+            )
+            if got != made[name]:
+                raise ValidationError(f"{name} made {got} tokens, not {made[name]}")
+    rate = {k: made[k] * args.repeats / s for k, s in secs.items()}
+    bw = copy_bandwidth()
+    out = {"bench": "generate", "quant": gpt.quant, "tokens_per_s": round(rate["ours"], 1)}
+    weights = gpt.decode_weights().bytes_per_token
+    out["weights_mb_per_token"] = round(weights / 1e6, 2)
+    out["weights_gb_per_s"] = round(weights * rate["ours"] / 1e9, 2)
+    out["copy_bandwidth_gb_per_s"] = round(bw, 1)
+    if N > 1:
+        out["streams"] = N
+        out["batch_tokens_per_s"] = round(rate["ours_batch"], 1)
+        out["batch_over_single"] = round(rate["ours_batch"] / rate["ours"], 2)
+        out["batch_first_stream_same_as_single"] = toks["ours_batch"][0] == toks["ours"]
     if "hf" in rate:
+        key = "ours_batch" if N > 1 else "ours"
         out["hf_tokens_per_s"] = round(rate["hf"], 1)
-        out["ratio"] = round(rate["ours"] / rate["hf"], 3)
-        out["same_tokens_as_hf"] = toks["ours"] == toks["hf"]
+        out["ratio"] = round(rate[key] / rate["hf"], 3)
+        out["same_tokens_as_hf"] = toks[key] == toks["hf"]
     if "torch" in rate:
         out["torch_tokens_per_s"] = round(rate["torch"], 1)
         out["torch_ratio"] = round(rate["ours"] / rate["torch"], 3)

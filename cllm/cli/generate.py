@@ -17,6 +17,12 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=50, help="0 turns it off (default 50)")
     p.add_argument("--top-p", type=float, default=0.9, help="1 turns it off (default 0.9)")
     p.add_argument("--seed", type=int, default=None, help="repeatable sampling")
+    p.add_argument(
+        "--quant",
+        choices=("none", "int8"),
+        default="none",
+        help="weights for decoding: int8 reads a quarter of the bytes (default none)",
+    )
     add_models_dir(p)
     p.set_defaults(func=run)
 
@@ -27,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     lm = Registry(models_dir_of(args)).load(args.name)
+    if args.quant != "none":  # a copy for generation: the model file is not touched
+        lm.gpt.set_quant(args.quant)
     pieces = lm.generate(
         args.prompt,
         max_tokens=args.max_tokens,

@@ -402,7 +402,7 @@ def _layernorm_rows(out, x, w, b):
 
 
 @jit
-def _attend_cached(y, qkv, kc, vc, slots, pos, att):
+def attend_cached(y, qkv, kc, vc, slots, pos, att):
     """Row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and
     value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch."""
     n = y.shape[0]
@@ -462,7 +462,7 @@ def decode_step(
         blk, q, sc = blocks[l], wq[l], sq[l]
         _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
         _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :])
-        _attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
+        attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
         _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :])
         x += ln
         _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])

@@ -241,14 +241,15 @@ class KVCache:
         self.v = np.zeros(shape, dtype)
         self.batch = batch
         self.pos = 0
-        self.scratch: dict[int, tuple] = {}  # decode_step's buffers by number of rows
+        self.scratch: dict[tuple, tuple] = {}  # decode_step's buffers for each thread's rows
 
-    def step_scratch(self, cfg: GPTConfig, n: int, dtype) -> tuple:
-        if n not in self.scratch:
-            D, F, C = cfg.n_embd, cfg.n_inner, cfg.block_size
+    def step_scratch(self, cfg: GPTConfig, rows: slice, dtype) -> tuple:
+        key = (rows.start, rows.stop)
+        if key not in self.scratch:
+            n, D, F, C = rows.stop - rows.start, cfg.n_embd, cfg.n_inner, cfg.block_size
             e = lambda *s: np.empty(s, dtype)  # noqa: E731
-            self.scratch[n] = (e(n, D), e(n, D), e(n, 3 * D), e(n, D), e(n, F), e(C))
-        return self.scratch[n]
+            self.scratch[key] = (e(n, D), e(n, D), e(n, 3 * D), e(n, D), e(n, F), e(C))
+        return self.scratch[key]
 
 
 class Shard:
@@ -556,7 +557,7 @@ class GPT:
             K.decode_step(
                 tokens[sl], slots[sl], pos[sl], dw.wpe, dw.blocks, dw.offs, dw.wq, dw.woffs,
                 dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v,
-                *cache.step_scratch(cfg, sl.stop - sl.start, self.dtype), logits[sl],
+                *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
             )  # fmt: skip
 
         run_parallel(run, chunks(n, S))
