@@ -103,7 +103,7 @@ def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
 # in BLAS (a tile is TILE x T x hs); numba does the softmax parts. Dense wins at small T, where
 # the whole T x T fits in cache and recomputing is not worth it.
 TILE = 128
-TILED_FROM_T = 256  # measured: see docs/benchmarks.md
+TILED_FROM_T = 512  # below it the tiled path is no faster (docs/benchmarks.md)
 
 
 def use_tiled(T: int) -> bool:
