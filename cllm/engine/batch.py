@@ -29,8 +29,9 @@ from cllm.errors import ValidationError
 
 @dataclass(frozen=True)
 class Event:
-    """What a step did for one stream: ``token`` (None when it ended on end-of-text), and whether the stream is done: ``reason`` "stop" (end-of-text), "length"
-    (max_new_tokens made). A cancelled stream just leaves: no event."""
+    """What a step did for one stream: ``token`` (None when it ended on end-of-text) and whether
+    the stream is done, with ``reason`` "stop" (end-of-text) or "length" (max_new_tokens made).
+    A cancelled stream just leaves: no event."""
 
     stream: int
     token: int | None
