@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -50,6 +52,12 @@ def register(subparsers) -> None:
     t.add_argument("--warmup-steps", type=int, default=3)
     t.add_argument("--block", type=int, default=5, help="steps per alternating block")
     t.add_argument("--no-torch", action="store_true", help="time our engine only")
+    t.add_argument(
+        "--attention",
+        choices=("auto", "dense", "tiled"),
+        default="auto",
+        help="our attention: auto picks by sequence length (default)",
+    )
     t.set_defaults(func=bench_train)
 
     g = sub.add_parser("generate", help="tokens/s of greedy decoding with a key-value cache")
@@ -58,6 +66,13 @@ def register(subparsers) -> None:
     g.add_argument("--prompt-len", type=int, default=16)
     g.add_argument("--repeats", type=int, default=3)
     g.add_argument("--no-torch", action="store_true", help="time our engine only")
+    g.add_argument("--quant", choices=("none", "int8"), default="none", help="our weights")
+    g.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="N > 1: also N prompts decoded together (continuous batching) against one stream",
+    )
     g.set_defaults(func=bench_generate)
 
     s = sub.add_parser("startup", help="seconds from a fresh process to its first training step")
@@ -101,6 +116,7 @@ def set_threads(n: int) -> dict:
     # the load average tells a reader how busy the machine was while it was timed
     info = {"threads": numba.get_num_threads(), "numba_layer": numba.threading_layer()}
     info["load_avg"] = os.getloadavg()
+    info.update(machine())
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -122,6 +138,57 @@ def _torch(no_torch: bool, threads: int):
         return None
     torch.set_num_threads(threads)
     return torch
+
+
+def machine() -> dict:
+    """The CPU by name and the widest vector ISA it offers (the figures depend on both)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() == "model name" and name in ("", platform.machine()):
+                    name = val.strip()
+                elif key.strip() == "flags":
+                    flags = set(val.split())
+                    break
+    except OSError:
+        pass
+    isa = [x for x in ("avx512f", "avx2", "fma", "avx", "sse4_2", "neon") if x in flags]
+    out = {"cpu": name, "isa": "+".join(isa[:2]) if isa else platform.machine()}
+    if os.environ.get("NUMBA_CPU_NAME"):
+        out["numba_cpu"] = os.environ["NUMBA_CPU_NAME"]
+    return out
+
+
+def sgemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """GFLOP/s of NumPy's float32 matrix product (n x n x n) on ``threads`` BLAS threads, the
+    best of ``repeats``: the machine's practical arithmetic peak."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(threads, user_api="blas")
+    except ImportError:
+        limit = None
+    try:
+        best = float("inf")
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            np.matmul(a, a, out=c)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
+    return 2 * n**3 / best / 1e9
+
+
+def train_flops_per_token(cfg: GPTConfig, T: int) -> float:
+    """Forward + backward arithmetic of one token: 6 flops per weight of every matrix product
+    (the tied head included) and 6 T D per layer for causal attention (only its unmasked half)."""
+    D, F, L, V = cfg.n_embd, cfg.n_inner, cfg.n_layer, cfg.vocab_size
+    return 6.0 * (L * (4 * D * D + 2 * D * F) + V * D) + 6.0 * L * T * D
 
 
 def _pause() -> None:
@@ -156,7 +223,7 @@ def bench_train(args) -> int:
     B, T = args.batch_size, args.seq_len
     rng = np.random.default_rng(args.seed)
     data = rng.integers(0, cfg.vocab_size, (8, B, T + 1), dtype=np.int32)
-    gpt = GPT(cfg, seed=args.seed)
+    gpt = GPT(cfg, seed=args.seed, attention=args.attention)
     steps = {"ours": _OursTrainer(gpt).step}
     if torch is not None:
         from cllm.engine import torch_ref
@@ -176,8 +243,15 @@ def bench_train(args) -> int:
             secs[name] += time.perf_counter() - t0
         _pause()
 
+    # the peak of what our first step allocates (activations, per-thread gradients, temporaries)
+    tracemalloc.start()
+    run("ours", 1, timed=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    warm = max(1, args.warmup_steps)  # both engines take the same steps
     for name in steps:
-        run(name, args.warmup_steps, timed=False)
+        run(name, warm - (name == "ours"), timed=False)
+    peak_gflops = sgemm_peak(info["threads"])
     order, left = list(steps), args.steps
     while left > 0:  # alternate blocks, swapping who goes first each round
         n = min(args.block, left)
@@ -192,6 +266,12 @@ def bench_train(args) -> int:
         out["ratio"] = round(secs["torch"] / secs["ours"], 3)
         out["torch_version"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+    out["peak_step_mb"] = round(peak / 2**20, 1)
+    gflops = train_flops_per_token(cfg, T) * tok / secs["ours"] / 1e9
+    out["model_gflops_per_s"] = round(gflops, 1)
+    out["sgemm_peak_gflops_per_s"] = round(peak_gflops, 1)
+    out["share_of_sgemm_peak"] = round(gflops / peak_gflops, 3)
+    out["attention"] = "tiled" if gpt.tiled(T) else "dense"
     out["loss"] = round(losses["ours"], 4)
     if "torch" in losses:
         out["torch_loss"] = round(losses["torch"], 4)
@@ -238,34 +318,59 @@ def _hf_model(cfg: GPTConfig, params: np.ndarray):
     return model
 
 
+def copy_bandwidth(mb: int = 256, repeats: int = 3) -> float:
+    """GB/s of a large NumPy copy (bytes read plus bytes written), the best of ``repeats``: the
+    memory bandwidth that one-token decoding, which reads every weight once, can approach."""
+    src = np.ones(mb * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9
+
+
 def bench_generate(args) -> int:
     cfg = _config(args)
+    from cllm.engine.batch import generate_batch
     from cllm.engine.generate import sample_stream
     from cllm.engine.model import GPT
+    from cllm.engine.quant import check_format
 
+    check_format(args.quant, cfg)
+    if args.streams < 1:
+        raise ValidationError("--streams must be at least 1")
     info = set_threads(args.threads)
     torch = _torch(args.no_torch, info["threads"])  # the same count for both
     rng = np.random.default_rng(args.seed)
     P = min(args.prompt_len, cfg.block_size - 1)
     n_new = min(args.max_new_tokens, cfg.block_size - P)
-    prompt = rng.integers(0, cfg.vocab_size, P, dtype=np.int32)
+    N = args.streams
+    prompts = rng.integers(0, cfg.vocab_size, (N, P), dtype=np.int32)
+    prompt = prompts[0]
     gpt = GPT(cfg, seed=args.seed)
+    reference_params = gpt.params.copy()
+    gpt.set_quant(args.quant)
 
     def ours() -> list[int]:
         it = sample_stream(gpt, prompt, n_new, temperature=0.0, top_k=0, top_p=1.0, seed=0)
         return [int(t) for t in it]
 
     runs = {"ours": ours}
+    if N > 1:
+        runs["ours_batch"] = lambda: generate_batch(gpt, list(prompts), n_new, max_streams=N)
     if torch is not None:
         from cllm.engine import torch_ref
 
-        ref = torch_ref.from_flat(cfg, gpt.params).eval()
-        runs["torch"] = lambda: torch_ref.generate(ref, prompt, n_new)
-        hf = _hf_model(cfg, gpt.params)
+        ref = torch_ref.from_flat(cfg, reference_params).eval()
+        if N == 1:
+            runs["torch"] = lambda: torch_ref.generate(ref, prompt, n_new)
+        hf = _hf_model(cfg, reference_params)
         if hf is not None:
-            ids = torch.as_tensor(prompt.astype(np.int64)).view(1, -1)
+            ids = torch.as_tensor(prompts.astype(np.int64))  # N prompts of one length: no padding
 
-            def hf_run() -> list[int]:
+            def hf_run() -> list:
                 with torch.no_grad():
                     out = hf.generate(
                         ids,
@@ -276,26 +381,43 @@ def bench_generate(args) -> int:
                         do_sample=False,
                         pad_token_id=0,
                     )
-                return out[0, P:].tolist()
+                return out[:, P:].tolist() if N > 1 else out[0, P:].tolist()
 
             runs["hf"] = hf_run
     secs, toks = dict.fromkeys(runs, 0.0), {}
     for fn in runs.values():  # warm up: compile, allocate, fill caches
         fn()
+    made = {k: n_new * (N if k in ("ours_batch", "hf") else 1) for k in runs}
     for r in range(args.repeats):
         for name in runs if r % 2 == 0 else list(runs)[::-1]:
             _pause()
             t0 = time.perf_counter()
             toks[name] = fn_out = runs[name]()
             secs[name] += time.perf_counter() - t0
-            if len(fn_out) != n_new:
-                raise ValidationError(f"{name} made {len(fn_out)} tokens, not {n_new}")
-    rate = {k: n_new * args.repeats / s for k, s in secs.items()}
-    out = {"bench": "generate", "tokens_per_s": round(rate["ours"], 1)}
+            got = (
+                sum(map(len, fn_out))
+                if name in ("ours_batch",) or (name == "hf" and N > 1)
+                else len(fn_out)
+            )
+            if got != made[name]:
+                raise ValidationError(f"{name} made {got} tokens, not {made[name]}")
+    rate = {k: made[k] * args.repeats / s for k, s in secs.items()}
+    bw = copy_bandwidth()
+    out = {"bench": "generate", "quant": gpt.quant, "tokens_per_s": round(rate["ours"], 1)}
+    weights = gpt.decode_weights().bytes_per_token
+    out["weights_mb_per_token"] = round(weights / 1e6, 2)
+    out["weights_gb_per_s"] = round(weights * rate["ours"] / 1e9, 2)
+    out["copy_bandwidth_gb_per_s"] = round(bw, 1)
+    if N > 1:
+        out["streams"] = N
+        out["batch_tokens_per_s"] = round(rate["ours_batch"], 1)
+        out["batch_over_single"] = round(rate["ours_batch"] / rate["ours"], 2)
+        out["batch_first_stream_same_as_single"] = toks["ours_batch"][0] == toks["ours"]
     if "hf" in rate:
+        key = "ours_batch" if N > 1 else "ours"
         out["hf_tokens_per_s"] = round(rate["hf"], 1)
-        out["ratio"] = round(rate["ours"] / rate["hf"], 3)
-        out["same_tokens_as_hf"] = toks["ours"] == toks["hf"]
+        out["ratio"] = round(rate[key] / rate["hf"], 3)
+        out["same_tokens_as_hf"] = toks[key] == toks["hf"]
     if "torch" in rate:
         out["torch_tokens_per_s"] = round(rate["torch"], 1)
         out["torch_ratio"] = round(rate["ours"] / rate["torch"], 3)

@@ -54,6 +54,12 @@ def register(subparsers) -> None:
     p.add_argument("name", help="model name (models/<NAME>.cllm)")
     p.add_argument("prompt", help="text to continue ('' starts a new document)")
     add_sampling_args(p)
+    p.add_argument(
+        "--quant",
+        choices=("none", "int8"),
+        default="none",
+        help="weights for decoding: int8 reads a quarter of the bytes (default none)",
+    )
     add_models_dir(p)
     p.set_defaults(func=run)
 
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = sampling_of(args)
     lm = Registry(models_dir_of(args)).load(args.name)
     lm.check_finite("generate")
+    if args.quant != "none":  # a copy for generation: the model file is not touched
+        lm.gpt.set_quant(args.quant)
     for piece in complete(lm.gpt, lm.tokenizer, args.prompt, sampling):
         write(piece)
     write("\n")

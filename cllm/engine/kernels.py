@@ -2,26 +2,26 @@
 
 Every kernel takes its output buffers as arguments (llm.c style) and works for float32 (training)
 and float64 (the gradient checks). Shapes are in the docstrings: N rows (B*T positions), D width,
-F MLP width, V vocabulary. Matrix products are not here: they go through NumPy's BLAS.
+F MLP width, V vocabulary, hs head size. Matrix products are not here: they go through NumPy's
+BLAS, except inside the tiled attention and the one-token decoder, whose products are too small.
+
+The gradient rule, for every backward here and in model.py: a backward **writes** the gradients
+it computes (whatever the buffer held is overwritten), except where a tensor has two consumers,
+whose gradients meet: the residual stream (``layernorm_backward``'s dinp, which the skip
+connection has already filled) and the tied token embedding (``embedding_backward``'s dwte,
+which the head has already filled). Those two **add**.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
-import numba
 import numpy as np
 from numba import njit
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-# The engine runs batch slices on its own thread pool and asks numba only for its thread count.
-# numba's default OpenMP layer would launch a second OpenMP runtime for that answer, and beside
-# torch's (the benchmark's reference, in the same process) torch's threaded steps run ~50x slower;
-# the plain workqueue layer costs the engine nothing. Set here so every entry point agrees.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from cllm.engine import threads  # noqa: F401  (picks numba's threading layer before it starts)
 
 LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -195,8 +195,9 @@ def gelu_backward(dout, pre):
 
 
 @jit
-def attention_softmax_forward(att, scale, offset):
-    """Causal softmax in place over att[BH, Tq, Tk] of raw scores q.k.
+def attention_softmax_forward(att, lse, scale, offset):
+    """Causal softmax in place over att[BH, Tq, Tk] of raw scores q.k; lse[BH, Tq] gets each
+    row's log-sum-exp of its scaled scores, from which a backward can make the row again.
 
     Query row i sits at absolute position i + offset and sees keys 0..i+offset; the rest are set
     to zero. The 1/sqrt(head size) scale is applied here, so the matmul needs no extra pass.
@@ -220,6 +221,29 @@ def attention_softmax_forward(att, scale, offset):
                 row[j] *= r
             for j in range(n, Tk):
                 row[j] = 0.0
+            lse[bh, i] = sc * mx + math.log(s)
+
+
+@jit
+def attention_softmax_recompute(att, datt, lse, delta, scale, offset):
+    """The backward of attention_softmax_forward from the raw scores instead of the stored
+    probabilities: att[BH, Tq, Tk] (raw scores q.k) becomes the probabilities exp(scale q.k -
+    lse), and datt (grad wrt the probabilities) the grad wrt the raw scores, scale p (datt -
+    delta), where delta[BH, Tq] = sum_j p datt = dy . y per row. Row i sees keys 0..i+offset."""
+    BH, Tq, Tk = att.shape
+    sc = _cast(att[0, 0, 0], scale)
+    for bh in range(BH):
+        for i in range(Tq):
+            row, d = att[bh, i], datt[bh, i]
+            n = i + offset + 1
+            m, dl = lse[bh, i], delta[bh, i]
+            for j in range(n):
+                p = _exp(sc * row[j] - m)
+                row[j] = p
+                d[j] = sc * p * (d[j] - dl)
+            for j in range(n, Tk):
+                row[j] = 0.0
+                d[j] = 0.0
 
 
 @jit
@@ -267,8 +291,10 @@ def crossentropy_forward_backward(logits, targets, losses, dscale):
 
 @jit
 def embedding_backward(dwte, dwpe, dout, idx):
-    """dwte[V,D] += scatter of dout[B,T,D] by token idx[B,T]; dwpe[:T] += sum over the batch."""
+    """dwte[V,D] += scatter of dout[B,T,D] by token idx[B,T] (the head wrote it first);
+    dwpe[C,D] = sum over the batch, rows from T on zero."""
     B, T, D = dout.shape
+    dwpe[:] = 0.0
     for b in range(B):
         for t in range(T):
             g = dout[b, t]
@@ -293,92 +319,187 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
         params[i] -= lr * upd
 
 
-@jit
-def _matvec(out, x, params, w_off, b_off, n_in, n_out):
-    """out[O] = x[I] @ W[I,O] + b[O], W and b read from the flat buffer at their offsets."""
-    w = params[w_off : w_off + n_in * n_out].reshape(n_in, n_out)
-    out[:] = params[b_off : b_off + n_out]
-    for i in range(n_in):
-        xi = x[i]
-        row = w[i]
-        for o in range(n_out):
-            out[o] += xi * row[o]
+# ----------------------------------------------------------------------------------------------
+# Decoding: one new token for each of n streams, the whole model in one call (at these sizes
+# NumPy's per-call overhead, not arithmetic, would be the cost). The streams may sit at different
+# positions of their own key-value cache slots. Weights come in one of two formats, told apart
+# by the dtype of the matrix buffer (numba compiles one version per format):
+#   float32/64 [in, out]   the training weights themselves;
+#   int8       [out, in]   one float32 scale per output channel (row): w = q * scale, turned
+#                          into floats in registers inside the dot products.
+
+# A block's tensors in the decoder's offset tables (built from config.param_shapes by name).
+DECODE_BLOCK = (
+    "ln_1.weight",
+    "ln_1.bias",
+    "attn.c_attn.weight",
+    "attn.c_attn.bias",
+    "attn.c_proj.weight",
+    "attn.c_proj.bias",
+    "ln_2.weight",
+    "ln_2.bias",
+    "mlp.c_fc.weight",
+    "mlp.c_fc.bias",
+    "mlp.c_proj.weight",
+    "mlp.c_proj.bias",
+)
+LN1_W, LN1_B, ATTN_W, ATTN_B, PROJ_W, PROJ_B, LN2_W, LN2_B, FC_W, FC_B, FCP_W, FCP_B = range(12)
+
+
+def _linear(out, x, w, s, woff, soff, b):
+    """out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above); the matrix starts
+    at w[woff], its scales at s[soff]."""
+
+
+@overload(_linear, jit_options={"fastmath": True, "error_model": "numpy"})
+def _linear_ol(out, x, w, s, woff, soff, b):
+    if w.dtype == types.int8:
+
+        def int8(out, x, w, s, woff, soff, b):
+            n, O = out.shape
+            I = x.shape[1]
+            W = w[woff : woff + O * I].reshape(O, I)
+            for o in range(O):
+                row, sc = W[o], s[soff + o]
+                for r in range(n):
+                    out[r, o] = _dot(x[r], row) * sc + b[o]
+
+        return int8
+
+    def dense(out, x, w, s, woff, soff, b):
+        n, O = out.shape
+        I = x.shape[1]
+        W = w[woff : woff + I * O].reshape(I, O)
+        for r in range(n):
+            out[r, :] = b[:O]
+        for i in range(I):
+            row = W[i]
+            for r in range(n):
+                xi = x[r, i]
+                o_r = out[r]
+                for o in range(O):
+                    o_r[o] += xi * row[o]
+
+    return dense
 
 
 @jit
-def _layernorm_vec(out, x, params, w_off, b_off):
-    D = x.size
-    m = 0.0
-    for i in range(D):
-        m += x[i]
-    m /= D
-    var = 0.0
-    for i in range(D):
-        var += (x[i] - m) * (x[i] - m)
-    s = 1.0 / math.sqrt(var / D + LN_EPS)
-    for i in range(D):
-        out[i] = (x[i] - m) * s * params[w_off + i] + params[b_off + i]
+def _layernorm_rows(out, x, w, b):
+    """out[n, D] = normalize(x[n, D]) * w + b, row by row (no statistics kept)."""
+    n, D = x.shape
+    for r in range(n):
+        xr, o = x[r], out[r]
+        m = 0.0
+        for i in range(D):
+            m += xr[i]
+        m /= D
+        var = 0.0
+        for i in range(D):
+            var += (xr[i] - m) * (xr[i] - m)
+        s = 1.0 / math.sqrt(var / D + LN_EPS)
+        for i in range(D):
+            o[i] = (xr[i] - m) * s * w[i] + b[i]
 
 
 @jit
-def decode_one(params, offs, k_cache, v_cache, pos, token, x, ln, qkv, y, h, att, logits):
-    """The whole forward of one token at position ``pos`` for a batch of one, in one call.
-
-    At generation sizes NumPy's per-call overhead, not arithmetic, is the cost, so the model's
-    every layer runs here. ``offs`` holds the flat-buffer offset of each tensor in param_shapes
-    order; k_cache, v_cache are [L, H, C, hs]; x, ln, y [D], qkv [3D], h [F], att [C], logits [V]
-    are scratch and output buffers.
-    """
-    L, H, _, hs = k_cache.shape
-    D, F, V = x.size, h.size, logits.size
-    wte = params[offs[0] : offs[0] + V * D].reshape(V, D)
-    for i in range(D):
-        x[i] = wte[token, i] + params[offs[1] + pos * D + i]
+def attend_cached(y, qkv, kc, vc, slots, pos, att):
+    """Row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and
+    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch."""
+    n = y.shape[0]
+    _, H, _, hs = kc.shape
+    D = H * hs
     scale = 1.0 / math.sqrt(hs)
-    for l in range(L):
-        o = offs[
-            2 + 12 * l : 14 + 12 * l
-        ]  # ln_1 w b, c_attn w b, c_proj w b, ln_2 w b, fc w b, proj w b
-        _layernorm_vec(ln, x, params, o[0], o[1])
-        _matvec(qkv, ln, params, o[2], o[3], D, 3 * D)
+    for r in range(n):
+        sl, p = slots[r], pos[r]
         for hd in range(H):
-            q = qkv[hd * hs : (hd + 1) * hs]
-            kc, vc = k_cache[l, hd], v_cache[l, hd]
-            kc[pos, :] = qkv[D + hd * hs : D + (hd + 1) * hs]
-            vc[pos, :] = qkv[2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+            q = qkv[r, hd * hs : (hd + 1) * hs]
+            kh, vh = kc[sl, hd], vc[sl, hd]
+            kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
+            vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
             mx = -1e30
-            for j in range(pos + 1):
-                s = 0.0
+            for j in range(p + 1):
+                t = 0.0
                 for i in range(hs):
-                    s += q[i] * kc[j, i]
-                att[j] = s * scale
+                    t += q[i] * kh[j, i]
+                att[j] = t * scale
                 mx = max(mx, att[j])
             tot = 0.0
-            for j in range(pos + 1):
+            for j in range(p + 1):
                 att[j] = _exp(att[j] - mx)
                 tot += att[j]
-            yh = y[hd * hs : (hd + 1) * hs]
+            yh = y[r, hd * hs : (hd + 1) * hs]
             yh[:] = 0.0
-            for j in range(pos + 1):
-                p = att[j] / tot
+            for j in range(p + 1):
+                a = att[j] / tot
                 for i in range(hs):
-                    yh[i] += p * vc[j, i]
-        _matvec(ln, y, params, o[4], o[5], D, D)
+                    yh[i] += a * vh[j, i]
+
+
+@jit
+def decode_step(
+    tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
+    lnf_w, lnf_b, k_cache, v_cache, x, ln, qkv, y, h, att, logits,
+):  # fmt: skip
+    """Stream r's token tokens[r] at position pos[r] of cache slot slots[r], through the model:
+    logits[n, V] for the next token; the caches gain each stream's key and value.
+
+    head[V, D] (float, or int8 with row scales head_s[V]) is the tied token embedding and head;
+    wpe[C, D] the position embedding. blocks[L, S]: each block's
+    float tensors, at offs[k] for DECODE_BLOCK[k]. wq[L, Q], sq[L, R]: each block's matrices in
+    their format, at woffs[k] and scales at soffs[k] (for float weights wq is blocks, woffs is
+    offs). k_cache, v_cache
+    [L, S, H, C, hs]; x, ln, y [n, D], qkv [n, 3D], h [n, F], att [C] are scratch.
+    """
+    n, D = x.shape
+    F = h.shape[1]
+    L = blocks.shape[0]
+    for r in range(n):
+        t = tokens[r]
+        sc = head_s[t] if head_s.size > 1 else head_s[0]  # int8 rows have scales
         for i in range(D):
-            x[i] += ln[i]
-        _layernorm_vec(ln, x, params, o[6], o[7])
-        _matvec(h, ln, params, o[8], o[9], D, F)
-        for i in range(F):
-            v = h[i]
-            h[i] = v * _gelu_gates(v)[0]
-        _matvec(ln, h, params, o[10], o[11], F, D)
-        for i in range(D):
-            x[i] += ln[i]
-    n = offs.size
-    _layernorm_vec(ln, x, params, offs[n - 2], offs[n - 1])
-    for v in range(V):
-        s = 0.0
-        row = wte[v]
-        for i in range(D):
-            s += ln[i] * row[i]
-        logits[v] = s
+            x[r, i] = head[t, i] * sc + wpe[pos[r], i]
+    for l in range(L):
+        blk, q, sc = blocks[l], wq[l], sq[l]
+        _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
+        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :])
+        attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
+        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :])
+        x += ln
+        _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])
+        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :])
+        for r in range(n):
+            for i in range(F):
+                v = h[r, i]
+                h[r, i] = v * _gelu_gates(v)[0]
+        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :])
+        x += ln
+    _layernorm_rows(ln, x, lnf_w, lnf_b)
+    _head(logits, ln, head, head_s)
+
+
+@njit(inline="always", fastmath=True, error_model="numpy")
+def _dot(x, w):
+    """x . w in the float type of x, w float or int8 (converted in registers)."""
+    acc = _cast(x[0], 0.0)
+    for i in range(x.size):
+        acc += x[i] * _cast(acc, w[i])
+    return acc
+
+
+def _head(logits, x, head, s):
+    """logits[n, V] = x[n, D] @ head[V, D].T, head float or int8 with row scales s[V]."""
+
+
+@overload(_head, jit_options={"fastmath": True, "error_model": "numpy"})
+def _head_ol(logits, x, head, s):
+    quant = head.dtype == types.int8
+
+    def impl(logits, x, head, s):
+        n, V = logits.shape
+        for v in range(V):
+            row = head[v]
+            for r in range(n):
+                acc = _dot(x[r], row)
+                logits[r, v] = acc * s[v] if quant else acc
+
+    return impl

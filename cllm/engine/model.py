@@ -8,12 +8,13 @@ product is ``x @ W`` with no transposes. Activations are allocated once per (B, 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from cllm.engine import kernels as K
 from cllm.engine.config import GPTConfig, param_shapes
+from cllm.engine.quant import DecodeWeights
+from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel
 from cllm.errors import ValidationError
 
 
@@ -24,12 +25,6 @@ def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
         views[name] = flat[off : off + n].reshape(shape)
         off += n
     return views
-
-
-def _offsets(cfg: GPTConfig) -> np.ndarray:
-    """Where each tensor starts in the flat buffer, in param_shapes order."""
-    sizes = [math.prod(s) for _, s in param_shapes(cfg)]
-    return np.cumsum([0] + sizes[:-1]).astype(np.int64)
 
 
 def _block_views(views: dict[str, np.ndarray], l: int) -> dict[str, np.ndarray]:
@@ -58,6 +53,12 @@ def matmul_backward(dinp, dw, db, dout, inp, w, ones):
     np.matmul(ones, dout, out=db)
 
 
+def heads(a: np.ndarray, B: int, T: int, H: int, hs: int, i: int) -> np.ndarray:
+    """Part i (q, k or v) of a[B*T, n*D] as heads [B, H, T, hs]: a view, no copy."""
+    D = H * hs
+    return a[:, i * D : (i + 1) * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3)
+
+
 def attention_forward(y, att, qkv, B, T, H, pos_offset=0, kv=None):
     """Causal self-attention. qkv[B*T, 3D] -> y[B*T, D]; att[B,H,T,Tk] keeps the probabilities.
 
@@ -66,9 +67,7 @@ def attention_forward(y, att, qkv, B, T, H, pos_offset=0, kv=None):
     """
     D = qkv.shape[1] // 3
     hs = D // H
-    q, k, v = (
-        qkv[:, i * D : (i + 1) * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in range(3)
-    )
+    q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     if kv is not None:
         kc, vc = kv
         end = pos_offset + T
@@ -76,23 +75,19 @@ def attention_forward(y, att, qkv, B, T, H, pos_offset=0, kv=None):
         vc[:, :, pos_offset:end] = v
         k, v = kc[:, :, :end], vc[:, :, :end]
     np.matmul(q, k.transpose(0, 1, 3, 2), out=att)
+    lse = np.empty((B * H, T), att.dtype)
     K.attention_softmax_forward(
-        att.reshape(B * H, T, att.shape[3]), 1.0 / math.sqrt(hs), pos_offset
+        att.reshape(B * H, T, att.shape[3]), lse, 1.0 / math.sqrt(hs), pos_offset
     )
-    np.matmul(att, v, out=y.reshape(B, T, H, hs).transpose(0, 2, 1, 3))
+    np.matmul(att, v, out=heads(y, B, T, H, hs, 0))
 
 
 def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
-    """dqkv[B*T,3D] (overwritten) from dy[B*T,D]; datt[B,H,T,T] is scratch."""
-    D = qkv.shape[1] // 3
-    hs = D // H
-
-    def heads(a, i):
-        return a[:, i * D : (i + 1) * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3)
-
-    q, k, v = heads(qkv, 0), heads(qkv, 1), heads(qkv, 2)
-    dq, dk, dv = heads(dqkv, 0), heads(dqkv, 1), heads(dqkv, 2)
-    dyh = dy.reshape(B, T, H, hs).transpose(0, 2, 1, 3)
+    """dqkv[B*T,3D] (written) from dy[B*T,D]; datt[B,H,T,T] is scratch."""
+    hs = qkv.shape[1] // 3 // H
+    q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
+    dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
+    dyh = heads(dy, B, T, H, hs, 0)
     np.matmul(dyh, v.transpose(0, 1, 3, 2), out=datt)
     np.matmul(att.transpose(0, 1, 3, 2), dyh, out=dv)
     K.attention_softmax_backward(
@@ -102,19 +97,123 @@ def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
     np.matmul(datt.transpose(0, 1, 3, 2), q, out=dk)
 
 
+# Tiled attention: query tiles of TILE rows against the keys up to each tile's end, so nothing
+# past the diagonal tile is computed and nothing of size T x T is kept; the backward makes each
+# tile's probabilities again from the row statistics (lse) the forward kept. The products stay
+# in BLAS (a tile is TILE x T x hs); numba does the softmax parts. Dense wins at small T, where
+# the whole T x T fits in cache and recomputing is not worth it.
+TILE = 128
+TILED_FROM_T = 512  # below it the tiled path is no faster (docs/benchmarks.md)
+
+
+def use_tiled(T: int) -> bool:
+    return T >= TILED_FROM_T
+
+
+def tiled_scratch(H: int, T: int, hs: int, dtype) -> np.ndarray:
+    """Scratch for one tile's scores and their gradients, and a tile's dk or dv."""
+    n = min(TILE, T) * T * H
+    return np.empty(2 * n + H * T * hs, dtype)
+
+
+def attention_tiled_forward(y, lse, qkv, B, T, H, scratch):
+    """qkv[B*T, 3D] -> y[B*T, D] as attention_forward; lse[B, H, T] keeps each row's
+    log-sum-exp of its scaled scores for the backward."""
+    hs = qkv.shape[1] // 3 // H
+    q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
+    yh = heads(y, B, T, H, hs, 0)
+    for b in range(B):
+        for i0 in range(0, T, TILE):
+            i1 = min(T, i0 + TILE)
+            att = scratch[: H * (i1 - i0) * i1].reshape(H, i1 - i0, i1)
+            np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
+            K.attention_softmax_forward(att, lse[b, :, i0:i1], 1.0 / math.sqrt(hs), i0)
+            np.matmul(att, v[b, :, :i1], out=yh[b, :, i0:i1])
+
+
+def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch):
+    """dqkv[B*T, 3D] (written) from dy[B*T, D], given the forward's output y and lse."""
+    hs = qkv.shape[1] // 3 // H
+    q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
+    dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
+    dyh, yh = heads(dy, B, T, H, hs, 0), heads(y, B, T, H, hs, 0)
+    delta = np.einsum("bhtd,bhtd->bht", dyh, yh)  # sum_j p_ij dp_ij, per row
+    D = H * hs
+    dqkv[:, D:] = 0.0  # dk and dv gather from every later tile
+    n = min(TILE, T) * T * H
+    for b in range(B):
+        for i0 in range(0, T, TILE):
+            i1 = min(T, i0 + TILE)
+            m = H * (i1 - i0) * i1
+            att = scratch[:m].reshape(H, i1 - i0, i1)
+            datt = scratch[n : n + m].reshape(H, i1 - i0, i1)
+            part = scratch[2 * n : 2 * n + H * i1 * hs].reshape(H, i1, hs)
+            np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
+            np.matmul(dyh[b, :, i0:i1], v[b, :, :i1].transpose(0, 2, 1), out=datt)
+            K.attention_softmax_recompute(
+                att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], 1.0 / math.sqrt(hs), i0
+            )
+            np.matmul(datt, k[b, :, :i1], out=dq[b, :, i0:i1])
+            np.matmul(datt.transpose(0, 2, 1), q[b, :, i0:i1], out=part)
+            dk[b, :, :i1] += part
+            np.matmul(att.transpose(0, 2, 1), dyh[b, :, i0:i1], out=part)
+            dv[b, :, :i1] += part
+
+
+def block_forward(w, a, x_in, x_mid, x_out, attend) -> None:
+    """One transformer block over B*T rows: x_mid = x_in + attn(ln_1(x_in)), x_out = x_mid +
+    mlp(ln_2(x_mid)). ``w``: the block's tensors by short name; ``a``: its buffers (kept for
+    the backward in training, scratch in decoding); ``attend(y, qkv)``: the attention
+    (dense, tiled, or against a key-value cache). x_out may be x_in, x_mid may not."""
+    K.layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, x_in, w["ln_1.weight"], w["ln_1.bias"])
+    matmul_forward(a.qkv, a.ln1, w["attn.c_attn.weight"], w["attn.c_attn.bias"])
+    attend(a.atty, a.qkv)
+    matmul_forward(x_mid, a.atty, w["attn.c_proj.weight"], w["attn.c_proj.bias"])
+    x_mid += x_in
+    K.layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, x_mid, w["ln_2.weight"], w["ln_2.bias"])
+    np.matmul(a.ln2, w["mlp.c_fc.weight"], out=a.fch)
+    K.bias_gelu_forward(a.fch_gelu, a.fch, w["mlp.c_fc.bias"])
+    matmul_forward(x_out, a.fch_gelu, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"])
+    x_out += x_mid
+
+
+class LayerBuffers:
+    """One block's buffers for block_forward: views of Activations' layer l, or scratch."""
+
+    NAMES = (
+        "ln1", "ln1_mean", "ln1_rstd", "qkv", "atty", "ln2", "ln2_mean", "ln2_rstd", "fch",
+        "fch_gelu",
+    )  # fmt: skip
+
+    def __init__(self, **bufs: np.ndarray):
+        for name in self.NAMES:
+            setattr(self, name, bufs[name])
+
+    @classmethod
+    def scratch(cls, cfg: GPTConfig, N: int, dtype) -> LayerBuffers:
+        D, F = cfg.n_embd, cfg.n_inner
+        shapes = dict(ln1=(N, D), qkv=(N, 3 * D), atty=(N, D), ln2=(N, D), fch=(N, F))
+        shapes.update(fch_gelu=(N, F), ln1_mean=(N,), ln1_rstd=(N,), ln2_mean=(N,))
+        shapes.update(ln2_rstd=(N,))
+        return cls(**{k: np.empty(v, dtype) for k, v in shapes.items()})
+
+
 class Activations:
     """Every buffer one training step needs for a given (B, T), allocated once."""
 
-    def __init__(self, cfg: GPTConfig, B: int, T: int, dtype):
+    def __init__(self, cfg: GPTConfig, B: int, T: int, dtype, tiled: bool = False):
         L, D, F, H, V, N = cfg.n_layer, cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.vocab_size, B * T
         e = lambda *s: np.empty(s, dtype)  # noqa: E731
-        self.B, self.T = B, T
+        self.B, self.T, self.tiled = B, T, tiled
         self.resid = e(L + 1, N, D)  # input of block l; resid[L] feeds ln_f
         self.resid_mid = e(L, N, D)  # after the attention half of block l
         self.ln1, self.ln1_mean, self.ln1_rstd = e(L, N, D), e(L, N), e(L, N)
         self.ln2, self.ln2_mean, self.ln2_rstd = e(L, N, D), e(L, N), e(L, N)
         self.qkv = e(L, N, 3 * D)
-        self.att = e(L, B, H, T, T)
+        if tiled:  # row statistics instead of probabilities, and one tile's scratch
+            self.lse, self.scratch = e(L, B, H, T), tiled_scratch(H, T, cfg.head_size, dtype)
+        else:
+            self.att, self.datt = e(L, B, H, T, T), e(B, H, T, T)
         self.atty = e(L, N, D)
         self.fch = e(L, N, F)  # pre-GELU
         self.fch_gelu = e(L, N, F)
@@ -123,13 +222,18 @@ class Activations:
         self.losses = e(N)
         # backward scratch
         self.dresid, self.dx, self.datty = e(N, D), e(N, D), e(N, D)
-        self.dqkv, self.dfch, self.datt = e(N, 3 * D), e(N, F), e(B, H, T, T)
+        self.dqkv, self.dfch = e(N, 3 * D), e(N, F)
         self.idx: np.ndarray | None = None
         self.ones = np.ones(N, dtype)
 
+    def layer(self, l: int) -> LayerBuffers:
+        return LayerBuffers(**{name: getattr(self, name)[l] for name in LayerBuffers.NAMES})
+
 
 class KVCache:
-    """Keys and values of every layer for up to block_size positions; ``pos`` is the next slot."""
+    """Keys and values of every layer for up to block_size positions of ``batch`` slots, one
+    per stream: k, v [L, batch, H, C, hs]. ``pos`` is the next position when all slots move
+    together (``GPT.decode``); a batch decoder keeps each slot's own length instead."""
 
     def __init__(self, cfg: GPTConfig, batch: int, dtype):
         shape = (cfg.n_layer, batch, cfg.n_head, cfg.block_size, cfg.head_size)
@@ -137,10 +241,15 @@ class KVCache:
         self.v = np.zeros(shape, dtype)
         self.batch = batch
         self.pos = 0
-        if batch == 1:  # scratch for the one-call decode of a single token
-            D, F, C, V = cfg.n_embd, cfg.n_inner, cfg.block_size, cfg.vocab_size
-            e = lambda n: np.empty(n, dtype)  # noqa: E731
-            self.scratch = (e(D), e(D), e(3 * D), e(D), e(F), e(C), e(V))
+        self.scratch: dict[tuple, tuple] = {}  # decode_step's buffers for each thread's rows
+
+    def step_scratch(self, cfg: GPTConfig, rows: slice, dtype) -> tuple:
+        key = (rows.start, rows.stop)
+        if key not in self.scratch:
+            n, D, F, C = rows.stop - rows.start, cfg.n_embd, cfg.n_inner, cfg.block_size
+            e = lambda *s: np.empty(s, dtype)  # noqa: E731
+            self.scratch[key] = (e(n, D), e(n, D), e(n, 3 * D), e(n, D), e(n, F), e(C))
+        return self.scratch[key]
 
 
 class Shard:
@@ -148,56 +257,10 @@ class Shard:
 
     def __init__(self, gpt: GPT, b0: int, b1: int, T: int, grads: np.ndarray):
         self.b0, self.b1 = b0, b1
-        self.acts = Activations(gpt.config, b1 - b0, T, gpt.dtype)
+        self.acts = Activations(gpt.config, b1 - b0, T, gpt.dtype, gpt.tiled(T))
         self.grads = grads
         self.g = _views(grads, gpt.config)
         self.gl = [_block_views(self.g, l) for l in range(gpt.config.n_layer)]
-
-
-def _blas_one_thread() -> None:
-    """Each worker thread runs single-threaded BLAS: the cores are shared out by batch slices,
-    which keeps every core busy in the numba kernels too and needs no spinning thread barriers.
-    Only NumPy's OpenBLAS is limited (PyTorch's own pool, in the benchmark, is left alone), and
-    again whenever someone raised it since (a ctypes call, ~1 us)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    for lib in _BLAS:
-        if lib.get_num_threads() != 1:
-            lib.set_num_threads(1)
-
-
-_BLAS: list | None = None
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-
-
-def run_parallel(fn, items: list) -> list:
-    """fn(item) for every item: the first on this thread, the rest on the worker pool."""
-    global _POOL, _POOL_SIZE
-    if len(items) == 1:
-        return [fn(items[0])]
-    if _POOL_SIZE < len(items) - 1:
-        _POOL = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="cllm-gpt")
-        _POOL_SIZE = len(items) - 1
-    futures = [_POOL.submit(fn, it) for it in items[1:]]
-    first = fn(items[0])
-    return [first] + [f.result() for f in futures]
-
-
-def chunks(n: int, parts: int) -> list[slice]:
-    """[0, n) cut into ``parts`` nearly equal ranges."""
-    return [slice(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
-
-
-def default_threads() -> int:
-    """The engine takes as many threads as numba is given (NUMBA_NUM_THREADS, default every
-    core, or numba.set_num_threads in this thread)."""
-    import numba
-
-    return numba.get_num_threads()
 
 
 class GPT:
@@ -216,17 +279,21 @@ class GPT:
         dtype=np.float32,
         init: bool = True,
         threads: int | None = None,
+        attention: str = "auto",
     ):
         self.config = config
         self.dtype = np.dtype(dtype)
         self.threads = threads
+        if attention not in ("auto", "dense", "tiled"):
+            raise ValidationError(f"attention must be auto, dense or tiled, got {attention!r}")
+        self.attention = attention
         self.n_params = sum(math.prod(s) for _, s in param_shapes(config))
         self.params = np.zeros(self.n_params, self.dtype)
         self.grads = np.zeros(self.n_params, self.dtype)
         self.p = _views(self.params, config)
         self.g = _views(self.grads, config)
         self.pl = [_block_views(self.p, l) for l in range(config.n_layer)]
-        self._offsets = _offsets(config)
+        self._decode_weights: DecodeWeights | None = None
         self.shards: list[Shard] = []  # those of the last forward
         self._plans: dict[tuple, list[Shard]] = {}
         self._shard_grads: list[np.ndarray] = []
@@ -249,13 +316,18 @@ class GPT:
                 w = self.p[h + n + ".weight"]
                 w[:] = rng.normal(0.0, std, w.shape)
 
+    def tiled(self, T: int) -> bool:
+        """Whether training at length T runs the tiled attention (``attention``: auto picks by
+        T, dense and tiled force one)."""
+        return self.attention == "tiled" or (self.attention == "auto" and use_tiled(T))
+
     def _plan(self, B: int, T: int) -> list[Shard]:
         """Slices of the batch with their buffers; the last two shapes are kept (training and
         validation batches may differ) so that alternating between them allocates nothing."""
         S = max(1, min(self.threads or default_threads(), B))
         if B * T < 256:  # too little work to be worth a thread handoff
             S = 1
-        key = (B, T, S)
+        key = (B, T, S, self.tiled(T))
         if key not in self._plans:
             while len(self._shard_grads) < S:  # slice 0 writes the model's own gradients
                 self._shard_grads.append(
@@ -288,7 +360,7 @@ class GPT:
                 raise ValidationError(f"target ids must lie in 0..{V - 1}")
         shards = self._plan(B, T)
         self._have_dlogits = False
-        _blas_one_thread()
+        blas_one_thread()
 
         def run(sh: Shard) -> None:
             sl = slice(sh.b0, sh.b1)
@@ -308,30 +380,15 @@ class GPT:
         np.take(p["wte"], idx, axis=0, out=x0)
         x0 += p["wpe"][:T]
         for l in range(cfg.n_layer):
-            w = self.pl[l]
-            K.layernorm_forward(
-                a.ln1[l], a.ln1_mean[l], a.ln1_rstd[l], a.resid[l], w["ln_1.weight"], w["ln_1.bias"]
+            if a.tiled:
+                lse = a.lse[l]
+                attend = lambda y, qkv: attention_tiled_forward(y, lse, qkv, B, T, H, a.scratch)  # noqa: E731,B023
+            else:
+                att = a.att[l]
+                attend = lambda y, qkv: attention_forward(y, att, qkv, B, T, H)  # noqa: E731,B023
+            block_forward(
+                self.pl[l], a.layer(l), a.resid[l], a.resid_mid[l], a.resid[l + 1], attend
             )
-            matmul_forward(a.qkv[l], a.ln1[l], w["attn.c_attn.weight"], w["attn.c_attn.bias"])
-            attention_forward(a.atty[l], a.att[l], a.qkv[l], B, T, H)
-            matmul_forward(
-                a.resid_mid[l], a.atty[l], w["attn.c_proj.weight"], w["attn.c_proj.bias"]
-            )
-            a.resid_mid[l] += a.resid[l]
-            K.layernorm_forward(
-                a.ln2[l],
-                a.ln2_mean[l],
-                a.ln2_rstd[l],
-                a.resid_mid[l],
-                w["ln_2.weight"],
-                w["ln_2.bias"],
-            )
-            np.matmul(a.ln2[l], w["mlp.c_fc.weight"], out=a.fch[l])
-            K.bias_gelu_forward(a.fch_gelu[l], a.fch[l], w["mlp.c_fc.bias"])
-            matmul_forward(
-                a.resid[l + 1], a.fch_gelu[l], w["mlp.c_proj.weight"], w["mlp.c_proj.bias"]
-            )
-            a.resid[l + 1] += a.resid_mid[l]
         K.layernorm_forward(
             a.lnf, a.lnf_mean, a.lnf_rstd, a.resid[cfg.n_layer], p["ln_f.weight"], p["ln_f.bias"]
         )
@@ -419,7 +476,12 @@ class GPT:
                 w["attn.c_proj.weight"],
                 a.ones,
             )
-            attention_backward(a.dqkv, a.datt, a.datty, a.att[l], a.qkv[l], B, T, H)
+            if a.tiled:
+                attention_tiled_backward(
+                    a.dqkv, a.datty, a.atty[l], a.lse[l], a.qkv[l], B, T, H, a.scratch
+                )
+            else:
+                attention_backward(a.dqkv, a.datt, a.datty, a.att[l], a.qkv[l], B, T, H)
             matmul_backward(
                 a.dx,
                 gw["attn.c_attn.weight"],
@@ -439,7 +501,6 @@ class GPT:
                 a.ln1_rstd[l],
                 w["ln_1.weight"],
             )
-        g["wpe"][:] = 0.0
         K.embedding_backward(g["wte"], g["wpe"], a.dresid.reshape(B, T, -1), a.idx)
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
@@ -453,13 +514,68 @@ class GPT:
     def new_cache(self, batch: int = 1) -> KVCache:
         return KVCache(self.config, batch, self.dtype)
 
+    def set_quant(self, quant: str) -> None:
+        """Decode one token at a time with the block matrices and head in ``quant`` ("none",
+        "int8"; see quant.py): a quantised copy of the parameters as they are now, for
+        generation. Training, and prompts of several tokens, use the float parameters."""
+        self._decode_weights = DecodeWeights(self.config, self.params, quant)
+
+    @property
+    def quant(self) -> str:
+        return self.decode_weights().quant
+
+    def decode_weights(self) -> DecodeWeights:
+        if self._decode_weights is None:
+            self._decode_weights = DecodeWeights(self.config, self.params, "none")
+        return self._decode_weights
+
+    def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
+        """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
+        slots[n] (streams may be at different lengths). Returns logits [n, V]. The streams are
+        shared out among the engine's threads; each row's arithmetic is the same whichever
+        rows run beside it, so batching never changes a stream's tokens."""
+        cfg = self.config
+        tokens, slots, pos = (
+            np.ascontiguousarray(a, np.int64).reshape(-1) for a in (tokens, slots, pos)
+        )
+        n = tokens.size
+        if not (slots.size == pos.size == n):
+            raise ValidationError("tokens, slots and positions must have one entry per stream")
+        if n == 0:
+            return np.zeros((0, cfg.vocab_size), self.dtype)
+        if tokens.min() < 0 or tokens.max() >= cfg.vocab_size:  # the kernel reads rows unchecked
+            raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
+        if slots.min() < 0 or slots.max() >= cache.batch or len(set(slots.tolist())) < n:
+            raise ValidationError(f"slots must be distinct and lie in 0..{cache.batch - 1}")
+        if pos.min() < 0 or pos.max() >= cfg.block_size:
+            raise ValidationError(f"positions must lie in 0..{cfg.block_size - 1}")
+        dw = self.decode_weights()
+        logits = np.empty((n, cfg.vocab_size), self.dtype)
+        S = min(n, self.threads or default_threads())
+
+        def run(sl: slice) -> None:
+            K.decode_step(
+                tokens[sl], slots[sl], pos[sl], dw.wpe, dw.blocks, dw.offs, dw.wq, dw.woffs,
+                dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v,
+                *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
+            )  # fmt: skip
+
+        run_parallel(run, chunks(n, S))
+        return logits
+
+    def prefill(self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0) -> np.ndarray:
+        """Run ids [T] into cache slot ``slot`` at positions pos.. (a prompt: one matrix product
+        per layer, float weights); returns the logits [T, V]."""
+        ids = np.ascontiguousarray(ids, np.int32).reshape(1, -1)
+        return self._prefill(ids, cache, slice(slot, slot + 1), pos)[0]
+
     def decode(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
         """Run ids [B, t] at positions cache.pos.. with the KV cache; returns logits [B, t, V]."""
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         if ids.ndim == 1:
             ids = ids[None]
         B, T = ids.shape
-        cfg, p = self.config, self.p
+        cfg = self.config
         pos = cache.pos
         if B != cache.batch:
             raise ValidationError(f"cache holds batch {cache.batch}, got {B}")
@@ -467,41 +583,32 @@ class GPT:
             raise ValidationError(f"the cache holds {cfg.block_size} positions; {pos + T} asked")
         if T == 0:
             return np.zeros((B, 0, cfg.vocab_size), self.dtype)
-        if ids.min() < 0 or ids.max() >= cfg.vocab_size:  # the kernel reads rows unchecked
-            raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
-        if B == 1 and T == 1:
-            L, H, C = cfg.n_layer, cfg.n_head, cfg.block_size
-            sc = cache.scratch
-            kc, vc = (c.reshape(L, H, C, cfg.head_size) for c in (cache.k, cache.v))
-            K.decode_one(self.params, self._offsets, kc, vc, pos, int(ids[0, 0]), *sc)
-            cache.pos = pos + 1
-            return sc[-1].reshape(1, 1, -1).copy()
-        D, F, H, N = cfg.n_embd, cfg.n_inner, cfg.n_head, B * T
-        dt = self.dtype
-        x = (p["wte"][ids] + p["wpe"][pos : pos + T]).reshape(N, D).astype(dt)
-        ln, mean, rstd = np.empty((N, D), dt), np.empty(N, dt), np.empty(N, dt)
-        qkv, y, fch, fcg = (
-            np.empty((N, 3 * D), dt),
-            np.empty((N, D), dt),
-            np.empty((N, F), dt),
-            np.empty((N, F), dt),
-        )
-        att = np.empty((B, H, T, pos + T), dt)
-        tmp = np.empty((N, D), dt)
-        for l in range(cfg.n_layer):
-            h = f"h.{l}."
-            K.layernorm_forward(ln, mean, rstd, x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
-            matmul_forward(qkv, ln, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])
-            attention_forward(y, att, qkv, B, T, H, pos, (cache.k[l], cache.v[l]))
-            matmul_forward(tmp, y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
-            x += tmp
-            K.layernorm_forward(ln, mean, rstd, x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
-            np.matmul(ln, p[h + "mlp.c_fc.weight"], out=fch)
-            K.bias_gelu_forward(fcg, fch, p[h + "mlp.c_fc.bias"])
-            matmul_forward(tmp, fcg, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
-            x += tmp
-        K.layernorm_forward(ln, mean, rstd, x, p["ln_f.weight"], p["ln_f.bias"])
+        if T == 1:
+            out = self.step(ids[:, 0], cache, np.arange(B), np.full(B, pos))
+        else:
+            out = self._prefill(ids, cache, slice(0, B), pos)
         cache.pos = pos + T
+        return out.reshape(B, T, -1)
+
+    def _prefill(self, ids: np.ndarray, cache: KVCache, slots: slice, pos: int) -> np.ndarray:
+        cfg, p = self.config, self.p
+        B, T = ids.shape
+        if pos < 0 or pos + T > cfg.block_size:
+            raise ValidationError(f"the cache holds {cfg.block_size} positions; {pos + T} asked")
+        if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+            raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
+        N, H = B * T, cfg.n_head
+        x = (p["wte"][ids] + p["wpe"][pos : pos + T]).reshape(N, -1).astype(self.dtype)
+        x_mid = np.empty_like(x)
+        bufs = LayerBuffers.scratch(cfg, N, self.dtype)
+        att = np.empty((B, H, T, pos + T), self.dtype)
+        blas_one_thread()
+        for l in range(cfg.n_layer):
+            kv = (cache.k[l, slots], cache.v[l, slots])
+            attend = lambda y, qkv: attention_forward(y, att, qkv, B, T, H, pos, kv)  # noqa: E731,B023
+            block_forward(self.pl[l], bufs, x, x_mid, x, attend)
+        ln = bufs.ln1
+        K.layernorm_forward(ln, bufs.ln1_mean, bufs.ln1_rstd, x, p["ln_f.weight"], p["ln_f.bias"])
         return (ln @ p["wte"].T).reshape(B, T, -1)
 
     # ------------------------------------------------------------------------------------------
@@ -530,7 +637,7 @@ class GPT:
         self.grads = np.zeros_like(params)
         self.p, self.g = _views(self.params, new), _views(self.grads, new)
         self.pl = [_block_views(self.p, l) for l in range(n_layer)]
-        self._offsets = _offsets(new)
+        self._decode_weights = None
         self.shards, self._plans, self._shard_grads = [], {}, []
         self._have_dlogits = False
         self._init_blocks(np.random.default_rng(seed), range(old.n_layer, n_layer))
