@@ -33,6 +33,13 @@ def register(subparsers) -> None:
         metavar="PATTERN",
         help="file name pattern inside folders, e.g. '*.txt' (repeatable; default: all files)",
     )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out files and folders whose name matches, e.g. '*.log' (repeatable)",
+    )
     p.add_argument("--priority", type=int, default=0, help="higher trains first (default 0)")
     p.add_argument("--no-recursive", action="store_true", help="only the folders' top level")
     p.add_argument("--json", action="store_true", help="one JSON line")
@@ -110,13 +117,20 @@ def cmd_add(args) -> int:
             raise NotFoundError(f"no such file or folder: {missing[0]}")
         patterns = tuple(args.include) or ("*",)
         files: list[Path] = []
+        walked: list[tuple[str, str]] = []  # entries the walk could not use, with reasons
         for p in args.paths:  # named files always count; patterns choose inside folders
-            files += walk_files(p, patterns, not args.no_recursive) if p.is_dir() else [p]
+            if p.is_dir():
+                files += walk_files(
+                    p, patterns, not args.no_recursive, exclude=args.exclude, skipped=walked
+                )
+            else:
+                files.append(p)
         progress = _Progress("adding")
         try:
             r = q.add_files(files, priority=args.priority, progress=progress)
         finally:
             progress.end()
+        r.skipped[:0] = walked
         _report(args, args.name, q, r)
     return 0
 

@@ -28,6 +28,7 @@ import fnmatch
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -117,27 +118,41 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
 
 
-def walk_files(root: Path, patterns: Iterable[str] = ("*",), recursive: bool = True) -> list[Path]:
-    """Files under ``root`` matching ``patterns``, in sorted order; hidden entries skipped.
+def walk_files(
+    root: Path,
+    patterns: Iterable[str] = ("*",),
+    recursive: bool = True,
+    *,
+    exclude: Iterable[str] = (),
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[Path]:
+    """Files under ``root`` matching ``patterns`` and no ``exclude`` pattern, in sorted order;
+    hidden entries skipped.
 
     Symbolic links are followed, but each directory is entered once (by device and inode), so a
-    link loop ends the walk instead of running forever.
+    link loop ends the walk instead of running forever. An entry that cannot be used (a dangling
+    link, a folder that cannot be listed) is left out and, when ``skipped`` is a list, appended
+    to it as ``(path, reason)``; the walk goes on.
     """
     patterns = tuple(patterns) or ("*",)
+    exclude = tuple(exclude)
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
 
-    def visit(folder: Path) -> None:
+    def skip(path: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append((path, reason))
+
+    def visit(folder: str) -> None:
         try:
-            st = folder.stat()
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            skip(folder, f"unreadable folder ({err.strerror or err})")
             return
         subdirs = []
         for e in entries:
@@ -145,19 +160,29 @@ def walk_files(root: Path, patterns: Iterable[str] = ("*",), recursive: bool = T
                 continue
             try:
                 is_dir = e.is_dir()  # follows links
-            except OSError:
+                if not is_dir and e.is_symlink() and not os.path.exists(e.path):
+                    if matches(e.name, patterns) and not matches(e.name, exclude):
+                        skip(e.path, "dangling symbolic link")
+                    continue
+            except OSError as err:
+                skip(e.path, f"unreadable ({err.strerror or err})")
+                continue
+            if matches(e.name, exclude):
                 continue
             if is_dir:
-                subdirs.append(Path(e.path))
+                subdirs.append(e.path)
             elif matches(e.name, patterns):
                 found.append(Path(e.path))
         if recursive:
             for d in subdirs:
-                if (d / "queue.sqlite").exists():  # never ingest a queue's own token files
-                    continue
+                try:  # never ingest a queue's own token files
+                    if os.path.lexists(os.path.join(d, "queue.sqlite")):
+                        continue
+                except OSError:
+                    pass
                 visit(d)
 
-    visit(root)
+    visit(os.fspath(root))
     return found
 
 
@@ -400,12 +425,18 @@ class DataQueue:
     def add_file(self, path: str | Path, priority: int = 0) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
         path = Path(path)
-        if not path.exists():
-            raise NotFoundError(f"no such file: {path}")
-        if path.is_dir():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if path.is_symlink():
+                return AddResult(skipped=[(str(path), "dangling symbolic link")])
+            raise NotFoundError(f"no such file: {path}") from None
+        except OSError as err:
+            return AddResult(skipped=[(str(path), f"unreadable ({err.strerror or err})")])
+        if stat.S_ISDIR(st.st_mode):
             return self.add_folder(path, priority=priority)
         source = str(path.resolve())
-        if not path.is_file():  # a FIFO or a device would block or never end
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
             return AddResult(skipped=[(source, "not a regular file")])
         try:
             kind, pieces = iter_file_text(path)
@@ -420,13 +451,18 @@ class DataQueue:
         recursive: bool = True,
         priority: int = 0,
         progress: Progress | None = None,
+        exclude: Iterable[str] = (),
     ) -> AddResult:
-        """Add every matching file under a folder, in sorted order."""
+        """Add every matching file under a folder, in sorted order; each entry that cannot be
+        read is skipped with its reason and the rest still go in."""
         path = Path(path)
         if not path.is_dir():
             raise NotFoundError(f"no such folder: {path}")
-        files = walk_files(path, patterns, recursive)
-        return self.add_files(files, priority=priority, progress=progress)
+        skipped: list[tuple[str, str]] = []
+        files = walk_files(path, patterns, recursive, exclude=exclude, skipped=skipped)
+        result = self.add_files(files, priority=priority, progress=progress)
+        result.skipped[:0] = skipped
+        return result
 
     def add_files(
         self, files: Iterable[str | Path], priority: int = 0, progress: Progress | None = None
@@ -436,7 +472,12 @@ class DataQueue:
         for i, f in enumerate(files):
             if progress:
                 progress(i, len(files), str(f))
-            result.extend(self.add_file(f, priority=priority))
+            try:
+                result.extend(self.add_file(f, priority=priority))
+            except NotFoundError:  # listed by a walk, deleted before its turn came
+                result.skipped.append((str(f), "disappeared before it was read"))
+            except OSError as err:
+                result.skipped.append((str(f), f"unreadable ({err.strerror or err})"))
         if progress and files:
             progress(len(files), len(files), "")
         return result

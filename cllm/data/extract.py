@@ -122,7 +122,10 @@ def _decoded_chunks(path: Path, chunk_size: int) -> tuple[str, Iterator[str]]:
                 if not data:
                     return
                 offset += len(data)
-                data = f.read(chunk_size)
+                try:
+                    data = f.read(chunk_size)
+                except OSError as err:
+                    raise Skipped(f"unreadable ({err.strerror or err})") from None
 
     return file_kind(path, head), chunks()
 

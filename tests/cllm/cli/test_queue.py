@@ -147,3 +147,11 @@ def test_progress_line_on_a_terminal(models, data, monkeypatch, capsys):
     shown = term.getvalue()
     assert "\radding [" in shown and "4/4" in shown
     assert shown.endswith("\r")  # the line is wiped once done
+
+
+def test_folder_add_with_a_dangling_link_adds_the_rest_and_lists_it(models, data, capsys):
+    os.symlink(data / "gone.txt", data / "broken.txt")
+    code, out, err = run(models, "queue", "add", "alpha", str(data), capsys=capsys)
+    assert code == 0, err
+    assert f"skipped {data / 'broken.txt'}: dangling symbolic link" in out.splitlines()
+    assert "added 3 item(s)" in out

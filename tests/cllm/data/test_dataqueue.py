@@ -338,3 +338,71 @@ def test_two_processes_share_one_queue(tmp_path):
         for it in items:
             i = int(it.source.split("-")[1])
             assert q.text(it.id) == f"shared {i} " * 3000
+
+
+def test_folder_add_skips_each_bad_entry_and_adds_the_rest(q, tmp_path, monkeypatch):
+    d = tmp_path / "data"
+    (d / "locked").mkdir(parents=True)
+    (d / "open").mkdir()
+    for name in ("a.txt", "c.txt", "e.txt", "open/f.txt", "locked/g.txt"):
+        (d / name).write_text(f"text of {name}\n")
+    os.symlink(d / "nowhere.txt", d / "b.txt")  # dangling
+    locked = str(d / "locked")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # root ignores permission bits: refuse this folder as a user's would
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+    def vanish(done, total, source):  # e.txt is deleted after the walk, before it is read
+        if source.endswith("c.txt"):
+            (d / "e.txt").unlink()
+
+    r = q.add_folder(d, progress=vanish)
+    assert sorted(Path(it.source).name for it in r.added) == ["a.txt", "c.txt", "f.txt"]
+    reasons = {Path(s).name: why for s, why in r.skipped}
+    assert reasons == {
+        "b.txt": "dangling symbolic link",
+        "locked": "unreadable folder (Permission denied)",
+        "e.txt": "disappeared before it was read",
+    }
+
+
+def test_a_file_that_fails_mid_read_is_skipped(q, tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("x" * 20000)
+    (tmp_path / "b.txt").write_text("fine\n")
+    import cllm.data.extract as ex
+
+    real_open = open
+
+    class Failing:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def read(self, n=-1):
+            self.n += 1
+            if self.n > 1:
+                raise OSError(5, "Input/output error")
+            return self.f.read(n)
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    def fake_open(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        return Failing(f) if str(path).endswith("a.txt") and "b" in mode else f
+
+    monkeypatch.setattr(ex, "open", fake_open, raising=False)
+    r = q.add_files([tmp_path / "a.txt", tmp_path / "b.txt"])
+    assert [Path(it.source).name for it in r.added] == ["b.txt"]
+    assert r.skipped == [(str(tmp_path / "a.txt"), "unreadable (Input/output error)")]
+    assert not list(q.items_dir.glob("*.part"))
