@@ -1,8 +1,18 @@
 """A model's data queue: its training set, in ``models/<name>_queue/``.
 
 Layout: ``queue.sqlite`` (the index: one row per item) and ``items/<sha256[:16]>.tok`` (each
-item's tokens, raw little-endian int32, in the model's tokenizer). Items hold only their text's
-tokens; whoever streams them to the model separates documents with the end-of-text token.
+item's tokens, raw little-endian int32, in the model's tokenizer). Items whose tokens fit in
+``INLINE_BYTES`` keep them in the index itself (the row's ``data``), so a folder of many tiny files
+costs one transaction per batch, not two fsyncs per file. Items hold only their text's tokens
+(records of a data file are separated by end-of-text); whoever streams them to the model separates
+documents with the end-of-text token.
+
+Adding many files commits them in batches (``BATCH_ITEMS`` files or ``BATCH_SECONDS``): a kill
+loses at most the batch in flight, never a committed item. All the members of one archive go in
+one transaction: an archive is added whole or not at all.
+
+Reading: ``read(item, start, stop)`` reads a window of an item's tokens with ``pread``, so a huge
+item is never mapped or loaded whole; ``tokens(item)`` returns whole items up to ``WHOLE_BYTES``.
 
 Crash safety and sharing between processes (the app, a headless trainer, the crawler):
 - SQLite in WAL mode serialises writers; readers never block.
@@ -24,6 +34,7 @@ in one transaction (decoding with the stored tokenizer, so nothing is lost); wit
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
 import os
@@ -40,11 +51,17 @@ from pathlib import Path
 import numpy as np
 
 from cllm.atomic import fsync_dir
-from cllm.data.extract import Skipped, iter_file_text
+from cllm.data.extract import END_OF_TEXT, Skipped, iter_documents
+from cllm.engine.tokenizer import CHUNKED_FROM
 from cllm.errors import CLLMError, NotFoundError, ValidationError
 
-FORMAT, VERSION = "cllm-queue", 1
+FORMAT, VERSION = "cllm-queue", 2  # 2: inline token data and the source's encoding
 MEMMAP_BYTES = 64 << 20  # token files above this are memory-mapped by tokens()
+WHOLE_BYTES = 512 << 20  # tokens() refuses items above this: read them in windows with read()
+INLINE_BYTES = 64 << 10  # token data up to this size lives in the index row
+INLINE = "="  # the file column of an inline item: "=" + its hash (no token file has this name)
+BATCH_ITEMS = 512  # files per transaction when adding many
+BATCH_SECONDS = 1.0
 PART_MAX_AGE = 3600.0  # seconds before an unfinished .part file counts as abandoned
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, current source)
@@ -60,11 +77,18 @@ CREATE TABLE IF NOT EXISTS items (
     n_tokens INTEGER NOT NULL,
     added TEXT NOT NULL,
     file TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL DEFAULT 'text'
+    kind TEXT NOT NULL DEFAULT 'text',
+    encoding TEXT NOT NULL DEFAULT '',
+    data BLOB
 );
 CREATE INDEX IF NOT EXISTS items_order ON items (priority DESC, seq);
+CREATE INDEX IF NOT EXISTS items_seq ON items (seq);
 """
-_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind"
+_ADDED_COLUMNS = {  # columns newer than version 1, added when an older queue is opened
+    "encoding": "encoding TEXT NOT NULL DEFAULT ''",
+    "data": "data BLOB",
+}
+_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind, encoding"
 _ORDER = "ORDER BY priority DESC, seq"
 
 
@@ -77,7 +101,8 @@ class QueueItem:
     sha256: str
     n_tokens: int
     added: str  # ISO 8601, UTC
-    kind: str  # text, code, html, markdown
+    kind: str  # text, code, html, markdown, pdf, docx, epub, records
+    encoding: str = ""  # the source's text encoding where it was decoded from bytes
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -186,6 +211,72 @@ def walk_files(
     return found
 
 
+@dataclass
+class _Pending:
+    """An item encoded and ready to commit: its tokens inline (``blob``) or in a ``.part``."""
+
+    source: str
+    priority: int
+    kind: str
+    encoding: str
+    sha: str
+    n: int
+    blob: bytes | None
+    part: Path | None
+
+
+class _Batch:
+    """Items waiting for one transaction; committed every ``BATCH_ITEMS`` or ``BATCH_SECONDS``.
+    A group (the members of one archive) always lands in a single transaction."""
+
+    def __init__(self, q: DataQueue) -> None:
+        self.q = q
+        self.result = AddResult()
+        self.pending: list[_Pending] = []
+        self.order: list[tuple[str, _Pending | str]] = []  # to report in the files' order
+        self.since = time.monotonic()
+
+    def skip(self, source: str, reason: str) -> None:
+        self.order.append((source, reason))
+        self._maybe_flush()
+
+    def add_group(self, group: list[tuple[str, _Pending | str]]) -> None:
+        for source, p in group:
+            self.order.append((source, p))
+            if isinstance(p, _Pending):
+                self.pending.append(p)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self.pending) >= BATCH_ITEMS or (
+            self.pending and time.monotonic() - self.since >= BATCH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            items = iter(self.q._commit_many(self.pending))
+        except BaseException:
+            self.pending = []
+            self.order = [(s, p) for s, p in self.order if not isinstance(p, _Pending)]
+            raise
+        for source, p in self.order:
+            if isinstance(p, str):
+                self.result.skipped.append((source, p))
+            else:
+                item = next(items)
+                if item is None:
+                    self.result.skipped.append((source, "duplicate"))
+                else:
+                    self.result.added.append(item)
+        self.pending, self.order = [], []
+        self.since = time.monotonic()
+
+    def finish(self) -> AddResult:
+        self.flush()
+        return self.result
+
+
 class DataQueue:
     """One model's queue. Safe to share between threads; processes share it through SQLite."""
 
@@ -227,11 +318,17 @@ class DataQueue:
             if not meta:
                 self._set_meta(format=FORMAT, version=str(VERSION), created=_now())
                 self._set_tokenizer()
-            elif meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
+            elif meta.get("format") != FORMAT or meta.get("version") not in ("1", str(VERSION)):
                 raise CLLMError(
                     f"{self.dir} is not a version {VERSION} queue "
                     f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
                 )
+            else:
+                cols = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
+                for name, decl in _ADDED_COLUMNS.items():
+                    if name not in cols:
+                        self._db.execute(f"ALTER TABLE items ADD COLUMN {decl}")
+                self._set_meta(version=str(VERSION))
             self._sweep()
             old = meta.get("tokenizer_fingerprint")
         if old and old != self.fingerprint:
@@ -308,15 +405,19 @@ class DataQueue:
             rows = self._db.execute("SELECT id, sha256, file, n_tokens FROM items").fetchall()
             done = []
             for item_id, sha, fname, n in rows:
-                text = old.decode(self._load(fname, n, old.vocab_size, item_id))
-                part, count = self._write_part([text])
-                new_name = f"{sha[:16]}.{self.fingerprint[:8]}.tok"
-                os.replace(part, self.items_dir / new_name)
+                pieces = self._pieces_of(old, item_id, fname, n)
+                _, _, count, blob, part = self._encode(pieces)
+                if part is None:
+                    new_name = INLINE + sha
+                else:
+                    new_name = f"{sha[:16]}.{self.fingerprint[:8]}.tok"
+                    os.replace(part, self.items_dir / new_name)
                 self._db.execute(
-                    "UPDATE items SET file = ?, n_tokens = ? WHERE id = ?",
-                    (new_name, count, item_id),
+                    "UPDATE items SET file = ?, n_tokens = ?, data = ? WHERE id = ?",
+                    (new_name, count, blob, item_id),
                 )
-                done.append(fname)
+                if not fname.startswith(INLINE):
+                    done.append(fname)
             fsync_dir(self.items_dir)
             self._set_tokenizer()
         for fname in done:  # committed: the old files are now orphans
@@ -339,110 +440,212 @@ class DataQueue:
 
     # -------------------------------------------------------------------------------- adding
 
-    def _write_part(self, pieces: Iterable[str]) -> tuple[Path, int]:
-        """Encode text pieces into a fsynced ``.part`` file; return it and its token count."""
-        part = self.items_dir / f"{uuid.uuid4().hex}.part"
-        n = 0
-        try:
-            with open(part, "wb") as f:
-                for piece in pieces:
-                    ids = np.asarray(self.tokenizer.encode(piece), dtype="<i4")
-                    f.write(ids.tobytes())
-                    n += ids.size
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        return part, n
+    def _encode_runs(self, pieces: Iterable) -> Iterator[np.ndarray]:
+        """Token ids of text pieces in order; ``END_OF_TEXT`` becomes the end-of-text id. Short
+        pieces (records of a data file) are encoded together through the engine's batch call."""
+        tok = self.tokenizer
+        eot = getattr(tok, "eot_id", None)
+        hf = getattr(tok, "hf", None)
+        batch = getattr(hf, "encode_batch_fast", None) or getattr(hf, "encode_batch", None)
+        held: list = []
+        held_chars = 0
 
-    def _commit(
-        self, part: Path, n: int, sha: str, source: str, priority: int, kind: str
-    ) -> QueueItem | None:
-        """Move a finished ``.part`` into place and insert its row; None if a duplicate."""
-        try:
-            with self._write() as db:
-                if db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone():
-                    return None
-                name = f"{sha[:16]}.tok"
-                if db.execute("SELECT 1 FROM items WHERE file = ?", (name,)).fetchone():
-                    name = f"{sha}.tok"  # a 64-bit prefix collision: use the whole hash
-                os.replace(part, self.items_dir / name)
-                fsync_dir(self.items_dir)
-                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM items").fetchone()
-                cur = db.execute(
-                    "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file, kind)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, priority, source, sha, n, _now(), name, kind),
-                )
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM items WHERE id = ?", (cur.lastrowid,)
-                ).fetchone()
-            return QueueItem(*row)
-        finally:
-            part.unlink(missing_ok=True)
+        def flush() -> Iterator[np.ndarray]:
+            nonlocal held_chars
+            strs = [p for p in held if p is not END_OF_TEXT]
+            if batch is not None and len(strs) > 1:
+                encs = iter(batch(strs, add_special_tokens=False))
+                ids = [None if p is END_OF_TEXT else next(encs).ids for p in held]
+            else:
+                ids = [None if p is END_OF_TEXT else tok.encode(p) for p in held]
+            for p, i in zip(held, ids, strict=True):
+                if p is END_OF_TEXT:
+                    if eot is None:
+                        yield np.asarray(tok.encode("\n\n"), dtype="<i4")
+                    else:
+                        yield np.array([eot], dtype="<i4")
+                else:
+                    yield np.asarray(i, dtype="<i4")
+            held.clear()
+            held_chars = 0
 
-    def _add_pieces(
-        self, pieces: Iterator[str], source: str, priority: int, kind: str
-    ) -> AddResult:
-        result = AddResult()
+        for piece in pieces:
+            if piece is not END_OF_TEXT and len(piece) >= CHUNKED_FROM:
+                yield from flush()  # a long piece: the tokenizer splits it in parallel itself
+                yield np.asarray(tok.encode(piece), dtype="<i4")
+                continue
+            held.append(piece)
+            held_chars += 1 if piece is END_OF_TEXT else len(piece)
+            if held_chars >= 1 << 20 or len(held) >= 4096:
+                yield from flush()
+        yield from flush()
+
+    def _encode(self, pieces: Iterable) -> tuple[str, bool, int, bytes | None, Path | None]:
+        """Hash and tokenize text pieces: (sha256, blank, count, inline bytes, ``.part`` file).
+
+        Tokens stay in memory up to ``INLINE_BYTES``, then spill to a fsynced ``.part`` file
+        (exactly one of the two is returned). Raises ``Skipped`` (from the source),
+        ``UnicodeEncodeError`` (a lone surrogate) or ``ValidationError`` (the tokenizer).
+        """
         sha = hashlib.sha256()
         blank = True
 
-        def hashed() -> Iterator[str]:
+        def watched() -> Iterator:
             nonlocal blank
-            for piece in pieces:
-                sha.update(piece.encode("utf-8"))  # a lone surrogate fails here: caught below
-                blank = blank and not piece.strip()
-                yield piece
+            for p in pieces:
+                if p is END_OF_TEXT:
+                    sha.update(b"\xff")  # never a byte of UTF-8
+                else:
+                    sha.update(p.encode("utf-8"))
+                    blank = blank and not p.strip()
+                yield p
 
+        buf = bytearray()
+        part: Path | None = None
+        f = None
+        n = 0
         try:
-            part, n = self._write_part(hashed())
+            for ids in self._encode_runs(watched()):
+                n += ids.size
+                if f is None:
+                    buf += ids.tobytes()
+                    if len(buf) > INLINE_BYTES:
+                        part = self.items_dir / f"{uuid.uuid4().hex}.part"
+                        f = open(part, "wb")
+                        f.write(buf)
+                        buf = bytearray()
+                else:
+                    f.write(ids.tobytes())
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                f = None
+        except BaseException:
+            if f is not None:
+                f.close()
+            if part is not None:
+                part.unlink(missing_ok=True)
+            raise
+        return sha.hexdigest(), blank, n, (None if part else bytes(buf)), part
+
+    def _prepare(
+        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    ) -> _Pending | str:
+        """An item ready to commit, or the reason it is skipped."""
+        try:
+            sha, blank, n, blob, part = self._encode(pieces)
         except Skipped as err:
-            result.skipped.append((source, err.reason))
-            return result
+            return err.reason
         except UnicodeEncodeError:
-            result.skipped.append((source, "undecodable (a lone surrogate has no UTF-8 form)"))
-            return result
+            return "undecodable (a lone surrogate has no UTF-8 form)"
         except ValidationError as err:  # the tokenizer refused the text
-            result.skipped.append((source, f"undecodable ({err})"))
-            return result
+            return f"undecodable ({err})"
         if blank:
-            part.unlink(missing_ok=True)
-            result.skipped.append((source, "empty"))
-            return result
-        item = self._commit(part, n, sha.hexdigest(), source, priority, kind)
-        if item is None:
-            result.skipped.append((source, "duplicate"))
-        else:
-            result.added.append(item)
-        return result
+            if part is not None:
+                part.unlink(missing_ok=True)
+            return "empty"
+        return _Pending(source, priority, kind, encoding, sha, n, blob, part)
+
+    def _commit_many(self, pending: list[_Pending]) -> list[QueueItem | None]:
+        """Insert items in one transaction (all or none); None for each duplicate."""
+        out: list[QueueItem | None] = []
+        if not pending:
+            return out
+        try:
+            with self._write() as db:
+                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()
+                seen: set[str] = set()
+                moved = False
+                now = _now()
+                for p in pending:
+                    if p.sha in seen or db.execute(
+                        "SELECT 1 FROM items WHERE sha256 = ?", (p.sha,)
+                    ).fetchone():
+                        out.append(None)
+                        continue
+                    seen.add(p.sha)
+                    if p.part is None:
+                        name = INLINE + p.sha
+                    else:
+                        name = f"{p.sha[:16]}.tok"
+                        if db.execute("SELECT 1 FROM items WHERE file = ?", (name,)).fetchone():
+                            name = f"{p.sha}.tok"  # a 64-bit prefix collision: the whole hash
+                        os.replace(p.part, self.items_dir / name)
+                        moved = True
+                    seq += 1
+                    cur = db.execute(
+                        "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file,"
+                        " kind, encoding, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (seq, p.priority, p.source, p.sha, p.n, now, name, p.kind, p.encoding,
+                         p.blob),
+                    )
+                    out.append(
+                        QueueItem(cur.lastrowid, seq, p.priority, p.source, p.sha, p.n, now,
+                                  p.kind, p.encoding)
+                    )
+                if moved:
+                    fsync_dir(self.items_dir)
+        finally:
+            for p in pending:
+                if p.part is not None:
+                    p.part.unlink(missing_ok=True)  # moved ones are gone; the rest are orphans
+        return out
+
+    def _add_pieces(
+        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    ) -> AddResult:
+        batch = _Batch(self)
+        batch.add_group([(source, self._prepare(pieces, source, priority, kind, encoding))])
+        return batch.finish()
 
     def add_text(self, text: str, source: str, priority: int = 0, kind: str = "text") -> AddResult:
         """Add a text (a crawled page, a pasted document); ``source`` is its path or URL."""
         return self._add_pieces(iter([text]), str(source), int(priority), kind)
 
-    def add_file(self, path: str | Path, priority: int = 0) -> AddResult:
+    def add_file(
+        self, path: str | Path, priority: int = 0, *, field: str | None = None
+    ) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
-        path = Path(path)
+        batch = _Batch(self)
+        self._file_into(batch, Path(path), int(priority), field)
+        return batch.finish()
+
+    def _file_into(self, batch: _Batch, path: Path, priority: int, field: str | None) -> None:
         try:
             st = path.stat()
         except FileNotFoundError:
             if path.is_symlink():
-                return AddResult(skipped=[(str(path), "dangling symbolic link")])
+                batch.skip(str(path), "dangling symbolic link")
+                return
             raise NotFoundError(f"no such file: {path}") from None
         except OSError as err:
-            return AddResult(skipped=[(str(path), f"unreadable ({err.strerror or err})")])
+            batch.skip(str(path), f"unreadable ({err.strerror or err})")
+            return
         if stat.S_ISDIR(st.st_mode):
-            return self.add_folder(path, priority=priority)
-        source = str(path.resolve())
+            batch.result.extend(self.add_folder(path, priority=priority, field=field))
+            return
+        source = os.path.abspath(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
-            return AddResult(skipped=[(source, "not a regular file")])
+            batch.skip(source, "not a regular file")
+            return
+        group: list[tuple[str, _Pending | str]] = []
         try:
-            kind, pieces = iter_file_text(path)
-        except Skipped as err:
-            return AddResult(skipped=[(source, err.reason)])
-        return self._add_pieces(pieces, source, int(priority), kind)
+            for doc in iter_documents(path, source=source, field=field):
+                if doc.skipped:
+                    group.append((doc.source, doc.skipped))
+                else:
+                    group.append(
+                        (doc.source, self._prepare(doc.pieces, doc.source, priority, doc.kind,
+                                                   doc.encoding))
+                    )
+        except Skipped as err:  # the whole file (an archive: all its members) is refused
+            for _, p in group:
+                if isinstance(p, _Pending) and p.part is not None:
+                    p.part.unlink(missing_ok=True)
+            batch.skip(source, err.reason)
+            return
+        batch.add_group(group)
 
     def add_folder(
         self,
@@ -452,6 +655,7 @@ class DataQueue:
         priority: int = 0,
         progress: Progress | None = None,
         exclude: Iterable[str] = (),
+        field: str | None = None,
     ) -> AddResult:
         """Add every matching file under a folder, in sorted order; each entry that cannot be
         read is skipped with its reason and the rest still go in."""
@@ -460,24 +664,35 @@ class DataQueue:
             raise NotFoundError(f"no such folder: {path}")
         skipped: list[tuple[str, str]] = []
         files = walk_files(path, patterns, recursive, exclude=exclude, skipped=skipped)
-        result = self.add_files(files, priority=priority, progress=progress)
+        result = self.add_files(files, priority=priority, progress=progress, field=field)
         result.skipped[:0] = skipped
         return result
 
     def add_files(
-        self, files: Iterable[str | Path], priority: int = 0, progress: Progress | None = None
+        self,
+        files: Iterable[str | Path],
+        priority: int = 0,
+        progress: Progress | None = None,
+        *,
+        field: str | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> AddResult:
+        """Add files in order, committed in batches; ``cancel()`` returning True stops after the
+        file in hand (what was added stays)."""
         files = list(files)
-        result = AddResult()
+        batch = _Batch(self)
         for i, f in enumerate(files):
+            if cancel is not None and cancel():
+                break
             if progress:
                 progress(i, len(files), str(f))
             try:
-                result.extend(self.add_file(f, priority=priority))
+                self._file_into(batch, Path(f), int(priority), field)
             except NotFoundError:  # listed by a walk, deleted before its turn came
-                result.skipped.append((str(f), "disappeared before it was read"))
+                batch.skip(str(f), "disappeared before it was read")
             except OSError as err:
-                result.skipped.append((str(f), f"unreadable ({err.strerror or err})"))
+                batch.skip(str(f), f"unreadable ({err.strerror or err})")
+        result = batch.finish()
         if progress and files:
             progress(len(files), len(files), "")
         return result
@@ -498,12 +713,19 @@ class DataQueue:
                 ).fetchone():
                     result.skipped.append((it.source, "duplicate"))
                     continue
-            ids = other.tokens(it.id)
             if same:
-                part, n = self._copy_part(ids)
+                pend = self._copy_pending(other, it)
             else:
-                part, n = self._write_part([other.tokenizer.decode(ids)])
-            item = self._commit(part, n, it.sha256, it.source, it.priority, it.kind)
+                fname, n = other._file_of(it.id)
+                pend = self._prepare(
+                    other._pieces_of(other.tokenizer, it.id, fname, n),
+                    it.source, it.priority, it.kind, it.encoding,
+                )
+                if isinstance(pend, str):
+                    result.skipped.append((it.source, pend))
+                    continue
+            pend.sha = it.sha256  # the identity of the text, whatever its tokens
+            (item,) = self._commit_many([pend])
             if item is None:
                 result.skipped.append((it.source, "duplicate"))
             else:
@@ -512,17 +734,24 @@ class DataQueue:
             progress(len(items), len(items), "")
         return result
 
-    def _copy_part(self, ids: np.ndarray) -> tuple[Path, int]:
+    def _copy_pending(self, other: DataQueue, it: QueueItem) -> _Pending:
+        """The same tokens, copied window by window."""
+        if 4 * it.n_tokens <= INLINE_BYTES:
+            blob = other.read(it.id).astype("<i4").tobytes()
+            return _Pending(it.source, it.priority, it.kind, it.encoding, it.sha256,
+                            it.n_tokens, blob, None)
         part = self.items_dir / f"{uuid.uuid4().hex}.part"
         try:
             with open(part, "wb") as f:
-                f.write(np.asarray(ids, dtype="<i4").tobytes())
+                for ids in other.iter_tokens(it.id):
+                    f.write(np.asarray(ids, dtype="<i4").tobytes())
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        return part, int(ids.size)
+        return _Pending(it.source, it.priority, it.kind, it.encoding, it.sha256,
+                        it.n_tokens, None, part)
 
     # ------------------------------------------------------------------------------- reading
 
@@ -552,17 +781,85 @@ class DataQueue:
     def __len__(self) -> int:
         return self.size()[0]
 
-    def tokens(self, item_id: int) -> np.ndarray:
-        """The item's tokens, int32, checked against its row and the tokenizer's vocabulary."""
+    def _file_of(self, item_id: int) -> tuple[str, int]:
         with self._lock:
             row = self._db.execute(
                 "SELECT file, n_tokens FROM items WHERE id = ?", (int(item_id),)
             ).fetchone()
         if row is None:
             raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
-        return self._load(row[0], row[1], self.tokenizer.vocab_size, item_id)
+        return row[0], int(row[1])
+
+    def tokens(self, item_id: int) -> np.ndarray:
+        """The whole item's tokens, int32, checked against its row and the vocabulary. Items
+        above ``WHOLE_BYTES`` are refused: read those in windows with ``read``."""
+        fname, n = self._file_of(item_id)
+        if 4 * n > WHOLE_BYTES:
+            raise ValidationError(
+                f"queue item {item_id} holds {n:,} tokens, too many to load whole; "
+                "read it in windows"
+            )
+        return self._load(fname, n, self.tokenizer.vocab_size, item_id)
+
+    def read(self, item_id: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Tokens ``[start:stop]`` of an item, read from disk into a new int32 array (never a
+        mapping of the whole file), checked against the vocabulary."""
+        fname, n = self._file_of(item_id)
+        return self._read(fname, n, self.tokenizer.vocab_size, item_id, start, stop)
+
+    def iter_tokens(
+        self, item_id: int, start: int = 0, stop: int | None = None, window: int = 1 << 20
+    ) -> Iterator[np.ndarray]:
+        """An item's tokens in windows of at most ``window`` tokens."""
+        fname, n = self._file_of(item_id)
+        stop = n if stop is None else min(int(stop), n)
+        for a in range(int(start), stop, window):
+            yield self._read(fname, n, self.tokenizer.vocab_size, item_id, a, min(a + window, stop))
+
+    def _read(
+        self, fname: str, n: int, vocab_size: int, item_id: int, start: int, stop: int | None
+    ) -> np.ndarray:
+        stop = n if stop is None else int(stop)
+        start = int(start)
+        if not 0 <= start <= stop <= n:
+            raise ValidationError(
+                f"queue item {item_id} has {n} tokens; cannot read [{start}:{stop}]"
+            )
+        if fname.startswith(INLINE):
+            with self._lock:
+                (blob,) = self._db.execute(
+                    "SELECT data FROM items WHERE id = ?", (int(item_id),)
+                ).fetchone() or (None,)
+            if blob is None or len(blob) != 4 * n:
+                raise CLLMError(f"queue item {item_id} is damaged: its inline tokens are missing")
+            ids = np.frombuffer(blob, dtype="<i4", count=stop - start, offset=4 * start)
+            ids = ids.astype(np.int32)
+        else:
+            path = self.items_dir / fname
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size != 4 * n:
+                        raise CLLMError(
+                            f"queue item {item_id} ({path}) is damaged: {size} bytes, "
+                            f"expected {4 * n}"
+                        )
+                    raw = np.empty(stop - start, "<i4")
+                    f.seek(4 * start)
+                    if f.readinto(memoryview(raw).cast("B")) != 4 * (stop - start):
+                        raise CLLMError(f"queue item {item_id} ({path}) is damaged: short read")
+                    ids = raw.astype(np.int32, copy=False)
+            except OSError as err:
+                raise CLLMError(
+                    f"queue item {item_id} ({path}) is unreadable: {err.strerror}"
+                ) from None
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise CLLMError(f"queue item {item_id} holds token ids outside the vocabulary")
+        return ids
 
     def _load(self, fname: str, n: int, vocab_size: int, item_id: int) -> np.ndarray:
+        if fname.startswith(INLINE) or 4 * n <= MEMMAP_BYTES:
+            return self._read(fname, n, vocab_size, item_id, 0, n)
         path = self.items_dir / fname
         try:
             size = path.stat().st_size
@@ -570,22 +867,53 @@ class DataQueue:
                 raise CLLMError(
                     f"queue item {item_id} ({path}) is damaged: {size} bytes, expected {4 * n}"
                 )
-            if n == 0:
-                return np.empty(0, np.int32)
-            if size > MEMMAP_BYTES:  # a huge item is paged in as it is read, never loaded whole
-                ids = np.memmap(path, dtype="<i4", mode="r")
-            else:
-                ids = np.fromfile(path, dtype="<i4").astype(np.int32, copy=False)
+            ids = np.memmap(path, dtype="<i4", mode="r")  # paged in as it is read
         except OSError as err:
             raise CLLMError(
                 f"queue item {item_id} ({path}) is unreadable: {err.strerror}"
             ) from None
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise CLLMError(f"queue item {item_id} ({path}) holds token ids outside the vocabulary")
+        for a in range(0, n, 1 << 22):  # checked window by window: nothing copied whole
+            w = ids[a : a + (1 << 22)]
+            if w.min() < 0 or w.max() >= vocab_size:
+                raise CLLMError(
+                    f"queue item {item_id} ({path}) holds token ids outside the vocabulary"
+                )
         return ids
 
+    def _pieces_of(self, tok, item_id: int, fname: str, n: int) -> Iterator:
+        """An item's text as pieces (``END_OF_TEXT`` where its records are separated), decoded
+        with ``tok`` window by window."""
+        eot = getattr(tok, "eot_id", None)
+        table = getattr(tok, "token_bytes", None)
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if table is None:  # a tokenizer with only decode(): one piece
+            yield tok.decode(self._read(fname, n, tok.vocab_size, item_id, 0, n))
+            return
+        for a in range(0, n, 1 << 20):
+            ids = self._read(fname, n, tok.vocab_size, item_id, a, min(a + (1 << 20), n))
+            cuts = np.flatnonzero(ids == eot) if eot is not None else np.empty(0, np.int64)
+            lo = 0
+            for c in [*cuts.tolist(), ids.size]:
+                text = dec.decode(b"".join([table[i] for i in ids[lo:c].tolist()]))
+                if c < ids.size:
+                    text += dec.decode(b"", final=True)
+                if text:
+                    yield text
+                if c < ids.size:
+                    yield END_OF_TEXT
+                lo = c + 1
+        tail = dec.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def iter_text(self, item_id: int) -> Iterator[str]:
+        """An item's decoded text in pieces; records are separated by a blank line."""
+        fname, n = self._file_of(item_id)
+        for p in self._pieces_of(self.tokenizer, item_id, fname, n):
+            yield "\n\n" if p is END_OF_TEXT else p
+
     def text(self, item_id: int) -> str:
-        return self.tokenizer.decode(self.tokens(item_id))
+        return "".join(self.iter_text(item_id))
 
     # ------------------------------------------------------------------------------ removing
 
@@ -597,7 +925,8 @@ class DataQueue:
             if row is None:
                 raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
             db.execute("DELETE FROM items WHERE id = ?", (int(item_id),))
-        (self.items_dir / row[-1]).unlink(missing_ok=True)  # after the commit: an orphan at worst
+        if not row[-1].startswith(INLINE):  # after the commit: an orphan at worst
+            (self.items_dir / row[-1]).unlink(missing_ok=True)
         return QueueItem(*row[:-1])
 
     def clear(self) -> int:
@@ -606,5 +935,6 @@ class DataQueue:
             files = [f for (f,) in db.execute("SELECT file FROM items")]
             db.execute("DELETE FROM items")
         for f in files:
-            (self.items_dir / f).unlink(missing_ok=True)
+            if not f.startswith(INLINE):
+                (self.items_dir / f).unlink(missing_ok=True)
         return len(files)

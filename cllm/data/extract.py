@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -155,6 +156,39 @@ def iter_file_text(path: str | Path, chunk_size: int = CHUNK) -> tuple[str, Iter
     if kind == "markdown":
         return kind, _markdown_pieces(_whole_lines(chunks))
     return kind, _whole_lines(chunks)
+
+
+class _EndOfText:
+    """The separator between the records of a data file, in a stream of text pieces."""
+
+    def __repr__(self) -> str:
+        return "END_OF_TEXT"
+
+
+END_OF_TEXT = _EndOfText()
+
+
+@dataclass
+class Doc:
+    """One document of a file (an archive holds many): its text pieces (``END_OF_TEXT`` between
+    records), made lazily, or the reason it is skipped."""
+
+    source: str
+    kind: str
+    pieces: Iterator = field(default_factory=lambda: iter(()))
+    encoding: str = ""
+    skipped: str = ""
+
+
+def iter_documents(
+    path: str | Path, *, source: str | None = None, field: str | None = None
+) -> Iterator[Doc]:
+    """The documents of a file, each extracted by its kind. Raises ``Skipped`` (now or while
+    iterating) when the whole file is refused."""
+    path = Path(path)
+    source = source or str(path)
+    kind, pieces = iter_file_text(path)
+    yield Doc(source, kind, pieces)
 
 
 def extract_file(path: str | Path) -> tuple[str, str]:
