@@ -189,12 +189,16 @@ class _Stream:
         self.starts = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         self.length = int(self.starts[-1])
 
-    def _segment(self, i: int) -> np.ndarray:
+    def _read(self, i: int, a: int, b: int) -> np.ndarray:
+        """Tokens ``[a:b]`` of segment ``i`` (offsets within the segment), read as a window: a
+        huge item is never mapped or loaded whole."""
         item_id, lo, hi = self.segments[i]
-        toks = self.dq.tokens(item_id)
-        if toks.size < hi:
-            raise CLLMError(f"queue item {item_id} changed on disk: {toks.size} tokens, not {hi}")
-        return toks[lo:hi]
+        try:
+            return self.dq.read(item_id, lo + a, lo + b)
+        except ValidationError:
+            raise CLLMError(
+                f"queue item {item_id} changed on disk: fewer than {hi} tokens"
+            ) from None
 
     def chunks(self, start: int):
         """int32 pieces of the stream from offset ``start`` to its end."""
@@ -202,23 +206,25 @@ class _Stream:
         off = start - int(self.starts[i])
         eot = np.array([self.eot], np.int32)
         for j in range(i, len(self.segments)):
-            toks = self._segment(j)
-            for a in range(off, toks.size, CHUNK):
-                yield toks[a : a + CHUNK]
+            _, lo, hi = self.segments[j]
+            for a in range(off, hi - lo, CHUNK):
+                yield self._read(j, a, min(a + CHUNK, hi - lo))
             yield eot
             off = 0
 
-    def window(self, a: int, n: int, cache: dict) -> np.ndarray:
-        """``n`` tokens from offset ``a``; ``cache`` keeps segments read so far."""
+    def window(self, a: int, n: int, cache: dict | None = None) -> np.ndarray:
+        """``n`` tokens from offset ``a``, read window by window (``cache`` is unused)."""
         out = np.empty(n, np.int32)
         filled, i = 0, int(np.searchsorted(self.starts, a, side="right")) - 1
         while filled < n:
-            if i not in cache:
-                cache[i] = np.append(self._segment(i), np.int32(self.eot)).astype(np.int32)
-            seg = cache[i]
-            lo = a + filled - int(self.starts[i])
-            k = min(seg.size - lo, n - filled)
-            out[filled : filled + k] = seg[lo : lo + k]
+            _, lo, hi = self.segments[i]
+            pos = a + filled - int(self.starts[i])  # within segment i plus its end-of-text
+            k = min(hi - lo + 1 - pos, n - filled)
+            take = min(k, hi - lo - pos)  # tokens from the item; the rest is end-of-text
+            if take > 0:
+                out[filled : filled + take] = self._read(i, pos, pos + take)
+            if take < k:
+                out[filled + k - 1] = self.eot
             filled += k
             i += 1
         return out

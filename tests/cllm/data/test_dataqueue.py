@@ -406,3 +406,77 @@ def test_a_file_that_fails_mid_read_is_skipped(q, tmp_path, monkeypatch):
     assert [Path(it.source).name for it in r.added] == ["b.txt"]
     assert r.skipped == [(str(tmp_path / "a.txt"), "unreadable (Input/output error)")]
     assert not list(q.items_dir.glob("*.part"))
+
+
+_HUGE_ITEM = """
+import resource, sqlite3, sys
+import numpy as np
+from cllm.data.dataqueue import DataQueue
+from cllm.engine.tokenizer import ByteTokenizer
+from cllm.train.trainer import _Stream
+q = DataQueue(sys.argv[1], ByteTokenizer())
+(item,) = q.items()
+n = item.n_tokens
+stream = _Stream(q, [(item.id, 0, n - n // 10)], q.tokenizer.eot_id)
+chunks = stream.chunks(12345)
+got = sum(next(chunks).size for _ in range(64))  # the start of an epoch
+cache = {}
+for a in np.linspace(0, stream.length - 300, 32).astype(np.int64):  # validation windows
+    assert stream.window(int(a), 257, cache).shape == (257,)
+assert q.read(item.id, n - 5).tolist() == [0] * 5
+print(got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_2_gib_item_is_read_in_windows_never_mapped_whole(tmp_path):
+    from cllm.engine.tokenizer import ByteTokenizer
+
+    d = tmp_path / "m_queue"
+    with DataQueue(d, ByteTokenizer()) as q:
+        item = q.add_text("x" * 100_000, "big").added[0]
+    path = d / "items" / f"{item.sha256[:16]}.tok"
+    n = (2 << 30) // 4
+    with open(path, "r+b") as f:  # sparse: 2 GiB of token 0 that costs no disk
+        f.truncate(4 * n)
+    with sqlite3.connect(d / "queue.sqlite") as con:
+        con.execute("UPDATE items SET n_tokens = ? WHERE id = ?", (n, item.id))
+    out = subprocess.run(
+        [sys.executable, "-c", _HUGE_ITEM, str(d)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    got, rss_mb = map(int, out.stdout.split())
+    assert got == 64 * (1 << 16)
+    assert rss_mb < 400, f"{rss_mb} MB resident while reading windows of a 2 GiB item"
+    with DataQueue(d, ByteTokenizer()) as q:
+        with pytest.raises(ValidationError, match="read it in windows"):
+            q.tokens(item.id)
+
+
+def test_many_tiny_files_cost_few_fsyncs_and_transactions(q, tmp_path, monkeypatch):
+    d = tmp_path / "tiny"
+    d.mkdir()
+    for i in range(1200):
+        (d / f"f{i:05d}.txt").write_text(f"tiny file {i}\n")
+    calls = {"fsync": 0}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        calls["fsync"] += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    commits = []
+    real_commit = DataQueue._commit_many
+
+    def commit_many(self, pending):
+        commits.append(len(pending))
+        return real_commit(self, pending)
+
+    monkeypatch.setattr(DataQueue, "_commit_many", commit_many)
+    monkeypatch.setattr("cllm.data.dataqueue.BATCH_SECONDS", 1e9)  # batches by count only
+    r = q.add_folder(d)
+    assert len(r.added) == 1200 and not r.skipped
+    assert calls["fsync"] == 0  # tiny items live in the index: SQLite's WAL commit makes them safe
+    assert commits == [512, 512, 176]  # one transaction per batch of files
+    assert [q.text(it.id) for it in q.items()[:2]] == ["tiny file 0\n", "tiny file 1\n"]
