@@ -51,7 +51,14 @@ from pathlib import Path
 import numpy as np
 
 from cllm.atomic import fsync_dir
-from cllm.data.extract import END_OF_TEXT, Skipped, iter_documents
+from cllm.data.extract import (
+    END_OF_TEXT,
+    ArchiveRefused,
+    Limits,
+    Skipped,
+    iter_documents,
+    stream_documents,
+)
 from cllm.engine.tokenizer import CHUNKED_FROM
 from cllm.errors import CLLMError, NotFoundError, ValidationError
 
@@ -112,6 +119,7 @@ class QueueItem:
 class AddResult:
     added: list[QueueItem] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (source, what was dropped in it)
 
     @property
     def tokens(self) -> int:
@@ -120,11 +128,13 @@ class AddResult:
     def extend(self, other: AddResult) -> None:
         self.added += other.added
         self.skipped += other.skipped
+        self.notes += other.notes
 
     def to_dict(self) -> dict:
         return {
             "added": [it.to_dict() for it in self.added],
             "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
+            "notes": [{"source": s, "note": n} for s, n in self.notes],
             "tokens": self.tokens,
         }
 
@@ -287,6 +297,7 @@ class DataQueue:
         self.items_dir = self.dir / "items"
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint(tokenizer)
+        self.limits = Limits()  # caps on archives and on files parsed whole
         self._lock = threading.RLock()
         try:
             self.items_dir.mkdir(parents=True, exist_ok=True)
@@ -535,6 +546,8 @@ class DataQueue:
         """An item ready to commit, or the reason it is skipped."""
         try:
             sha, blank, n, blob, part = self._encode(pieces)
+        except ArchiveRefused:
+            raise  # the whole archive goes, not this member alone
         except Skipped as err:
             return err.reason
         except UnicodeEncodeError:
@@ -559,9 +572,10 @@ class DataQueue:
                 moved = False
                 now = _now()
                 for p in pending:
-                    if p.sha in seen or db.execute(
-                        "SELECT 1 FROM items WHERE sha256 = ?", (p.sha,)
-                    ).fetchone():
+                    if (
+                        p.sha in seen
+                        or db.execute("SELECT 1 FROM items WHERE sha256 = ?", (p.sha,)).fetchone()
+                    ):
                         out.append(None)
                         continue
                     seen.add(p.sha)
@@ -577,12 +591,31 @@ class DataQueue:
                     cur = db.execute(
                         "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file,"
                         " kind, encoding, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, p.priority, p.source, p.sha, p.n, now, name, p.kind, p.encoding,
-                         p.blob),
+                        (
+                            seq,
+                            p.priority,
+                            p.source,
+                            p.sha,
+                            p.n,
+                            now,
+                            name,
+                            p.kind,
+                            p.encoding,
+                            p.blob,
+                        ),
                     )
                     out.append(
-                        QueueItem(cur.lastrowid, seq, p.priority, p.source, p.sha, p.n, now,
-                                  p.kind, p.encoding)
+                        QueueItem(
+                            cur.lastrowid,
+                            seq,
+                            p.priority,
+                            p.source,
+                            p.sha,
+                            p.n,
+                            now,
+                            p.kind,
+                            p.encoding,
+                        )
                     )
                 if moved:
                     fsync_dir(self.items_dir)
@@ -629,23 +662,49 @@ class DataQueue:
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
             batch.skip(source, "not a regular file")
             return
+        self._docs_into(
+            batch,
+            iter_documents(path, source=source, field=field, limits=self.limits),
+            source,
+            priority,
+        )
+
+    def _docs_into(self, batch: _Batch, docs: Iterator, source: str, priority: int) -> None:
+        """Prepare a file's documents as one group: all of them go in one transaction."""
         group: list[tuple[str, _Pending | str]] = []
+        notes: list[tuple[str, str]] = []
         try:
-            for doc in iter_documents(path, source=source, field=field):
+            for doc in docs:
                 if doc.skipped:
                     group.append((doc.source, doc.skipped))
-                else:
-                    group.append(
-                        (doc.source, self._prepare(doc.pieces, doc.source, priority, doc.kind,
-                                                   doc.encoding))
-                    )
+                    continue
+                p = self._prepare(doc.pieces, doc.source, priority, doc.kind, doc.encoding)
+                group.append((doc.source, p))
+                notes += [(doc.source, note) for note in doc.notes]
         except Skipped as err:  # the whole file (an archive: all its members) is refused
             for _, p in group:
                 if isinstance(p, _Pending) and p.part is not None:
                     p.part.unlink(missing_ok=True)
             batch.skip(source, err.reason)
             return
+        batch.result.notes += notes
         batch.add_group(group)
+
+    def add_stream(
+        self,
+        f,
+        name: str = "stdin",
+        source: str = "<stdin>",
+        priority: int = 0,
+        *,
+        field: str | None = None,
+    ) -> AddResult:
+        """Add what a binary stream holds (standard input): text in any encoding, or any kind
+        of file ``iter_documents`` reads, by its first bytes."""
+        batch = _Batch(self)
+        docs = stream_documents(f, name, source, field=field, limits=self.limits)
+        self._docs_into(batch, docs, source, int(priority))
+        return batch.finish()
 
     def add_folder(
         self,
@@ -719,7 +778,10 @@ class DataQueue:
                 fname, n = other._file_of(it.id)
                 pend = self._prepare(
                     other._pieces_of(other.tokenizer, it.id, fname, n),
-                    it.source, it.priority, it.kind, it.encoding,
+                    it.source,
+                    it.priority,
+                    it.kind,
+                    it.encoding,
                 )
                 if isinstance(pend, str):
                     result.skipped.append((it.source, pend))
@@ -738,8 +800,9 @@ class DataQueue:
         """The same tokens, copied window by window."""
         if 4 * it.n_tokens <= INLINE_BYTES:
             blob = other.read(it.id).astype("<i4").tobytes()
-            return _Pending(it.source, it.priority, it.kind, it.encoding, it.sha256,
-                            it.n_tokens, blob, None)
+            return _Pending(
+                it.source, it.priority, it.kind, it.encoding, it.sha256, it.n_tokens, blob, None
+            )
         part = self.items_dir / f"{uuid.uuid4().hex}.part"
         try:
             with open(part, "wb") as f:
@@ -750,8 +813,9 @@ class DataQueue:
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        return _Pending(it.source, it.priority, it.kind, it.encoding, it.sha256,
-                        it.n_tokens, None, part)
+        return _Pending(
+            it.source, it.priority, it.kind, it.encoding, it.sha256, it.n_tokens, None, part
+        )
 
     # ------------------------------------------------------------------------------- reading
 
