@@ -51,12 +51,14 @@ def _value(v) -> str | None:
 
 
 def _lines(chunks: Iterator[str]) -> Iterator[str]:
+    """Lines with their ends (a quoted CSV cell may span lines)."""
     carry = ""
     for c in chunks:
         c = carry + c
         parts = c.split("\n")
         carry = parts.pop()
-        yield from parts
+        for part in parts:
+            yield part + "\n"
     if carry:
         yield carry
 
