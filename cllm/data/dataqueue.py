@@ -153,6 +153,19 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
 
 
+def matches_filter(item: QueueItem, text: str) -> bool:
+    """The studio's and ``queue list --filter``'s test: ``text`` in the item's source or kind
+    (case-insensitive), or a shell pattern (``*.pdf``) matching its file name."""
+    text = text.strip().lower()
+    if not text:
+        return True
+    source = item.source.lower()
+    if any(c in text for c in "*?["):
+        name = source.replace("!", "/").rsplit("/", 1)[-1]
+        return fnmatch.fnmatchcase(name, text) or fnmatch.fnmatchcase(source, text)
+    return text in source or text == item.kind.lower()
+
+
 def walk_files(
     root: Path,
     patterns: Iterable[str] = ("*",),
@@ -992,6 +1005,18 @@ class DataQueue:
         if not row[-1].startswith(INLINE):  # after the commit: an orphan at worst
             (self.items_dir / row[-1]).unlink(missing_ok=True)
         return QueueItem(*row[:-1])
+
+    def set_priority(self, item_id: int, priority: int) -> QueueItem:
+        """Change an item's priority (higher trains first)."""
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValidationError(f"priority must be an integer, got {priority!r}")
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE items SET priority = ? WHERE id = ?", (int(priority), int(item_id))
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
+        return self.item(item_id)
 
     def clear(self) -> int:
         """Remove every item; returns how many there were."""

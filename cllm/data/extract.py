@@ -173,15 +173,52 @@ def _read(f: BinaryIO, n: int) -> bytes:
         raise Skipped(f"unreadable ({err.strerror or short(err)})") from None
 
 
+# Where the detector finds several encodings equally likely (French text reads the same in
+# cp1252, cp1250 and cp1257 except for a few letters), the most widely used one wins.
+PREFERRED = [
+    codecs.lookup(c).name
+    for c in (
+        "cp1252",
+        "latin-1",
+        "iso8859-15",
+        "cp932",
+        "shift_jis",
+        "euc_jp",
+        "gb18030",
+        "big5",
+        "euc_kr",
+        "cp1251",
+        "koi8_r",
+        "cp1250",
+        "iso8859-2",
+        "cp1253",
+        "cp1254",
+        "cp1255",
+        "cp1256",
+        "cp1257",
+        "cp1258",
+    )
+]
+
+
 def _detect(head: bytes) -> str:
     """The encoding of text that is not UTF-8, or ``Skipped``."""
     try:
         from charset_normalizer import from_bytes
     except ImportError:  # pragma: no cover - a dependency; kept usable without it
         raise Skipped("undecodable (not UTF-8 text)") from None
-    best = from_bytes(head).best()
+    results = from_bytes(head)
+    best = results.best()
     if best is None or not best.encoding:
         raise Skipped("undecodable (no text encoding fits)")
+    tied = {
+        codecs.lookup(m.encoding).name
+        for m in results
+        if m.chaos == best.chaos and m.coherence == best.coherence
+    }
+    for name in PREFERRED:
+        if name in tied:
+            return name
     return codecs.lookup(best.encoding).name
 
 

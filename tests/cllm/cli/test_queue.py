@@ -155,3 +155,66 @@ def test_folder_add_with_a_dangling_link_adds_the_rest_and_lists_it(models, data
     assert code == 0, err
     assert f"skipped {data / 'broken.txt'}: dangling symbolic link" in out.splitlines()
     assert "added 3 item(s)" in out
+
+
+FRENCH = "Le café crème est très bon, à côté de la fenêtre. Ça coûte cher, même à Noël.\n"
+
+
+def test_stdin_text_cat_set_filter_and_field(models, tmp_path, capsys, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO(FRENCH.encode("latin-1")))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, out, err = run(models, "queue", "add", "alpha", "-", "--json", capsys=capsys)
+    assert code == 0, err
+    piped = json.loads(out)["added"][0]
+    assert piped["source"] == "<stdin>" and piped["encoding"] == "cp1252"
+    code, out, _ = run(models, "queue", "cat", "alpha", str(piped["id"]), capsys=capsys)
+    assert out == FRENCH
+
+    code, out, _ = run(
+        models,
+        "queue",
+        "add",
+        "alpha",
+        "--text",
+        "a literal text",
+        "--priority",
+        "2",
+        capsys=capsys,
+    )
+    assert code == 0 and "added 1 item(s)" in out
+    (tmp_path / "recs.jsonl").write_text('{"title": "x", "summary": "one"}\n{"summary": "two"}\n')
+    code, out, _ = run(models, "queue", "add", "alpha", str(tmp_path / "recs.jsonl"), capsys=capsys)
+    assert "no text field: name one with --field (fields: title, summary)" in out
+    code, out, _ = run(
+        models,
+        "queue",
+        "add",
+        "alpha",
+        str(tmp_path / "recs.jsonl"),
+        "--field",
+        "summary",
+        "--json",
+        capsys=capsys,
+    )
+    recs = json.loads(out)["added"][0]
+    assert recs["kind"] == "jsonl" and recs["n_tokens"] == len("one") + 1 + len("two")
+
+    code, out, _ = run(
+        models, "queue", "list", "alpha", "--filter", "jsonl", "--json", capsys=capsys
+    )
+    assert [it["id"] for it in json.loads(out)] == [recs["id"]]
+    code, out, _ = run(
+        models, "queue", "list", "alpha", "--filter", "nothing-like-it", capsys=capsys
+    )
+    assert "no item" in out
+    code, out, _ = run(
+        models, "queue", "set", "alpha", str(recs["id"]), "--priority", "9", capsys=capsys
+    )
+    assert code == 0 and "priority 9" in out
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    assert json.loads(out)[0]["id"] == recs["id"]  # the highest priority trains first
+
+    code, _, err = run(models, "queue", "cat", "alpha", "999", capsys=capsys)
+    assert code == 2 and "no item 999" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(models, "queue", "add", "alpha", capsys=capsys)
+    assert code == 2 and "--text" in err
