@@ -216,9 +216,15 @@ def _detect(head: bytes) -> str:
         for m in results
         if m.chaos == best.chaos and m.coherence == best.coherence
     }
+    text = str(best)
     for name in PREFERRED:
         if name in tied:
             return name
+        try:  # the same text in a more common encoding (the detector lists one of equals)
+            if head.decode(name) == text:
+                return name
+        except UnicodeDecodeError:
+            pass
     return codecs.lookup(best.encoding).name
 
 
