@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     _add_arch(s, batch_size=16)
     s.set_defaults(func=bench_startup)
 
+    from cllm.data.bench import register as register_ingest  # bench ingest, bench tokenize
+
+    register_ingest(sub, cpu_count())
+
 
 def _config(args) -> GPTConfig:
     cfg = GPTConfig(

@@ -654,14 +654,15 @@ class DataQueue:
     ) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
         batch = _Batch(self)
-        self._file_into(batch, Path(path), int(priority), field)
+        self._file_into(batch, path, int(priority), field)
         return batch.finish()
 
-    def _file_into(self, batch: _Batch, path: Path, priority: int, field: str | None) -> None:
+    def _file_into(self, batch: _Batch, path: str | Path, priority: int, field: str | None) -> None:
+        path = os.fspath(path)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
-            if path.is_symlink():
+            if os.path.islink(path):
                 batch.skip(str(path), "dangling symbolic link")
                 return
             raise NotFoundError(f"no such file: {path}") from None
@@ -759,7 +760,7 @@ class DataQueue:
             if progress:
                 progress(i, len(files), str(f))
             try:
-                self._file_into(batch, Path(f), int(priority), field)
+                self._file_into(batch, f, int(priority), field)
             except NotFoundError:  # listed by a walk, deleted before its turn came
                 batch.skip(str(f), "disappeared before it was read")
             except OSError as err:

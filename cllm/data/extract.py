@@ -34,6 +34,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -122,9 +123,10 @@ def short(err: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def file_kind(path: Path, head: bytes = b"") -> str:
+def file_kind(path: str | Path, head: bytes = b"") -> str:
     """``html``, ``markdown``, ``code`` or ``text``, by extension, then by a look at the start."""
-    ext, name = path.suffix.lower(), path.name.lower()
+    name = os.path.basename(path).lower()
+    ext = os.path.splitext(name)[1]
     if ext in HTML_EXT:
         return "html"
     if ext in MARKDOWN_EXT:
@@ -311,7 +313,7 @@ def sniff_kind(name: str, head: bytes) -> str:
     from cllm.data.archives import archive_kind
 
     low = name.lower()
-    ext = Path(low).suffix
+    ext = os.path.splitext(low)[1]
     arch = archive_kind(low)
     if arch:
         return arch
@@ -421,7 +423,7 @@ def stream_documents(
             yield record_doc(kind, head, f, name, source, field=field, limits=limits)
             return
         encoding, chunks = decode_stream(f, head)
-        kind = file_kind(Path(name), head)
+        kind = file_kind(name, head)
         if kind == "html":
             yield Doc(source, kind, _html_file_pieces(chunks, limits), encoding)
         elif kind == "markdown":
@@ -444,15 +446,15 @@ def iter_documents(
     """The documents of a file, each extracted by its kind. A document that cannot be read comes
     as a ``Doc`` with ``skipped`` set; ``ArchiveRefused`` (now or while iterating) refuses a whole
     archive."""
-    path = Path(path)
-    source = source or str(path)
+    path = os.fspath(path)
+    source = source or path
     try:
         f = open(path, "rb")
     except OSError as err:
         yield Doc(source, "text", skipped=f"unreadable ({err.strerror or short(err)})")
         return
     with f:
-        yield from stream_documents(f, path.name, source, field=field, limits=limits)
+        yield from stream_documents(f, os.path.basename(path), source, field=field, limits=limits)
 
 
 def iter_file_text(path: str | Path, chunk_size: int = CHUNK) -> tuple[str, Iterator[str]]:
