@@ -442,7 +442,10 @@ def test_a_2_gib_item_is_read_in_windows_never_mapped_whole(tmp_path):
         con.execute("UPDATE items SET n_tokens = ? WHERE id = ?", (n, item.id))
     out = subprocess.run(
         [sys.executable, "-c", _HUGE_ITEM, str(d)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     got, rss_mb = map(int, out.stdout.split())
@@ -475,8 +478,31 @@ def test_many_tiny_files_cost_few_fsyncs_and_transactions(q, tmp_path, monkeypat
 
     monkeypatch.setattr(DataQueue, "_commit_many", commit_many)
     monkeypatch.setattr("cllm.data.dataqueue.BATCH_SECONDS", 1e9)  # batches by count only
+    monkeypatch.setattr("cllm.data.dataqueue.BATCH_ITEMS", 500)
     r = q.add_folder(d)
     assert len(r.added) == 1200 and not r.skipped
     assert calls["fsync"] == 0  # tiny items live in the index: SQLite's WAL commit makes them safe
-    assert commits == [512, 512, 176]  # one transaction per batch of files
+    assert commits == [500, 500, 200]  # one transaction per batch of files
     assert [q.text(it.id) for it in q.items()[:2]] == ["tiny file 0\n", "tiny file 1\n"]
+
+
+def test_short_texts_are_tokenized_in_one_batch_call_exactly_as_alone(tmp_path):
+    from cllm.engine.tokenizer import train_tokenizer
+
+    tok = train_tokenizer("bpe", "the quick brown fox jumps over the lazy dog. " * 50, 300)
+    d = tmp_path / "small"
+    d.mkdir()
+    texts = [f"the fox number {i} jumps over dog {i * 7}.\n" for i in range(40)]
+    for i, t in enumerate(texts):
+        (d / f"f{i:02d}.txt").write_text(t)
+    (d / "g.txt").write_text(texts[3])  # a duplicate inside the same batch
+    (d / "h.txt").write_text("   \n")
+    with DataQueue(tmp_path / "m_queue", tok) as q:
+        r = q.add_folder(d)
+        assert len(r.added) == 40
+        assert dict((Path(s).name, w) for s, w in r.skipped) == {
+            "g.txt": "duplicate",
+            "h.txt": "empty",
+        }
+        for it, t in zip(q.items(), texts, strict=True):
+            assert q.tokens(it.id).tolist() == tok.encode(t).tolist() and q.text(it.id) == t
