@@ -409,49 +409,57 @@ def test_a_file_that_fails_mid_read_is_skipped(q, tmp_path, monkeypatch):
 
 
 _HUGE_ITEM = """
-import resource, sqlite3, sys
-import numpy as np
-from cllm.data.dataqueue import DataQueue
-from cllm.engine.tokenizer import ByteTokenizer
-from cllm.train.trainer import _Stream
-q = DataQueue(sys.argv[1], ByteTokenizer())
-(item,) = q.items()
-n = item.n_tokens
-stream = _Stream(q, [(item.id, 0, n - n // 10)], q.tokenizer.eot_id)
-chunks = stream.chunks(12345)
-got = sum(next(chunks).size for _ in range(64))  # the start of an epoch
-cache = {}
-for a in np.linspace(0, stream.length - 300, 32).astype(np.int64):  # validation windows
-    assert stream.window(int(a), 257, cache).shape == (257,)
-assert q.read(item.id, n - 5).tolist() == [0] * 5
-print(got, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+import resource, sys
+from cllm.models.registry import Registry
+from cllm.train.trainer import Trainer
+reg = Registry(sys.argv[1])
+t = Trainer(reg, "big", max_steps=3, eval_interval=2)  # validation windows too
+t.start()
+assert t.join(240), "the trainer did not finish"
+snap = t.snapshot()
+assert snap.state == "done", (snap.state, snap.message)
+with reg.queue("big") as q:
+    (item,) = q.items()
+    assert q.read(item.id, item.n_tokens - 5).tolist() == [0] * 5
+    windows = sum(w.size for w in q.iter_tokens(item.id, 0, 3 << 20))
+print(snap.step, windows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
-def test_a_2_gib_item_is_read_in_windows_never_mapped_whole(tmp_path):
-    from cllm.engine.tokenizer import ByteTokenizer
+def test_training_a_2_gib_item_reads_windows_never_the_whole_item(tmp_path):
+    from cllm.engine.config import GPTConfig
+    from cllm.models.registry import Registry
 
-    d = tmp_path / "m_queue"
-    with DataQueue(d, ByteTokenizer()) as q:
+    reg = Registry(tmp_path / "models")
+    cfg = GPTConfig(vocab_size=257, n_embd=16, n_layer=1, n_head=2, block_size=32)
+    reg.create(
+        "big",
+        config=cfg,
+        tokenizer="byte",
+        text="x",
+        train={"batch_size": 2, "seq_len": 16, "warmup": 1},
+    )
+    with reg.queue("big") as q:
         item = q.add_text("x" * 100_000, "big").added[0]
-    path = d / "items" / f"{item.sha256[:16]}.tok"
+        path = q.items_dir / f"{item.sha256[:16]}.tok"
+        db = q.dir / "queue.sqlite"
     n = (2 << 30) // 4
     with open(path, "r+b") as f:  # sparse: 2 GiB of token 0 that costs no disk
         f.truncate(4 * n)
-    with sqlite3.connect(d / "queue.sqlite") as con:
+    with sqlite3.connect(db) as con:
         con.execute("UPDATE items SET n_tokens = ? WHERE id = ?", (n, item.id))
     out = subprocess.run(
-        [sys.executable, "-c", _HUGE_ITEM, str(d)],
+        [sys.executable, "-c", _HUGE_ITEM, str(tmp_path / "models")],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
-    assert out.returncode == 0, out.stderr
-    got, rss_mb = map(int, out.stdout.split())
-    assert got == 64 * (1 << 16)
-    assert rss_mb < 400, f"{rss_mb} MB resident while reading windows of a 2 GiB item"
-    with DataQueue(d, ByteTokenizer()) as q:
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps, windows, rss_mb = map(int, out.stdout.split())
+    assert steps == 3 and windows == 3 << 20
+    assert rss_mb < 400, f"{rss_mb} MB resident while training on a 2 GiB item"
+    with reg.queue("big") as q:
         with pytest.raises(ValidationError, match="read it in windows"):
             q.tokens(item.id)
 
