@@ -14,6 +14,7 @@ import bz2
 import gzip
 import io
 import lzma
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -33,6 +34,7 @@ from cllm.data.extract import (
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 SINGLE = {".gz": "gz", ".bz2": "bz2", ".xz": "xz"}
+# What the standard library's readers raise on damaged archives (zipfile alone raises six kinds).
 _STREAM_ERRORS = (
     OSError,
     EOFError,
@@ -40,6 +42,10 @@ _STREAM_ERRORS = (
     lzma.LZMAError,
     zipfile.BadZipFile,
     tarfile.TarError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    struct.error,
 )
 
 
@@ -160,7 +166,7 @@ def _tar(stream: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[D
         tf = tarfile.open(fileobj=stream, mode="r|*")
     except ArchiveRefused:
         raise
-    except (*_STREAM_ERRORS, ValueError) as err:
+    except _STREAM_ERRORS as err:
         raise ArchiveRefused(f"corrupt tar archive ({short(err)})") from None
     with tf:
         members = iter(tf)
@@ -169,7 +175,7 @@ def _tar(stream: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[D
                 m = next(members, None)
             except ArchiveRefused:
                 raise
-            except (*_STREAM_ERRORS, ValueError) as err:
+            except _STREAM_ERRORS as err:
                 raise ArchiveRefused(f"corrupt tar archive ({short(err)})") from None
             if m is None:
                 return
@@ -179,7 +185,7 @@ def _tar(stream: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[D
             budget.add(m.size)  # the header says how much follows: refuse before reading it
             try:
                 f = tf.extractfile(m)
-            except (*_STREAM_ERRORS, ValueError) as err:
+            except _STREAM_ERRORS as err:
                 raise ArchiveRefused(f"corrupt tar archive ({short(err)})") from None
             if f is None:
                 continue
@@ -191,7 +197,7 @@ def _zip(fobj: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[Doc
     try:
         zf = zipfile.ZipFile(fobj)
         infos = zf.infolist()
-    except (*_STREAM_ERRORS, ValueError) as err:
+    except _STREAM_ERRORS as err:
         raise ArchiveRefused(f"corrupt zip archive ({short(err)})") from None
     with zf:
         for info in infos:  # every path and the declared sizes are checked before any read
@@ -207,7 +213,7 @@ def _zip(fobj: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[Doc
                 continue
             try:
                 f = zf.open(info)
-            except (*_STREAM_ERRORS, ValueError, NotImplementedError) as err:
+            except _STREAM_ERRORS as err:
                 yield Doc(f"{source}!{info.filename}", "text", skipped=f"unreadable ({short(err)})")
                 continue
             with f:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cllm.data.dataqueue import DataQueue
 from cllm.data.extract import Limits, extract_html, iter_documents
@@ -346,3 +348,59 @@ def test_documents_of_one_file(tmp_path):
         ("x.txt", "text"),
         ("y.md", "markdown"),
     ]
+
+
+# ------------------------------------------------------------------------- hostile bytes
+
+
+def _valid_files() -> dict[str, bytes]:
+    zbuf, tbuf = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.txt", "zipped text\n" * 20)
+        z.writestr("b.md", "# title\n\nbody\n")
+    with tarfile.open(fileobj=tbuf, mode="w:gz") as t:
+        data = b"tarred text\n" * 20
+        info = tarfile.TarInfo("a.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return {
+        "x.zip": zbuf.getvalue(),
+        "x.tar.gz": tbuf.getvalue(),
+        "x.txt.gz": gzip.compress(b"gzipped text\n" * 20),
+        "x.pdf": pdf_bytes(["some pdf text", "more"]),
+        "x.jsonl": b'{"text": "a"}\n{"text": "b"}\n',
+        "x.csv": b"id,text\n1,a\n2,b\n",
+        "x.json": b'[{"text": "a"}]',
+        "x.html": ARTICLE.encode(),
+    }
+
+
+VALID = _valid_files()
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    name=st.sampled_from(sorted(VALID)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6),
+    cut=st.none() | st.floats(0, 1),
+)
+def test_damaged_files_of_every_kind_are_added_or_skipped_never_crash(name, flips, cut):
+    import tempfile
+
+    data = bytearray(VALID[name])
+    for where, byte in flips:
+        data[int(where * len(data))] = byte
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / name
+        path.write_bytes(bytes(data))
+        with DataQueue(Path(d) / "m_queue", ByteTokenizer()) as q:
+            q.limits = Limits(archive_bytes=1 << 20, archive_members=100)
+            r = q.add_file(path)
+            assert r.added or r.skipped
+            for _source, why in r.skipped:
+                assert why and "\n" not in why
+            for it in r.added:
+                assert q.tokens(it.id).size == it.n_tokens
+            assert not list(q.items_dir.glob("*.part"))
