@@ -1,6 +1,7 @@
 """The Training tab's TRAINING DATA panel: the selected model's queue as a list of items (name,
 kind, tokens, priority, and the validation flag where the queue has one), a filter box, remove
-(x) and priority (+ / -) for the selected row, Add Files / Add Folder / Paste Text (also Ctrl+V),
+(x), priority (+ / -) and validation (v, once the queue has validation-only items) for the
+selected row, Add Files / Add Folder / Paste Text (also Ctrl+V),
 Clear Queue behind a confirmation, and the progress of an add in flight with Cancel.
 
 Everything goes through the queue's public calls (``cllm.data.dataqueue``), in the worker.
@@ -12,14 +13,13 @@ from pathlib import Path
 
 import pygame
 
-from cllm.data.dataqueue import matches_filter
+from cllm.data.dataqueue import DataQueue, matches_filter
 
 from ..state import AppState
 from ..ui import UI
 
 LIST_H = 80
 ROW_H = 19
-BUTTON_H = 24
 SIDE_W = 24  # the remove / priority column right of the list
 FILTER_X = 130  # the filter box sits in the section's title row, right of the title
 
@@ -149,12 +149,16 @@ def draw(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, browse) ->
 
 
 def _item_buttons(ui: UI, st: AppState, s: dict, info, item, x: int, y: int) -> None:
-    """Remove, priority up and down for the selected item: a column right of the list."""
+    """Remove, priority up and down, and validation on/off (where the queue has validation-only
+    items) for the selected item: a column right of the list."""
     name = row_text(item).split("  ")[0] if item is not None else ""
-    for k, (label, key) in enumerate(
-        (("x", "queue-remove"), ("+", "queue-up"), ("-", "queue-down"))
-    ):
-        r = (x, y + k * (BUTTON_H + 4), SIDE_W, BUTTON_H)
+    buttons = [("x", "queue-remove"), ("+", "queue-up"), ("-", "queue-down")]
+    can_validate = hasattr(DataQueue, "set_validation")
+    if can_validate:
+        buttons.append(("v", "queue-validation"))
+    step = (LIST_H + 2) // len(buttons)
+    for k, (label, key) in enumerate(buttons):
+        r = (x, y + k * step, SIDE_W, step - 2)
         if not ui.button(r, label, key=key, enabled=item is not None):
             continue
         if key == "queue-remove":
@@ -165,6 +169,14 @@ def _item_buttons(ui: UI, st: AppState, s: dict, info, item, x: int, y: int) -> 
                 f"Removed {name} from {info.name}'s queue",
             )
             s["queue_sel"] = None
+        elif key == "queue-validation":
+            on = not getattr(item, "validation", False)
+            _edit(
+                st,
+                info.name,
+                lambda q, j=item.id, on=on: q.set_validation([j], on),
+                f"{name}: {'validation only' if on else 'trained on'}",
+            )
         else:
             p = item.priority + (1 if key == "queue-up" else -1)
             _edit(
