@@ -98,6 +98,7 @@ class AppState:
     crawls_ended: dict[str, CrawlSnapshot] = field(default_factory=dict)  # name -> last snapshot
     demo: bool = True  # create and train a demo model when the folder is empty
     version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
+    adding: dict | None = None  # the queue add in flight: name, done, total, bytes, cancel
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
@@ -477,18 +478,46 @@ class AppState:
             )
             return
 
+        # What the add has done so far, for the Training tab's progress bar and Cancel button.
+        prog = {"name": name, "done": 0, "total": 0, "bytes": 0, "cancel": False}
+        self.adding = prog
+
         def add() -> tuple[int, int, list]:
-            added, tokens, skipped = 0, 0, []
+            try:
+                return add_files()
+            finally:
+                prog["finished"] = True  # the bar goes, whether the add worked or failed
+
+        def add_files() -> tuple[int, int, list]:
+            from cllm.data.dataqueue import walk_files
+
+            files: list = []
+            walked: list = []  # entries a folder walk could not use, with reasons
+            for p in paths:
+                if Path(p).is_dir():
+                    files += walk_files(Path(p), skipped=walked)
+                else:
+                    files.append(p)
+            prog["total"] = len(files)
+
+            def progress(done: int, total: int, source: str) -> None:
+                prog["done"] = done
+                try:
+                    prog["bytes"] += os.path.getsize(source) if source else 0
+                except OSError:
+                    pass
+
             with self.registry.queue(name) as q:
-                for p in paths:
-                    res = q.add_folder(p) if Path(p).is_dir() else q.add_file(p)
-                    added += len(res.added)
-                    tokens += res.tokens
-                    skipped += res.skipped
-            return added, tokens, skipped
+                res = q.add_files(files, progress=progress, cancel=lambda: prog["cancel"])
+            return len(res.added), res.tokens, walked + res.skipped
 
         def done(r: tuple[int, int, list]) -> None:
+            if self.adding is prog:
+                self.adding = None
             added, tokens, skipped = r
+            if prog["cancel"]:
+                self.say(f"{name}: add cancelled after {added} item(s)", "warning")
+                return
             msg = f"{name}: added {added} item{'s' * (added != 1)} ({tokens:,} tokens)"
             if skipped:
                 src, why = skipped[0]

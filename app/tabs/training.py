@@ -25,7 +25,7 @@ from ..selector import panel_selector
 from ..state import AppState
 from ..tabstate import Refusal, TrainingState
 from ..ui import UI, plural
-from . import advanced
+from . import advanced, queue_panel
 
 PANEL_CONTENT_H = 820  # about the panel's content height; measured after the first frame
 SLIDER_H = 34
@@ -354,51 +354,8 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     return y + 8
 
 
-def _queue_rows(st: AppState, s: TrainingState, info) -> list[str] | None:
-    """The queue's items, listed by the worker when the model or the folder changes."""
-    if info is None:
-        return []
-    stamp = (info.name, st.version)
-    if s.queue_stamp != stamp and not s.queue_loading:
-        s.queue_loading = True
-        name = info.name
-
-        def items():
-            with st.registry.queue(name) as q:
-                return q.items()
-
-        def done(result) -> None:
-            rows = [f"{Path(it.source).name or it.source}  ({it.n_tokens:,} tok)" for it in result]
-            s.queue_loading, s.queue_stamp, s.queue = False, stamp, rows
-
-        def error(err) -> None:
-            s.queue_loading = False
-            s.queue_stamp, s.queue = stamp, []
-            st.fail(err)
-
-        st.worker.submit(items, done=done, error=error)
-    return s.queue if (s.queue_stamp or (None,))[0] == info.name else None
-
-
 def training_data(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
-    ui.section((x, y), "TRAINING DATA")
-    y += 20
-    rows = _queue_rows(st, s, info)
-    empty = "Loading..." if rows is None else "Queue empty: add files or drop them here"
-    ui.list_box((x, y, w, 80), "queue", rows or [], row_h=19, empty=empty)
-    y += 86
-    has = info is not None
-    half = (w - 8) // 2
-    if ui.button((x, y, half, 24), "Add Files...", enabled=has):
-        browse(st, s, "files", f"Add files to {info.name}'s queue")
-    if ui.button((x + half + 8, y, half, 24), "Add Folder...", enabled=has):
-        browse(st, s, "folder", f"Add a folder to {info.name}'s queue")
-    y += 30
-    if ui.button((x, y, half, 24), "Clear Queue", enabled=has and bool(info.queue_items)):
-        s.dialog = "clear"
-    if ui.button((x + half + 8, y, half, 24), "Import From...", enabled=has and len(st.models) > 1):
-        s.dialog = "import"
-    return y + 34
+    return queue_panel.draw(ui, st, s, info, x, y, w, lambda m, t: browse(st, s, m, t))
 
 
 def browse(st: AppState, s: TrainingState, mode: str, title: str) -> None:

@@ -82,6 +82,9 @@ def register(subparsers) -> None:
     from cllm.serve.bench import register_bench  # `bench serve`: the HTTP server's streams
 
     register_bench(sub)
+    from cllm.data.bench import register as register_ingest  # bench ingest, bench tokenize
+
+    register_ingest(sub, cpu_count())
 
 
 def _config(args) -> GPTConfig:

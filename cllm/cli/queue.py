@@ -1,4 +1,5 @@
-"""`python -m cllm queue ...`: add, list, size, remove, clear and import a model's data queue."""
+"""`python -m cllm queue ...`: add, list, cat, set, size, remove, clear and import a model's data
+queue."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from cllm.cli import add_models_dir, models_dir_of
 from cllm.cli.common import ProgressLine, bar
-from cllm.data.dataqueue import AddResult, DataQueue, walk_files
+from cllm.data.dataqueue import AddResult, DataQueue, matches_filter, walk_files
 from cllm.errors import NotFoundError, ValidationError
 
 
@@ -24,14 +25,33 @@ def register(subparsers) -> None:
         p.set_defaults(func=func)
         return p
 
-    p = cmd("add", cmd_add, "add files and folders (text, code, HTML, Markdown)")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p = cmd(
+        "add",
+        cmd_add,
+        "add files and folders (text, code, HTML, Markdown, PDF, DOCX, EPUB, JSONL, CSV, "
+        "Parquet, archives); '-' reads standard input",
+    )
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    p.add_argument("--text", action="append", default=[], help="add this text as an item")
+    p.add_argument(
+        "--field",
+        metavar="NAME",
+        help="the field of JSONL/JSON/CSV/TSV/Parquet records to train on "
+        "(default: text, content or body)",
+    )
     p.add_argument(
         "--include",
         action="append",
         default=[],
         metavar="PATTERN",
         help="file name pattern inside folders, e.g. '*.txt' (repeatable; default: all files)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="leave out files and folders whose name matches, e.g. '*.log' (repeatable)",
     )
     p.add_argument(
         "--priority", type=int, default=0, help="higher comes first and is sampled more (default 0)"
@@ -45,7 +65,15 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="one JSON line")
 
     p = cmd("list", cmd_list, "list the items in training order")
+    p.add_argument("--filter", metavar="TEXT", help="only items whose source or kind contains TEXT")
     p.add_argument("--json", action="store_true", help="one JSON list")
+
+    p = cmd("cat", cmd_cat, "print the text of an item as it was extracted")
+    p.add_argument("item_id", type=int, metavar="ITEM_ID")
+
+    p = cmd("set", cmd_set, "change an item's priority")
+    p.add_argument("item_id", type=int, metavar="ITEM_ID")
+    p.add_argument("--priority", type=int, required=True, help="higher trains first")
 
     p = cmd("size", cmd_size, "items and tokens in the queue")
     p.add_argument("--json", action="store_true", help="one JSON line")
@@ -92,6 +120,8 @@ def _report(args, name: str, q: DataQueue, r: AddResult) -> None:
         return
     for source, reason in r.skipped:
         print(f"skipped {source}: {reason}")
+    for source, note in r.notes:
+        print(f"note {source}: {note}")
     print(
         f"added {len(r.added)} item(s), {r.tokens:,} tokens; skipped {len(r.skipped)}; "
         f"queue of {name}: {items} item(s), {tokens:,} tokens"
@@ -99,19 +129,36 @@ def _report(args, name: str, q: DataQueue, r: AddResult) -> None:
 
 
 def cmd_add(args) -> int:
+    if not args.paths and not args.text:
+        raise ValidationError("name files or folders to add, '-' for standard input, or --text")
     with _open(args) as q:  # an unknown model is refused first
-        missing = [p for p in args.paths if not p.exists()]
+        missing = [p for p in args.paths if str(p) != "-" and not p.exists()]
         if missing:  # refuse before adding anything
             raise NotFoundError(f"no such file or folder: {missing[0]}")
         patterns = tuple(args.include) or ("*",)
         files: list[Path] = []
+        walked: list[tuple[str, str]] = []  # entries the walk could not use, with reasons
+        r = AddResult()
+        for i, text in enumerate(args.text):
+            source = "<text>" if len(args.text) == 1 else f"<text {i + 1}>"
+            r.extend(q.add_text(text, source=source, priority=args.priority))
         for p in args.paths:  # named files always count; patterns choose inside folders
-            files += walk_files(p, patterns, not args.no_recursive) if p.is_dir() else [p]
+            if str(p) == "-":
+                r.extend(q.add_stream(sys.stdin.buffer, priority=args.priority, field=args.field))
+            elif p.is_dir():
+                files += walk_files(
+                    p, patterns, not args.no_recursive, exclude=args.exclude, skipped=walked
+                )
+            else:
+                files.append(p)
         progress = _Progress("adding")
         try:
-            r = q.add_files(files, priority=args.priority, progress=progress)
+            r.extend(
+                q.add_files(files, priority=args.priority, progress=progress, field=args.field)
+            )
         finally:
             progress.end()
+        r.skipped[:0] = walked
         if args.validation and r.added:
             q.set_validation([it.id for it in r.added])
             r.added = [replace(it, validation=True) for it in r.added]
@@ -122,11 +169,17 @@ def cmd_add(args) -> int:
 def cmd_list(args) -> int:
     with _open(args) as q:
         items = q.items()
+    if args.filter:
+        items = [it for it in items if matches_filter(it, args.filter)]
     if args.json:
         print(json.dumps([it.to_dict() for it in items]))
         return 0
     if not items:
-        print(f"the queue of {args.name} is empty")
+        print(
+            f"no item of {args.name}'s queue matches {args.filter!r}"
+            if args.filter
+            else f"the queue of {args.name} is empty"
+        )
         return 0
     rows = [["ID", "PRIORITY", "TOKENS", "KIND", "ADDED", "SOURCE"]] + [
         [
@@ -143,6 +196,25 @@ def cmd_list(args) -> int:
     for r in rows:
         cells = [r[c].rjust(w) if c < 3 else r[c].ljust(w) for c, w in enumerate(widths)]
         print("  ".join(cells + [r[-1]]))
+    return 0
+
+
+def cmd_cat(args) -> int:
+    with _open(args) as q:
+        q.item(args.item_id)  # an unknown item is refused before anything is printed
+        end = ""
+        for piece in q.iter_text(args.item_id):
+            sys.stdout.write(piece)
+            end = piece[-1:] or end
+        if end != "\n":
+            sys.stdout.write("\n")
+    return 0
+
+
+def cmd_set(args) -> int:
+    with _open(args) as q:
+        item = q.set_priority(args.item_id, args.priority)
+    print(f"item {item.id} ({item.source}) now has priority {item.priority}")
     return 0
 
 

@@ -1,8 +1,18 @@
 """A model's data queue: its training set, in ``models/<name>_queue/``.
 
 Layout: ``queue.sqlite`` (the index: one row per item) and ``items/<sha256[:16]>.tok`` (each
-item's tokens, raw little-endian int32, in the model's tokenizer). Items hold only their text's
-tokens; whoever streams them to the model separates documents with the end-of-text token.
+item's tokens, raw little-endian int32, in the model's tokenizer). Items whose tokens fit in
+``INLINE_BYTES`` keep them in the index itself (the row's ``data``), so a folder of many tiny files
+costs one transaction per batch, not two fsyncs per file. Items hold only their text's tokens
+(records of a data file are separated by end-of-text); whoever streams them to the model separates
+documents with the end-of-text token.
+
+Adding many files commits them in batches (``BATCH_ITEMS`` files or ``BATCH_SECONDS``): a kill
+loses at most the batch in flight, never a committed item. All the members of one archive go in
+one transaction: an archive is added whole or not at all.
+
+Reading: ``read(item, start, stop)`` reads a window of an item's tokens with ``pread``, so a huge
+item is never mapped or loaded whole; ``tokens(item)`` returns whole items up to ``WHOLE_BYTES``.
 
 Crash safety and sharing between processes (the app, a headless trainer, the crawler):
 - SQLite in WAL mode serialises writers; readers never block.
@@ -24,10 +34,13 @@ in one transaction (decoding with the stored tokenizer, so nothing is lost); wit
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
+import itertools
 import os
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,11 +51,25 @@ from pathlib import Path
 import numpy as np
 
 from cllm.atomic import abandoned, fsync_dir
-from cllm.data.extract import Skipped, iter_file_text
+from cllm.data.extract import (
+    END_OF_TEXT,
+    ArchiveRefused,
+    Limits,
+    Skipped,
+    iter_documents,
+    stream_documents,
+)
+from cllm.engine.tokenizer import CHUNKED_FROM
 from cllm.errors import CLLMError, NotFoundError, ValidationError
 
-FORMAT, VERSION = "cllm-queue", 1
+FORMAT, VERSION = "cllm-queue", 2  # 2: inline token data and the source's encoding
 MEMMAP_BYTES = 64 << 20  # token files above this are memory-mapped by tokens()
+WHOLE_BYTES = 512 << 20  # tokens() refuses items above this: read them in windows with read()
+INLINE_BYTES = 64 << 10  # token data up to this size lives in the index row
+INLINE = "="  # the file column of an inline item: "=" + its hash (no token file has this name)
+BATCH_ITEMS = 2048  # files per transaction when adding many
+BATCH_SECONDS = 2.0
+DEFER_CHARS = 16384  # a one-piece text up to this long is tokenized with its batch, in one call
 PART_MAX_AGE = 3600.0  # seconds before an unfinished .part file counts as abandoned
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, current source)
@@ -59,11 +86,19 @@ CREATE TABLE IF NOT EXISTS items (
     added TEXT NOT NULL,
     file TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL DEFAULT 'text',
-    validation INTEGER NOT NULL DEFAULT 0
+    validation INTEGER NOT NULL DEFAULT 0,
+    encoding TEXT NOT NULL DEFAULT '',
+    data BLOB
 );
 CREATE INDEX IF NOT EXISTS items_order ON items (priority DESC, seq);
+CREATE INDEX IF NOT EXISTS items_seq ON items (seq);
 """
-_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind, validation"
+_ADDED_COLUMNS = {  # columns newer than version 1, added when an older queue is opened
+    "validation": "validation INTEGER NOT NULL DEFAULT 0",
+    "encoding": "encoding TEXT NOT NULL DEFAULT ''",
+    "data": "data BLOB",
+}
+_COLUMNS = "id, seq, priority, source, sha256, n_tokens, added, kind, validation, encoding"
 _ORDER = "ORDER BY priority DESC, seq"
 
 
@@ -76,8 +111,9 @@ class QueueItem:
     sha256: str
     n_tokens: int
     added: str  # ISO 8601, UTC
-    kind: str  # text, code, html, markdown
+    kind: str  # text, code, html, markdown, pdf, docx, epub, records
     validation: bool = False  # held out whole: measured, never trained on
+    encoding: str = ""  # the source's text encoding where it was decoded from bytes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validation", bool(self.validation))  # SQLite stores 0 / 1
@@ -90,6 +126,7 @@ class QueueItem:
 class AddResult:
     added: list[QueueItem] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (source, what was dropped in it)
 
     @property
     def tokens(self) -> int:
@@ -98,11 +135,13 @@ class AddResult:
     def extend(self, other: AddResult) -> None:
         self.added += other.added
         self.skipped += other.skipped
+        self.notes += other.notes
 
     def to_dict(self) -> dict:
         return {
             "added": [it.to_dict() for it in self.added],
             "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
+            "notes": [{"source": s, "note": n} for s, n in self.notes],
             "tokens": self.tokens,
         }
 
@@ -121,27 +160,54 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p.lower()) for p in patterns)
 
 
-def walk_files(root: Path, patterns: Iterable[str] = ("*",), recursive: bool = True) -> list[Path]:
-    """Files under ``root`` matching ``patterns``, in sorted order; hidden entries skipped.
+def matches_filter(item: QueueItem, text: str) -> bool:
+    """The studio's and ``queue list --filter``'s test: ``text`` in the item's source or kind
+    (case-insensitive), or a shell pattern (``*.pdf``) matching its file name."""
+    text = text.strip().lower()
+    if not text:
+        return True
+    source = item.source.lower()
+    if any(c in text for c in "*?["):
+        name = source.replace("!", "/").rsplit("/", 1)[-1]
+        return fnmatch.fnmatchcase(name, text) or fnmatch.fnmatchcase(source, text)
+    return text in source or text == item.kind.lower()
+
+
+def walk_files(
+    root: Path,
+    patterns: Iterable[str] = ("*",),
+    recursive: bool = True,
+    *,
+    exclude: Iterable[str] = (),
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[Path]:
+    """Files under ``root`` matching ``patterns`` and no ``exclude`` pattern, in sorted order;
+    hidden entries skipped.
 
     Symbolic links are followed, but each directory is entered once (by device and inode), so a
-    link loop ends the walk instead of running forever.
+    link loop ends the walk instead of running forever. An entry that cannot be used (a dangling
+    link, a folder that cannot be listed) is left out and, when ``skipped`` is a list, appended
+    to it as ``(path, reason)``; the walk goes on.
     """
     patterns = tuple(patterns) or ("*",)
+    exclude = tuple(exclude)
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
 
-    def visit(folder: Path) -> None:
+    def skip(path: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append((path, reason))
+
+    def visit(folder: str) -> None:
         try:
-            st = folder.stat()
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            skip(folder, f"unreadable folder ({err.strerror or err})")
             return
         subdirs = []
         for e in entries:
@@ -149,20 +215,98 @@ def walk_files(root: Path, patterns: Iterable[str] = ("*",), recursive: bool = T
                 continue
             try:
                 is_dir = e.is_dir()  # follows links
-            except OSError:
+                if not is_dir and e.is_symlink() and not os.path.exists(e.path):
+                    if matches(e.name, patterns) and not matches(e.name, exclude):
+                        skip(e.path, "dangling symbolic link")
+                    continue
+            except OSError as err:
+                skip(e.path, f"unreadable ({err.strerror or err})")
+                continue
+            if matches(e.name, exclude):
                 continue
             if is_dir:
-                subdirs.append(Path(e.path))
+                subdirs.append(e.path)
             elif matches(e.name, patterns):
                 found.append(Path(e.path))
         if recursive:
             for d in subdirs:
-                if (d / "queue.sqlite").exists():  # never ingest a queue's own token files
-                    continue
+                try:  # never ingest a queue's own token files
+                    if os.path.lexists(os.path.join(d, "queue.sqlite")):
+                        continue
+                except OSError:
+                    pass
                 visit(d)
 
-    visit(root)
+    visit(os.fspath(root))
     return found
+
+
+@dataclass
+class _Pending:
+    """An item encoded and ready to commit: its tokens inline (``blob``) or in a ``.part``."""
+
+    source: str
+    priority: int
+    kind: str
+    encoding: str
+    sha: str
+    n: int
+    blob: bytes | None
+    part: Path | None
+    text: str | None = None  # a short text whose tokens the batch makes in one call (n = -1)
+
+
+class _Batch:
+    """Items waiting for one transaction; committed every ``BATCH_ITEMS`` or ``BATCH_SECONDS``.
+    A group (the members of one archive) always lands in a single transaction."""
+
+    def __init__(self, q: DataQueue) -> None:
+        self.q = q
+        self.result = AddResult()
+        self.pending: list[_Pending] = []
+        self.order: list[tuple[str, _Pending | str]] = []  # to report in the files' order
+        self.since = time.monotonic()
+
+    def skip(self, source: str, reason: str) -> None:
+        self.order.append((source, reason))
+        self._maybe_flush()
+
+    def add_group(self, group: list[tuple[str, _Pending | str]]) -> None:
+        for source, p in group:
+            self.order.append((source, p))
+            if isinstance(p, _Pending):
+                self.pending.append(p)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if len(self.pending) >= BATCH_ITEMS or (
+            self.pending and time.monotonic() - self.since >= BATCH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            self.q._encode_deferred(self.pending)
+            items = iter(self.q._commit_many(self.pending))
+        except BaseException:
+            self.pending = []
+            self.order = [(s, p) for s, p in self.order if not isinstance(p, _Pending)]
+            raise
+        for source, p in self.order:
+            if isinstance(p, str):
+                self.result.skipped.append((source, p))
+            else:
+                item = next(items)
+                if item is None:
+                    self.result.skipped.append((source, "duplicate"))
+                else:
+                    self.result.added.append(item)
+        self.pending, self.order = [], []
+        self.since = time.monotonic()
+
+    def finish(self) -> AddResult:
+        self.flush()
+        return self.result
 
 
 class DataQueue:
@@ -175,6 +319,7 @@ class DataQueue:
         self.items_dir = self.dir / "items"
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint(tokenizer)
+        self.limits = Limits()  # caps on archives and on files parsed whole
         self._lock = threading.RLock()
         try:
             self.items_dir.mkdir(parents=True, exist_ok=True)
@@ -206,16 +351,17 @@ class DataQueue:
             if not meta:
                 self._set_meta(format=FORMAT, version=str(VERSION), created=_now())
                 self._set_tokenizer()
-            elif meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
+            elif meta.get("format") != FORMAT or meta.get("version") not in ("1", str(VERSION)):
                 raise CLLMError(
                     f"{self.dir} is not a version {VERSION} queue "
                     f"(format {meta.get('format')!r}, version {meta.get('version')!r})"
                 )
-            cols = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
-            if "validation" not in cols:  # a queue made before validation-only items
-                self._db.execute(
-                    "ALTER TABLE items ADD COLUMN validation INTEGER NOT NULL DEFAULT 0"
-                )
+            else:
+                cols = {r[1] for r in self._db.execute("PRAGMA table_info(items)")}
+                for name, decl in _ADDED_COLUMNS.items():
+                    if name not in cols:
+                        self._db.execute(f"ALTER TABLE items ADD COLUMN {decl}")
+                self._set_meta(version=str(VERSION))
             self._sweep()
             old = meta.get("tokenizer_fingerprint")
         if old and old != self.fingerprint:
@@ -291,15 +437,19 @@ class DataQueue:
             rows = self._db.execute("SELECT id, sha256, file, n_tokens FROM items").fetchall()
             done = []
             for item_id, sha, fname, n in rows:
-                text = old.decode(self._load(fname, n, old.vocab_size, item_id))
-                part, count = self._write_part([text])
-                new_name = f"{sha[:16]}.{self.fingerprint[:8]}.tok"
-                os.replace(part, self.items_dir / new_name)
+                pieces = self._pieces_of(old, item_id, fname, n)
+                _, _, count, blob, part = self._encode(pieces)
+                if part is None:
+                    new_name = INLINE + sha
+                else:
+                    new_name = f"{sha[:16]}.{self.fingerprint[:8]}.tok"
+                    os.replace(part, self.items_dir / new_name)
                 self._db.execute(
-                    "UPDATE items SET file = ?, n_tokens = ? WHERE id = ?",
-                    (new_name, count, item_id),
+                    "UPDATE items SET file = ?, n_tokens = ?, data = ? WHERE id = ?",
+                    (new_name, count, blob, item_id),
                 )
-                done.append(fname)
+                if not fname.startswith(INLINE):
+                    done.append(fname)
             fsync_dir(self.items_dir)
             self._set_tokenizer()
         for fname in done:  # committed: the old files are now orphans
@@ -322,104 +472,311 @@ class DataQueue:
 
     # -------------------------------------------------------------------------------- adding
 
-    def _write_part(self, pieces: Iterable[str]) -> tuple[Path, int]:
-        """Encode text pieces into a fsynced ``.part`` file; return it and its token count."""
-        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
-        n = 0
-        try:
-            with open(part, "wb") as f:
-                for piece in pieces:
-                    ids = np.asarray(self.tokenizer.encode(piece), dtype="<i4")
-                    f.write(ids.tobytes())
-                    n += ids.size
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        return part, n
+    def _encode_runs(self, pieces: Iterable) -> Iterator[np.ndarray]:
+        """Token ids of text pieces in order; ``END_OF_TEXT`` becomes the end-of-text id. Short
+        pieces (records of a data file) are encoded together through the engine's batch call."""
+        tok = self.tokenizer
+        eot = getattr(tok, "eot_id", None)
+        hf = getattr(tok, "hf", None)
+        batch = getattr(hf, "encode_batch_fast", None) or getattr(hf, "encode_batch", None)
+        held: list = []
+        held_chars = 0
 
-    def _commit(
-        self, part: Path, n: int, sha: str, source: str, priority: int, kind: str
-    ) -> QueueItem | None:
-        """Move a finished ``.part`` into place and insert its row; None if a duplicate."""
-        try:
-            with self._write() as db:
-                if db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone():
-                    return None
-                name = f"{sha[:16]}.tok"
-                if db.execute("SELECT 1 FROM items WHERE file = ?", (name,)).fetchone():
-                    name = f"{sha}.tok"  # a 64-bit prefix collision: use the whole hash
-                os.replace(part, self.items_dir / name)
-                fsync_dir(self.items_dir)
-                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM items").fetchone()
-                cur = db.execute(
-                    "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file, kind)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, priority, source, sha, n, _now(), name, kind),
-                )
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM items WHERE id = ?", (cur.lastrowid,)
-                ).fetchone()
-            return QueueItem(*row)
-        finally:
-            part.unlink(missing_ok=True)
+        def flush() -> Iterator[np.ndarray]:
+            nonlocal held_chars
+            strs = [p for p in held if p is not END_OF_TEXT]
+            if batch is not None and len(strs) > 1:
+                encs = iter(batch(strs, add_special_tokens=False))
+                ids = [None if p is END_OF_TEXT else next(encs).ids for p in held]
+            else:
+                ids = [None if p is END_OF_TEXT else tok.encode(p) for p in held]
+            for p, i in zip(held, ids, strict=True):
+                if p is END_OF_TEXT:
+                    if eot is None:
+                        yield np.asarray(tok.encode("\n\n"), dtype="<i4")
+                    else:
+                        yield np.array([eot], dtype="<i4")
+                else:
+                    yield np.asarray(i, dtype="<i4")
+            held.clear()
+            held_chars = 0
 
-    def _add_pieces(
-        self, pieces: Iterator[str], source: str, priority: int, kind: str
-    ) -> AddResult:
-        result = AddResult()
+        for piece in pieces:
+            if piece is not END_OF_TEXT and len(piece) >= CHUNKED_FROM:
+                yield from flush()  # a long piece: the tokenizer splits it in parallel itself
+                yield np.asarray(tok.encode(piece), dtype="<i4")
+                continue
+            held.append(piece)
+            held_chars += 1 if piece is END_OF_TEXT else len(piece)
+            if held_chars >= 1 << 20 or len(held) >= 4096:
+                yield from flush()
+        yield from flush()
+
+    def _encode(self, pieces: Iterable) -> tuple[str, bool, int, bytes | None, Path | None]:
+        """Hash and tokenize text pieces: (sha256, blank, count, inline bytes, ``.part`` file).
+
+        Tokens stay in memory up to ``INLINE_BYTES``, then spill to a fsynced ``.part`` file
+        (exactly one of the two is returned). Raises ``Skipped`` (from the source),
+        ``UnicodeEncodeError`` (a lone surrogate) or ``ValidationError`` (the tokenizer).
+        """
         sha = hashlib.sha256()
         blank = True
 
-        def hashed() -> Iterator[str]:
+        def watched() -> Iterator:
             nonlocal blank
-            for piece in pieces:
-                sha.update(piece.encode("utf-8"))  # a lone surrogate fails here: caught below
-                blank = blank and not piece.strip()
-                yield piece
+            for p in pieces:
+                if p is END_OF_TEXT:
+                    sha.update(b"\xff")  # never a byte of UTF-8
+                else:
+                    sha.update(p.encode("utf-8"))
+                    blank = blank and not p.strip()
+                yield p
 
+        buf = bytearray()
+        part: Path | None = None
+        f = None
+        n = 0
         try:
-            part, n = self._write_part(hashed())
-        except Skipped as err:
-            result.skipped.append((source, err.reason))
-            return result
+            for ids in self._encode_runs(watched()):
+                n += ids.size
+                if f is None:
+                    buf += ids.tobytes()
+                    if len(buf) > INLINE_BYTES:
+                        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
+                        f = open(part, "wb")
+                        f.write(buf)
+                        buf = bytearray()
+                else:
+                    f.write(ids.tobytes())
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                f = None
+        except BaseException:
+            if f is not None:
+                f.close()
+            if part is not None:
+                part.unlink(missing_ok=True)
+            raise
+        return sha.hexdigest(), blank, n, (None if part else bytes(buf)), part
+
+    def _batch_call(self):
+        """The tokenizer engine's batch call (``tokenizers``: parallel over its threads)."""
+        hf = getattr(self.tokenizer, "hf", None)
+        return getattr(hf, "encode_batch_fast", None) or getattr(hf, "encode_batch", None)
+
+    def _deferred(
+        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str
+    ) -> tuple[_Pending | str | None, Iterable]:
+        """A short one-piece text left for its batch's single tokenizer call, or (None, the
+        pieces to stream) when the document is longer than that."""
+        if self._batch_call() is None:
+            return None, pieces
+        it = iter(pieces)
+        head: list = []
+        for piece in it:
+            head.append(piece)
+            if len(head) > 1 or piece is END_OF_TEXT or len(piece) > DEFER_CHARS:
+                return None, itertools.chain(head, it)
+        if not head:
+            return None, head
+        text = head[0]
+        try:
+            sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
         except UnicodeEncodeError:
-            result.skipped.append((source, "undecodable (a lone surrogate has no UTF-8 form)"))
-            return result
+            return "undecodable (a lone surrogate has no UTF-8 form)", ()
+        if not text.strip():
+            return "empty", ()
+        return _Pending(source, priority, kind, encoding, sha, -1, None, None, text), ()
+
+    def _encode_deferred(self, pending: list[_Pending]) -> None:
+        """Tokenize the batch's short texts in one call."""
+        waiting = [p for p in pending if p.text is not None]
+        if not waiting:
+            return
+        batch = self._batch_call()
+        encs = batch([p.text for p in waiting], add_special_tokens=False)
+        for p, e in zip(waiting, encs, strict=True):
+            ids = np.asarray(e.ids, dtype="<i4")
+            p.blob, p.n, p.text = ids.tobytes(), int(ids.size), None
+
+    def _prepare(
+        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    ) -> _Pending | str:
+        """An item ready to commit, or the reason it is skipped."""
+        try:
+            early, pieces = self._deferred(pieces, source, priority, kind, encoding)
+            if early is not None:
+                return early
+            sha, blank, n, blob, part = self._encode(pieces)
+        except ArchiveRefused:
+            raise  # the whole archive goes, not this member alone
+        except Skipped as err:
+            return err.reason
+        except UnicodeEncodeError:
+            return "undecodable (a lone surrogate has no UTF-8 form)"
         except ValidationError as err:  # the tokenizer refused the text
-            result.skipped.append((source, f"undecodable ({err})"))
-            return result
+            return f"undecodable ({err})"
         if blank:
-            part.unlink(missing_ok=True)
-            result.skipped.append((source, "empty"))
-            return result
-        item = self._commit(part, n, sha.hexdigest(), source, priority, kind)
-        if item is None:
-            result.skipped.append((source, "duplicate"))
-        else:
-            result.added.append(item)
-        return result
+            if part is not None:
+                part.unlink(missing_ok=True)
+            return "empty"
+        return _Pending(source, priority, kind, encoding, sha, n, blob, part)
+
+    def _commit_many(self, pending: list[_Pending]) -> list[QueueItem | None]:
+        """Insert items in one transaction (all or none); None for each duplicate."""
+        out: list[QueueItem | None] = []
+        if not pending:
+            return out
+        try:
+            with self._write() as db:
+                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()
+                shas = [p.sha for p in pending]
+                seen: set[str] = set()
+                for i in range(0, len(shas), 500):  # the duplicates, in a few queries
+                    part = shas[i : i + 500]
+                    marks = ",".join("?" * len(part))
+                    seen.update(
+                        r[0]
+                        for r in db.execute(
+                            f"SELECT sha256 FROM items WHERE sha256 IN ({marks})", part
+                        )
+                    )
+                moved = False
+                now = _now()
+                for p in pending:
+                    if p.sha in seen:
+                        out.append(None)
+                        continue
+                    seen.add(p.sha)
+                    if p.part is None:
+                        name = INLINE + p.sha
+                    else:
+                        name = f"{p.sha[:16]}.tok"
+                        if db.execute("SELECT 1 FROM items WHERE file = ?", (name,)).fetchone():
+                            name = f"{p.sha}.tok"  # a 64-bit prefix collision: the whole hash
+                        os.replace(p.part, self.items_dir / name)
+                        moved = True
+                    seq += 1
+                    cur = db.execute(
+                        "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file,"
+                        " kind, encoding, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            seq,
+                            p.priority,
+                            p.source,
+                            p.sha,
+                            p.n,
+                            now,
+                            name,
+                            p.kind,
+                            p.encoding,
+                            p.blob,
+                        ),
+                    )
+                    out.append(
+                        QueueItem(
+                            cur.lastrowid,
+                            seq,
+                            p.priority,
+                            p.source,
+                            p.sha,
+                            p.n,
+                            now,
+                            p.kind,
+                            p.encoding,
+                        )
+                    )
+                if moved:
+                    fsync_dir(self.items_dir)
+        finally:
+            for p in pending:
+                if p.part is not None:
+                    p.part.unlink(missing_ok=True)  # moved ones are gone; the rest are orphans
+        return out
+
+    def _add_pieces(
+        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    ) -> AddResult:
+        batch = _Batch(self)
+        batch.add_group([(source, self._prepare(pieces, source, priority, kind, encoding))])
+        return batch.finish()
 
     def add_text(self, text: str, source: str, priority: int = 0, kind: str = "text") -> AddResult:
         """Add a text (a crawled page, a pasted document); ``source`` is its path or URL."""
         return self._add_pieces(iter([text]), str(source), int(priority), kind)
 
-    def add_file(self, path: str | Path, priority: int = 0) -> AddResult:
+    def add_file(
+        self, path: str | Path, priority: int = 0, *, field: str | None = None
+    ) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
-        path = Path(path)
-        if not path.exists():
-            raise NotFoundError(f"no such file: {path}")
-        if path.is_dir():
-            return self.add_folder(path, priority=priority)
-        source = str(path.resolve())
-        if not path.is_file():  # a FIFO or a device would block or never end
-            return AddResult(skipped=[(source, "not a regular file")])
+        batch = _Batch(self)
+        self._file_into(batch, path, int(priority), field)
+        return batch.finish()
+
+    def _file_into(self, batch: _Batch, path: str | Path, priority: int, field: str | None) -> None:
+        path = os.fspath(path)
         try:
-            kind, pieces = iter_file_text(path)
-        except Skipped as err:
-            return AddResult(skipped=[(source, err.reason)])
-        return self._add_pieces(pieces, source, int(priority), kind)
+            st = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                batch.skip(str(path), "dangling symbolic link")
+                return
+            raise NotFoundError(f"no such file: {path}") from None
+        except OSError as err:
+            batch.skip(str(path), f"unreadable ({err.strerror or err})")
+            return
+        if stat.S_ISDIR(st.st_mode):
+            batch.result.extend(self.add_folder(path, priority=priority, field=field))
+            return
+        source = os.path.abspath(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            batch.skip(source, "not a regular file")
+            return
+        self._docs_into(
+            batch,
+            iter_documents(path, source=source, field=field, limits=self.limits),
+            source,
+            priority,
+        )
+
+    def _docs_into(self, batch: _Batch, docs: Iterator, source: str, priority: int) -> None:
+        """Prepare a file's documents as one group: all of them go in one transaction."""
+        group: list[tuple[str, _Pending | str]] = []
+        notes: list[tuple[str, str]] = []
+        try:
+            for doc in docs:
+                if doc.skipped:
+                    group.append((doc.source, doc.skipped))
+                    continue
+                p = self._prepare(doc.pieces, doc.source, priority, doc.kind, doc.encoding)
+                group.append((doc.source, p))
+                notes += [(doc.source, note) for note in doc.notes]
+        except Skipped as err:  # the whole file (an archive: all its members) is refused
+            for _, p in group:
+                if isinstance(p, _Pending) and p.part is not None:
+                    p.part.unlink(missing_ok=True)
+            batch.skip(source, err.reason)
+            return
+        batch.result.notes += notes
+        batch.add_group(group)
+
+    def add_stream(
+        self,
+        f,
+        name: str = "stdin",
+        source: str = "<stdin>",
+        priority: int = 0,
+        *,
+        field: str | None = None,
+    ) -> AddResult:
+        """Add what a binary stream holds (standard input): text in any encoding, or any kind
+        of file ``iter_documents`` reads, by its first bytes."""
+        batch = _Batch(self)
+        docs = stream_documents(f, name, source, field=field, limits=self.limits)
+        self._docs_into(batch, docs, source, int(priority))
+        return batch.finish()
 
     def add_folder(
         self,
@@ -428,23 +785,45 @@ class DataQueue:
         recursive: bool = True,
         priority: int = 0,
         progress: Progress | None = None,
+        exclude: Iterable[str] = (),
+        field: str | None = None,
     ) -> AddResult:
-        """Add every matching file under a folder, in sorted order."""
+        """Add every matching file under a folder, in sorted order; each entry that cannot be
+        read is skipped with its reason and the rest still go in."""
         path = Path(path)
         if not path.is_dir():
             raise NotFoundError(f"no such folder: {path}")
-        files = walk_files(path, patterns, recursive)
-        return self.add_files(files, priority=priority, progress=progress)
+        skipped: list[tuple[str, str]] = []
+        files = walk_files(path, patterns, recursive, exclude=exclude, skipped=skipped)
+        result = self.add_files(files, priority=priority, progress=progress, field=field)
+        result.skipped[:0] = skipped
+        return result
 
     def add_files(
-        self, files: Iterable[str | Path], priority: int = 0, progress: Progress | None = None
+        self,
+        files: Iterable[str | Path],
+        priority: int = 0,
+        progress: Progress | None = None,
+        *,
+        field: str | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> AddResult:
+        """Add files in order, committed in batches; ``cancel()`` returning True stops after the
+        file in hand (what was added stays)."""
         files = list(files)
-        result = AddResult()
+        batch = _Batch(self)
         for i, f in enumerate(files):
+            if cancel is not None and cancel():
+                break
             if progress:
                 progress(i, len(files), str(f))
-            result.extend(self.add_file(f, priority=priority))
+            try:
+                self._file_into(batch, f, int(priority), field)
+            except NotFoundError:  # listed by a walk, deleted before its turn came
+                batch.skip(str(f), "disappeared before it was read")
+            except OSError as err:
+                batch.skip(str(f), f"unreadable ({err.strerror or err})")
+        result = batch.finish()
         if progress and files:
             progress(len(files), len(files), "")
         return result
@@ -465,12 +844,22 @@ class DataQueue:
                 ).fetchone():
                     result.skipped.append((it.source, "duplicate"))
                     continue
-            ids = other.tokens(it.id)
             if same:
-                part, n = self._copy_part(ids)
+                pend = self._copy_pending(other, it)
             else:
-                part, n = self._write_part([other.tokenizer.decode(ids)])
-            item = self._commit(part, n, it.sha256, it.source, it.priority, it.kind)
+                fname, n = other._file_of(it.id)
+                pend = self._prepare(
+                    other._pieces_of(other.tokenizer, it.id, fname, n),
+                    it.source,
+                    it.priority,
+                    it.kind,
+                    it.encoding,
+                )
+                if isinstance(pend, str):
+                    result.skipped.append((it.source, pend))
+                    continue
+            pend.sha = it.sha256  # the identity of the text, whatever its tokens
+            (item,) = self._commit_many([pend])
             if item is None:
                 result.skipped.append((it.source, "duplicate"))
             else:
@@ -479,17 +868,26 @@ class DataQueue:
             progress(len(items), len(items), "")
         return result
 
-    def _copy_part(self, ids: np.ndarray) -> tuple[Path, int]:
+    def _copy_pending(self, other: DataQueue, it: QueueItem) -> _Pending:
+        """The same tokens, copied window by window."""
+        if 4 * it.n_tokens <= INLINE_BYTES:
+            blob = other.read(it.id).astype("<i4").tobytes()
+            return _Pending(
+                it.source, it.priority, it.kind, it.encoding, it.sha256, it.n_tokens, blob, None
+            )
         part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
         try:
             with open(part, "wb") as f:
-                f.write(np.asarray(ids, dtype="<i4").tobytes())
+                for ids in other.iter_tokens(it.id):
+                    f.write(np.asarray(ids, dtype="<i4").tobytes())
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:
             part.unlink(missing_ok=True)
             raise
-        return part, int(ids.size)
+        return _Pending(
+            it.source, it.priority, it.kind, it.encoding, it.sha256, it.n_tokens, None, part
+        )
 
     # ------------------------------------------------------------------------------- reading
 
@@ -519,17 +917,85 @@ class DataQueue:
     def __len__(self) -> int:
         return self.size()[0]
 
-    def tokens(self, item_id: int) -> np.ndarray:
-        """The item's tokens, int32, checked against its row and the tokenizer's vocabulary."""
+    def _file_of(self, item_id: int) -> tuple[str, int]:
         with self._lock:
             row = self._db.execute(
                 "SELECT file, n_tokens FROM items WHERE id = ?", (int(item_id),)
             ).fetchone()
         if row is None:
             raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
-        return self._load(row[0], row[1], self.tokenizer.vocab_size, item_id)
+        return row[0], int(row[1])
+
+    def tokens(self, item_id: int) -> np.ndarray:
+        """The whole item's tokens, int32, checked against its row and the vocabulary. Items
+        above ``WHOLE_BYTES`` are refused: read those in windows with ``read``."""
+        fname, n = self._file_of(item_id)
+        if 4 * n > WHOLE_BYTES:
+            raise ValidationError(
+                f"queue item {item_id} holds {n:,} tokens, too many to load whole; "
+                "read it in windows"
+            )
+        return self._load(fname, n, self.tokenizer.vocab_size, item_id)
+
+    def read(self, item_id: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Tokens ``[start:stop]`` of an item, read from disk into a new int32 array (never a
+        mapping of the whole file), checked against the vocabulary."""
+        fname, n = self._file_of(item_id)
+        return self._read(fname, n, self.tokenizer.vocab_size, item_id, start, stop)
+
+    def iter_tokens(
+        self, item_id: int, start: int = 0, stop: int | None = None, window: int = 1 << 20
+    ) -> Iterator[np.ndarray]:
+        """An item's tokens in windows of at most ``window`` tokens."""
+        fname, n = self._file_of(item_id)
+        stop = n if stop is None else min(int(stop), n)
+        for a in range(int(start), stop, window):
+            yield self._read(fname, n, self.tokenizer.vocab_size, item_id, a, min(a + window, stop))
+
+    def _read(
+        self, fname: str, n: int, vocab_size: int, item_id: int, start: int, stop: int | None
+    ) -> np.ndarray:
+        stop = n if stop is None else int(stop)
+        start = int(start)
+        if not 0 <= start <= stop <= n:
+            raise ValidationError(
+                f"queue item {item_id} has {n} tokens; cannot read [{start}:{stop}]"
+            )
+        if fname.startswith(INLINE):
+            with self._lock:
+                (blob,) = self._db.execute(
+                    "SELECT data FROM items WHERE id = ?", (int(item_id),)
+                ).fetchone() or (None,)
+            if blob is None or len(blob) != 4 * n:
+                raise CLLMError(f"queue item {item_id} is damaged: its inline tokens are missing")
+            ids = np.frombuffer(blob, dtype="<i4", count=stop - start, offset=4 * start)
+            ids = ids.astype(np.int32)
+        else:
+            path = self.items_dir / fname
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size != 4 * n:
+                        raise CLLMError(
+                            f"queue item {item_id} ({path}) is damaged: {size} bytes, "
+                            f"expected {4 * n}"
+                        )
+                    raw = np.empty(stop - start, "<i4")
+                    f.seek(4 * start)
+                    if f.readinto(memoryview(raw).cast("B")) != 4 * (stop - start):
+                        raise CLLMError(f"queue item {item_id} ({path}) is damaged: short read")
+                    ids = raw.astype(np.int32, copy=False)
+            except OSError as err:
+                raise CLLMError(
+                    f"queue item {item_id} ({path}) is unreadable: {err.strerror}"
+                ) from None
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise CLLMError(f"queue item {item_id} holds token ids outside the vocabulary")
+        return ids
 
     def _load(self, fname: str, n: int, vocab_size: int, item_id: int) -> np.ndarray:
+        if fname.startswith(INLINE) or 4 * n <= MEMMAP_BYTES:
+            return self._read(fname, n, vocab_size, item_id, 0, n)
         path = self.items_dir / fname
         try:
             size = path.stat().st_size
@@ -537,30 +1003,27 @@ class DataQueue:
                 raise CLLMError(
                     f"queue item {item_id} ({path}) is damaged: {size} bytes, expected {4 * n}"
                 )
-            if n == 0:
-                return np.empty(0, np.int32)
-            if size > MEMMAP_BYTES:  # a huge item is paged in as it is read, never loaded whole
-                ids = np.memmap(path, dtype="<i4", mode="r")
-            else:
-                ids = np.fromfile(path, dtype="<i4").astype(np.int32, copy=False)
+            ids = np.memmap(path, dtype="<i4", mode="r")  # paged in as it is read
         except OSError as err:
             raise CLLMError(
                 f"queue item {item_id} ({path}) is unreadable: {err.strerror}"
             ) from None
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise CLLMError(f"queue item {item_id} ({path}) holds token ids outside the vocabulary")
+        for a in range(0, n, 1 << 22):  # checked window by window: nothing copied whole
+            w = ids[a : a + (1 << 22)]
+            if w.min() < 0 or w.max() >= vocab_size:
+                raise CLLMError(
+                    f"queue item {item_id} ({path}) holds token ids outside the vocabulary"
+                )
         return ids
 
-    def token_file(self, item_id: int) -> tuple[Path, int]:
+    def token_file(self, item_id: int) -> tuple[Path | None, int]:
         """The item's token file and its token count, for reading it piece by piece (raw
-        little-endian int32); the file's size is checked against its row."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT file, n_tokens FROM items WHERE id = ?", (int(item_id),)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
-        path, n = self.items_dir / row[0], int(row[1])
+        little-endian int32; the file's size is checked against its row); ``None`` for an item
+        small enough to live in the index, which ``read`` reads."""
+        fname, n = self._file_of(item_id)
+        if fname.startswith(INLINE):
+            return None, n
+        path = self.items_dir / fname
         try:
             size = path.stat().st_size
         except OSError as err:
@@ -580,8 +1043,40 @@ class DataQueue:
             db.executemany("UPDATE items SET validation = ? WHERE id = ?", ids)
         return len(ids)
 
+    def _pieces_of(self, tok, item_id: int, fname: str, n: int) -> Iterator:
+        """An item's text as pieces (``END_OF_TEXT`` where its records are separated), decoded
+        with ``tok`` window by window."""
+        eot = getattr(tok, "eot_id", None)
+        table = getattr(tok, "token_bytes", None)
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        if table is None:  # a tokenizer with only decode(): one piece
+            yield tok.decode(self._read(fname, n, tok.vocab_size, item_id, 0, n))
+            return
+        for a in range(0, n, 1 << 20):
+            ids = self._read(fname, n, tok.vocab_size, item_id, a, min(a + (1 << 20), n))
+            cuts = np.flatnonzero(ids == eot) if eot is not None else np.empty(0, np.int64)
+            lo = 0
+            for c in [*cuts.tolist(), ids.size]:
+                text = dec.decode(b"".join([table[i] for i in ids[lo:c].tolist()]))
+                if c < ids.size:
+                    text += dec.decode(b"", final=True)
+                if text:
+                    yield text
+                if c < ids.size:
+                    yield END_OF_TEXT
+                lo = c + 1
+        tail = dec.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def iter_text(self, item_id: int) -> Iterator[str]:
+        """An item's decoded text in pieces; records are separated by a blank line."""
+        fname, n = self._file_of(item_id)
+        for p in self._pieces_of(self.tokenizer, item_id, fname, n):
+            yield "\n\n" if p is END_OF_TEXT else p
+
     def text(self, item_id: int) -> str:
-        return self.tokenizer.decode(self.tokens(item_id))
+        return "".join(self.iter_text(item_id))
 
     # ------------------------------------------------------------------------------ removing
 
@@ -593,8 +1088,21 @@ class DataQueue:
             if row is None:
                 raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
             db.execute("DELETE FROM items WHERE id = ?", (int(item_id),))
-        (self.items_dir / row[-1]).unlink(missing_ok=True)  # after the commit: an orphan at worst
+        if not row[-1].startswith(INLINE):  # after the commit: an orphan at worst
+            (self.items_dir / row[-1]).unlink(missing_ok=True)
         return QueueItem(*row[:-1])
+
+    def set_priority(self, item_id: int, priority: int) -> QueueItem:
+        """Change an item's priority (higher trains first)."""
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValidationError(f"priority must be an integer, got {priority!r}")
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE items SET priority = ? WHERE id = ?", (int(priority), int(item_id))
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
+        return self.item(item_id)
 
     def clear(self) -> int:
         """Remove every item; returns how many there were."""
@@ -602,5 +1110,6 @@ class DataQueue:
             files = [f for (f,) in db.execute("SELECT file FROM items")]
             db.execute("DELETE FROM items")
         for f in files:
-            (self.items_dir / f).unlink(missing_ok=True)
+            if not f.startswith(INLINE):
+                (self.items_dir / f).unlink(missing_ok=True)
         return len(files)

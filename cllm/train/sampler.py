@@ -48,6 +48,7 @@ class TokenSource:
     def __init__(self, dq) -> None:
         self.dq = dq
         self._files: OrderedDict[int, tuple[int, int, str]] = OrderedDict()  # id: fd, n, path
+        self._inline: set[int] = set()  # items stored in the index, read through the queue
 
     def _open(self, item_id: int) -> tuple[int, int, str]:
         f = self._files.get(item_id)
@@ -55,6 +56,9 @@ class TokenSource:
             self._files.move_to_end(item_id)
             return f
         path, n = self.dq.token_file(item_id)
+        if path is None:
+            self._inline.add(item_id)
+            return -1, n, ""
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as err:
@@ -69,6 +73,10 @@ class TokenSource:
     def segment(self, item_id: int, lo: int, hi: int) -> np.ndarray:
         """Tokens ``lo:hi`` of the item, int32."""
         fd, n, path = self._open(item_id)
+        if fd < 0:  # a small item lives in the queue's index
+            if hi > n:
+                raise CLLMError(f"queue item {item_id} changed on disk: {n} tokens, not {hi}")
+            return self.dq.read(item_id, lo, hi)
         if hi > n:
             raise CLLMError(f"queue item {item_id} changed on disk: {n} tokens, not {hi}")
         want = 4 * (hi - lo)

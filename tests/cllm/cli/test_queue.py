@@ -38,7 +38,7 @@ def data(tmp_path):
     d = tmp_path / "data"
     (d / "sub").mkdir(parents=True)
     (d / "one.txt").write_text("first file\n")
-    (d / "two.md").write_text("# Second\n*file*\n")
+    (d / "two.md").write_text("**Second** *file*\n")
     (d / "sub" / "three.txt").write_text("third file\n")
     (d / "sub" / "four.bin").write_bytes(bytes(range(256)))
     return d
@@ -106,7 +106,7 @@ def test_import_retokenizes_and_refuses_itself(models, data, capsys):
 
     with Registry(models).queue("beta") as q:
         texts = [q.text(it.id) for it in q.items()]
-    assert texts == ["first file\n", "Second\nfile\n", "third file\n"]
+    assert texts == ["first file\n", "Second file\n", "third file\n"]
     code, _, err = run(models, "queue", "import", "alpha", "--from", "alpha", capsys=capsys)
     assert code == 2 and "itself" in err
 
@@ -147,3 +147,74 @@ def test_progress_line_on_a_terminal(models, data, monkeypatch, capsys):
     shown = term.getvalue()
     assert "\radding [" in shown and "4/4" in shown
     assert shown.endswith("\r")  # the line is wiped once done
+
+
+def test_folder_add_with_a_dangling_link_adds_the_rest_and_lists_it(models, data, capsys):
+    os.symlink(data / "gone.txt", data / "broken.txt")
+    code, out, err = run(models, "queue", "add", "alpha", str(data), capsys=capsys)
+    assert code == 0, err
+    assert f"skipped {data / 'broken.txt'}: dangling symbolic link" in out.splitlines()
+    assert "added 3 item(s)" in out
+
+
+FRENCH = "Le café crème est très bon, à côté de la fenêtre. Ça coûte cher, même à Noël.\n"
+
+
+def test_stdin_text_cat_set_filter_and_field(models, tmp_path, capsys, monkeypatch):
+    stdin = io.TextIOWrapper(io.BytesIO(FRENCH.encode("latin-1")))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, out, err = run(models, "queue", "add", "alpha", "-", "--json", capsys=capsys)
+    assert code == 0, err
+    piped = json.loads(out)["added"][0]
+    assert piped["source"] == "<stdin>" and piped["encoding"] == "cp1252"
+    code, out, _ = run(models, "queue", "cat", "alpha", str(piped["id"]), capsys=capsys)
+    assert out == FRENCH
+
+    code, out, _ = run(
+        models,
+        "queue",
+        "add",
+        "alpha",
+        "--text",
+        "a literal text",
+        "--priority",
+        "2",
+        capsys=capsys,
+    )
+    assert code == 0 and "added 1 item(s)" in out
+    (tmp_path / "recs.jsonl").write_text('{"title": "x", "summary": "one"}\n{"summary": "two"}\n')
+    code, out, _ = run(models, "queue", "add", "alpha", str(tmp_path / "recs.jsonl"), capsys=capsys)
+    assert "no text field: name one with --field (fields: title, summary)" in out
+    code, out, _ = run(
+        models,
+        "queue",
+        "add",
+        "alpha",
+        str(tmp_path / "recs.jsonl"),
+        "--field",
+        "summary",
+        "--json",
+        capsys=capsys,
+    )
+    recs = json.loads(out)["added"][0]
+    assert recs["kind"] == "jsonl" and recs["n_tokens"] == len("one") + 1 + len("two")
+
+    code, out, _ = run(
+        models, "queue", "list", "alpha", "--filter", "jsonl", "--json", capsys=capsys
+    )
+    assert [it["id"] for it in json.loads(out)] == [recs["id"]]
+    code, out, _ = run(
+        models, "queue", "list", "alpha", "--filter", "nothing-like-it", capsys=capsys
+    )
+    assert "no item" in out
+    code, out, _ = run(
+        models, "queue", "set", "alpha", str(recs["id"]), "--priority", "9", capsys=capsys
+    )
+    assert code == 0 and "priority 9" in out
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    assert json.loads(out)[0]["id"] == recs["id"]  # the highest priority trains first
+
+    code, _, err = run(models, "queue", "cat", "alpha", "999", capsys=capsys)
+    assert code == 2 and "no item 999" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(models, "queue", "add", "alpha", capsys=capsys)
+    assert code == 2 and "--text" in err

@@ -32,26 +32,23 @@ crystals &lt;slowly&gt;.</p><p>Second&nbsp;paragraph.<br>New line.</p>
 
 def test_html_text_mode_keeps_readable_lines_only():
     text = extract_html(PAGE, "text")
-    assert text.splitlines() == [
-        "Growing crystals",
+    assert text.splitlines() == [  # the main content: no menu, banner or footer
         "Salt forms cubic crystals <slowly>.",
-        "Second paragraph.",  # nbsp is whitespace to collapse
+        "Second paragraph.",  # nbsp is a space
         "New line.",
         "  code   keeps",
         "    its spaces",
-        "one",
-        "two",
     ]
 
 
 def test_html_metadata_mixed_and_all_modes():
     assert extract_html(PAGE, "metadata").splitlines() == [
-        "The Crystal & Lattice",
+        "Growing crystals",  # the extractor takes the page's own heading for its title
         "A page about crystals.",
         "crystal, lattice",
     ]
     mixed = extract_html(PAGE, "mixed").splitlines()
-    assert mixed[:3] == ["The Crystal & Lattice", "A page about crystals.", "crystal, lattice"]
+    assert mixed[:3] == ["Growing crystals", "A page about crystals.", "crystal, lattice"]
     assert mixed[3:] == extract_html(PAGE, "text").splitlines()
     everything = extract_html(PAGE, "all")
     assert "Site banner" in everything and "Copyright 2026" in everything
@@ -85,16 +82,24 @@ def test_markdown_to_readable_text():
         "[ref]: http://example.org\n"
         "I like C#\n"
     )
-    assert extract_markdown(md).splitlines() == [
+    assert extract_markdown(md + "\n| a | b |\n|---|---|\n| 1 | 2 |\n").splitlines() == [
         "Title",
+        "",
         "Some bold, emphasis, stars and code with snake_case_name.",
         "A link and alt text and https://a.b/c.",
         "",
         "item one",
-        "done item",
+        "",
+        "[x] done item",  # CommonMark has no task lists: the box is text
+        "",
         "quoted",
+        "",
         "def f(**kw):  # *not* emphasis",
+        "",
         "I like C#",
+        "",
+        "a\tb",
+        "1\t2",
     ]
 
 
@@ -112,7 +117,7 @@ def test_files_by_kind(tmp_path):
     (tmp_path / "b.md").write_text("## Hi\n**there**\n")
     (tmp_path / "c.py").write_text("def f():\n    return 1  # *as is*\n")
     assert extract_file(tmp_path / "a.html") == (extract_html(PAGE, "text"), "html")
-    assert extract_file(tmp_path / "b.md") == ("Hi\nthere\n", "markdown")
+    assert extract_file(tmp_path / "b.md") == ("Hi\n\nthere\n", "markdown")
     assert extract_file(tmp_path / "c.py") == ("def f():\n    return 1  # *as is*\n", "code")
 
 
@@ -133,7 +138,6 @@ def test_bom_and_utf16(tmp_path):
         (codecs.BOM_UTF8, "empty"),
         (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(100), "binary"),
         (bytes(range(1, 9)) * 100, "binary"),
-        (b"caf\xe9 au lait, latin-1 text", "undecodable"),
     ],
 )
 def test_skip_reasons(tmp_path, data, reason):
@@ -167,12 +171,13 @@ def test_streamed_in_line_aligned_chunks(tmp_path):
     assert "".join(pieces) == line * 5000
 
 
-def test_html_streamed_equals_whole(tmp_path):
+def test_html_too_big_to_parse_whole_is_streamed(tmp_path):
+    from cllm.data.extract import Limits, _html_file_pieces
+
     page = "<html><body>" + "<p>para &amp; graph</p><script>x<y</script>" * 3000 + "</body></html>"
-    path = tmp_path / "p.html"
-    path.write_text(page)
-    kind, pieces = iter_file_text(path, chunk_size=1000)
-    assert "".join(pieces) == extract_html(page, "text") == "para & graph\n" * 3000
+    chunks = iter([page[i : i + 1000] for i in range(0, len(page), 1000)])
+    pieces = list(_html_file_pieces(chunks, Limits(in_memory=5000)))
+    assert len(pieces) > 10 and "".join(pieces) == "para & graph\n" * 3000
 
 
 _TEXT = st.text(

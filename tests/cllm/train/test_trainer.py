@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 
 import numpy as np
@@ -208,6 +209,8 @@ def test_error_in_thread_is_reported(tmp_path):
     wait_for(lambda: t.snapshot().step >= 1)
     for f in (reg.queue_dir("m") / "items").iterdir():  # damage every item under the trainer
         f.write_bytes(b"\0\0")
+    with sqlite3.connect(reg.queue_dir("m") / "queue.sqlite") as con:  # small ones are inline
+        con.execute("UPDATE items SET data = x'0000' WHERE data IS NOT NULL")
     assert t.join(60)
     snap = t.snapshot()
     assert snap.state == "error" and "damaged" in snap.message
