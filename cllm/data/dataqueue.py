@@ -42,6 +42,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -542,7 +543,8 @@ class DataQueue:
                 if f is None:
                     buf += ids.tobytes()
                     if len(buf) > INLINE_BYTES:
-                        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
+                        # named for its writer: swept once that process is gone
+                        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"
                         f = open(part, "wb")
                         f.write(buf)
                         buf = bytearray()
