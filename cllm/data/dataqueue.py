@@ -687,7 +687,7 @@ class DataQueue:
                             p.n,
                             now,
                             p.kind,
-                            p.encoding,
+                            encoding=p.encoding,
                         )
                     )
                 if moved:

@@ -126,7 +126,11 @@ def test_token_source_reads_files_and_reports_damage(tmp_path):
     dq = reg.queue("m")
     try:
         src = TokenSource(dq)
-        it = dq.items()[0]
+        small = dq.items()[0]  # small items live in the queue's index
+        assert dq.token_file(small.id)[0] is None
+        np.testing.assert_array_equal(src.segment(small.id, 3, 20), dq.tokens(small.id)[3:20])
+        big = dq.add_text("".join(chr(97 + i % 26) for i in range(40_000)), "big.txt").added[0]
+        it = next(i for i in dq.items() if i.id == big.id)
         np.testing.assert_array_equal(src.segment(it.id, 3, 20), dq.tokens(it.id)[3:20])
         path, n = dq.token_file(it.id)
         with open(path, "r+b") as f:  # truncated under an open reader: reported, no SIGBUS
