@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cllm.errors import CLLMError
 
-GROUPS = ["models", "queue", "generate", "crawl", "bench"]
+GROUPS = ["models", "queue", "generate", "crawl", "bench", "jobs", "sweep"]
 
 
 def default_models_dir() -> Path:

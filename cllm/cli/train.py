@@ -44,7 +44,12 @@ SETTING_FLAGS = {  # flag -> TrainConfig field
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cllm.train", description="Train a model from its data queue.")
-    p.add_argument("name", help="model name")
+    p.add_argument(
+        "name", nargs="+", metavar="NAME", help="model name; several: queue a job each and run them"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="with several models: jobs at once"
+    )
     add_models_dir(p)
     p.add_argument("--create", action="store_true", help="create the model if it does not exist")
     p.add_argument("--preset", choices=list(PRESETS), help="architecture preset (default tiny)")
@@ -193,6 +198,19 @@ def progress_line(snap, width: int = 24) -> str:
 def train_main(args: argparse.Namespace) -> int:
     from cllm.models.registry import Registry
     from cllm.train.trainer import Trainer
+
+    if len(args.name) > 1:  # several models: a job each (cllm.cli.jobs)
+        from cllm.cli.jobs import train_many
+
+        given = [f for f in ("create", "preset", "tokenizer", "data") if getattr(args, f)]
+        given += [f for f in ARCH_FLAGS if getattr(args, f) is not None]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise ValidationError(f"{flags} take one model; create the models first")
+        return train_many(args, _given(args, SETTING_FLAGS), args.workers)
+    if args.workers != 1:
+        raise ValidationError("--workers goes with several models")
+    args.name = args.name[0]
 
     if args.steps is not None and args.steps < 1:
         raise ValidationError(f"--steps must be at least 1, got {args.steps}")
