@@ -23,7 +23,7 @@ from cllm.jobs.store import MAX_ATTEMPTS, Job, JobStore, hostname, proc_alive
 from cllm.models import locks
 
 POLL_S = 0.5
-BUSY_RETRY_S = 5.0  # a job that found its model busy is not tried again before this
+BUSY_RETRY_S = 2.0  # a job that found its model busy is not tried again before this
 
 
 def cpu_count() -> int:
