@@ -154,7 +154,7 @@ class Scheduler:
             "-m",
             "cllm.jobs.worker",
             "--models-dir",
-            str(self.dir),
+            str(self.dir.resolve()),
             "--job",
             str(job.id),
             "--parent",
