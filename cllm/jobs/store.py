@@ -422,7 +422,7 @@ class JobStore:
         me = hostname()
         out = []
         for job in self.list(["running"]):
-            if (job.host or job.owner_host) != me:
+            if (job.host or job.owner_host) not in (me, f"ray:{me}"):
                 continue  # another machine's; it reports back itself
             if job.pid and proc_alive(job.pid, job.pid_token):
                 continue
