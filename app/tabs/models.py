@@ -19,6 +19,7 @@ from .. import theme as th
 from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
 from ..ui import UI, plural
+from . import jobs_panel
 
 CARD_H = 92
 CARDS_W = 440
@@ -33,8 +34,9 @@ FIELDS = (
 
 def wants_frame(st: AppState) -> bool:
     """Nothing here moves by itself: the studio repaints on input, finished jobs and new
-    training snapshots, so unchanged frames need not be drawn."""
-    return False
+    training snapshots, so unchanged frames need not be drawn (the Jobs panel refreshes while
+    jobs run)."""
+    return jobs_panel.wants_frame(st)
 
 
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
@@ -79,7 +81,7 @@ def cards(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
 
 
 def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
-    selected = m.name == st.current
+    selected = m.name == st.current or m.name in s.get("multi", ())
     over = ui.hover(c)
     fill = th.METRIC_BG if not over else th.shade(th.METRIC_BG, 12)
     ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
@@ -88,7 +90,11 @@ def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
         checked = ui.checkbox(box, "compare", m.name in s["compare"], key="cmp:" + m.name)
         s["compare"] ^= {m.name} if checked != (m.name in s["compare"]) else set()
     if ui.take_click(c):
-        st.select(m.name)
+        if pygame.key.get_mods() & (pygame.KMOD_CTRL | pygame.KMOD_SHIFT | pygame.KMOD_META):
+            jobs_panel.toggle(s, m.name, st.current)  # multi-select for Train Selected...
+        else:
+            s["multi"] = set()
+            st.select(m.name)
     x, y = c.x + 10, c.y + 8
     ui.label((x, y), m.name, th.SELECTED if selected else th.TEXT, max_w=c.w - 110)
     busy = in_use(st, m)
@@ -292,6 +298,7 @@ def side_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
             th.WARNING,
             max_w=w,
         )
+    jobs_panel.draw(ui, st, s, pygame.Rect(x, y + 84, w, panel.bottom - y - 94))
 
 
 def open_dialog(st: AppState, s: dict, kind: str, m) -> None:

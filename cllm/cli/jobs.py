@@ -114,38 +114,13 @@ def _duration(s: float | None) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-def job_rows(models_dir) -> list[dict]:
-    """Every job as a dict (the fields of ``Job``) with live ``progress`` (0-1) and ``eta``
-    (seconds) for running ones, read from their models' progress files."""
-    from cllm.jobs.store import JobStore, progress_of
-    from cllm.train.trainer import read_progress
-
-    out = []
-    for job in JobStore(models_dir).list():
-        d = job.to_dict()
-        progress, eta = None, None
-        if job.state == "running":
-            snap = read_progress(models_dir, job.model)
-            progress, eta = progress_of(job, snap)
-            if snap is not None:
-                d.update(
-                    step=snap.step,
-                    train_loss=snap.train_loss,
-                    val_loss=snap.val_loss,
-                    best_loss=snap.best_loss,
-                )
-        elif job.state == "done":
-            progress = 1.0
-        d.update(progress=progress, eta=eta)
-        out.append(d)
-    return out
-
-
 def _loss(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
 def cmd_list(args) -> int:
+    from cllm.jobs.store import job_rows
+
     rows = job_rows(models_dir_of(args))
     if args.json:
         print(json.dumps(rows))
@@ -239,7 +214,7 @@ def cmd_run(args) -> int:
 def train_many(args, settings: dict, workers: int = 1) -> int:
     """``python -m cllm.train a b c``: queue a job per model and run just those."""
     from cllm.jobs.scheduler import Scheduler
-    from cllm.jobs.store import JobStore
+    from cllm.jobs.store import JobStore, job_rows
     from cllm.models.registry import Registry
 
     models_dir = models_dir_of(args)
@@ -248,7 +223,7 @@ def train_many(args, settings: dict, workers: int = 1) -> int:
     )
     for j in added:
         print(f"queued job {j.id}: {j.model}, {j.target}", file=sys.stderr)
-    ran = Scheduler(models_dir, workers, only={j.id for j in added}).run()
+    ran = Scheduler(models_dir, _check_workers(workers), only={j.id for j in added}).run()
     rows = {r["id"]: r for r in job_rows(models_dir)}
     if getattr(args, "json", False):
         print(json.dumps([rows[j.id] for j in added]))

@@ -219,6 +219,21 @@ class Scheduler:
         self._reap()
 
 
+def start_scheduler_process(models_dir: Path | str, workers: int = 1) -> subprocess.Popen:
+    """``python -m cllm jobs run --workers N`` as a process of its own (the studio's Run Jobs):
+    it outlives the caller, and what it does is in the queue."""
+    cmd = [sys.executable, "-m", "cllm", "jobs", "run", "--workers", str(max(1, int(workers)))]
+    cmd += ["--models-dir", str(Path(models_dir).resolve())]
+    return subprocess.Popen(
+        cmd,
+        env=worker_env(threads_per_job(1)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def running_here(store: JobStore) -> list[Job]:
     """Running jobs whose worker is alive on this host."""
     return [j for j in store.list(["running"]) if proc_alive(j.pid, j.pid_token)]

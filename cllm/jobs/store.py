@@ -466,6 +466,32 @@ def progress_of(job: Job, snap) -> tuple[float | None, float | None]:
     return max(0.0, min(1.0, frac)), snap.eta
 
 
+def job_rows(models_dir: Path | str) -> list[dict]:
+    """Every job as a dict (the fields of ``Job``) with live ``progress`` (0-1) and ``eta``
+    (seconds) for running ones, read from their models' progress files."""
+    from cllm.train.trainer import read_progress
+
+    out = []
+    for job in JobStore(models_dir).list():
+        d = job.to_dict()
+        progress, eta = None, None
+        if job.state == "running":
+            snap = read_progress(Path(models_dir), job.model)
+            progress, eta = progress_of(job, snap)
+            if snap is not None:
+                d.update(
+                    step=snap.step,
+                    train_loss=snap.train_loss,
+                    val_loss=snap.val_loss,
+                    best_loss=snap.best_loss,
+                )
+        elif job.state == "done":
+            progress = 1.0
+        d.update(progress=progress, eta=eta)
+        out.append(d)
+    return out
+
+
 def wait_until(pred, timeout: float, period: float = 0.1) -> bool:
     """Poll ``pred()`` until true or ``timeout`` seconds pass."""
     end = time.monotonic() + timeout
