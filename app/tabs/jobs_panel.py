@@ -76,8 +76,10 @@ def _duration(sec: float | None) -> str:
     if sec is None or not math.isfinite(sec):
         return "--:--"
     sec = int(sec)
-    return f"{sec // 3600}:{sec // 60 % 60:02d}:{sec % 60:02d}" if sec >= 3600 else (
-        f"{sec // 60}:{sec % 60:02d}"
+    return (
+        f"{sec // 3600}:{sec // 60 % 60:02d}:{sec % 60:02d}"
+        if sec >= 3600
+        else (f"{sec // 60}:{sec % 60:02d}")
     )
 
 
@@ -91,8 +93,10 @@ def _line(r: dict) -> str:
         parts.append(f"loss {r['train_loss']:.3f}")
     if r["state"] in ("failed", "queued", "cancelled") and r["reason"]:
         parts.append(r["reason"])
-    target = f"{r['steps']} steps" if r["steps"] is not None else (
-        f"{r['epochs']} epochs" if r["epochs"] is not None else "target"
+    target = (
+        f"{r['steps']} steps"
+        if r["steps"] is not None
+        else (f"{r['epochs']} epochs" if r["epochs"] is not None else "target")
     )
     return " · ".join([target, *parts])
 
@@ -201,8 +205,12 @@ def _dialog(ui: UI, st: AppState, s: dict) -> None:
     ui.label((r.x + 20, r.y + 42), f"{len(names)} model(s): {shown}", th.TEXT, max_w=r.w - 40)
     ui.label((r.x + 20, r.y + 72), "Train for", th.HINT)
     for i, mode in enumerate(("steps", "epochs")):
-        if ui.choice((r.x + 110 + i * 90, r.y + 66, 84, 28), mode.capitalize(), d["mode"] == mode,
-                     key="jobs-mode-" + mode):
+        if ui.choice(
+            (r.x + 110 + i * 90, r.y + 66, 84, 28),
+            mode.capitalize(),
+            d["mode"] == mode,
+            key="jobs-mode-" + mode,
+        ):
             d["mode"] = mode
     res = ui.text_input((r.x + 300, r.y + 66, 120, 28), "jobs-value", d["value"])
     d["value"] = res.text
@@ -219,8 +227,7 @@ def _dialog(ui: UI, st: AppState, s: dict) -> None:
         ui.label((r.x + 20, r.y + 170), problem, th.ERROR, max_w=r.w - 40)
     by = r.bottom - 44
     go = None
-    if ui.button((r.right - 370, by, 130, 30), "Queue and Run", key="jobs-go",
-                 enabled=not problem):
+    if ui.button((r.right - 370, by, 130, 30), "Queue and Run", key="jobs-go", enabled=not problem):
         go = "run"
     if ui.button((r.right - 230, by, 100, 30), "Queue", key="jobs-queue", enabled=not problem):
         go = "queue"
