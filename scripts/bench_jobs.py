@@ -28,9 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def isa() -> str:
     try:
-        flags = next(
-            line for line in open("/proc/cpuinfo") if line.startswith("flags")
-        ).split()
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
     except (OSError, StopIteration):
         return platform.machine()
     have = [f for f in ("avx2", "fma", "avx512f") if f in flags]
@@ -86,9 +84,21 @@ def main() -> int:
             la = load()
             t0 = time.monotonic()
             subprocess.run(
-                [sys.executable, "-m", "cllm", "jobs", "run", "--workers", str(workers),
-                 "--models-dir", str(folder)],
-                env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "cllm",
+                    "jobs",
+                    "run",
+                    "--workers",
+                    str(workers),
+                    "--models-dir",
+                    str(folder),
+                ],
+                env=env,
+                check=True,
+                stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
             )
             wall = time.monotonic() - t0
             jobs = JobStore(folder).list()

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, metavar="F")
     p.add_argument("--seed", type=int, metavar="N")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --data-parallel: the Ray cluster")
+    p.add_argument(
+        "--data-parallel", type=int, metavar="N", help="split each batch across N Ray actors"
+    )
     return p
 
 
@@ -202,7 +206,8 @@ def train_main(args: argparse.Namespace) -> int:
     if len(args.name) > 1:  # several models: a job each (cllm.cli.jobs)
         from cllm.cli.jobs import train_many
 
-        given = [f for f in ("create", "preset", "tokenizer", "data") if getattr(args, f)]
+        given = [f for f in ("create", "preset", "tokenizer", "data", "ray") if getattr(args, f)]
+        given += ["data_parallel"] if args.data_parallel is not None else []
         given += [f for f in ARCH_FLAGS if getattr(args, f) is not None]
         if given:
             flags = ", ".join("--" + f.replace("_", "-") for f in given)
@@ -210,6 +215,12 @@ def train_main(args: argparse.Namespace) -> int:
         return train_many(args, _given(args, SETTING_FLAGS), args.workers)
     if args.workers != 1:
         raise ValidationError("--workers goes with several models")
+    if (args.ray is None) != (args.data_parallel is None):
+        raise ValidationError("--ray and --data-parallel go together")
+    if args.ray is not None:  # before anything is created
+        from cllm.jobs.ray_runner import check_reachable
+
+        check_reachable(args.ray)
     args.name = args.name[0]
 
     if args.steps is not None and args.steps < 1:
@@ -228,6 +239,14 @@ def train_main(args: argparse.Namespace) -> int:
         reg.set_settings(name, **settings)
 
     trainer = Trainer(reg, name, max_steps=args.steps)
+    if args.data_parallel is not None:  # the batch's slices on Ray actors (cllm.jobs)
+        from cllm.jobs.data_parallel import attach
+
+        try:
+            attach(trainer, args.ray, args.data_parallel)
+        except BaseException:
+            trainer.close()
+            raise
     tokens_before = trainer.snapshot().tokens
     signals: list[int] = []
 

@@ -76,6 +76,28 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def connect(address: str):
+    """Connect this process to Ray (``local``: start a one-machine cluster); returns ``ray``."""
+    check_reachable(address)
+    ray = _import_ray()
+    root = str(Path(__file__).resolve().parents[2])
+    env = {"env_vars": {"PYTHONPATH": root}}  # a checkout not installed on the nodes
+    kwargs = dict(
+        runtime_env=env, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True
+    )
+    try:
+        if address == "local":
+            from cllm.jobs.scheduler import cpu_count
+
+            ray.init(num_cpus=cpu_count(), include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RayUnavailableError(f"cannot connect to Ray at {address}: {first}") from None
+    return ray
+
+
 # ---------------------------------------------------------------------------------- packing
 
 
@@ -273,24 +295,7 @@ class RayRunner:
     # ---- connection ---------------------------------------------------------------------------
 
     def connect(self):
-        check_reachable(self.address)
-        ray = _import_ray()
-        root = str(Path(__file__).resolve().parents[2])
-        env = {"env_vars": {"PYTHONPATH": root}}
-        kwargs = dict(
-            runtime_env=env, logging_level="WARNING", log_to_driver=False, ignore_reinit_error=True
-        )
-        try:
-            if self.address == "local":
-                from cllm.jobs.scheduler import cpu_count
-
-                ray.init(num_cpus=cpu_count(), include_dashboard=False, **kwargs)
-            else:
-                ray.init(address=self.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise RayUnavailableError(f"cannot connect to Ray at {self.address}: {first}") from None
-        return ray
+        return connect(self.address)
 
     # ---- the loop -----------------------------------------------------------------------------
 

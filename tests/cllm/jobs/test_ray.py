@@ -5,6 +5,7 @@ Skipped without ray (the `cluster` extra); slow, since a Ray cluster takes a whi
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -40,12 +41,14 @@ def test_unreachable_address_is_one_line_within_30_s(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     c.add_node(num_cpus=1)
     yield c.address
+    import ray
+
     ray.shutdown()
     c.shutdown()
 
@@ -140,3 +143,48 @@ def test_shared_folder(cluster, tmp_path):
     r, lines = runner(models, cluster, shared_folder=True, num_cpus=1)
     assert r.run() == {job.id: "done"}, lines
     assert steps_of(reg, "a") == list(range(1, 6))
+
+
+@pytest.mark.slow
+def test_data_parallel_equals_one_process(cluster, tmp_path):
+    """20 steps with each batch split across 2 actors = 20 steps in one process, to 1e-5."""
+    from cllm.jobs.data_parallel import attach
+    from cllm.train.trainer import Trainer
+
+    models = tmp_path / "models"
+    reg = make_models(models, ("a", "b"), batch_size=6, val_fraction=0.1)
+    one = Trainer(reg, "a", max_steps=20, publish=False)
+    one.start()
+    assert one.join(300)
+    dp = Trainer(reg, "b", max_steps=20, publish=False)
+    actors = attach(dp, cluster, 2)
+    assert len(actors) == 2
+    dp.start()
+    assert dp.join(300)
+    assert one.snapshot().state == dp.snapshot().state == "done", dp.snapshot().message
+    ha, hb = reg.history("a"), reg.history("b")
+    assert ha["steps"] == hb["steps"] == list(range(1, 21))
+    diff = max(abs(x - y) for x, y in zip(ha["train_loss"], hb["train_loss"], strict=True))
+    assert diff < 1e-5, diff
+    va = [v for v in ha["val_loss"] if v is not None and math.isfinite(v)]
+    vb = [v for v in hb["val_loss"] if v is not None and math.isfinite(v)]
+    assert va and max(abs(x - y) for x, y in zip(va, vb, strict=True)) < 1e-5
+    import ray
+
+    for a in actors:
+        ray.kill(a)
+
+
+def test_data_parallel_refusals(tmp_path, capsys):
+    from cllm.cli.train import main as train_main
+
+    models = tmp_path / "models"
+    make_models(models, ("a",))
+    d = ["--models-dir", str(models)]
+    for argv, words in [
+        (["a", "--data-parallel", "2"], "--ray and --data-parallel go together"),
+        (["a", "--ray", "127.0.0.1:1", "--data-parallel", "2"], "cannot reach the Ray cluster"),
+    ]:
+        assert train_main(argv + d) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.splitlines()) == 1, err
