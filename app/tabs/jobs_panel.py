@@ -13,6 +13,8 @@ import time
 
 import pygame
 
+from cllm.errors import CLLMError
+
 from .. import theme as th
 from ..state import AppState
 from ..ui import UI
@@ -116,9 +118,13 @@ def draw(ui: UI, st: AppState, models_state: dict, r: pygame.Rect) -> None:
     rows = s.get("rows") or []
     queued = any(row["state"] == "queued" for row in rows)
     running_here = s.get("proc") is not None
-    label = "Scheduler Running" if running_here else "Run Jobs"
-    if ui.button((x, y, w, 30), label, key="jobs-run", enabled=queued and not running_here):
+    half = (w - 8) // 2
+    label = "Running..." if running_here else "Run Jobs"
+    if ui.button((x, y, half, 30), label, key="jobs-run", enabled=queued and not running_here):
         _start(st, s, 1)
+    one = st.current if st.current in {m.name for m in st.models} else None
+    if ui.button((x + half + 8, y, half, 30), "Sweep...", key="jobs-sweep", enabled=bool(one)):
+        s["sweep"] = {"base": one, "lr": "1e-3,3e-4", "layers": "", "steps": "500"}
     y += 40
     # newest first, unfinished ones on top
     order = sorted(rows, key=lambda row: (row["state"] not in ("running", "queued"), -row["id"]))
@@ -149,7 +155,6 @@ def draw(ui: UI, st: AppState, models_state: dict, r: pygame.Rect) -> None:
             ui.label((c.x + 6, c.y + 19), _line(row), th.HINT, max_w=c.w - 12)
     sel = next((row for row in rows if row["id"] == s.get("sel")), None)
     by = r.bottom - 32
-    half = (w - 8) // 2
     can_cancel = sel is not None and sel["state"] in ("queued", "running")
     can_retry = sel is not None and sel["state"] in ("failed", "cancelled")
     if ui.button((x, by, half, 30), "Cancel Job", key="jobs-cancel", enabled=can_cancel):
@@ -157,6 +162,7 @@ def draw(ui: UI, st: AppState, models_state: dict, r: pygame.Rect) -> None:
     if ui.button((x + half + 8, by, half, 30), "Retry Job", key="jobs-retry", enabled=can_retry):
         _act(st, s, "retry", sel["id"])
     _dialog(ui, st, s)
+    _sweep_dialog(ui, st, s)
 
 
 def _act(st: AppState, s: dict, what: str, job_id: int) -> None:
@@ -253,3 +259,71 @@ def _dialog(ui: UI, st: AppState, s: dict) -> None:
             _start(st, s, workers)
 
     st.worker.submit(add, done=done, error=st.fail)
+
+
+def _sweep_problem(d: dict) -> str | None:
+    from cllm.jobs.sweep import parse_values
+
+    try:
+        if not d["lr"].strip() and not d["layers"].strip():
+            return "give learning rates or layer counts (comma-separated)"
+        for axis in ("lr", "layers"):
+            if d[axis].strip():
+                parse_values(axis, d[axis])
+        n = int(d["steps"])
+    except ValueError:
+        return f"steps must be a whole number, got {d['steps']!r}"
+    except CLLMError as err:
+        return str(err)
+    return None if n >= 1 else f"steps must be at least 1, got {n}"
+
+
+def _sweep_dialog(ui: UI, st: AppState, s: dict) -> None:
+    """A sweep of the current model: a copy per combination of learning rates and layer counts,
+    each with a job (as ``python -m cllm sweep``); checked in full before anything is made."""
+    d = s.get("sweep")
+    if d is None:
+        return
+    r = ui.begin_dialog("jobs-sweep", (520, 260), f"Sweep {d['base']}")
+    rows = (("lr", "Learning rates", "e.g. 1e-3,3e-4"), ("layers", "Layers", "e.g. 4,6 (grows)"))
+    for i, (key, label, hint) in enumerate(rows):
+        y = r.y + 44 + i * 38
+        ui.label((r.x + 20, y + 6), label, th.HINT)
+        d[key] = ui.text_input((r.x + 160, y, 200, 28), "sweep-" + key, d[key]).text
+        ui.label((r.x + 370, y + 6), hint, th.DIM)
+    ui.label((r.x + 20, r.y + 126), "Steps each", th.HINT)
+    d["steps"] = ui.text_input((r.x + 160, r.y + 120, 100, 28), "sweep-steps", d["steps"]).text
+    problem = _sweep_problem(d)
+    if problem:
+        ui.label((r.x + 20, r.y + 160), problem, th.ERROR, max_w=r.w - 40)
+    by = r.bottom - 44
+    go = None
+    if ui.button(
+        (r.right - 370, by, 130, 30), "Create and Run", key="sweep-go", enabled=not problem
+    ):
+        go = "run"
+    if ui.button((r.right - 230, by, 100, 30), "Create", key="sweep-create", enabled=not problem):
+        go = "queue"
+    if ui.button((r.right - 120, by, 100, 30), "Cancel", key="sweep-cancel"):
+        s["sweep"] = None
+    if ui.end_dialog():
+        s["sweep"] = None
+    if go is None:
+        return
+    s["sweep"] = None
+    from cllm.jobs.sweep import create_sweep, parse_values, plan_sweep
+
+    axes = {a: parse_values(a, d[a]) for a in ("lr", "layers") if d[a].strip()}
+    base, steps = d["base"], int(d["steps"])
+
+    def make() -> list:
+        return create_sweep(st.registry, base, plan_sweep(st.registry, base, axes), steps=steps)
+
+    def done(jobs: list) -> None:
+        s["at"] = -1e9
+        st.refresh()
+        st.say(f"Sweep of {base}: {len(jobs)} copies, each with a job", "success")
+        if go == "run" and s.get("proc") is None:
+            _start(st, s, 1)
+
+    st.worker.submit(make, done=done, error=st.fail)

@@ -60,3 +60,30 @@ def test_train_selected_queues_a_job_per_model_then_cancel_and_retry(studio, mod
     # a plain click selects one model again
     click(studio, _card_center(studio, 0))
     assert s["multi"] == set() and studio.st.current == "alpha"
+
+
+def test_sweep_from_the_models_tab(studio, models_dir):
+    key(studio, pygame.K_5, CTRL)
+    press(studio, "models/jobs-sweep")
+    jobs = studio.st.tab("jobs")
+    assert jobs["sweep"]["base"] == "alpha"
+    S = "models/dialog:jobs-sweep/"
+    press(studio, S + "sweep-lr")
+    key(studio, pygame.K_a, CTRL)
+    type_text(studio, "1e-3,zz")
+    press(studio, S + "sweep-create")  # refused: not a number
+    assert jobs["sweep"] is not None
+    press(studio, S + "sweep-lr")
+    key(studio, pygame.K_a, CTRL)
+    type_text(studio, "1e-3,2e-3")
+    press(studio, S + "sweep-steps")
+    key(studio, pygame.K_a, CTRL)
+    type_text(studio, "2")
+    press(studio, S + "sweep-create")
+    assert jobs["sweep"] is None
+    settle(studio)
+    got = [(j.model, j.steps, j.sweep) for j in JobStore(models_dir).list()]
+    assert got == [("alpha-lr1e-3", 2, "alpha"), ("alpha-lr2e-3", 2, "alpha")]
+    frames_until(
+        studio, lambda: {"alpha-lr1e-3", "alpha-lr2e-3"} <= {m.name for m in studio.st.models}
+    )
