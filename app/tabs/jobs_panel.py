@@ -31,9 +31,11 @@ STATE_COLORS = {
 
 
 def wants_frame(st: AppState) -> bool:
-    """Redraw on a timer while jobs run or a scheduler started here is alive."""
+    """A frame once a second (to read the queue again) while jobs run or a scheduler started here
+    is alive; the read's result repaints when it lands."""
     s = st.tab("jobs")
-    return bool(s.get("active") or s.get("proc") is not None)
+    live = s.get("active") or s.get("proc") is not None
+    return bool(live) and time.monotonic() - s.get("at", -1e9) >= REFRESH_S
 
 
 def selected_models(st: AppState, models_state: dict) -> list[str]:
