@@ -97,9 +97,20 @@ def proc_token(pid: int) -> str | None:
         return None
 
 
+def _zombie(pid: int) -> bool:
+    """A process that has exited but was not reaped (its parent died and, in some containers,
+    nobody reaps orphans): dead for our purposes."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] in (b"Z", b"X")
+    except (OSError, ValueError):
+        return False
+
+
 def proc_alive(pid: int | None, token: str | None) -> bool:
     """Whether the process ``pid`` recorded with ``token`` still runs on this host."""
-    if not pid or not pid_alive(int(pid)):
+    if not pid or not pid_alive(int(pid)) or _zombie(int(pid)):
         return False
     if token is None:
         return True

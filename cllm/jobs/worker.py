@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,8 @@ def run_job(models_dir: Path, job_id: int, parent: int | None, threads: int | No
     while not trainer.join(POLL_S):
         try:
             row = store.get(job_id)
+        except sqlite3.Error:
+            continue  # the queue is busy a moment: look again next time
         except CLLMError:
             row = None
         if row is None or row.state != "running" or row.pid != me:

@@ -195,7 +195,8 @@ def test_kill_9_scheduler_then_restart_resumes_every_job_once(models):
             overlap |= len(names) != len(set(names))
             time.sleep(0.02)
         out, err = second.communicate()
-        assert second.returncode == 0, err
+        reasons = [(j.id, j.state, j.reason) for j in store.list()]
+        assert second.returncode == 0, (err, reasons)
     finally:
         for p in (first,):
             if p.poll() is None:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cllm.errors import CLLMError, NotFoundError, ValidationError
-from cllm.jobs.store import JobStore, parse_settings, proc_alive, proc_token
+from cllm.jobs.store import JobStore, parse_settings, proc_alive, proc_token, wait_until
 from cllm.models import locks
 
 from .conftest import make_models
@@ -134,6 +134,14 @@ def test_process_identity_survives_pid_checks():
     if token is not None:  # Linux: a recycled pid has another start time
         assert not proc_alive(os.getpid(), token + "0")
     assert not proc_alive(dead_pid(), None)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_an_unreaped_process_is_not_alive():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_until(lambda: open(f"/proc/{p.pid}/stat").read().split(") ")[1][0] == "Z", 30)
+    assert not proc_alive(p.pid, None)  # exited, not yet reaped
+    p.wait()
 
 
 def test_parse_settings():
