@@ -185,8 +185,8 @@ class Kiosk:
         if now < self.next_start:
             return
         self.next_start = now + 30.0  # a run that fails at once is not restarted every frame
-        trained = int(info.meta.get("epochs_trained", 0))
-        if trained >= int(info.meta.get("target_epochs", 0)):
+        trained = info.meta.epochs_trained
+        if trained >= info.meta.target_epochs:
             target = trained + DEMO_TARGET_EPOCHS
             st.run(
                 "settings",

@@ -25,8 +25,8 @@ LAYER = "selector"
 
 def summary(info) -> str:
     """'1.23M · 3/10 ep · 5 files': what tells models apart in a list."""
-    ep = info.meta.get("epochs_trained", 0)
-    target = info.meta.get("target_epochs", 0)
+    ep = info.meta.epochs_trained
+    target = info.meta.target_epochs
     parts = [format_count(info.n_params), f"{ep}/{target} ep"]
     if info.queue_items:
         parts.append(plural(info.queue_items, "file"))

@@ -1,7 +1,9 @@
-"""The one app state every tab reads: the models folder, the current model, the trainer.
+"""The one app state every tab reads: the models folder, the current model, the trainer and
+the crawler.
 
 The UI thread owns this object. Disk work goes through the worker and lands back here in
-callbacks; the trainer's state is read once per frame through its snapshot.
+callbacks; the trainer's and the crawler's states are read once per frame through their
+snapshots, and `poll` notices when either has ended.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cllm.errors import CLLMError
+from cllm.errors import CLLMError, ValidationError
+from cllm.models import paths
 from cllm.models.registry import Registry
 
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from cllm.crawl.crawler import CrawlConfig, Crawler, CrawlSnapshot
 
 log = logging.getLogger("app")
 
@@ -29,6 +35,37 @@ class Busy:
 
     what: str
     name: str
+
+
+@dataclass
+class CrawlSettings:
+    """What the Crawler tab edits; START CRAWLER (there or in the Training tab) crawls with it."""
+
+    min_delay: float = 1.0
+    max_delay: float = 3.0
+    filter: str = "text"
+    include: str = ""  # patterns separated by spaces
+    exclude: str = ""
+    max_pages: int = 100
+    max_depth: int = 3
+    same_host: bool = True
+    train_continuously: bool = False  # train the model on the pages as they arrive
+
+    def config(self) -> CrawlConfig:
+        from cllm.crawl.crawler import CrawlConfig
+
+        cfg = CrawlConfig(
+            max_pages=int(self.max_pages),
+            max_depth=int(self.max_depth),
+            min_delay=float(self.min_delay),
+            max_delay=float(self.max_delay),
+            filter=self.filter,
+            include=tuple(self.include.split()),
+            exclude=tuple(self.exclude.split()),
+            same_host=self.same_host,
+        )
+        cfg.validate()
+        return cfg
 
 
 @dataclass
@@ -50,7 +87,10 @@ class AppState:
     busy: list[Busy] = field(default_factory=list)
     tabs: dict[str, dict] = field(default_factory=dict)  # each tab's own little state
     finished: dict = field(default_factory=dict)  # name -> last snapshot of a run that ended
-    crawler: Any = None  # the crawler tab's running crawler, when there is one
+    crawler: Crawler | None = None  # the crawl this process runs (one at a time)
+    crawl_settings: CrawlSettings = field(default_factory=CrawlSettings)
+    crawl_stopping: bool = False  # a stop was asked; the page being fetched finishes first
+    crawls_ended: dict[str, CrawlSnapshot] = field(default_factory=dict)  # name -> last snapshot
     demo: bool = True  # create and train a demo model when the folder is empty
     version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
 
@@ -90,7 +130,7 @@ class AppState:
                     sorted(
                         (e.name, e.stat().st_mtime_ns)
                         for e in it
-                        if not e.name.endswith(".progress.json")
+                        if not paths.is_progress_file(e.name)
                     )
                 )
         except OSError:
@@ -287,7 +327,11 @@ class AppState:
             self.trainer.stop()  # the trainer checkpoints and ends; poll() notices
 
     def poll(self) -> None:
-        """Once per frame: take the trainer's snapshot and notice when its run has ended."""
+        """Once per frame: take the trainer's snapshot and notice when its run, or the crawl,
+        has ended."""
+        c = self.crawler
+        if c is not None and not c.running:
+            self._crawl_ended(c)
         t = self.trainer
         if t is not None:
             snap = t.snapshot()
@@ -310,6 +354,81 @@ class AppState:
         self.refresh()
         if name == self.current and name:
             self.load(name)  # the saved checkpoint is the freshest model
+
+    # ------------------------------------------------------------------ crawling
+    @property
+    def crawl_starting(self) -> bool:
+        return any(b.what == "crawl" for b in self.busy)
+
+    def start_crawl(self, name: str, urls: list[str] | None = None) -> None:
+        """Crawl into model `name`'s queue with `crawl_settings`, adding start `urls` first (a
+        crawl with nothing pending is refused). One crawl at a time; it is kept in `crawler`."""
+        from cllm.crawl.urls import check_start_url
+
+        if self.crawler is not None or self.crawl_starting:
+            who = self.crawler.name if self.crawler is not None else name
+            self.say(f"The crawler is already running for {who!r}; stop it first", "error")
+            return
+        train = self.crawl_settings.train_continuously
+        try:
+            cfg = self.crawl_settings.config()
+            urls = [check_start_url(u) for u in urls or ()]
+        except CLLMError as err:
+            self.fail(err)
+            return
+
+        def make() -> Crawler:
+            from cllm.crawl.crawler import Crawler
+
+            follower = None
+            if train:
+                from cllm.train.continuous import ContinuousTraining
+
+                follower = ContinuousTraining(self.models_dir, name)
+            c = Crawler(self.models_dir, name, cfg, follower=follower)  # opens its store: disk
+            try:
+                c.add_urls(urls)
+                if c.snapshot().pending == 0:
+                    raise ValidationError(
+                        f"nothing to crawl for {name!r}: add a start URL in the Crawler tab"
+                        " (or Reset All URLs to crawl the list again)"
+                    )
+                c.start()
+            except BaseException:
+                c.close()
+                raise
+            return c
+
+        def done(c: Crawler) -> None:
+            self.crawler, self.crawl_stopping = c, False
+            self.crawls_ended.pop(name, None)
+            self.say(f"Crawling into the queue of {name!r}", "success")
+
+        self.run("crawl", name, make, done=done, refresh=False)
+
+    def stop_crawl(self) -> None:
+        """Ask the crawl to stop (the page being fetched finishes; the rest stays pending);
+        `poll` notices when it has."""
+        if self.crawler is not None:
+            self.crawler.stop()
+            self.crawl_stopping = True
+
+    def close_crawl(self, timeout: float = 10.0) -> None:
+        """When the app closes: stop the crawl and wait for it (continuous training saves a
+        checkpoint)."""
+        c = self.crawler
+        if c is not None:
+            c.stop()
+            c.join(timeout)
+
+    def _crawl_ended(self, c: Crawler) -> None:
+        snap = c.snapshot()
+        self.crawler, self.crawl_stopping = None, False
+        self.crawls_ended[c.name] = snap
+        msg = f"{c.name}: {snap.message or snap.state}; {snap.tokens:,} tokens queued"
+        pages = f"{snap.pages} page{'s' * (snap.pages != 1)}"
+        self.say(f"{msg} from {pages}", "error" if snap.state == "error" else "success")
+        self.worker.submit(c.close, done=lambda _: self.refresh(), error=self.fail)
 
     # ------------------------------------------------------------------ queue
     def add_to_queue(self, paths: list[str], name: str | None = None) -> None:
@@ -342,6 +461,6 @@ class AppState:
         self.run("queue", name, add, done=done)
 
 
-def _stamp(meta: dict) -> tuple:
+def _stamp(meta) -> tuple:
     """What changes whenever a model file is saved with new weights or settings."""
-    return meta.get("modified"), meta.get("steps"), meta.get("epochs_trained")
+    return meta.modified, meta.steps, meta.epochs_trained

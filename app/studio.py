@@ -20,6 +20,8 @@ from types import ModuleType
 
 import pygame
 
+from cllm.models import paths
+
 from . import selector
 from . import theme as th
 from .state import DEMO_NAME, AppState
@@ -60,7 +62,7 @@ class Studio:
         pygame.display.set_caption("Crystalline CLLM Studio")
         pygame.key.set_repeat(400, 30)  # held Backspace and arrows repeat
         self.ui = UI(pygame.display.get_surface())
-        models_dir = Path(models_dir or os.environ.get("CLLM_MODELS_DIR") or "models")
+        models_dir = paths.models_dir(models_dir)
         self.worker = Worker()
         self.st = AppState(models_dir, self.worker, demo=demo)
         self.st.notify = self.ui.toast
@@ -270,6 +272,7 @@ class Studio:
         if t is not None:
             t.stop()
             t.join(timeout=30)
+        self.st.close_crawl()
         self.worker.stop()
         pygame.quit()
 
@@ -303,7 +306,7 @@ def chat_sample(studio: Studio) -> None:
 
     st = studio.st
     info = st.info()
-    if not wait(studio, lambda: tab_llm.ready(st), 30) or not info or not info.meta.get("steps"):
+    if not wait(studio, lambda: tab_llm.ready(st), 30) or not info or not info.meta.steps:
         return
     tab_llm.set_input(st, SAMPLE_PROMPT)
     if tab_llm.send(st):

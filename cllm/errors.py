@@ -27,3 +27,7 @@ class BusyError(CLLMError):
 
 class ModelFileError(CLLMError):
     """A model file is missing, truncated, corrupted or of an unknown format."""
+
+
+class DiskFullError(CLLMError):
+    """The disk (or the user's quota) filled up during a write; the old files are intact."""

@@ -1,4 +1,4 @@
-"""Crawler tab: crawl web pages into the target model's queue (spec: ui.md "Crawler tab").
+"""Crawler tab: crawl web pages into the target model's queue.
 
 Three equal columns in the main area: configuration (delays, content filter, URL patterns,
 limits), links (counts, Add URL validated as you type, the URL list with per-row reset, block and
@@ -6,18 +6,18 @@ remove, recent activity) and status (live pages, tokens, bytes, current URL, err
 The right panel holds the target model selector and the switch to the Downloaded view (pages with
 URL, size, type, date, and the extracted text of the selected one).
 
-The crawler runs in its own thread (cllm.crawl.crawler); its snapshot is copied once per frame. The
-URL store is read in the worker a few times a second, through the running crawler's own store when
-it crawls the target (so its in-memory block list sees our edits) and otherwise through a store
-opened for the read and closed after, so a model renamed or deleted meanwhile leaves nothing behind.
+The crawler runs in its own thread (cllm.crawl.crawler), started, stopped and watched by AppState
+like the trainer (st.start_crawl, st.stop_crawl, st.crawler); its snapshot is copied once per
+frame. The URL store is read in the worker a few times a second, through the running crawler's own
+store when it crawls the target (so its in-memory block list sees our edits) and otherwise through
+a store opened for the read and closed after, so a model renamed or deleted meanwhile leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,16 +26,18 @@ from typing import Any
 
 import pygame
 
-from cllm.crawl.crawler import CrawlConfig, Crawler, check_start_url, decode
+from cllm.cli.common import duration
+from cllm.crawl.pages import preview_text
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern, exact_pattern
-from cllm.data.extract import extract_html
-from cllm.errors import CLLMError, ValidationError
+from cllm.crawl.urls import check_start_url
+from cllm.errors import ValidationError
+from cllm.models import paths
 
 from .. import dialogs
 from .. import theme as th
 from ..filebrowser import human_size
 from ..selector import panel_selector
-from ..state import AppState
+from ..state import AppState, CrawlSettings
 from ..ui import UI, plural
 
 ROW_H = 24
@@ -68,34 +70,7 @@ RUN_COLOR = {
 PATTERN_HINT = "glob (*.pdf), plain text (blog), or re:REGEX; separate several with spaces"
 
 
-@dataclass
-class Settings:
-    """What the configuration column edits; it becomes a CrawlConfig at START."""
-
-    min_delay: float = 1.0
-    max_delay: float = 3.0
-    filter: str = "text"
-    include: str = ""  # patterns separated by spaces
-    exclude: str = ""
-    max_pages: int = 100
-    max_depth: int = 3
-    same_host: bool = True
-    train_continuously: bool = False
-
-    def config(self) -> CrawlConfig:
-        cfg = CrawlConfig(
-            max_pages=int(self.max_pages),
-            max_depth=int(self.max_depth),
-            min_delay=float(self.min_delay),
-            max_delay=float(self.max_delay),
-            filter=self.filter,
-            include=tuple(self.include.split()),
-            exclude=tuple(self.exclude.split()),
-            same_host=self.same_host,
-            train_continuously=self.train_continuously,
-        )
-        cfg.validate()
-        return cfg
+Settings = CrawlSettings  # what the configuration column edits
 
 
 @dataclass
@@ -126,7 +101,7 @@ def open_store(st: AppState, name: str, create: bool) -> Iterator[CrawlDB | None
     if c is not None and c.name == name:
         yield c.db
         return
-    path = Path(st.models_dir) / f"{name}.crawl.sqlite"
+    path = paths.crawl_store(st.models_dir, name)
     if not create and not path.exists():
         yield None
         return
@@ -164,11 +139,7 @@ def load_preview(page: PageRow, filter: str) -> str:
             return f"(no text was extracted from this page: {page.content_type or 'unknown type'})"
         note = "(the stored copy is gone; the start of the text as extracted at crawl time)\n\n"
         return note + page.preview
-    body = path.read_bytes()
-    if path.suffix == ".html":
-        text = extract_html(decode(body, None, html=True), filter)
-    else:
-        text = decode(body, None, html=False)
+    text = preview_text(path.read_bytes(), path.suffix == ".html", filter)
     text = text.strip() or "(no text with this filter)"
     if len(text) > PREVIEW_CHARS:
         text = text[:PREVIEW_CHARS] + f"\n\n(first {PREVIEW_CHARS:,} characters shown)"
@@ -233,23 +204,12 @@ def url_problem(text: str) -> str:
     return ""
 
 
-# ---------------------------------------------------------------------------- start / stop
-_running: weakref.WeakSet = weakref.WeakSet()  # crawlers to stop when the app exits
-
-
-@atexit.register
-def _stop_all() -> None:
-    """The crawl thread is a daemon: stop it properly so continuous training checkpoints."""
-    for c in list(_running):
-        c.stop()
-        c.join(10)
-
-
+# ---------------------------------------------------------------------------- state
 def state(st: AppState) -> dict:
     s = st.tab("crawler")
     if "settings" not in s:
         s.update(
-            settings=Settings(),
+            settings=st.crawl_settings,  # the same object: START CRAWLER anywhere uses it
             url_text="",
             shows="all",  # the URL list's state filter
             view="links",  # or "downloaded"
@@ -261,86 +221,15 @@ def state(st: AppState) -> dict:
             preview=None,  # (url, text)
             wrapped=None,  # (url, width, lines)
             confirm=None,  # "reset" | "clear"
-            last={},  # model name -> the final snapshot of its last crawl here
-            stopping=False,
-            watching=False,
+            last=st.crawls_ended,  # model name -> the final snapshot of its last crawl here
+            crawler=None,  # the crawler seen last frame: when it changes, read the store again
             snap=None,  # the running crawler's snapshot, copied once per frame
         )
     return s
 
 
 def starting(st: AppState) -> bool:
-    return any(b.what == "crawl" for b in st.busy)
-
-
-def start_crawler(st: AppState, name: str, urls: list[str] | None = None) -> None:
-    """Start crawling into model `name`'s queue with the Crawler tab's settings (also the
-    Training tab's START CRAWLER). One crawler at a time; it is kept in st.crawler."""
-    s = state(st)
-    if st.crawler is not None or starting(st):
-        who = st.crawler.name if st.crawler is not None else name
-        st.say(f"The crawler is already running for {who!r}; stop it first", "error")
-        return
-    try:
-        cfg = s["settings"].config()
-        urls = [check_start_url(u) for u in urls or ()]
-    except CLLMError as err:
-        st.fail(err)
-        return
-
-    def make() -> Crawler:
-        c = Crawler(st.models_dir, name, cfg)  # opens the store: disk, so here in the worker
-        try:
-            c.add_urls(urls)
-            if c.snapshot().pending == 0:
-                raise ValidationError(
-                    f"nothing to crawl for {name!r}: add a start URL in the Crawler tab"
-                    " (or Reset All URLs to crawl the list again)"
-                )
-            c.start()
-        except BaseException:
-            c.close()
-            raise
-        return c
-
-    def done(c: Crawler) -> None:
-        st.crawler, s["stopping"] = c, False
-        s["last"].pop(name, None)
-        s["polled_at"] = 0.0
-        _running.add(c)
-        st.say(f"Crawling into the queue of {name!r}", "success")
-
-    if not s["watching"]:  # notice the end of a crawl whichever tab is showing
-        s["watching"] = True
-        st.worker.every(0.5, lambda: None, lambda _: check_ended(st))
-    st.run("crawl", name, make, done=done, refresh=False)
-
-
-def stop_crawler(st: AppState) -> None:
-    """Ask the running crawler to stop (the page being fetched finishes; the rest stays
-    pending); check_ended notices when it has."""
-    if st.crawler is not None:
-        st.crawler.stop()
-        state(st)["stopping"] = True
-
-
-def check_ended(st: AppState) -> None:
-    """Once per frame (and twice a second from the worker): a crawler whose thread has ended is
-    closed in the worker and st.crawler freed."""
-    c = st.crawler
-    if c is None or c.running:
-        return
-    s = state(st)
-    snap = c.snapshot()
-    st.crawler, s["stopping"] = None, False
-    s["last"][c.name] = snap
-    s["polled_at"] = 0.0
-    _running.discard(c)
-    msg = f"{c.name}: {snap.message or snap.state}; {snap.tokens:,} tokens queued"
-    st.say(
-        f"{msg} from {plural(snap.pages, 'page')}", "error" if snap.state == "error" else "success"
-    )
-    st.worker.submit(c.close, done=lambda _: st.refresh(), error=st.fail)
+    return st.crawl_starting
 
 
 def edit(st: AppState, name: str, fn: Callable[[CrawlDB], Any], done: Any = None) -> None:
@@ -383,8 +272,8 @@ def poll(st: AppState, s: dict, name: str, first: int, page_first: int) -> None:
 # ---------------------------------------------------------------------------- drawing
 def _look(st: AppState, s: dict) -> tuple:
     """What the tab shows, in brief: when it changed during a frame, draw another."""
-    keys = ("view", "shows", "selected_url", "selected_page", "confirm", "url_text", "stopping")
-    return (st.current, id(s["data"]), id(s["preview"]), *(s[k] for k in keys))
+    keys = ("view", "shows", "selected_url", "selected_page", "confirm", "url_text")
+    return (st.current, id(s["data"]), id(s["preview"]), st.crawl_stopping, *(s[k] for k in keys))
 
 
 def wants_frame(st: AppState) -> bool:
@@ -397,7 +286,8 @@ def wants_frame(st: AppState) -> bool:
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
     s = state(st)
     s["drawn"] = _look(st, s)
-    check_ended(st)
+    if s["crawler"] is not st.crawler:  # a crawl started or ended: its counts changed
+        s["crawler"], s["polled_at"] = st.crawler, 0.0
     s["snap"] = st.crawler.snapshot() if st.crawler is not None else None  # once per frame
     name = st.current
     if s.get("model") != name:  # another target: its own list, nothing selected
@@ -693,7 +583,7 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
     if starting(st):
         ui.label((x, y), "* Starting...", th.WARNING)
     elif c is not None:
-        label = "Stopping..." if s["stopping"] else snap.state.capitalize()
+        label = "Stopping..." if st.crawl_stopping else snap.state.capitalize()
         ui.label((x, y), f"* {label}: {snap.message}", RUN_COLOR.get(snap.state, th.TEXT), max_w=w)
     elif elsewhere(st, name):
         ui.label(
@@ -720,7 +610,7 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
         ("Speed", f"{pages * 60 / snap.elapsed:.0f} pages/min" if snap and snap.elapsed else "-"),
         ("Tokens queued", f"{snap.tokens:,}" if snap else "0"),
         ("Bytes", human_size(snap.bytes) if snap else "0 B"),
-        ("Elapsed", _hms(snap.elapsed) if snap else "-"),
+        ("Elapsed", duration(snap.elapsed) if snap else "-"),
         ("Pending", f"{snap.pending:,}" if c is not None else f"{counts.get('pending', 0):,}"),
         ("Crawled", f"{snap.crawled:,}" if c is not None else f"{counts.get('crawled', 0):,}"),
         ("Failed", f"{snap.failed:,}" if c is not None else f"{counts.get('failed', 0):,}"),
@@ -741,31 +631,31 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
     if snap is not None and snap.training:
         ui.label((x, y), f"Training: {snap.training}", th.TEXT, max_w=w)
     y += 28
-    # actions: START / STOP in the spec's colours, PAUSE / RESUME, Reset All URLs
+    # actions: START / STOP in the crawler's colours, PAUSE / RESUME, Reset All URLs
     running = c is not None
     if ui.button(
         (x, y, w, 35),
-        "STOPPING..." if s["stopping"] else "STOP CRAWLER" if running else "START CRAWLER",
+        "STOPPING..." if st.crawl_stopping else "STOP CRAWLER" if running else "START CRAWLER",
         key="start",
         fill=th.CRAWL_RUNNING if running else th.CRAWL_IDLE,
         text=th.WHITE,
         border=th.WHITE,
-        enabled=(running and not s["stopping"])
+        enabled=(running and not st.crawl_stopping)
         or (not running and bool(name) and not starting(st)),
     ):
         if running:
-            stop_crawler(st)
+            st.stop_crawl()
         else:
             typed = (
                 s["url_text"] if s["url_text"].strip() and not url_problem(s["url_text"]) else ""
             )
             if typed:
                 s["url_text"] = ""
-            start_crawler(st, name, typed.split())
+            st.start_crawl(name, typed.split())
     y += 43
     half = (w - 8) // 2
     paused = running and snap.state == "paused"
-    can_pause = running and not s["stopping"]
+    can_pause = running and not st.crawl_stopping
     if ui.button((x, y, half, 28), "RESUME" if paused else "PAUSE", key="pause", enabled=can_pause):
         c.resume() if paused else c.pause()
     if ui.button(
@@ -932,15 +822,15 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         return
     if which == "reset":
         msg = (
-            f"Put every URL of {name!r}'s crawl back to pending, so the next START fetches them"
-            " all again? URLs blocked by a pattern stay blocked."
+            f"Put every URL of the crawl of {name!r} back to pending, so the next START fetches"
+            " them all again? URLs blocked by a pattern stay blocked."
         )
         answer = dialogs.confirm(ui, msg, title="Reset All URLs", ok="Reset")
         fn, said = CrawlDB.reset_all, "every URL is pending again"
     else:
         msg = (
-            f"Forget every URL of {name!r}'s crawl list (pending, crawled, failed and blocked)?"
-            " The downloaded pages and the queue stay."
+            f"Forget every URL in the crawl list of {name!r} (pending, crawled, failed and"
+            " blocked)? The downloaded pages and the queue stay."
         )
         answer = dialogs.confirm(ui, msg, title="Clear the URL list", ok="Clear", danger=True)
         fn, said = CrawlDB.clear, "the URL list is empty"
@@ -948,12 +838,6 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
         s["confirm"] = None
     if answer:
         edit(st, name, fn, done=lambda _: st.say(f"{name}: {said}", "success"))
-
-
-def _hms(seconds: float) -> str:
-    m, sec = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def _date(t: float) -> str:

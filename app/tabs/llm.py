@@ -515,7 +515,7 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     info = st.info()
     if info is not None:
         c = info.config
-        ep = f"{info.meta.get('epochs_trained', 0)}/{info.meta.get('target_epochs', 0)} ep"
+        ep = f"{info.meta.epochs_trained}/{info.meta.target_epochs} ep"
         line = f"{format_count(info.n_params)} params · {ep} · context {c.block_size}"
         ui.label((x, y + 56), line, th.HINT, max_w=w)
     return y + 80

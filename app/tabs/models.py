@@ -113,7 +113,7 @@ def card(ui: UI, st: AppState, s: dict, m, c: pygame.Rect) -> None:
     )
     ui.label(
         (x, y + 40),
-        f"Epochs {meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}",
+        f"Epochs {meta.epochs_trained} / {meta.target_epochs}",
         th.TEXT,
     )
     ui.label(
@@ -169,17 +169,17 @@ def details(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Tokenizer", f"{m.tokenizer_kind or '?'}, vocabulary {cfg.vocab_size:,}"),
         ("Architecture", f"{cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}"),
         ("Context / MLP", f"{cfg.block_size} tokens / {cfg.n_inner}"),
-        ("Created", str(meta.get("created", "-"))),
-        ("Modified", str(meta.get("modified", "-"))),
+        ("Created", meta.created or "-"),
+        ("Modified", meta.modified or "-"),
     ]
     right = [
-        ("Epochs", f"{meta.get('epochs_trained', 0)} / {meta.get('target_epochs', 0)}"),
-        ("Steps / tokens", f"{meta.get('steps', 0):,} / {meta.get('tokens_seen', 0):,}"),
-        ("Train / best val", f"{_f(meta.get('last_loss'))} / {_f(meta.get('best_loss'))}"),
+        ("Epochs", f"{meta.epochs_trained} / {meta.target_epochs}"),
+        ("Steps / tokens", f"{meta.steps:,} / {meta.tokens_seen:,}"),
+        ("Train / best val", f"{_f(meta.last_loss)} / {_f(meta.best_loss)}"),
         ("Batch x seq", f"{tc.batch_size} x {tc.seq_len}"),
         ("Learning rate", f"{tc.learning_rate:.2e} (min {tc.min_lr:.1e})"),
         ("Queue", f"{plural(m.queue_items, 'file')}, {m.queue_tokens:,} tokens"),
-        ("Sources", ", ".join(meta.get("sources") or []) or "-"),
+        ("Sources", ", ".join(meta.sources) or "-"),
     ]
     half = (r.w - 30) // 2
     for col, rows in ((x, left), (x + half, right)):
@@ -241,10 +241,10 @@ def compare(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         ("Width / context", lambda m: f"{m.config.n_embd} / {m.config.block_size}"),
         (
             "Epochs",
-            lambda m: f"{m.meta.get('epochs_trained', 0)} / {m.meta.get('target_epochs', 0)}",
+            lambda m: f"{m.meta.epochs_trained} / {m.meta.target_epochs}",
         ),
-        ("Steps", lambda m: f"{m.meta.get('steps', 0):,}"),
-        ("Best val loss", lambda m: _f(m.meta.get("best_loss"))),
+        ("Steps", lambda m: f"{m.meta.steps:,}"),
+        ("Best val loss", lambda m: _f(m.meta.best_loss)),
         ("Batch x seq", lambda m: f"{m.train.batch_size} x {m.train.seq_len}"),
         ("Learning rate", lambda m: f"{m.train.learning_rate:.2e}"),
         ("Queue tokens", lambda m: f"{m.queue_tokens:,}"),

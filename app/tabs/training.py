@@ -7,14 +7,15 @@ a headless run publishes beside the model, shown read-only); nothing here is inv
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from pathlib import Path
 
 import pygame
 
+from cllm.cli.common import duration
 from cllm.engine.config import format_count
+from cllm.engine.meta import ModelMeta
 from cllm.models import rules
 
 from .. import dialogs
@@ -61,7 +62,7 @@ def _settings_of(info) -> dict:
     return {
         "batch_size": info.train.batch_size,
         "seq_len": info.train.seq_len,
-        "target_epochs": int(info.meta.get("target_epochs", 0)),
+        "target_epochs": info.meta.target_epochs,
         "learning_rate": info.train.learning_rate,
         "layers": info.config.n_layer,
     }
@@ -110,7 +111,7 @@ def configuration(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -
         return y + 5 * (SLIDER_H + 6) + 18
     vals = _sync(ui, st, s, info)
     locked = is_training(st) or st.is_busy()
-    trained = int(info.meta.get("epochs_trained", 0))
+    trained = info.meta.epochs_trained
     ctx, layers = info.config.block_size, info.config.n_layer
 
     def clamp_by(rule, bound: int):
@@ -196,12 +197,12 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
     lines = [
-        f"Epochs: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}"
-        f"   Steps: {m.get('steps', 0):,}",
+        f"Epochs: {m.epochs_trained} / {m.target_epochs}"
+        f"   Steps: {m.steps:,}",
         f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
-        f"Loss: train {loss(m.get('last_loss'))} · best val {loss(m.get('best_loss'))}",
+        f"Loss: train {loss(m.last_loss)} · best val {loss(m.best_loss)}",
     ]
     for line in lines:
         ui.label((x, y), line, th.TEXT, max_w=w)
@@ -285,16 +286,6 @@ def status(ui: UI, st: AppState, x: int, y: int) -> int:
     return y + 26
 
 
-def _crawler_api():
-    """The crawler tab's start/stop functions once it has them (the crawler issue)."""
-    try:
-        mod = importlib.import_module("app.tabs.crawler")
-    except Exception:
-        return None
-    start, stop = getattr(mod, "start_crawler", None), getattr(mod, "stop_crawler", None)
-    return (start, stop) if start and stop else None
-
-
 def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
     ui.section((x, y), "ACTIONS")
     y += 20
@@ -332,7 +323,6 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
     paused = mine and snap is not None and snap.state == "paused"
     if ui.button((x, y, half, 26), "RESUME" if paused else "PAUSE", key="pause", enabled=mine):
         (st.trainer.resume if paused else st.trainer.pause)()
-    api = _crawler_api()
     crawling = st.crawler is not None
     if ui.button(
         (x + half + 8, y, half, 26),
@@ -341,10 +331,9 @@ def actions(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
         fill=th.CRAWL_RUNNING if crawling else th.CRAWL_IDLE,
         text=th.WHITE,
         border=th.WHITE,
-        enabled=api is not None and info is not None,
+        enabled=info is not None and not st.crawl_starting,
     ):
-        start, stop = api
-        stop(st) if crawling else start(st, info.name)
+        st.stop_crawl() if crawling else st.start_crawl(info.name)
     y += 34
     can_save = (
         info is not None
@@ -448,11 +437,7 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- main view
-def _hms(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--:--:--"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+_hms = duration  # elapsed and remaining, as the command line shows them
 
 
 def _loss(v) -> str:
@@ -496,11 +481,11 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         if snap.resumed_from:
             state += f" · {snap.resumed_from}"
     else:
-        m = info.meta if info else {}
+        m = info.meta if info else ModelMeta()
         e_line = (
-            f"Epoch: {m.get('epochs_trained', 0)} / {m.get('target_epochs', 0)}  |  Loss: "
-            f"{_loss(m.get('last_loss'))}  |  Val: {_loss(m.get('last_val_loss'))}"
-            f"  |  Best val: {_loss(m.get('best_loss'))}"
+            f"Epoch: {m.epochs_trained} / {m.target_epochs}  |  Loss: "
+            f"{_loss(m.last_loss)}  |  Val: {_loss(m.last_val_loss)}"
+            f"  |  Best val: {_loss(m.best_loss)}"
         )
         b_line, frac, state = "No training in progress", 0.0, "idle"
     ui.label((x, y + 24), e_line, th.TEXT, max_w=w)

@@ -2,24 +2,27 @@
 
 Each ``cllm/cli/<group>.py`` exposes ``register(subparsers)``, which adds its sub-command and sets
 ``func`` on its parser; ``func(args)`` returns the exit status. A ``CLLMError`` raised anywhere
-becomes one line on stderr and exit status 2; argparse errors exit 2 as well.
+becomes one line on stderr and exit status 2; argparse errors exit 2 as well. What the commands
+share (the progress line, durations, the ``--json`` line) is in ``cllm/cli/common.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 from pathlib import Path
 
 from cllm.errors import CLLMError
+from cllm.models import paths
 
 GROUPS = ["models", "queue", "generate", "crawl", "bench", "jobs", "sweep"]
 
 
 def default_models_dir() -> Path:
-    return Path(os.environ.get("CLLM_MODELS_DIR") or "models")
+    return paths.default_models_dir()
 
 
 def add_models_dir(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,12 @@ def run_guarded(func, args) -> int:
         return int(func(args) or 0)
     except CLLMError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk outside an atomic write: one line, not a traceback
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on device while writing {err.filename or 'a file'}; "
+              "the write in progress was not saved", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

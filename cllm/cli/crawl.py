@@ -8,15 +8,30 @@ the run ends with a summary (one JSON line with --json).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from cllm.cli import add_models_dir, models_dir_of
-from cllm.crawl.crawler import FILTERS, CrawlConfig, Crawler, CrawlSnapshot, check_start_url
+from cllm.cli.common import ProgressLine, duration, snapshot_json
+from cllm.crawl.crawler import FILTERS, CrawlConfig, Crawler, CrawlSnapshot
+from cllm.crawl.urls import check_start_url
 from cllm.errors import ValidationError
 
+SUMMARY = ("state", "message", "pages", "tokens", "bytes", "pending", "crawled", "failed")
+SUMMARY += ("blocked", "errors")
+
 DEFAULTS = CrawlConfig()
+NUMBERS = {  # flag -> (CrawlConfig field, type, help); the default is the field's
+    "--max-pages": ("max_pages", int, "pages this run"),
+    "--max-depth": ("max_depth", int, "link hops from a start URL"),
+    "--timeout": ("timeout", float, "seconds a whole request may take, headers and body"),
+    "--max-bytes": ("max_bytes", int, "a page is cut past this size"),
+    "--retries": ("retries", int, "retries of transient failures"),
+}
+PATTERNS = {  # flag -> help; each repeatable
+    "--include": "follow only links matching (glob, or re:REGEX; repeatable)",
+    "--exclude": "never follow links matching (repeatable)",
+}
 
 
 def register(subparsers) -> None:
@@ -28,18 +43,10 @@ def register(subparsers) -> None:
         metavar="URL",
         help="http or https start URLs (none: resume the pending URLs of the last crawl)",
     )
-    p.add_argument(
-        "--max-pages",
-        type=int,
-        default=DEFAULTS.max_pages,
-        help="pages this run (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-depth",
-        type=int,
-        default=DEFAULTS.max_depth,
-        help="link hops from a start URL (default %(default)s)",
-    )
+    for flag, (field, kind, text) in NUMBERS.items():
+        default, metavar = getattr(DEFAULTS, field), "N" if kind is int else "S"
+        doc = f"{text} (default {default})"
+        p.add_argument(flag, type=kind, default=default, metavar=metavar, help=doc)
     p.add_argument(
         "--delay",
         type=float,
@@ -60,32 +67,9 @@ def register(subparsers) -> None:
         default=DEFAULTS.filter,
         help="text kept from HTML: all, readable text, metadata only, or metadata and text",
     )
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PAT",
-        help="follow only links matching (glob, or re:REGEX; repeatable)",
-    )
-    p.add_argument(
-        "--exclude", action="append", default=[], metavar="PAT", help="never follow links matching"
-    )
+    for flag, text in PATTERNS.items():
+        p.add_argument(flag, action="append", default=[], metavar="PAT", help=text)
     p.add_argument("--any-host", action="store_true", help="follow links to other hosts too")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULTS.timeout,
-        help="seconds per request (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-bytes", type=int, default=DEFAULTS.max_bytes, help="a page is cut past this size"
-    )
-    p.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULTS.retries,
-        help="for transient failures (default %(default)s)",
-    )
     p.add_argument("--reset", action="store_true", help="forget what was crawled; start over")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     add_models_dir(p)
@@ -98,13 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     config = CrawlConfig(
-        max_pages=args.max_pages,
-        max_depth=args.max_depth,
+        **{field: getattr(args, field) for field, _, _ in NUMBERS.values()},
         min_delay=args.delay,
         max_delay=2 * args.delay if args.max_delay is None else args.max_delay,
-        max_bytes=args.max_bytes,
-        timeout=args.timeout,
-        retries=args.retries,
         same_host=not args.any_host,
         include=tuple(args.include),
         exclude=tuple(args.exclude),
@@ -125,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
                 " (every URL of the last crawl is done; --reset starts over)"
             )
         t0 = time.monotonic()
-        line = _Line()
+        line = ProgressLine()  # in a log: one line each time a page has been downloaded
         crawler.start()
         try:
             while not crawler.join(0.2):
-                line.show(_progress(crawler.snapshot(), config.max_pages))
-            line.show(_progress(crawler.snapshot(), config.max_pages))  # the final count
+                snap = crawler.snapshot()
+                line.show(_progress(snap, config.max_pages), key=snap.pages)
+            snap = crawler.snapshot()
+            line.show(_progress(snap, config.max_pages), key=snap.pages)  # the final count
         except KeyboardInterrupt:
             crawler.stop()  # the page being fetched finishes; the rest stays pending
             crawler.join()
@@ -151,55 +133,17 @@ def run(args: argparse.Namespace) -> int:
 def _progress(s: CrawlSnapshot, max_pages: int) -> str:
     state = "" if s.state == "running" else f"[{s.state}] "
     return (
-        f"{state}{s.pages}/{max_pages} pages | {s.tokens:,} tokens | {s.pending} pending"
-        f" | {s.failed} failed | {s.blocked} blocked | {s.current_url}"
+        f"{state}{duration(s.elapsed)} | {s.pages}/{max_pages} pages | {s.tokens:,} tokens"
+        f" | {s.pending} pending | {s.failed} failed | {s.blocked} blocked | {s.current_url}"
     )
 
 
 def _summary(args: argparse.Namespace, name: str, s: CrawlSnapshot, seconds: float) -> None:
-    out = {
-        "model": name,
-        "state": s.state,
-        "message": s.message,
-        "pages": s.pages,
-        "tokens": s.tokens,
-        "bytes": s.bytes,
-        "pending": s.pending,
-        "crawled": s.crawled,
-        "failed": s.failed,
-        "blocked": s.blocked,
-        "errors": s.errors,
-        "seconds": round(seconds, 3),
-    }
     if args.json:
-        print(json.dumps(out))
+        print(snapshot_json(name, s, SUMMARY, seconds=round(seconds, 3)))
     else:
         print(
             f"{name}: {s.message}; {s.pages} page{'s' * (s.pages != 1)}, {s.tokens:,} tokens"
-            f" queued in {seconds:.1f} s"
+            f" queued in {duration(seconds)}"
             f" ({s.pending} pending, {s.failed} failed, {s.blocked} blocked)"
         )
-
-
-class _Line:
-    """The progress line on stderr: rewritten in place on a terminal; elsewhere (a log, a
-    pipe) one line each time a page has been downloaded."""
-
-    def __init__(self) -> None:
-        self.live = sys.stderr.isatty()
-        self.shown = False
-        self.last = ""
-
-    def show(self, text: str) -> None:
-        if self.live:
-            sys.stderr.write("\r" + text[:119].ljust(119))
-            self.shown = True
-        elif text.split(" | ")[0] != self.last.split(" | ")[0]:  # the page count moved
-            sys.stderr.write(text + "\n")
-        self.last = text
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            self.shown = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,21 +130,23 @@ def _row(i: ModelInfo) -> list[str]:
         i.name,
         format_count(i.n_params),
         f"{i.config.n_layer}x{i.config.n_embd}",
-        f"{m.get('epochs_trained', 0)}/{m.get('target_epochs', 0)}",
-        str(m.get("steps", 0)),
-        _num(m.get("last_loss")),
+        f"{m.epochs_trained}/{m.target_epochs}",
+        str(m.steps),
+        _num(m.last_loss),
         f"{i.queue_items}/{format_count(i.queue_tokens)}",
         i.busy or "idle",
     ]
 
 
 def cmd_list(args) -> int:
-    infos = _reg(args).list()
+    infos, problems = _reg(args).scan()
+    for p in problems:  # a damaged file is named, never hidden, and never hides the others
+        print(f"skipped {p.path.name}: {p.reason}", file=sys.stderr)
     if args.json:
         print(json.dumps([i.to_dict() for i in infos]))
         return 0
     if not infos:
-        print(f"no models in {models_dir_of(args)}")
+        print(f"no models in {models_dir_of(args)}" + (" that can be read" if problems else ""))
         return 0
     head = ["NAME", "PARAMS", "LAYERSxD", "EPOCHS", "STEPS", "LOSS", "QUEUE", "STATUS"]
     rows = [head] + [_row(i) for i in infos]
@@ -161,12 +164,12 @@ def _print_info(i: ModelInfo) -> None:
         f"C {c.block_size}, F {c.n_inner}; tokenizer {i.tokenizer_kind}"
     )
     print(
-        f"  epochs        {m.get('epochs_trained', 0)} of {m.get('target_epochs', 0)}, "
-        f"{m.get('steps', 0)} steps, {m.get('tokens_seen', 0):,} tokens seen"
+        f"  epochs        {m.epochs_trained} of {m.target_epochs}, "
+        f"{m.steps} steps, {m.tokens_seen:,} tokens seen"
     )
     print(
-        f"  loss          last {_num(m.get('last_loss'))}, best {_num(m.get('best_loss'))}, "
-        f"val {_num(m.get('last_val_loss'))}"
+        f"  loss          last {_num(m.last_loss)}, best {_num(m.best_loss)}, "
+        f"val {_num(m.last_val_loss)}"
     )
     print(
         f"  training      batch {t.batch_size} x {t.seq_len}, lr {t.learning_rate:g}, "
@@ -174,9 +177,9 @@ def _print_info(i: ModelInfo) -> None:
         f"val fraction {t.val_fraction:g}"
     )
     print(f"  queue         {i.queue_items} items, {i.queue_tokens:,} tokens")
-    print(f"  created       {m.get('created', '-')}, modified {m.get('modified', '-')}")
-    if m.get("sources"):
-        print(f"  sources       {', '.join(map(str, m['sources'][:5]))}")
+    print(f"  created       {m.created or '-'}, modified {m.modified or '-'}")
+    if m.sources:
+        print(f"  sources       {', '.join(m.sources[:5])}")
     print(f"  status        {i.busy or 'idle'}")
 
 
@@ -346,7 +349,7 @@ def cmd_set(args) -> int:
     info = _reg(args).set_settings(args.name, **settings)
     t, m = info.train, info.meta
     print(
-        f"{info.name}: target epochs {m.get('target_epochs')}, batch {t.batch_size} x "
+        f"{info.name}: target epochs {m.target_epochs}, batch {t.batch_size} x "
         f"{t.seq_len}, lr {t.learning_rate:g}, warmup {t.warmup}, weight decay "
         f"{t.weight_decay:g}, clip {t.grad_clip:g}"
     )
@@ -366,7 +369,7 @@ def cmd_presets(args) -> int:
         if args.from_model:
             info = reg.info(args.from_model)
             settings = {k: v for k, v in info.train.to_dict().items() if k != "extra"}
-            settings["target_epochs"] = info.meta.get("target_epochs", 1)
+            settings["target_epochs"] = info.meta.target_epochs
         settings.update(_settings_of(args))
         vals = reg.save_preset(args.preset, **settings)
         print(f"saved preset {args.preset}: {json.dumps(vals)}")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli.common import ProgressLine, bar
 from cllm.data.dataqueue import AddResult, DataQueue, walk_files
 from cllm.errors import NotFoundError, ValidationError
 
@@ -61,31 +60,19 @@ def _open(args, name: str | None = None) -> DataQueue:
 
 
 class _Progress:
-    """One rewritten line on a terminal; nothing when stderr is a file or a pipe."""
+    """The progress line of an add or import: on a terminal only (a log gets the summary)."""
 
     def __init__(self, verb: str) -> None:
         self.verb = verb
-        self.live = sys.stderr.isatty()
-        self.shown = False
-        self.last = 0.0
+        self.line = ProgressLine(interval=0.1)
 
     def __call__(self, done: int, total: int, source: str) -> None:
-        now = time.monotonic()
-        if not self.live or (done < total and now - self.last < 0.1):
-            return
-        self.last = now
-        width = 30
-        fill = width * done // max(total, 1)
         name = Path(source).name[:40] if source else ""
-        line = f"\r{self.verb} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} {name}"
-        sys.stderr.write(line.ljust(100)[:100])
-        sys.stderr.flush()
-        self.shown = True
+        text = f"{self.verb} {bar(done / max(total, 1), 30)} {done}/{total} {name}"
+        self.line.show(text, force=done >= total)
 
     def end(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-            sys.stderr.flush()
+        self.line.done(clear=True)
 
 
 def _report(args, name: str, q: DataQueue, r: AddResult) -> None:

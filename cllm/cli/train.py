@@ -10,14 +10,13 @@ or SIGTERM saves a checkpoint and exits; running the command again resumes exact
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import signal
 import sys
 import time
 from pathlib import Path
 
 from cllm.cli import _Parser, add_models_dir, models_dir_of, run_guarded
+from cllm.cli.common import ProgressLine, bar, duration, snapshot_json
 from cllm.engine.config import PRESETS, GPTConfig
 from cllm.engine.tokenizer import KINDS
 from cllm.errors import NotFoundError, ValidationError
@@ -30,6 +29,11 @@ ARCH_FLAGS = {  # flag -> GPTConfig field
     "d_model": "n_embd",
     "context": "block_size",
 }
+RESULT_FIELDS = (  # of the snapshot, in the --json line (with steps, run_tokens, seconds ...)
+    *("state", "epochs_trained", "target_epochs", "run_steps", "tokens", "train_loss"),
+    *("val_loss", "best_loss", "batch_size", "seq_len", "batches_per_epoch", "resumed_from"),
+    "message",
+)
 SETTING_FLAGS = {  # flag -> TrainConfig field
     "batch_size": "batch_size",
     "seq_len": "seq_len",
@@ -176,26 +180,16 @@ def _add_data(reg, name: str, paths: list[Path]) -> None:
         dq.close()
 
 
-def _duration(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "--:--"
-    s = int(s)
-    return (
-        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-    )
-
-
 def progress_line(snap, width: int = 24) -> str:
     """One line: bar, epoch, step, losses, tokens/s and ETA."""
     done = snap.run_steps / snap.total_steps if snap.total_steps else 1.0
-    fill = int(round(width * min(1.0, done)))
     loss = "-" if snap.train_loss is None else f"{snap.train_loss:.4f}"
     val = "" if snap.val_loss is None else f" val {snap.val_loss:.4f}"
     return (
-        f"[{'#' * fill}{'.' * (width - fill)}] {100 * done:3.0f}% "
+        f"{bar(done, width)} {100 * done:3.0f}% "
         f"epoch {snap.epoch}/{snap.target_epochs} batch {snap.batch}/{snap.batches_per_epoch} "
         f"step {snap.step} loss {loss}{val} | {snap.tokens_per_s:,.0f} tok/s "
-        f"| ETA {_duration(snap.eta)}"
+        f"| ETA {duration(snap.eta)}"
     )
 
 
@@ -257,55 +251,37 @@ def train_main(args: argparse.Namespace) -> int:
         trainer.stop()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    tty = sys.stderr.isatty()
+    line = ProgressLine(log_every=10.0)  # in a log: a line every 10 s
     t0 = time.monotonic()
-    last_line = t0
     try:
         trainer.start()
         while not trainer.join(0.25):
             snap = trainer.snapshot()
-            if snap.state not in ("running", "paused"):
-                continue
-            if tty:
-                print("\r" + progress_line(snap)[:200], end="", file=sys.stderr, flush=True)
-            elif time.monotonic() - last_line >= 10.0:
-                last_line = time.monotonic()
-                print(progress_line(snap), file=sys.stderr, flush=True)
+            if snap.state in ("running", "paused"):
+                line.show(progress_line(snap))
     finally:
         trainer.join()
         for s, h in old.items():
             signal.signal(s, h)
     seconds = time.monotonic() - t0
     snap = trainer.snapshot()
-    if tty:
-        print("\r" + progress_line(snap)[:200], file=sys.stderr)
+    if line.live:
+        line.show(progress_line(snap), force=True)
+    line.done()
     if snap.resumed_from:
         print(snap.resumed_from, file=sys.stderr)
     print(snap.message, file=sys.stderr)
     if args.json:
         run_tokens = snap.tokens - tokens_before
         print(
-            json.dumps(
-                {
-                    "model": name,
-                    "state": snap.state,
-                    "epochs_trained": snap.epochs_trained,
-                    "target_epochs": snap.target_epochs,
-                    "steps": snap.step,
-                    "run_steps": snap.run_steps,
-                    "tokens": snap.tokens,
-                    "run_tokens": run_tokens,
-                    "train_loss": snap.train_loss,
-                    "val_loss": snap.val_loss,
-                    "best_loss": snap.best_loss,
-                    "tokens_per_s": run_tokens / seconds if seconds > 0 else 0.0,
-                    "seconds": round(seconds, 3),
-                    "batch_size": snap.batch_size,
-                    "seq_len": snap.seq_len,
-                    "batches_per_epoch": snap.batches_per_epoch,
-                    "resumed_from": snap.resumed_from,
-                    "message": snap.message,
-                }
+            snapshot_json(
+                name,
+                snap,
+                RESULT_FIELDS,
+                steps=snap.step,
+                run_tokens=run_tokens,
+                tokens_per_s=run_tokens / seconds if seconds > 0 else 0.0,
+                seconds=round(seconds, 3),
             )
         )
     if snap.state == "error":

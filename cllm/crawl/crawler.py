@@ -6,45 +6,53 @@ loops and never fetch a URL twice), caps the size and time of each response, ret
 failures with backoff, and keeps its URL list in SQLite (`cllm.crawl.store`) so a stopped or killed
 crawl resumes. Each page's text goes to the target model's queue with its URL as the source.
 
+The parts: `cllm.crawl.urls` (spelling, start URLs, which addresses may be reached, robots.txt
+delays), `cllm.crawl.http` (one bounded request), `cllm.crawl.pages` (a body to text and links),
+`cllm.crawl.store` (the URL list) and this loop. Work that follows the pages as they arrive, such
+as training the model on them (`cllm.train.continuous`), plugs in as a `Follower`.
+
 Threading follows the trainer's discipline: the crawl thread owns the work, publishes a snapshot
 under a lock, and reads its commands (stop, pause, resume) from a queue.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import http.client
 import queue
 import random
-import re
 import ssl
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote, urldefrag, urljoin, urlsplit, urlunsplit
+from typing import Protocol
+from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
+from cllm.crawl.http import (
+    REDIRECTS,
+    TRANSIENT_ERRORS,
+    TRANSIENT_STATUS,
+    USER_AGENT,
+    AddressRefused,
+    Response,
+    content_type,
+    decode_content,
+    describe,
+    fetch,
+    retry_after,
+)
+from cllm.crawl.pages import decode, read_page
 from cllm.crawl.store import CrawlDB, PageRow, UrlRow, compile_pattern
-from cllm.data.extract import extract_html
-from cllm.errors import BusyError, CLLMError, ValidationError
+from cllm.crawl.urls import MAX_CRAWL_DELAY, check_start_url, crawl_delay, host_of, normalize_url
+from cllm.errors import BusyError, ValidationError
+from cllm.models import paths
 
-USER_AGENT = "CrystallineCLLM/0.1"
 FILTERS = ("all", "text", "metadata", "mixed")
-SCHEMES = {"http": 80, "https": 443}
-REDIRECTS = {301, 302, 303, 307, 308}
-TRANSIENT_STATUS = {429, 500, 502, 503, 504}
-# timeouts, resets, refused and dropped connections may pass; DNS and TLS failures will not
-TRANSIENT_ERRORS = (TimeoutError, ConnectionError, http.client.IncompleteRead)
-HTML_TYPES = {"text/html", "application/xhtml+xml"}
-TEXT_TYPES = {"application/json", "application/xml", "application/javascript"}
 MAX_ROBOTS_BYTES = 500_000  # RFC 9309 asks crawlers to read at least 500 KiB
-MAX_CRAWL_DELAY = 60.0  # a robots.txt Crawl-delay above this is capped
 PREVIEW_CHARS = 500
 EVENTS_KEPT = 200
 
@@ -66,7 +74,6 @@ class CrawlConfig:
     filter: str = "text"  # "all" | "text" | "metadata" | "mixed", passed to extract_html
     user_agent: str = USER_AGENT
     ca_file: str = ""  # extra certificate authorities (PEM) to trust, e.g. an intranet's
-    train_continuously: bool = False  # the model trains an epoch over its queue as text arrives
     keep_pages: int = 500  # downloaded copies kept on disk for the Downloaded view
 
     def validate(self) -> None:
@@ -108,7 +115,7 @@ class CrawlConfig:
 @dataclass
 class CrawlEvent:
     time: float  # time.time()
-    kind: str  # downloaded, extracted, queued, skipped, trained, error
+    kind: str  # downloaded, extracted, queued, skipped, trained (by a follower), error
     url: str
     detail: str = ""
 
@@ -126,279 +133,44 @@ class CrawlSnapshot:
     failed: int = 0
     blocked: int = 0
     errors: int = 0  # error events this run
-    training: str = ""  # the continuous training round, in a line; '' when none
+    training: str = ""  # the follower's work (continuous training), in a line; '' when none
     elapsed: float = 0.0
     events: list[CrawlEvent] = field(default_factory=list)  # recent, oldest first
 
 
 class FetchError(Exception):
-    """A request that failed for good (after any retries); the message is the reason."""
+    """A request that failed for good (after any retries); the message is the reason, `state`
+    the URL's state: 'failed', or 'blocked' for an address the crawler may not reach."""
+
+    def __init__(self, reason: str, state: str = "failed") -> None:
+        super().__init__(reason)
+        self.state = state
+
+
+Report = Callable[[str, str], None]
+
+
+class Follower(Protocol):
+    """Work that follows a crawl in its thread as pages arrive; cllm.train.continuous trains the
+    model on them. Each call gets `report(kind, text)`: kind 'trained' or 'error' logs an event,
+    'status' sets the snapshot's `training` line and 'message' its message."""
+
+    def queued(self, items: int) -> None:
+        """A page added `items` items to the queue."""
+
+    def poll(self, report: Report) -> None:
+        """After each page: start or watch the work."""
+
+    def finish(self, report: Report, wait: Callable[[float], None]) -> None:
+        """The crawl has ended: catch up with the last pages. `wait(s)` sleeps while the crawl's
+        commands are read; a stop command ends `finish` (and then `stop` is called)."""
+
+    def stop(self, report: Report) -> None:
+        """The crawl was stopped or failed: end the work now, keeping what it did."""
 
 
 class _Stopped(Exception):
     pass
-
-
-# --- URLs ---
-
-
-def normalize_url(url: str, base: str | None = None) -> str | None:
-    """An absolute http(s) URL in one canonical spelling, or None for anything else.
-
-    Resolves against `base`, drops the fragment and any user:password, lowercases scheme and
-    host, drops a default port, and percent-encodes what must be.
-    """
-    url = url.strip()
-    if base:
-        url = urljoin(base, url)
-    url = urldefrag(url)[0]
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # a port that is not a number, a bad IPv6 literal
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES or not parts.hostname:
-        return None
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    if port is not None and port != SCHEMES[scheme]:
-        host += f":{port}"
-    path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
-    query = quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-    return urlunsplit((scheme, host, path, query, ""))
-
-
-def check_start_url(url: str) -> str:
-    """A start URL, normalized; refuses anything that is not an http or https URL."""
-    try:
-        scheme = urlsplit(url.strip()).scheme.lower() if "://" in url else ""
-        norm = normalize_url(url)
-    except ValueError as err:  # urllib refuses e.g. an unclosed IPv6 bracket
-        raise ValidationError(f"cannot crawl {url!r}: not a valid URL ({err})") from None
-    if not scheme:
-        raise ValidationError(f"cannot crawl {url!r}: a URL must start with http:// or https://")
-    if scheme not in SCHEMES:
-        raise ValidationError(
-            f"cannot crawl {url!r}: only http and https are crawled, not {scheme}"
-        )
-    if norm is None:
-        raise ValidationError(f"cannot crawl {url!r}: not a valid URL")
-    return norm
-
-
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc.lower()
-
-
-# --- HTTP ---
-
-
-@dataclass
-class Response:
-    url: str
-    status: int
-    headers: dict[str, str]  # names lowercased
-    body: bytes  # read for 2xx responses only
-    truncated: bool  # the body was cut at max_bytes
-
-
-def fetch(
-    url: str,
-    *,
-    timeout: float,
-    max_bytes: int,
-    user_agent: str = USER_AGENT,
-    context: ssl.SSLContext | None = None,
-) -> Response:
-    """One GET request, redirects not followed; the whole request must end within `timeout`.
-
-    Raises TimeoutError, ConnectionError, OSError or http.client.HTTPException.
-    """
-    parts = urlsplit(url)
-    port = parts.port or SCHEMES[parts.scheme]  # explicit: a bare IPv6 host would lose its tail
-    if parts.scheme == "https":
-        context = context or ssl.create_default_context()
-        conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {
-        "User-Agent": user_agent,
-        "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
-        "Accept-Encoding": "identity",
-        "Connection": "close",
-    }
-    try:
-        conn.request("GET", target, headers=headers)
-        resp = conn.getresponse()
-        head = {k.lower(): v for k, v in resp.getheaders()}
-        body, truncated = b"", False
-        if 200 <= resp.status < 300:
-            chunks, n = [], 0
-            # read1 returns after one socket read, so a server that trickles bytes still meets
-            # the deadline; one byte past the cap tells us the page was cut
-            while n <= max_bytes:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"timed out after {timeout:g} s")
-                chunk = resp.read1(min(65536, max_bytes + 1 - n))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                n += len(chunk)
-            body = b"".join(chunks)
-            truncated = len(body) > max_bytes
-            body = body[:max_bytes]
-        return Response(url, resp.status, head, body, truncated)
-    finally:
-        conn.close()
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, TimeoutError):
-        return str(err) if str(err).startswith("timed out after") else "timed out"
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-
-
-def _retry_after(resp: Response) -> float:
-    try:
-        return min(float(resp.headers.get("retry-after", "")), 60.0)
-    except ValueError:  # absent, or an HTTP date: use our own backoff
-        return 0.0
-
-
-def crawl_delay(lines: list[str], user_agent: str) -> float | None:
-    """The Crawl-delay of robots.txt for us: our own group's, else the '*' group's.
-    (The standard library's parser reads whole seconds only, and "0.5" is common.)"""
-    token = user_agent.split("/")[0].lower()
-    ours = anyone = None
-    agents: list[str] = []
-    in_rules = False
-    for raw in lines:
-        key, _, value = raw.split("#", 1)[0].partition(":")
-        key, value = key.strip().lower(), value.strip()
-        if key == "user-agent":
-            if in_rules:  # a new group starts
-                agents, in_rules = [], False
-            agents.append(value.lower())
-        elif key:
-            in_rules = True
-            if key != "crawl-delay":
-                continue
-            try:
-                delay = float(value)
-            except ValueError:
-                continue
-            if not 0 <= delay <= 86400:  # also drops nan
-                continue
-            for agent in agents:
-                if agent == "*":
-                    anyone = delay
-                elif agent and agent in token:
-                    ours = delay
-    return ours if ours is not None else anyone
-
-
-# --- pages ---
-
-
-class PageParser(HTMLParser):
-    """Links, title, <base> and the robots meta tag of an HTML page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[str] = []
-        self.base: str | None = None
-        self.title = ""
-        self.noindex = self.nofollow = False
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag in ("a", "area") and a.get("href"):
-            if "nofollow" not in a.get("rel", "").lower().split():
-                self.links.append(a["href"])
-        elif tag == "base" and a.get("href") and self.base is None:
-            self.base = a["href"]
-        elif tag == "title":
-            self._in_title = True
-        elif tag == "meta" and a.get("name", "").lower() in ("robots", "crystallinecllm"):
-            words = {w.strip() for w in a.get("content", "").lower().split(",")}
-            self.noindex |= bool(words & {"noindex", "none"})
-            self.nofollow |= bool(words & {"nofollow", "none"})
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title = " ".join((self.title + data).split())
-
-
-def parse_page(html: str) -> PageParser:
-    parser = PageParser()
-    parser.feed(html)
-    parser.close()
-    return parser
-
-
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
-
-
-def decode(body: bytes, charset: str | None, html: bool) -> str:
-    """Bytes to text by the declared charset (header, then <meta>), else UTF-8, never failing."""
-    if not charset and html:
-        m = _META_CHARSET.search(body[:4096])
-        charset = m.group(1).decode("ascii") if m else None
-    try:
-        codec = codecs.lookup(charset or "utf-8").name
-    except LookupError:
-        codec = "utf-8"
-    if codec == "utf-8":
-        codec = "utf-8-sig"  # drops a byte order mark
-    return body.decode(codec, errors="replace")
-
-
-def decode_content(body: bytes, headers: dict[str, str], max_bytes: int) -> bytes | None:
-    """The body without its Content-Encoding (we ask for none, not every server listens);
-    None when it cannot be undone. A cut gzip stream still gives what it holds."""
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return None
-    try:  # wbits 47: gzip or zlib, told apart by the header
-        return zlib.decompressobj(47).decompress(body, max_bytes)
-    except zlib.error:
-        try:  # some servers send raw deflate
-            return zlib.decompressobj(-15).decompress(body, max_bytes)
-        except zlib.error:
-            return None
-
-
-def content_type(headers: dict[str, str]) -> tuple[str, str | None]:
-    """('text/html', 'utf-8') from a Content-Type header; ('', None) when there is none."""
-    raw = headers.get("content-type", "")
-    mime, _, params = raw.partition(";")
-    m = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.I)
-    return mime.strip().lower(), (m.group(1) if m else None)
-
-
-def page_kind(mime: str, body: bytes) -> str:
-    """'html', 'text' or 'binary' from the type, sniffing only when the server sent none."""
-    if mime in HTML_TYPES:
-        return "html"
-    if mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith(("+xml", "+json")):
-        return "text"
-    if mime:
-        return "binary"
-    head = body[:1024]
-    if b"\0" in head:
-        return "binary"
-    return "html" if head.lstrip().lower().startswith((b"<!doctype html", b"<html")) else "text"
 
 
 # --- the crawler ---
@@ -408,7 +180,8 @@ class Crawler:
     """Crawls into the queue of model `model_name` in `models_dir`, in a background thread.
 
     `queue_factory()` returns the DataQueue that receives the text (called in the crawl thread);
-    by default the model's own queue from the registry.
+    by default the model's own queue from the registry. `follower` works as pages arrive (see
+    Follower), in the crawl thread.
     """
 
     def __init__(
@@ -417,13 +190,14 @@ class Crawler:
         model_name: str,
         config: CrawlConfig | None = None,
         queue_factory: Callable[[], object] | None = None,
+        follower: Follower | None = None,
     ):
         self.config = config or CrawlConfig()
         self.config.validate()
         self.models_dir = Path(models_dir)
         self.name = model_name
-        self.db = CrawlDB(self.models_dir / f"{model_name}.crawl.sqlite")
-        self.pages_dir = self.models_dir / f"{model_name}_crawl"
+        self.db = CrawlDB(paths.crawl_store(self.models_dir, model_name))
+        self.pages_dir = paths.crawl_pages(self.models_dir, model_name)
         self._queue_factory = queue_factory or self._registry_queue
         self._owns_queue = queue_factory is None  # a queue passed in stays open for its owner
         self._queue = None
@@ -442,9 +216,7 @@ class Crawler:
         self._robots: dict[str, RobotFileParser | str | None] = {}  # None: allow all
         self._crawl_delay: dict[str, float] = {}
         self._next_time: dict[str, float] = {}  # host -> monotonic time of its next request
-        self._trainer = None  # the continuous training round in progress
-        self._untrained = 0  # items queued since that round started
-        self._train_problem = ""  # why the last round could not start (reported once)
+        self._follower = follower
         self._refresh_counts()
 
     def _registry_queue(self):
@@ -581,16 +353,18 @@ class Crawler:
                     self._crawl(row)
                 finally:
                     self._refresh_counts()
-                self._train_new_items()
-            self._finish_training()
+                if self._follower is not None:
+                    self._follower.poll(self._report)
+            if self._follower is not None:
+                self._follower.finish(self._report, self._sleep)
             self._set(state="done", message=message)
         except _Stopped:
-            self._stop_training()
+            self._stop_follower()
             self._set(state="stopped", message="stopped")
         except Exception as err:  # noqa: BLE001 - the thread reports every failure, never dies silently
-            self._event("error", self.snapshot().current_url, _describe(err))
-            self._set(state="error", message=_describe(err))
-            self._stop_training()
+            self._event("error", self.snapshot().current_url, describe(err))
+            self._set(state="error", message=describe(err))
+            self._stop_follower()
         finally:
             self.db.requeue_crawling()  # a URL interrupted by stop is fetched next time
             self.db.unlock()
@@ -654,8 +428,10 @@ class Crawler:
         except FetchError as err:
             if not chain or chain[-1][0] != url:
                 chain.append((url, 0))
-            self._finish_chain(chain, "failed", str(err))
-            self._event("error", url, str(err))
+            blocked_hop = err.state == "blocked" and url != row.url
+            why = f"redirect to {url}: {err}" if blocked_hop else str(err)
+            self._finish_chain(chain, err.state, why)
+            self._event("error" if err.state == "failed" else "skipped", row.url, why)
             return
         if not 200 <= resp.status < 300:
             reason = f"HTTP {resp.status}"
@@ -676,29 +452,13 @@ class Crawler:
         cfg = self.config
         mime, charset = content_type(resp.headers)
         body = decode_content(resp.body, resp.headers, cfg.max_bytes)
-        kind = "binary" if body is None else page_kind(mime, body)
+        page = read_page(url, body, mime, charset, cfg.filter)
+        kind, text, note = page.kind, page.text, page.note
         body = resp.body if body is None else body
         sha = hashlib.sha256(body).hexdigest()
         self._add(pages=1)
         detail = f"{len(resp.body):,} bytes" + (" (truncated)" if resp.truncated else "")
         self._event("downloaded", url, detail)
-        text, title, links, note = "", "", [], ""
-        if kind == "html":
-            html = decode(body, charset, html=True)
-            page = parse_page(html)
-            title = page.title
-            if page.noindex:
-                note = "robots meta tag says noindex"
-            else:
-                text = extract_html(html, cfg.filter)
-            if not page.nofollow:
-                base = urljoin(url, page.base) if page.base else url
-                links = [u for u in (normalize_url(h, base) for h in page.links) if u]
-        elif kind == "text":
-            # plain text has no metadata to extract; every other filter keeps it as it is
-            text = "" if cfg.filter == "metadata" else decode(body, charset, html=False)
-        else:
-            note = f"not text ({mime or 'unknown type'}), not queued"
         path = self._keep_copy(url, body, kind)
         tokens = 0
         if text.strip():
@@ -722,7 +482,7 @@ class Crawler:
         self.db.add_page(
             PageRow(
                 url=url,
-                title=title,
+                title=page.title,
                 preview=" ".join(text[: PREVIEW_CHARS * 2].split())[:PREVIEW_CHARS],
                 path=str(path) if path else "",
                 size=len(resp.body),
@@ -736,7 +496,7 @@ class Crawler:
             Path(old).unlink(missing_ok=True)
         if depth < cfg.max_depth:
             hosts = self.db.start_hosts()
-            follow = [link for link in links if self._follows(link, hosts)]
+            follow = [link for link in page.links if self._follows(link, hosts)]
             self.db.add_many(follow, depth + 1, url)
 
     def _follows(self, link: str, hosts: set[str]) -> bool:
@@ -753,7 +513,8 @@ class Crawler:
         tokens = sum(item.n_tokens for item in result.added)
         if result.added:
             self._add(tokens=tokens)
-            self._untrained += len(result.added)
+            if self._follower is not None:
+                self._follower.queued(len(result.added))
             self._event("queued", url, f"{tokens:,} tokens")
             return tokens, ""
         reason = result.skipped[0][1] if result.skipped else "not added"
@@ -783,7 +544,7 @@ class Crawler:
         problem = ""
         for attempt in range(cfg.retries + 1):
             self._wait_turn(host)
-            retry_after = 0.0
+            wait = 0.0
             try:
                 resp = fetch(
                     url,
@@ -791,23 +552,27 @@ class Crawler:
                     max_bytes=max_bytes,
                     user_agent=cfg.user_agent,
                     context=self._tls,
+                    # loopback only for a server the user named as a start URL
+                    allow_loopback=host in self.db.start_hosts(),
                 )
+            except AddressRefused as err:  # refused before any connection
+                raise FetchError(f"refused: {err}", "blocked") from None
             except TRANSIENT_ERRORS as err:
-                problem = _describe(err)
+                problem = describe(err)
             except (OSError, http.client.HTTPException) as err:  # DNS, TLS, a broken reply
-                raise FetchError(_describe(err)) from None
+                raise FetchError(describe(err)) from None
             else:
                 self._add(bytes=len(resp.body))
                 if resp.status not in TRANSIENT_STATUS:
                     return resp, attempt + 1
-                problem, retry_after = f"HTTP {resp.status}", _retry_after(resp)
+                problem, wait = f"HTTP {resp.status}", retry_after(resp)
             finally:
                 delay = self._rng.uniform(cfg.min_delay, cfg.max_delay)
                 delay = max(delay, self._crawl_delay.get(host, 0.0))
                 self._next_time[host] = time.monotonic() + delay
             if attempt < cfg.retries:
                 self._event("error", url, f"{problem}; retry {attempt + 1} of {cfg.retries}")
-                self._sleep(max(cfg.backoff * 2**attempt, retry_after))
+                self._sleep(max(cfg.backoff * 2**attempt, wait))
         tries = cfg.retries + 1
         raise FetchError(f"{problem} ({tries} attempt{'s' if tries > 1 else ''})")
 
@@ -842,7 +607,7 @@ class Crawler:
             else:
                 return "robots.txt redirects too often"
         except FetchError as err:
-            return f"robots.txt unreachable: {err}"
+            return str(err) if err.state == "blocked" else f"robots.txt unreachable: {err}"
         if 400 <= resp.status < 500:
             return None
         if not 200 <= resp.status < 300:
@@ -856,74 +621,16 @@ class Crawler:
             self._crawl_delay[host_of(root)] = min(delay, MAX_CRAWL_DELAY)
         return rules
 
-    # --- continuous training ---
+    # --- the follower ---
 
-    def _train_new_items(self) -> None:
-        """When the last training round has ended and new items have arrived, start a round:
-        one more epoch over the queue as it now stands, or up to the model's target epochs if
-        those are not reached yet (the Trainer takes the model's lock)."""
-        if not self.config.train_continuously:
-            return
-        if self._trainer is not None:
-            if self._trainer.is_alive():
-                self._set(training=_train_line(self._trainer.snapshot()))
-                return
-            self._end_round()
-        if self._untrained == 0:
-            return
-        from cllm.models.registry import (
-            Registry,  # the model machinery, only for continuous training
-        )
-        from cllm.train.trainer import Trainer
+    def _report(self, kind: str, text: str) -> None:
+        if kind in ("trained", "error"):
+            self._event(kind, "", text)
+        elif kind == "status":
+            self._set(training=text)
+        elif kind == "message":
+            self._set(message=text)
 
-        registry = Registry(self.models_dir)
-        try:
-            meta = registry.info(self.name).meta
-            epochs = int(meta.get("epochs_trained", 0))
-            # one more epoch, or the rest of the user's own target if that is further
-            target = max(epochs + 1, int(meta.get("target_epochs", 0) or 0))
-            trainer = Trainer(registry, self.name, target_epochs=target)
-        except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
-            if str(err) != self._train_problem:
-                self._train_problem = str(err)
-                self._event("error", "", f"cannot train yet: {err}")
-                self._set(training=f"waiting: {err}")
-            return
-        self._train_problem = ""
-        trainer.start()
-        self._trainer, self._untrained = trainer, 0
-        self._event("trained", "", f"training epoch {epochs + 1} of {target} of {self.name}")
-        self._set(training=_train_line(trainer.snapshot()))
-
-    def _end_round(self) -> None:
-        snap = self._trainer.snapshot()
-        self._trainer = None
-        ok = snap.state == "done"
-        loss = f"; loss {snap.train_loss:.4f}" if snap.train_loss is not None else ""
-        self._event("trained" if ok else "error", "", f"{snap.message}{loss}")
-        self._set(training=f"{snap.state}: {snap.message}{loss}")
-
-    def _finish_training(self) -> None:
-        """At the end of a crawl: let the round in progress finish (a stop command still stops
-        it), then one last round if pages came in meanwhile, so every page gets trained."""
-        for _ in range(2):
-            while self._trainer is not None and self._trainer.is_alive():
-                self._set(
-                    message="training on the last pages",
-                    training=_train_line(self._trainer.snapshot()),
-                )
-                self._sleep(0.2)
-            self._train_new_items()
-        if self._trainer is not None and not self._trainer.is_alive():
-            self._end_round()
-
-    def _stop_training(self) -> None:
-        if self._trainer is not None:
-            self._trainer.stop()  # it saves a checkpoint
-            self._trainer.join()
-            self._end_round()
-
-
-def _train_line(s) -> str:
-    loss = f", loss {s.train_loss:.4f}" if s.train_loss is not None else ""
-    return f"{s.state}: epoch {s.epoch}, batch {s.batch}/{s.batches_per_epoch}{loss}"
+    def _stop_follower(self) -> None:
+        if self._follower is not None:
+            self._follower.stop(self._report)

@@ -14,9 +14,7 @@ dies), so a second crawler of the same model, in this process or another, is ref
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
-import os
 import re
 import sqlite3
 import threading
@@ -26,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from cllm.errors import ValidationError
+from cllm.errors import BusyError, ValidationError
+from cllm.models import locks
 
 STATES = ("pending", "crawling", "crawled", "failed", "blocked")
 # URLs a reset may free: all but those a block pattern holds (unblock frees those)
@@ -163,37 +162,21 @@ class CrawlDB:
         'crawling' by a killed crawl go back to pending, since no one else is crawling now."""
         if self._lock_fd is not None:
             return True
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            try:  # the last holder may have unlinked the file between our open and flock
-                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        try:  # the models folder's one lock protocol (cllm.models.locks)
+            self._lock_fd = locks.FileLock(self.lock_path, "crawl", "crawling").acquire()
+        except BusyError:
+            return False
         self.requeue_crawling()
         return True
 
     def lock_holder(self) -> str:
-        """The pid written by the crawler holding the lock ('' if unknown)."""
-        try:
-            return self.lock_path.read_text().strip()
-        except OSError:
-            return ""
+        """The pid of the crawler holding the lock ('' if unknown)."""
+        info = locks.holder(self.lock_path)
+        return str(info.get("pid", "")) if info else ""
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
-            self.lock_path.unlink(missing_ok=True)  # unlink first: see try_lock
-            os.close(self._lock_fd)
+            self._lock_fd.release()  # unlinks, then closes
             self._lock_fd = None
 
     def __enter__(self) -> CrawlDB:

@@ -29,7 +29,6 @@ import hashlib
 import os
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cllm.atomic import fsync_dir
+from cllm.atomic import abandoned, fsync_dir
 from cllm.data.extract import Skipped, iter_file_text
 from cllm.errors import CLLMError, NotFoundError, ValidationError
 
@@ -256,12 +255,11 @@ class DataQueue:
     def _sweep(self) -> None:
         """Delete token files no row names (left by a crash); call under the write lock."""
         known = {f for (f,) in self._db.execute("SELECT file FROM items")}
-        now = time.time()
         for e in os.scandir(self.items_dir):
             try:
                 if e.name.endswith(".tok") and e.name not in known:
                     os.unlink(e.path)
-                elif e.name.endswith(".part") and now - e.stat().st_mtime > PART_MAX_AGE:
+                elif e.name.endswith(".part") and abandoned(e.path, PART_MAX_AGE):
                     os.unlink(e.path)
             except OSError:
                 pass
@@ -316,7 +314,7 @@ class DataQueue:
 
     def _write_part(self, pieces: Iterable[str]) -> tuple[Path, int]:
         """Encode text pieces into a fsynced ``.part`` file; return it and its token count."""
-        part = self.items_dir / f"{uuid.uuid4().hex}.part"
+        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
         n = 0
         try:
             with open(part, "wb") as f:
@@ -472,7 +470,7 @@ class DataQueue:
         return result
 
     def _copy_part(self, ids: np.ndarray) -> tuple[Path, int]:
-        part = self.items_dir / f"{uuid.uuid4().hex}.part"
+        part = self.items_dir / f"{os.getpid()}.{uuid.uuid4().hex}.part"  # swept once its PID dies
         try:
             with open(part, "wb") as f:
                 f.write(np.asarray(ids, dtype="<i4").tobytes())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from cllm.engine.schema import Float, Int, Plain, check, validate_fields
 from cllm.errors import ValidationError
 
 
@@ -35,8 +36,17 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GPTConfig:
+        """An architecture read back: each known key checked against LIMITS (unknown keys are
+        ignored); ValidationError naming the field otherwise."""
+        if not isinstance(d, dict):
+            raise ValidationError(f"architecture must be an object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: int(v) for k, v in d.items() if k in known})
+        vals = {}
+        for k, v in d.items():
+            if k in known:
+                lo, hi = LIMITS[k]
+                vals[k] = Int(0 if k == "n_inner" else lo, hi)(k, v)
+        return cls(**vals)
 
     def with_layers(self, n_layer: int) -> GPTConfig:
         return replace(self, n_layer=n_layer)
@@ -115,26 +125,69 @@ def format_count(n: int) -> str:
 
 @dataclass
 class TrainConfig:
-    """A model's saved training settings (their rules: cllm.models.rules)."""
+    """A model's saved training settings. Each field declares its rule next to its default
+    (``check(...)``): ``validate_train_settings`` checks user input and the model file's saved
+    settings with them, so a new setting is one line here."""
 
-    batch_size: int = 8
-    seq_len: int = 64
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4  # cosine decays to this
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    warmup: int = 100  # steps
-    beta1: float = 0.9
-    beta2: float = 0.99
-    val_fraction: float = 0.05
-    seed: int = 1337
-    checkpoint_minutes: float = 5.0
-    extra: dict = field(default_factory=dict)
+    batch_size: int = field(default=8, metadata=check(Int(1, 1024)))
+    seq_len: int = field(default=64, metadata=check(Int(1, 1 << 16)))  # and <= the context
+    learning_rate: float = field(default=1e-3, metadata=check(Float(0.0, 1.0, lo_open=True)))
+    min_lr: float = field(default=1e-4, metadata=check(Float(0.0, 1.0)))  # cosine decays to this
+    weight_decay: float = field(default=0.1, metadata=check(Float(0.0, 10.0)))
+    grad_clip: float = field(default=1.0, metadata=check(Float(0.0, 1e6, lo_open=True)))
+    warmup: int = field(default=100, metadata=check(Int(0, 10_000_000)))  # steps
+    beta1: float = field(default=0.9, metadata=check(Float(0.0, 1.0, hi_open=True)))
+    beta2: float = field(default=0.99, metadata=check(Float(0.0, 1.0, hi_open=True)))
+    val_fraction: float = field(default=0.05, metadata=check(Float(0.0, 0.5)))
+    seed: int = field(default=1337, metadata=check(Int(0, 2**32 - 1)))
+    checkpoint_minutes: float = field(
+        default=5.0, metadata=check(Float(0.0, 24 * 60.0, lo_open=True))
+    )
+    extra: dict = field(default_factory=dict, metadata=check(Plain()))  # settings of newer versions
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict, config: GPTConfig | None = None) -> TrainConfig:
+        """Settings read back (from a model file): every field validated; unknown keys are
+        kept in ``extra`` so a newer version's settings survive a save by this one."""
+        if not isinstance(d, dict):
+            raise ValidationError(f"training settings must be an object, got {type(d).__name__}")
+        known = _TRAIN_FIELDS
+        extra = d.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise ValidationError(f"extra must be an object, got {type(extra).__name__}")
+        settings = {k: v for k, v in d.items() if k in known and k != "extra"}
+        unknown = {k: v for k, v in d.items() if k not in known}
+        vals = validate_train_settings(settings, config)
+        if unknown:
+            extra = {**extra, **unknown}
+        vals["extra"] = Plain()("extra", extra)
+        return cls(**vals)
+
+
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+
+
+def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> dict:
+    """Check training settings against TrainConfig's declarations; return them converted to
+    their proper types. Unknown keys are refused so that a typo never silently does nothing.
+    ``config`` (the model's architecture) bounds ``seq_len`` by the context length."""
+    context = config.block_size if config is not None else 1 << 16
+    seq = settings.get("seq_len")
+    if isinstance(seq, int) and not isinstance(seq, bool) and seq > context:
+        raise ValidationError(
+            f"seq_len {seq} is longer than the model's context of {context} tokens"
+        )
+    if "extra" in settings:
+        raise ValidationError("unknown training setting 'extra'")
+    out = validate_fields(TrainConfig, settings, what="training setting")
+    if out.get("seq_len", 0) > context:
+        raise ValidationError(
+            f"seq_len {out['seq_len']} is longer than the model's context of {context} tokens"
+        )
+    lr, min_lr = out.get("learning_rate"), out.get("min_lr")
+    if lr is not None and min_lr is not None and min_lr > lr:
+        raise ValidationError(f"min_lr {min_lr:g} is above learning_rate {lr:g}")
+    return out

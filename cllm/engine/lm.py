@@ -11,40 +11,21 @@ from __future__ import annotations
 import numbers
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from cllm.engine.config import GPTConfig, TrainConfig
 from cllm.engine.generate import sample_stream
+from cllm.engine.meta import ModelMeta
 from cllm.engine.model import GPT
 from cllm.engine.modelfile import load_model_file, save_model_file
 from cllm.engine.tokenizer import StreamDecoder, Tokenizer
-from cllm.errors import ValidationError
+from cllm.errors import ModelFileError, ValidationError
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def new_meta(name: str) -> dict:
-    stamp = now_iso()
-    return {
-        "name": name,
-        "epochs_trained": 0,
-        "target_epochs": 1,
-        "steps": 0,
-        "tokens_seen": 0,
-        "created": stamp,
-        "modified": stamp,
-        "last_loss": None,
-        "best_loss": None,
-        "last_val_loss": None,
-        "sources": [],
-        "epoch_summaries": [],
-        "position": None,
-    }
+def new_meta(name: str) -> ModelMeta:
+    return ModelMeta.new(name)
 
 
 class LanguageModel:
@@ -53,7 +34,7 @@ class LanguageModel:
         gpt: GPT,
         tokenizer: Tokenizer,
         name: str,
-        meta: dict | None = None,
+        meta: ModelMeta | dict | None = None,
         train_config: TrainConfig | None = None,
         optim_state: dict | None = None,
         train_state: dict | None = None,
@@ -67,11 +48,14 @@ class LanguageModel:
         self.gpt = gpt
         self.tokenizer = tokenizer
         self.name = name
-        self.meta = {**new_meta(name), **(meta or {})}
+        if isinstance(meta, dict):
+            meta = ModelMeta.from_dict({**ModelMeta.new(name).to_dict(), **meta})
+        self.meta: ModelMeta = meta if meta is not None else ModelMeta.new(name)
         self.train_config = train_config or TrainConfig()
         self.optim_state = optim_state  # {"m", "v", "t"} for exact resume
         self.train_state = train_state  # position in the epoch, rng state, ...
         self.history = history or {}  # "steps", "train", "val": per-step loss arrays
+        self.nonfinite = 0  # NaN or infinite weights found when it was loaded
 
     @classmethod
     def create(
@@ -131,6 +115,7 @@ class LanguageModel:
         """Stream the continuation of ``prompt`` as text pieces; ends at ``max_tokens`` new
         tokens, at end-of-text, or when ``stop`` is set. An empty prompt starts a new document."""
         _check_sampling(max_tokens, temperature, top_k, top_p, seed)
+        self.check_finite("generate text")
         ids = self.tokenizer.encode(prompt)
         dec = StreamDecoder(self.tokenizer)
         stream = sample_stream(
@@ -152,11 +137,19 @@ class LanguageModel:
         if tail:
             yield tail
 
+    def check_finite(self, to: str) -> None:
+        """Refuse (ModelFileError) when loaded weights were NaN or infinite (a diverged run)."""
+        if self.nonfinite:
+            raise ModelFileError(
+                f"model {self.name!r} has {self.nonfinite:,} weights that are NaN or infinite "
+                f"(its training diverged): it cannot {to}; train a copy from an earlier export"
+            )
+
     # ------------------------------------------------------------------------------ storage
 
     def save(self, path: str | Path) -> None:
         """Write the model file atomically (old or new survives a crash, never a torn file)."""
-        self.meta["name"] = self.name
+        self.meta.name = self.name
         save_model_file(
             path,
             config=self.config,
@@ -196,8 +189,8 @@ def load_model(path: str | Path) -> LanguageModel:
     d = load_model_file(path)
     gpt = GPT(d.config, init=False)
     gpt.params[:] = d.params
-    name = d.meta.get("name") if isinstance(d.meta.get("name"), str) else Path(path).stem
-    return LanguageModel(
+    name = d.meta.name or Path(path).stem
+    lm = LanguageModel(
         gpt,
         d.tokenizer,
         name,
@@ -207,3 +200,5 @@ def load_model(path: str | Path) -> LanguageModel:
         train_state=d.train_state,
         history=d.history,
     )
+    lm.nonfinite = d.nonfinite
+    return lm

@@ -31,6 +31,8 @@ import numpy as np
 
 from cllm.atomic import atomic_open, remove_stale_temps
 from cllm.engine.config import GPTConfig, TrainConfig, num_params, param_shapes
+from cllm.engine.meta import ModelMeta, validate_train_state
+from cllm.engine.schema import loads
 from cllm.engine.tokenizer import Tokenizer, tokenizer_from_json
 from cllm.errors import CLLMError, ModelFileError, ValidationError
 
@@ -47,11 +49,32 @@ class ModelFileData:
     config: GPTConfig
     tokenizer: Tokenizer
     params: np.ndarray  # flat float32, in param_shapes order
-    meta: dict
+    meta: ModelMeta
     train: TrainConfig
     optim_state: dict | None = None  # {"m": flat, "v": flat, "t": int}
     train_state: dict | None = None
     history: dict[str, np.ndarray] = field(default_factory=dict)
+    nonfinite: int = 0  # weights that are NaN or infinite (a diverged run)
+
+
+@dataclass
+class ModelHeader:
+    """What the header of a model file says, validated (``read_header``)."""
+
+    path: Path
+    file_size: int
+    version: int
+    config: GPTConfig
+    train: TrainConfig
+    meta: ModelMeta
+    tokenizer_kind: str
+    n_params: int
+    has_optim: bool
+    optim_t: int | None
+    history: dict[str, str]  # key -> dtype of each history array
+    tensors: dict[str, tuple[str, tuple[int, ...], int, int]]  # name -> (dtype, shape, begin, end)
+    data_start: int
+    crc32: int
 
 
 # ---------------------------------------------------------------------------------------- save
@@ -63,7 +86,7 @@ def save_model_file(
     config: GPTConfig,
     tokenizer: Tokenizer,
     params: np.ndarray,
-    meta: dict,
+    meta: ModelMeta | dict,
     train: TrainConfig,
     optim_state: dict | None = None,
     train_state: dict | None = None,
@@ -126,7 +149,7 @@ def save_model_file(
     info = {
         "config": config.to_dict(),
         "train": train.to_dict(),
-        "meta": meta,
+        "meta": meta.to_dict() if isinstance(meta, ModelMeta) else meta,
         "tokenizer_kind": tokenizer.kind,
         "optim_t": optim_t,
         "history": hist_dtypes,
@@ -180,14 +203,10 @@ def _json_bytes(s: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- load
 
 
-def read_header(path: str | os.PathLike) -> dict:
-    """Read and validate the header only (never the weights).
-
-    Returns ``{"path", "file_size", "version", "config": GPTConfig, "train": TrainConfig,
-    "meta": dict, "tokenizer_kind", "n_params", "has_optim": bool, "tensors": {name: (dtype,
-    shape, begin, end)}, "data_start", "crc32", "optim_t", "history": {key: dtype}}``.
-    Raises ``ModelFileError`` naming the file on anything wrong.
-    """
+def read_header(path: str | os.PathLike) -> ModelHeader:
+    """Read and validate the header only (never the weights): every field of the description
+    checked against its declaration, every tensor's size against the architecture and the file's
+    size. Raises ``ModelFileError`` naming the file on anything wrong."""
     path = Path(path)
     with _reading(path) as f:
         return _parse_header(f, os.fstat(f.fileno()).st_size, path)
@@ -202,7 +221,12 @@ def _bad(path: Path, why: str) -> ModelFileError:
     return ModelFileError(f"{path}: {why}")
 
 
-def _parse_header(f, size: int, path: Path) -> dict:
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_header(f, size: int, path: Path) -> ModelHeader:
     if size < 8:
         raise _bad(path, f"too short to be a model file ({size} bytes)")
     n = int.from_bytes(f.read(8), "little")
@@ -212,35 +236,52 @@ def _parse_header(f, size: int, path: Path) -> dict:
     if len(raw) != n:
         raise _bad(path, "truncated header")
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        header = loads(raw, "header")
+    except UnicodeDecodeError:
         raise _bad(path, "header is not valid JSON (corrupted or not a model file)") from None
+    except ValueError as err:
+        why = str(err) if "nests" in str(err) else "not valid JSON (corrupted or not a model file)"
+        raise _bad(path, f"header is {why}" if "nests" not in why else why) from None
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     md = header.pop("__metadata__", None)
     if not isinstance(md, dict) or not all(isinstance(v, str) for v in md.values()):
         raise _bad(path, "header has no valid __metadata__ (not a cllm model file)")
     if md.get("format") != FORMAT:
-        raise _bad(path, f"format is {md.get('format')!r}, not {FORMAT!r}")
+        raise _bad(path, f"format is {_one_line(repr(md.get('format')), 60)}, not {FORMAT!r}")
     try:
         version = int(md.get("version", ""))
     except ValueError:
-        raise _bad(path, f"bad version {md.get('version')!r}") from None
+        raise _bad(path, f"bad version {_one_line(repr(md.get('version')), 60)}") from None
     if version > VERSION:
         raise _bad(path, f"written by a newer version ({version}; this program reads {VERSION})")
     if version < 1:
         raise _bad(path, f"bad version {version}")
     try:
-        info = json.loads(md["cllm"])
+        info = loads(md.get("cllm", ""), "model description")
+        _require(isinstance(info, dict))
         crc = int(md["crc32"])
-        config = GPTConfig.from_dict(info["config"])
-        train = TrainConfig.from_dict(info["train"])
-        meta, kind = info["meta"], info["tokenizer_kind"]
-        optim_t, hist = info.get("optim_t"), info.get("history") or {}
-        _require(isinstance(meta, dict) and isinstance(kind, str) and isinstance(hist, dict))
-        _require(optim_t is None or (type(optim_t) is int and optim_t >= 0))
+        _require(0 <= crc < 2**32)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _bad(path, f"model description is invalid ({_one_line(err)})") from None
+    try:  # each part names the field that is wrong
+        part = "config"
+        config = GPTConfig.from_dict(info.get("config"))
+        part = "train"
+        train = TrainConfig.from_dict(info.get("train"))  # seq_len vs context: the trainer
+        part = "meta"
+        meta = ModelMeta.from_dict(info.get("meta"))
+        kind, optim_t, hist = info.get("tokenizer_kind"), info.get("optim_t"), info.get("history")
+        part = "tokenizer_kind"
+        _require(kind in ("bpe", "byte", "char"))
+        part = "optim_t"
+        _require(optim_t is None or (type(optim_t) is int and 0 <= optim_t < 2**62))
+        part = "history"
+        hist = hist or {}
+        _require(isinstance(hist, dict) and len(hist) <= 64)
     except (KeyError, TypeError, ValueError, CLLMError) as err:
-        raise _bad(path, f"model description is invalid ({type(err).__name__}: {err})") from None
+        why = "invalid" if str(err) == "malformed" else _one_line(err)
+        raise _bad(path, f"model description: {part}: {why}") from None
 
     # tensors: known dtypes, sane shapes, offsets contiguous and covering the data exactly
     data_size = size - 8 - n
@@ -249,10 +290,10 @@ def _parse_header(f, size: int, path: Path) -> dict:
         try:
             dtype, shape, (b, e) = t["dtype"], t["shape"], t["data_offsets"]
             _require(dtype in DTYPES and isinstance(shape, list) and len(shape) <= 4)
-            _require(all(type(s) is int and 0 <= s for s in shape))
+            _require(all(type(s) is int and 0 <= s <= size for s in shape))
             _require(type(b) is int and type(e) is int and 0 <= b <= e <= data_size)
         except (KeyError, TypeError, ValueError):
-            raise _bad(path, f"tensor {name!r} has an invalid entry") from None
+            raise _bad(path, f"tensor {_one_line(repr(name), 80)} has an invalid entry") from None
         count = 1
         for s in shape:
             count *= s
@@ -269,24 +310,34 @@ def _parse_header(f, size: int, path: Path) -> dict:
     if pos != data_size:
         raise _bad(path, f"data is {data_size} bytes but the tensors cover {pos} (truncated?)")
 
-    # the tensors the description promises, with the shapes the architecture implies
+    # the tensors the description promises, with the shapes the architecture implies; the
+    # parameters alone must fit in the file before anything is allocated for them
+    n_params = num_params(config)
+    if n_params * 4 > data_size:
+        raise _bad(
+            path,
+            f"the architecture needs {n_params * 4:,} bytes of weights but the file holds "
+            f"{data_size:,} bytes of data",
+        )
     expected = {name: ("F32", shape) for name, shape in param_shapes(config)}
     expected["tokenizer"] = ("U8", None)
     if optim_t is not None:
-        expected["optim.m"] = expected["optim.v"] = ("F32", (num_params(config),))
+        expected["optim.m"] = expected["optim.v"] = ("F32", (n_params,))
     if "state.train" in tensors:
         expected["state.train"] = ("U8", None)
     for key, dt in hist.items():
         if dt not in ("I64", "F64"):
-            raise _bad(path, f"history {key!r} has an invalid dtype {dt!r}")
+            raise _bad(path, f"history {_one_line(repr(key), 80)} has an invalid dtype")
         expected[f"history.{key}"] = (dt, None)
     if set(tensors) != set(expected):
         extra = sorted(set(tensors) - set(expected))
         missing = sorted(set(expected) - set(tensors))
         raise _bad(
             path,
-            f"tensors do not match the architecture (missing {missing[:3]}, "
-            f"unexpected {extra[:3]})",
+            _one_line(
+                f"tensors do not match the architecture (missing {missing[:3]}, "
+                f"unexpected {extra[:3]})"
+            ),
         )
     for name, (dt, shape) in expected.items():
         got_dt, got_shape = tensors[name][:2]
@@ -298,22 +349,22 @@ def _parse_header(f, size: int, path: Path) -> dict:
             )
         if shape is None and len(got_shape) != 1:
             raise _bad(path, f"tensor {name!r} must be one-dimensional")
-    return {
-        "path": path,
-        "file_size": size,
-        "version": version,
-        "config": config,
-        "train": train,
-        "meta": meta,
-        "tokenizer_kind": kind,
-        "n_params": num_params(config),
-        "has_optim": optim_t is not None,
-        "optim_t": optim_t,
-        "history": hist,
-        "tensors": tensors,
-        "data_start": 8 + n,
-        "crc32": crc,
-    }
+    return ModelHeader(
+        path=path,
+        file_size=size,
+        version=version,
+        config=config,
+        train=train,
+        meta=meta,
+        tokenizer_kind=kind,
+        n_params=n_params,
+        has_optim=optim_t is not None,
+        optim_t=optim_t,
+        history=hist,
+        tensors=tensors,
+        data_start=8 + n,
+        crc32=crc,
+    )
 
 
 @contextmanager
@@ -328,22 +379,45 @@ def _reading(path: Path) -> Iterator[BinaryIO]:
         raise ModelFileError(f"{path}: is a folder, not a model file") from None
     except MemoryError:
         raise ModelFileError(f"{path}: not enough memory to load this model") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: nests too deeply (corrupted or hostile)") from None
     except OSError as err:
         raise ModelFileError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
+# A file whose blocks on disk cover less than this share of its size has holes: we never write
+# one, and reading it would allocate memory for data that is not there.
+_MIN_ALLOCATED = 0.5
+_SPARSE_FLOOR = 64 << 20  # small files are exempt (file systems may inline or compress them)
+
+
+def _check_not_sparse(f, size: int, path: Path) -> None:
+    st = os.fstat(f.fileno())
+    blocks = getattr(st, "st_blocks", None)
+    if blocks is None or size < _SPARSE_FLOOR:
+        return
+    if blocks * 512 < _MIN_ALLOCATED * size:
+        raise _bad(
+            path,
+            f"is sparse ({size:,} bytes, of which {blocks * 512:,} are on disk): not a model "
+            "file this program wrote",
+        )
+
+
 def load_model_file(path: str | os.PathLike) -> ModelFileData:
-    """Read and fully validate a model file (header, every length, the data checksum)."""
+    """Read and fully validate a model file (header, every length, the data checksum, the
+    training state); ``nonfinite`` counts NaN or infinite weights."""
     path = Path(path)
     with _reading(path) as f:
         size = os.fstat(f.fileno()).st_size
         h = _parse_header(f, size, path)
-        data = bytearray(size - h["data_start"])  # bounded: equals the bytes on disk
+        _check_not_sparse(f, size, path)
+        data = bytearray(size - h.data_start)  # bounded: equals the bytes on disk
         if f.readinto(data) != len(data):
             raise _bad(path, "file shrank while being read")
-    if zlib.crc32(data) != h["crc32"]:
+    if zlib.crc32(data) != h.crc32:
         raise _bad(path, "checksum mismatch: the data is corrupted")
-    tensors = h["tensors"]
+    tensors = h.tensors
 
     def arr(name: str) -> np.ndarray:
         dt, shape, b, e = tensors[name]
@@ -351,38 +425,44 @@ def load_model_file(path: str | os.PathLike) -> ModelFileData:
             data, dtype=DTYPES[dt], count=(e - b) // np.dtype(DTYPES[dt]).itemsize, offset=b
         )
 
-    config = h["config"]
-    params = np.empty(h["n_params"], dtype=np.float32)
+    config = h.config
+    params = np.empty(h.n_params, dtype=np.float32)
     o = 0
     for name, _ in param_shapes(config):
         a = arr(name)
         params[o : o + a.size] = a
         o += a.size
+    nonfinite = int(params.size - np.count_nonzero(np.isfinite(params)))
+    what = "tokenizer"
     try:
         tokenizer = tokenizer_from_json(arr("tokenizer").tobytes().decode("utf-8"))
         train_state = None
         if "state.train" in tensors:
-            train_state = json.loads(arr("state.train").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, CLLMError) as err:
-        raise _bad(path, f"stored tokenizer or training state is invalid ({err})") from None
-    if tokenizer.vocab_size != config.vocab_size or tokenizer.kind != h["tokenizer_kind"]:
+            what = "training state"
+            train_state = validate_train_state(
+                loads(arr("state.train").tobytes().decode("utf-8"), "training state")
+            )
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError, CLLMError) as err:
+        raise _bad(path, f"stored {what} is invalid ({_one_line(err)})") from None
+    if tokenizer.vocab_size != config.vocab_size or tokenizer.kind != h.tokenizer_kind:
         raise _bad(
             path,
             f"tokenizer ({tokenizer.kind}, {tokenizer.vocab_size} tokens) does not "
-            f"match the model ({h['tokenizer_kind']}, {config.vocab_size})",
+            f"match the model ({h.tokenizer_kind}, {config.vocab_size})",
         )
     optim_state = None
-    if h["has_optim"]:
-        optim_state = {"m": arr("optim.m").copy(), "v": arr("optim.v").copy(), "t": h["optim_t"]}
-    history = {key: arr(f"history.{key}").copy() for key in h["history"]}
+    if h.has_optim:
+        optim_state = {"m": arr("optim.m").copy(), "v": arr("optim.v").copy(), "t": h.optim_t}
+    history = {key: arr(f"history.{key}").copy() for key in h.history}
     return ModelFileData(
         path=path,
         config=config,
         tokenizer=tokenizer,
         params=params,
-        meta=h["meta"],
-        train=h["train"],
+        meta=h.meta,
+        train=h.train,
         optim_state=optim_state,
         train_state=train_state,
         history=history,
+        nonfinite=nonfinite,
     )

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from cllm.engine import schema
 from cllm.errors import ValidationError
 
 EOT = "<|endoftext|>"
@@ -265,7 +266,7 @@ def _pieces(text: str, size: int):
 def tokenizer_from_json(s: str) -> Tokenizer:
     """Rebuild a tokenizer from ``to_json()``; ``ValidationError`` on anything malformed."""
     try:
-        d = json.loads(s)
+        d = schema.loads(s, "tokenizer definition")  # depth-limited: files may be hostile
     except (ValueError, TypeError) as err:
         raise ValidationError(f"tokenizer definition is not valid JSON ({err})") from None
     if not isinstance(d, dict) or d.get("version") != 1 or d.get("kind") not in KINDS:

@@ -1,20 +1,23 @@
 """The models folder: every named model with its side files, and the operations on them.
 
-A model ``NAME`` is ``NAME.cllm`` (weights, tokenizer, settings, history) plus its side files
-``NAME_queue/``, ``NAME.lock``, ``NAME.progress.json``, the crawler's ``NAME.crawl.sqlite`` (with
-its ``-wal`` and ``-shm`` files) and ``NAME_crawl/`` (downloaded pages). The file name is the
-model's name; the name stored inside the file follows it (rename rewrites it).
+A model ``NAME`` is ``NAME.cllm`` (weights, tokenizer, settings, history) plus its side files,
+named by cllm.models.paths. The file name is the model's name; the name stored inside the file
+follows it (rename rewrites it).
 
 Every operation that changes a model holds the model's lock (cllm.models.locks) while it does, so a
 model that is training cannot be renamed, deleted or re-set under the trainer's feet. ``save(lm)``
 is the one exception: a process that already holds the lock (the trainer checkpointing) saves under
 it. A crawl holds its own lock, ``NAME.crawl.sqlite-lock`` (cllm.crawl.store), not the model's,
 because its continuous training takes the model's lock for each round; rename and delete take both.
+
+Opening a folder (``Registry(...)``) finishes what killed operations left: a rename's intent
+record is rolled forward (the new model file is in place) or back (it is not), and temporary files
+whose writer is dead are removed. A queue that holds items is never deleted to make room for a
+name: the operation is refused instead.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -22,19 +25,28 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
-from cllm.atomic import atomic_open, write_atomic
+import numpy as np
+
+from cllm.atomic import (
+    atomic_open,
+    disk_full,
+    is_disk_full,
+    remove_stale_temps,
+    sweep_folder,
+    write_atomic,
+)
+from cllm.engine import schema
 from cllm.engine.config import PRESETS, GPTConfig, TrainConfig, num_params
+from cllm.engine.meta import ModelMeta, now_iso
 from cllm.errors import BusyError, CLLMError, ModelFileError, NotFoundError, ValidationError
-from cllm.models import locks, rules
+from cllm.models import locks, paths, rules
 from cllm.pids import pid_alive
 
-SUFFIX = ".cllm"
-SIDE_SUFFIXES = (".progress.json", ".crawl.sqlite", ".crawl.sqlite-wal", ".crawl.sqlite-shm")
-CRAWL_LOCK = ".crawl.sqlite-lock"  # held by a running crawl (cllm.crawl.store.CrawlDB.try_lock)
-PRESETS_FILE = "presets.json"
+SUFFIX = paths.MODEL_SUFFIX
+CRAWL_LOCK = paths.CRAWL_LOCK_SUFFIX  # held by a running crawl (cllm.crawl.store.CrawlDB.try_lock)
+PRESETS_FILE = paths.PRESETS_FILE
 
 # Named sets of training settings; applying one clamps seq_len to the model's context.
 TRAIN_PRESETS: dict[str, dict] = {
@@ -42,10 +54,6 @@ TRAIN_PRESETS: dict[str, dict] = {
     "balanced": dict(batch_size=16, seq_len=128, learning_rate=1e-3, warmup=100, target_epochs=3),
     "thorough": dict(batch_size=32, seq_len=256, learning_rate=6e-4, warmup=300, target_epochs=10),
 }
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -56,7 +64,7 @@ class ModelInfo:
     path: Path
     config: GPTConfig
     train: TrainConfig
-    meta: dict
+    meta: ModelMeta
     n_params: int
     file_size: int
     queue_items: int
@@ -66,8 +74,25 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d.update(path=str(self.path), config=self.config.to_dict(), train=self.train.to_dict())
+        d.update(
+            path=str(self.path),
+            config=self.config.to_dict(),
+            train=self.train.to_dict(),
+            meta=self.meta.to_dict(),
+        )
         return d
+
+
+@dataclass
+class Problem:
+    """A file in the models folder that looks like a model but cannot be read, and why."""
+
+    name: str
+    path: Path
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "reason": self.reason}
 
 
 # Listings are re-read often (the app refreshes its model list): what was read from a file is
@@ -94,7 +119,7 @@ def _cached(path: Path, read, wal: bool = False):
     return value
 
 
-def _read_header(path: Path) -> dict:
+def _read_header(path: Path):
     from cllm.engine.modelfile import read_header
 
     return read_header(path)
@@ -127,11 +152,18 @@ def _busy_text(holder: dict | None) -> str | None:
     )
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+def _drop(path: Path) -> None:
+    """Remove a file, trying twice; a failure leaves it for recover() to handle."""
+    for _ in range(2):
+        try:
+            path.unlink(missing_ok=True)
+            return
+        except OSError:
+            continue
+
+
+def _sqlite_full(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and "full" in str(err)
 
 
 def _remove(path: Path) -> None:
@@ -142,28 +174,26 @@ def _remove(path: Path) -> None:
 
 
 class Registry:
-    """The models in one folder (None: $CLLM_MODELS_DIR, else ./models)."""
+    """The models in one folder (None: $CLLM_MODELS_DIR, else ./models). Opening it recovers
+    what killed operations left behind (``recover``)."""
 
-    def __init__(self, models_dir: Path | str | None = None):
-        if models_dir is None:
-            models_dir = os.environ.get("CLLM_MODELS_DIR") or "models"
-        self.dir = Path(models_dir)
+    def __init__(self, models_dir: Path | str | None = None, *, recover: bool = True):
+        self.dir = paths.models_dir(models_dir)
+        self.recovered: list[str] = []  # what recover() did, one line each
+        if recover:
+            self.recover()
 
     # ------------------------------------------------------------------------------ paths
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}{SUFFIX}"
+        return paths.model_file(self.dir, name)
 
     def queue_dir(self, name: str) -> Path:
-        return self.dir / f"{name}_queue"
+        return paths.queue_dir(self.dir, name)
 
     def side_paths(self, name: str) -> list[Path]:
         """Everything that belongs to a model except its locks, model file first."""
-        return (
-            [self.path(name), self.queue_dir(name)]
-            + [self.dir / f"{name}{s}" for s in SIDE_SUFFIXES]
-            + [self.dir / f"{name}_crawl"]
-        )
+        return paths.side_files(self.dir, name)
 
     def names(self) -> list[str]:
         """Names of the models in the folder, sorted (temporary and foreign files ignored)."""
@@ -171,13 +201,141 @@ class Registry:
             return []
         out = []
         for entry in os.scandir(self.dir):
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
-                stem = entry.name[: -len(SUFFIX)]
+            stem = paths.name_of_model_file(entry.name)
+            if stem is not None:
                 try:
                     out.append(rules.validate_name(stem))
                 except ValidationError:
                     continue
         return sorted(out, key=lambda n: (n.lower(), n))
+
+    # ------------------------------------------------------------------------------ recovery
+
+    def recover(self) -> list[str]:
+        """Finish or undo renames that a kill interrupted and delete temporary files whose
+        writer is dead. Returns (and adds to ``self.recovered``) one line per thing done."""
+        if not self.dir.is_dir():
+            return []
+        done: list[str] = []
+        try:
+            entries = [e.name for e in os.scandir(self.dir) if e.name.startswith(".")]
+        except OSError:
+            return []
+        for n in entries:
+            gone = paths.parse_delete_intent(n)
+            if gone:
+                try:
+                    line = self._recover_delete(gone)
+                except (BusyError, ValidationError, OSError):
+                    line = None
+                if line:
+                    done.append(line)
+            intent = paths.parse_rename_intent(n)
+            if intent:
+                try:
+                    line = self._recover_rename(*intent)
+                except (BusyError, ValidationError, OSError):
+                    line = None  # in progress in another process, or not ours: leave it
+                if line:
+                    done.append(line)
+        for n in entries:
+            p = self.dir / n
+            copying = n.endswith(f"{paths.QUEUE_SUFFIX}.copy.tmp")
+            if n.endswith(".rename.tmp") or copying:
+                name = n[1:].split(".")[0]
+                name = name[: -len(paths.QUEUE_SUFFIX)] if copying else name
+                if (
+                    any(paths.parse_rename_intent(x) for x in os.listdir(self.dir))
+                    or not p.exists()
+                ):
+                    continue  # a rename's own file: its intent decides
+                try:
+                    rules.validate_name(name)
+                    with self.lock(name, "cleaning up"):
+                        if (
+                            copying
+                            and self.path(name).exists()
+                            and not self.queue_dir(name).exists()
+                        ):
+                            os.rename(p, self.queue_dir(name))  # saved model: its queue is complete
+                            done.append(f"finished copying {name}'s queue (it was interrupted)")
+                            continue
+                        _remove(p)
+                    done.append(f"removed {n} (left by a killed operation)")
+                except (BusyError, ValidationError, OSError):
+                    continue
+        for p in sweep_folder(self.dir):
+            done.append(f"removed {p.name} (left by a killed write)")
+        for n in os.listdir(self.dir):  # lock files their dead holders left: take, then release
+            if n.endswith(paths.LOCK_SUFFIX) or n.endswith(paths.CRAWL_LOCK_SUFFIX):
+                p = self.dir / n
+                if locks.holder(p) is None and p.is_file():
+                    try:
+                        locks.FileLock(p, n, "cleaning up").acquire().release()
+                    except (BusyError, OSError):
+                        continue
+        self.recovered += done
+        return done
+
+    def _recover_rename(self, old: str, new: str) -> str | None:
+        """Roll an interrupted rename forward (the new model file is in place) or back."""
+        rules.validate_name(old)
+        rules.validate_name(new)
+        intent = paths.rename_intent(self.dir, old, new)
+        other = new.lower() != old.lower()
+        with self.lock(old, "recovering a rename"), self._no_crawl(old):
+            with (
+                self.lock(new, "recovering a rename") if other else nullcontext(),
+                self._no_crawl(new) if other else nullcontext(),
+            ):
+                if not intent.exists():
+                    return None  # finished by another process meanwhile
+                tmp = paths.rename_tmp(self.dir, new)
+                # the new model file moved into place is the commit point of a rename
+                forward = self.path(new).exists() and not tmp.exists()
+                pairs = list(zip(self.side_paths(old)[1:], self.side_paths(new)[1:], strict=True))
+                if forward:
+                    for src, dst in pairs:
+                        if src.exists() and not dst.exists():
+                            os.rename(src, dst)
+                    if other:
+                        self.path(old).unlink(missing_ok=True)
+                    what = f"finished renaming {old} to {new} (it was interrupted)"
+                else:
+                    for src, dst in pairs:
+                        if dst.exists() and not src.exists():
+                            os.rename(dst, src)
+                    what = f"undid the interrupted rename of {old} to {new}"
+                _remove(tmp)
+                intent.unlink(missing_ok=True)
+                return what
+
+    def _recover_delete(self, name: str) -> str | None:
+        """Finish a delete that a kill interrupted (its model file gone), or forget one that had
+        not started (the model file still there: nothing was deleted)."""
+        rules.validate_name(name)
+        intent = paths.delete_intent(self.dir, name)
+        with self.lock(name, "recovering a delete"), self._no_crawl(name):
+            if not intent.exists():
+                return None
+            finished = not self.path(name).exists()
+            if finished:
+                for p in self.side_paths(name):
+                    _remove(p)
+            _drop(intent)
+            return f"finished deleting {name} (it was interrupted)" if finished else None
+
+    def _clear_leftovers(self, name: str) -> None:
+        """Remove side files that a deleted model ``name`` left behind, before a new model takes
+        the name. A queue that holds items is never deleted: the caller is refused instead."""
+        items, _ = _queue_size(self.queue_dir(name) / "queue.sqlite", True)
+        if items:
+            raise ValidationError(
+                f"{self.queue_dir(name)} holds {items} queue items but there is no model "
+                f"{name!r}: move or delete that folder first (nothing was changed)"
+            )
+        for p in self.side_paths(name)[1:]:
+            _remove(p)
 
     def resolve(self, name: str) -> str:
         """The stored name of an existing model; the case may differ from what was typed."""
@@ -203,53 +361,25 @@ class Registry:
     @contextmanager
     def _no_crawl(self, name: str) -> Iterator[None]:
         """Hold the crawl lock of ``name`` (as a crawler would), so no crawl runs or starts while
-        its files move; BusyError if one is running. The lock file goes when released, also one
-        that a killed crawl left behind."""
-        path = self.dir / f"{name}{CRAWL_LOCK}"
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                pid = _read_pid(path)
-                raise BusyError(
-                    f"model {name!r} is busy: crawling" + (f" by pid {pid}" if pid else "")
-                ) from None
-            try:  # same protocol as the crawler: the file may have been unlinked meanwhile
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+        its files move; BusyError if one is running."""
+        with locks.crawl_lock(self.dir, name, "moving files"):
             yield
-        finally:
-            try:  # unlink before close, as the crawler does
-                path.unlink(missing_ok=True)
-            except OSError:
-                pass  # a file left behind is free once the flock goes; the next taker reuses it
-            os.close(fd)
 
     def crawling(self, name: str) -> int | None:
-        """The pid of the process crawling ``name`` on this host, or None (display only: a lock
-        file with a dead pid was left by a killed crawl)."""
-        pid = _read_pid(self.dir / f"{name}{CRAWL_LOCK}")
-        return pid if pid and pid_alive(pid) else None
+        """The pid of the process crawling ``name`` on this host, or None."""
+        info = locks.holder(paths.crawl_lock(self.dir, name))
+        pid = info.get("pid") if info else None
+        return pid if type(pid) is int and pid > 0 and pid_alive(pid) else None
 
     # ------------------------------------------------------------------------------ reading
 
     def _info_from_header(self, name: str, lock_files: set[str] | None = None) -> ModelInfo:
         path = self.path(name)
         h = _cached(path, _read_header)
-        config = h["config"]
-        meta = dict(h["meta"])  # shallow: the cached header's nested lists are shared
-        meta["name"] = name  # the file name is the model's name
+        config = h.config
+        meta = replace(h.meta, name=name)  # shallow: the cached header's lists are shared
         items, tokens = _cached(self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True)
-        has_lock = lock_files is None or f"{name}.lock" in lock_files
+        has_lock = lock_files is None or paths.lock_file(self.dir, name).name in lock_files
         busy = _busy_text(locks.lock_holder(self.dir, name)) if has_lock else None
         if busy is None and (lock_files is None or f"{name}{CRAWL_LOCK}" in lock_files):
             pid = self.crawling(name)
@@ -258,28 +388,36 @@ class Registry:
             name=name,
             path=path,
             config=config,
-            train=replace(h["train"]),
+            train=replace(h.train),
             meta=meta,
             n_params=num_params(config),
-            file_size=h["file_size"],
+            file_size=h.file_size,
             queue_items=items,
             queue_tokens=tokens,
             busy=busy,
-            tokenizer_kind=h["tokenizer_kind"],
+            tokenizer_kind=h.tokenizer_kind,
         )
 
     def list(self) -> list[ModelInfo]:
-        """Every model in the folder, sorted by name, from headers only (never the weights)."""
+        """Every readable model in the folder, sorted by name, from headers only (never the
+        weights). A damaged file does not hide the others: ``scan`` also says what is wrong."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[ModelInfo], list[Problem]]:
+        """(every readable model, every model file that cannot be read with its reason)."""
         if not self.dir.is_dir():
-            return []
+            return [], []
         lock_files = {e.name for e in os.scandir(self.dir) if e.name.endswith("lock")}
-        out = []
+        out, problems = [], []
         for name in self.names():
             try:
                 out.append(self._info_from_header(name, lock_files))
-            except (CLLMError, OSError):
-                continue  # a damaged file does not hide the others; info(name) says what is wrong
-        return out
+            except (CLLMError, OSError) as err:
+                reason = str(err)
+                prefix = f"{self.path(name)}: "
+                reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
+                problems.append(Problem(name, self.path(name), reason))
+        return out, problems
 
     def info(self, name: str) -> ModelInfo:
         return self._info_from_header(self.resolve(name))
@@ -290,7 +428,7 @@ class Registry:
 
         name = self.resolve(name)
         lm = load_model(self.path(name))
-        lm.name = lm.meta["name"] = name  # the file name is the model's name
+        lm.name = lm.meta.name = name  # the file name is the model's name
         return lm
 
     def queue(self, name: str):
@@ -309,9 +447,9 @@ class Registry:
 
         path = self.path(name)
         h = read_header(path)
-        _, _, begin, end = h["tensors"]["tokenizer"]
+        _, _, begin, end = h.tensors["tokenizer"]
         with open(path, "rb") as f:
-            f.seek(h["data_start"] + begin)
+            f.seek(h.data_start + begin)
             raw = f.read(end - begin)
         try:
             return tokenizer_from_json(raw.decode("utf-8"))
@@ -323,7 +461,7 @@ class Registry:
     def save(self, lm) -> None:
         """Save a LanguageModel under its name (atomic); locks unless this process holds it."""
         name = rules.validate_name(lm.name)
-        lm.meta["modified"] = now_iso()
+        lm.meta.modified = now_iso()
         if locks.held_here(self.dir, name):
             lm.save(self.path(name))
             return
@@ -379,8 +517,7 @@ class Registry:
                 modified=stamp,
                 sources=list(sources or []),
             )
-            for p in self.side_paths(name)[1:]:
-                _remove(p)  # leftovers of a deleted model must not leak into this one
+            self._clear_leftovers(name)  # a deleted model's files must not leak into this one
             lm.save(self.path(name))
             self.queue_dir(name).mkdir()
         return self.info(name)
@@ -421,8 +558,11 @@ class Registry:
         """Remove the model and every side file; refused while the model is locked."""
         name = self.resolve(name)
         with self.lock(name, "deleting"), self._no_crawl(name):
+            intent = paths.delete_intent(self.dir, name)  # a kill midway: recover() finishes
+            write_atomic(intent, json.dumps({"name": name, "pid": os.getpid()}))
             for p in self.side_paths(name):  # model file first: once it is gone, so is the model
                 _remove(p)
+            _drop(intent)
 
     def rename(self, old: str, new: str) -> None:
         """Move the model and its side files to a new name; on failure, roll back to the old one."""
@@ -442,6 +582,8 @@ class Registry:
                 self._rename_locked(old, new)
 
     def _rename_locked(self, old: str, new: str) -> None:
+        """Under both names' locks. An intent record is written before the first move, so a
+        kill at any point is rolled forward or back when the folder is next opened (recover)."""
         from cllm.engine.lm import load_model
 
         lm = load_model(self.path(old))
@@ -449,11 +591,13 @@ class Registry:
         lm.meta.update(name=new, modified=now_iso())
         same_file = new.lower() == old.lower() and self.path(new).exists()  # case-insensitive disk
         if not same_file:
-            for p in self.side_paths(new):
-                _remove(p)  # leftovers of a deleted model named `new`
+            self._clear_leftovers(new)  # leftovers of a deleted model named `new`
+        intent = paths.rename_intent(self.dir, old, new)
+        tmp = paths.rename_tmp(self.dir, new)
+        remove_stale_temps(tmp)
+        write_atomic(intent, json.dumps({"old": old, "new": new, "pid": os.getpid()}))
         # The new file first, with the name inside rewritten; the old one goes last, so until then
         # every failure can be undone and the model stays usable under its old name.
-        tmp = self.dir / f".{new}.rename.tmp"
         undo = [lambda: tmp.unlink(missing_ok=True)]
         try:
             lm.save(tmp)
@@ -465,13 +609,19 @@ class Registry:
             if not same_file:
                 undo.append(lambda: self.path(new).unlink(missing_ok=True))
                 os.unlink(self.path(old))
-        except BaseException:
+        except BaseException as err:
+            undone = True
             for step in reversed(undo):
                 try:
                     step()
                 except OSError:
-                    pass  # best effort; the old model file is still in place
+                    undone = False  # the intent record stays: the next open finishes the undo
+            if undone:
+                _drop(intent)
+            if is_disk_full(err):
+                raise disk_full(tmp) from None
             raise
+        _drop(intent)  # done: a record left behind is rolled forward (a no-op) on the next open
 
     def copy(self, src: str, dst: str) -> ModelInfo:
         """A new model ``dst`` with ``src``'s weights, settings, history and queue."""
@@ -485,35 +635,37 @@ class Registry:
             lm = load_model(self.path(src))
             lm.name = dst
             stamp = now_iso()
-            lineage = list(lm.meta.get("lineage") or [])
+            lineage = list(lm.meta.lineage)
             lineage.append({"copied_from": src, "at": stamp})
             lm.meta.update(
                 name=dst, lineage=lineage, copied_from=src, created=stamp, modified=stamp
             )
+            self._clear_leftovers(dst)
             done: list[Path] = []
             try:
-                for p in self.side_paths(dst)[1:]:
-                    _remove(p)
                 qsrc, qdst = self.queue_dir(src), self.queue_dir(dst)
-                done.append(qdst)
+                # The queue is built aside, then the model file is saved (the commit point), then
+                # the queue moves into place; a kill between the two is finished by recover().
+                tmpq = paths.copy_queue_tmp(self.dir, dst)
+                _remove(tmpq)
+                done.append(tmpq)
                 if (qsrc / "queue.sqlite").is_file():
                     # Item by item through the queue's own transactions: consistent even while
                     # another process (the crawler) is adding to the source queue.
                     from cllm.data.dataqueue import DataQueue
 
-                    tmpq = self.dir / f".{dst}_queue.copy.tmp"
-                    _remove(tmpq)
-                    done.append(tmpq)
                     with DataQueue(qsrc, lm.tokenizer) as a, DataQueue(tmpq, lm.tokenizer) as b:
                         b.import_from(a)
-                    os.rename(tmpq, qdst)
                 else:
-                    qdst.mkdir()
+                    tmpq.mkdir()
                 done.append(self.path(dst))
                 lm.save(self.path(dst))
-            except BaseException:
+                os.rename(tmpq, qdst)
+            except BaseException as err:
                 for p in reversed(done):
                     _remove(p)
+                if is_disk_full(err) or _sqlite_full(err):
+                    raise disk_full(self.queue_dir(dst)) from None
                 raise
         return self.info(dst)
 
@@ -525,6 +677,13 @@ class Registry:
             dst = dst / f"{name}{SUFFIX}"
         if not dst.parent.is_dir():
             raise NotFoundError(f"folder {dst.parent} does not exist")
+        if self.dir.is_dir() and os.path.samefile(dst.parent, self.dir):
+            # a file written here would be a model that bypassed the rules of names and locks
+            raise ValidationError(
+                f"cannot export into the models folder {self.dir}: use `models copy {name} NEW` "
+                "to make another model, or export elsewhere"
+            )
+        remove_stale_temps(dst)  # left by a killed export to the same file
         if optimizer:
             with open(self.path(name), "rb") as src, atomic_open(dst) as f:
                 shutil.copyfileobj(src, f, 1 << 20)
@@ -562,8 +721,13 @@ class Registry:
         if not path.is_file():
             raise NotFoundError(f"no file {path}")
         lm = load_model(path)
+        if lm.nonfinite:
+            raise ModelFileError(
+                f"{path}: {lm.nonfinite:,} weights are NaN or infinite (a diverged model); "
+                "not imported"
+            )
         if name is None:
-            inside = str(lm.meta.get("name") or lm.name or path.stem)
+            inside = str(lm.meta.name or lm.name or path.stem)
             try:
                 name = rules.validate_name(inside)
             except ValidationError:
@@ -591,6 +755,9 @@ class Registry:
                 name = rules.default_name(self.names())
         lm = LanguageModel.create(config, tok, name)
         lm.gpt.params[:] = params
+        bad = int(lm.gpt.params.size - np.count_nonzero(np.isfinite(lm.gpt.params)))
+        if bad:
+            raise ModelFileError(f"{in_dir}: {bad:,} weights are NaN or infinite; not imported")
         stamp = now_iso()
         lm.meta.update(epochs_trained=0, target_epochs=0, created=stamp)
         return self._add_imported(lm, name, on_clash, str(in_dir))
@@ -602,8 +769,7 @@ class Registry:
             rules.check_unique(name, self.names())
             lm.name = name
             lm.meta.update(name=name, imported_from=source, modified=now_iso())
-            for p in self.side_paths(name)[1:]:
-                _remove(p)
+            self._clear_leftovers(name)
             lm.save(self.path(name))
             self.queue_dir(name).mkdir()
         return name
@@ -619,7 +785,7 @@ class Registry:
             n_layer = rules.check_layers(n_layer, current)
             if n_layer > current:
                 _grow_lm(lm, n_layer)
-                lm.meta["modified"] = now_iso()
+                lm.meta.modified = now_iso()
                 lm.save(self.path(name))
         return self.info(name)
 
@@ -642,10 +808,10 @@ class Registry:
             merged.update(vals)
             rules.validate_train_settings(merged, lm.config)  # cross-field rules (min_lr <= lr)
             if target is not None:
-                trained = int(lm.meta.get("epochs_trained", 0))
-                lm.meta["target_epochs"] = rules.check_target_epochs(target, trained)
+                trained = lm.meta.epochs_trained
+                lm.meta.target_epochs = rules.check_target_epochs(target, trained)
             lm.train_config = replace(lm.train_config, **vals)
-            lm.meta["modified"] = now_iso()
+            lm.meta.modified = now_iso()
             lm.save(self.path(name))
         return self.info(name)
 
@@ -663,11 +829,14 @@ class Registry:
             "steps": steps,
             "train_loss": train,
             "val_loss": val,
-            "epochs": list(lm.meta.get("epoch_summaries") or []),
+            "epochs": list(lm.meta.epoch_summaries),
         }
 
     def history_csv(self, name: str, path: Path | str) -> Path:
         """Write ``step,train_loss,val_loss`` rows (a missing validation loss is left empty)."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise NotFoundError(f"folder {path.parent} does not exist (cannot write {path.name})")
         h = self.history(name)
         rows = ["step,train_loss,val_loss"]
         for i, step in enumerate(h["steps"]):
@@ -695,7 +864,7 @@ class Registry:
         if not path.is_file():
             return {}
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = schema.loads(path.read_text(encoding="utf-8"), str(path))
         except (OSError, ValueError) as err:
             raise ValidationError(f"{path} is not valid JSON ({err})") from None
         if not isinstance(data, dict):

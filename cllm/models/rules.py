@@ -6,11 +6,13 @@ line, the app and the trainer all refuse the same inputs with the same words.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 
 from cllm.engine.config import GPTConfig
+from cllm.engine.config import validate_train_settings as _validate_train_settings
+from cllm.engine.meta import MAX_EPOCHS
+from cllm.engine.schema import Int
 from cllm.errors import AlreadyExistsError, ValidationError
 
 NAME_MAX = 64
@@ -22,7 +24,6 @@ RESERVED = frozenset(
     + [f"COM{i}" for i in range(1, 10)]
     + [f"LPT{i}" for i in range(1, 10)]
 )
-MAX_EPOCHS = 1_000_000
 MAX_LAYERS = 256
 
 
@@ -85,24 +86,7 @@ def free_variant(name: str, existing: Iterable[str]) -> str:
 
 
 def _int(key: str, value: object, lo: int, hi: int) -> int:
-    # bool is an int to Python but never a count to a person
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValidationError(f"{key} must be a whole number, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValidationError(f"{key} must be from {lo} to {hi}, got {value}")
-    return int(value)
-
-
-def _float(key: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValidationError(f"{key} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValidationError(f"{key} must be a finite number, got {value}")
-    return value
+    return Int(lo, hi)(key, value)  # bool is an int to Python but never a count to a person
 
 
 def check_target_epochs(target: object, trained: int) -> int:
@@ -126,54 +110,8 @@ def check_layers(new: object, current: int) -> int:
     return new
 
 
-def _range(key: str, v: float, lo: float, hi: float, lo_open: bool = False) -> float:
-    if v < lo or (lo_open and v == lo) or v > hi:
-        left = "(" if lo_open else "["
-        raise ValidationError(f"{key} must be in {left}{lo:g}, {hi:g}], got {v:g}")
-    return v
-
-
 def validate_train_settings(settings: dict, config: GPTConfig | None = None) -> dict:
-    """Check training settings; return them converted to their proper types.
-
-    Unknown keys are refused so that a typo never silently does nothing. ``config`` (the model's
-    architecture) bounds ``seq_len`` by the context length.
-    """
-    context = config.block_size if config is not None else 1 << 16
-    out: dict = {}
-    for key, value in settings.items():
-        if key == "batch_size":
-            out[key] = _int(key, value, 1, 1024)
-        elif key == "seq_len":
-            if isinstance(value, int) and not isinstance(value, bool) and value > context:
-                raise ValidationError(
-                    f"seq_len {value} is longer than the model's context of {context} tokens"
-                )
-            out[key] = _int(key, value, 1, context)
-        elif key == "learning_rate":
-            out[key] = _range(key, _float(key, value), 0.0, 1.0, lo_open=True)
-        elif key == "min_lr":
-            out[key] = _range(key, _float(key, value), 0.0, 1.0)
-        elif key == "weight_decay":
-            out[key] = _range(key, _float(key, value), 0.0, 10.0)
-        elif key == "grad_clip":
-            out[key] = _range(key, _float(key, value), 0.0, 1e6, lo_open=True)
-        elif key == "warmup":
-            out[key] = _int(key, value, 0, 10_000_000)
-        elif key == "val_fraction":
-            out[key] = _range(key, _float(key, value), 0.0, 0.5)
-        elif key in ("beta1", "beta2"):
-            v = _float(key, value)
-            if not 0.0 <= v < 1.0:
-                raise ValidationError(f"{key} must be in [0, 1), got {v:g}")
-            out[key] = v
-        elif key == "seed":
-            out[key] = _int(key, value, 0, 2**32 - 1)
-        elif key == "checkpoint_minutes":
-            out[key] = _range(key, _float(key, value), 0.0, 24 * 60.0, lo_open=True)
-        else:
-            raise ValidationError(f"unknown training setting {key!r}")
-    lr, min_lr = out.get("learning_rate"), out.get("min_lr")
-    if lr is not None and min_lr is not None and min_lr > lr:
-        raise ValidationError(f"min_lr {min_lr:g} is above learning_rate {lr:g}")
-    return out
+    """Check training settings; return them converted to their proper types (the rule of each
+    setting is declared on its TrainConfig field). Unknown keys are refused so that a typo never
+    silently does nothing; ``config`` bounds ``seq_len`` by the context length."""
+    return _validate_train_settings(settings, config)

@@ -50,6 +50,7 @@ from cllm.atomic import write_atomic
 from cllm.data.accumulator import BatchAccumulator
 from cllm.engine.optim import AdamW, clip_grad_norm, lr_at
 from cllm.errors import CLLMError, ValidationError
+from cllm.models import paths
 from cllm.models.rules import check_target_epochs, validate_train_settings
 from cllm.pids import pid_alive
 
@@ -131,7 +132,7 @@ class _History:
 
 
 def progress_path(models_dir: Path, name: str) -> Path:
-    return Path(models_dir) / f"{name}.progress.json"
+    return paths.progress_file(models_dir, name)
 
 
 def read_progress(models_dir: Path, name: str) -> TrainSnapshot | None:
@@ -275,12 +276,13 @@ class Trainer:
 
     def _setup(self, settings: dict) -> None:
         self.lm = lm = self.registry.load(self.name)
+        lm.check_finite("train")  # a diverged model: refuse before any step
         self.dq = self.registry.queue(self.name)
         self.gpt = lm.gpt
         meta = lm.meta
         target = settings.pop("target_epochs", None)
         if target is not None:
-            meta["target_epochs"] = check_target_epochs(target, int(meta.get("epochs_trained", 0)))
+            meta.target_epochs = check_target_epochs(target, meta.epochs_trained)
         if settings:
             lm.train_config = replace(
                 lm.train_config, **validate_train_settings(settings, lm.config)
@@ -303,13 +305,13 @@ class Trainer:
             self.opt.load_state_dict(lm.optim_state)
         h = getattr(lm, "history", None) or {}
         self.history = _History(h.get("steps", ()), h.get("train", ()), h.get("val", ()))
-        self.step = int(meta.get("steps", 0))
-        self.tokens = int(meta.get("tokens_seen", 0))
-        self.epochs_trained = int(meta.get("epochs_trained", 0))
-        self.target_epochs = int(meta.get("target_epochs", 0) or 0)
-        self.best_loss = meta.get("best_loss")
-        self.val_loss = meta.get("last_val_loss")
-        self.train_loss = meta.get("last_loss")
+        self.step = meta.steps
+        self.tokens = meta.tokens_seen
+        self.epochs_trained = meta.epochs_trained
+        self.target_epochs = meta.target_epochs
+        self.best_loss = meta.best_loss
+        self.val_loss = meta.last_val_loss
+        self.train_loss = meta.last_loss
 
         items = self.dq.items()
         if not items:
@@ -326,7 +328,7 @@ class Trainer:
         if self._batches_per_epoch(whole) < 1:
             n = sum(hi - lo for _, lo, hi in whole)
             raise ValidationError(
-                f"model {self.name!r}'s queue holds {n} training tokens, too few for one batch of "
+                f"the queue of model {self.name!r} holds {n} training tokens, too few for one batch of "
                 f"{self.B} x {self.T} (needs {self.B * self.T + self.T}): add data or lower the "
                 "batch size or sequence length"
             )
@@ -563,7 +565,7 @@ class Trainer:
         segs = self._epoch_items(None)
         self.bpe = self._batches_per_epoch(segs)
         if self.bpe < 1:
-            raise CLLMError(f"model {self.name!r}'s queue became too small for one batch")
+            raise CLLMError(f"the queue of model {self.name!r} became too small for one batch")
         if self.max_steps is None:  # the data may have changed: the run ends at the target
             self.run["end"] = self.step + (self.target_epochs - self.epochs_trained) * self.bpe
         shift = int(self.rng.integers(self.T))
@@ -668,7 +670,7 @@ class Trainer:
             "tokens": self.tokens,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        self.lm.meta.setdefault("epoch_summaries", []).append(summary)
+        self.lm.meta.update(epoch_summaries=[*self.lm.meta.epoch_summaries, summary])
         self.position = None
         self.batch = 0
         self._log(

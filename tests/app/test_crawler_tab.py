@@ -12,8 +12,8 @@ from hypothesis import strategies as hs
 
 from app import theme as th
 from app.tabs import crawler as tab_crawler
-from cllm.crawl.crawler import check_start_url
 from cllm.crawl.store import CrawlDB
+from cllm.crawl.urls import check_start_url
 from cllm.errors import BusyError
 from cllm.models.registry import Registry
 from tests.cllm.crawl.crawl_site import Page, Site, chain_routes
@@ -173,6 +173,19 @@ def test_training_tab_starts_and_stops_the_crawler(tab, site):
     assert s["last"]["beta"].state == "stopped"
 
 
+def test_closing_the_window_stops_the_crawl(tab, site):
+    """Studio.close stops a running crawl and waits for it (continuous training, if on, saves a
+    checkpoint); the crawl is recorded as stopped, its pending URLs kept for the next start."""
+    st, s = tab.st, tab_crawler.state(tab.st)
+    s["settings"].min_delay = s["settings"].max_delay = 0.3
+    st.start_crawl("beta", [site.url("/p0")])
+    frames_until(tab, lambda: st.crawler is not None and st.crawler.snapshot().pages >= 1)
+    c = st.crawler
+    tab.close()
+    assert not c.running and c.snapshot().state == "stopped"
+    assert "pending" in states(tab).values()
+
+
 def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     st, s = tab.st, tab_crawler.state(tab.st)
     press(tab, "crawler/start")
@@ -193,7 +206,7 @@ def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     press(tab, "crawler/same")
     cfg = s["settings"].config()
     assert cfg.filter == "metadata" and cfg.exclude == ("*.pdf",)
-    assert cfg.train_continuously and not cfg.same_host
+    assert s["settings"].train_continuously and not cfg.same_host
 
 
 def test_reset_all_and_clear_ask_first(tab, site):
@@ -220,7 +233,7 @@ def test_reset_all_and_clear_ask_first(tab, site):
 HOLDER = """
 import sys, time
 from cllm.crawl.store import CrawlDB
-from cllm.crawl.crawler import check_start_url
+from cllm.crawl.urls import check_start_url
 db = CrawlDB(sys.argv[1])
 assert db.try_lock()
 print("crawling", flush=True)
@@ -298,4 +311,4 @@ def test_train_continuously_trains_the_target_on_the_crawled_pages(tab, site):
     assert last.state == "done" and last.pages == 8
     assert any(e.kind == "trained" for e in last.events)
     info = Registry(st.models_dir).info("beta")
-    assert info.meta["epochs_trained"] >= 1 and info.queue_items == 8
+    assert info.meta.epochs_trained >= 1 and info.queue_items == 8

@@ -76,7 +76,7 @@ def test_epochs_wheel_and_keys(studio, models_dir):
     pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=2))
     studio.step()
     settle(studio)
-    assert Registry(models_dir).info("alpha").meta["target_epochs"] == 7
+    assert Registry(models_dir).info("alpha").meta.target_epochs == 7
 
 
 def test_drop_file_adds_to_queue(studio, tmp_path, models_dir):
@@ -143,7 +143,7 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     press(studio, "training/train")
     frames_until(studio, lambda: st.trainer is None, timeout=30)
     assert st.snapshot.state == "stopped"  # the end of the run stays on screen
-    frames_until(studio, lambda: st.info("alpha").meta.get("steps", 0) >= 3)  # checkpointed
+    frames_until(studio, lambda: st.info("alpha").meta.steps >= 3)  # checkpointed
     assert any("alpha: " in t.text for t in studio.ui.toasts)
 
 
@@ -197,7 +197,7 @@ def test_import_queue_from_another_model(studio, models_dir):
 
 
 def test_start_crawler_calls_into_the_crawler_tab(studio):
-    press(studio, "training/crawl")  # enabled now that the Crawler tab offers start_crawler
+    press(studio, "training/crawl")  # START CRAWLER: AppState.start_crawl with the tab's settings
     frames_until(
         studio,
         lambda: (

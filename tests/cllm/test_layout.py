@@ -16,8 +16,8 @@ ALLOWED = {
     "engine": {"engine", "errors", "atomic", "pids"},
     "data": {"engine", "data", "errors", "atomic", "pids"},
     "models": {"engine", "data", "models", "errors", "atomic", "pids"},
-    # the crawler feeds a model's queue; "train" goes once continuous training leaves the crawler
-    "crawl": {"engine", "data", "models", "train", "crawl", "errors", "atomic", "pids"},
+    # the crawler feeds a model's queue; training on what it fetches is cllm.train.continuous
+    "crawl": {"engine", "data", "models", "crawl", "errors", "atomic", "pids"},
 }
 
 

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cllm.crawl.crawler import CrawlConfig, Crawler, check_start_url, crawl_delay, normalize_url
+from cllm.crawl.crawler import CrawlConfig, Crawler
 from cllm.crawl.store import CrawlDB, compile_pattern, exact_pattern
+from cllm.crawl.urls import check_start_url, crawl_delay, normalize_url
 from cllm.data.dataqueue import DataQueue
 from cllm.engine.tokenizer import train_tokenizer
 from cllm.errors import BusyError, ValidationError
@@ -454,23 +455,3 @@ def test_crawldb_claims_and_requeue(tmp_path):
     db.log("error", "http://h/a", "x")
     assert db.events()[-1].detail == "x"
     db.close()
-
-
-def test_train_continuously(tmp_path):
-    from cllm.engine.config import GPTConfig
-    from cllm.models.registry import Registry
-
-    config = GPTConfig(vocab_size=257, n_embd=16, n_layer=1, n_head=1, block_size=32)
-    reg = Registry(tmp_path)
-    reg.create("m", config=config, tokenizer="byte", train=dict(batch_size=2, seq_len=16))
-    with Site(chain_routes(4)) as site:
-        c = crawl(tmp_path, [site.url("/p0")], q=reg.queue("m"), train_continuously=True)
-        snap = c.snapshot()
-        assert snap.state == "done" and snap.pages == 4, snap.message
-        trained = [e.detail for e in snap.events if e.kind == "trained"]
-        assert any(d.startswith("training epoch 1") for d in trained), snap.events
-        assert snap.training.startswith("done"), snap.training
-        c.close()
-    meta = reg.info("m").meta
-    assert meta["epochs_trained"] >= 1 and meta["tokens_seen"] > 0
-    assert reg.info("m").busy is None  # the trainer let go of the model

@@ -263,3 +263,56 @@ def test_numba_cache_keeps_each_cpu_target_apart(tmp_path):
     assert run(host) == (0, 1)  # compiled and cached
     assert run(other) == (0, 1)  # not the host's code: compiled for its own target
     assert run(host) == (1, 0) and run(other) == (1, 0)  # each finds its own entry
+
+
+@pytest.mark.parametrize("T", [5, 130, 300])
+def test_tiled_attention_matches_dense_and_finite_differences(T):
+    """The tiled attention (query tiles, probabilities made again in the backward from the row
+    statistics) computes the dense one's output and gradients, across tile edges."""
+    from cllm.engine.model import attention_tiled_backward, attention_tiled_forward, tiled_scratch
+
+    B, H, D = 2, 2, 8
+    qkv = RNG.normal(size=(B * T, 3 * D))
+    R = RNG.normal(size=(B * T, D))
+    y, lse, scratch = np.empty((B * T, D)), np.empty((B, H, T)), tiled_scratch(H, T, D // H, float)
+
+    def f():
+        attention_tiled_forward(y, lse, qkv, B, T, H, scratch)
+        return float((y * R).sum())
+
+    f()
+    y_dense, att = np.empty((B * T, D)), np.empty((B, H, T, T))
+    attention_forward(y_dense, att, qkv, B, T, H)
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
+    with np.errstate(divide="ignore"):  # log(0) of the masked half
+        ref_lse = np.log(np.exp(np.log(att) + 0).sum(-1))  # = 0: probabilities sum to one
+    assert np.allclose(ref_lse, 0)
+    dqkv = np.full_like(qkv, np.nan)  # written, not added to
+    attention_tiled_backward(dqkv, R, y, lse, qkv, B, T, H, scratch)
+    d_dense = np.empty_like(qkv)
+    attention_backward(d_dense, np.empty((B, H, T, T)), R, att, qkv, B, T, H)
+    np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
+    idx, num = numgrad(f, qkv, n_check=60)
+    np.testing.assert_allclose(dqkv.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
+
+
+def test_tiled_attention_matches_torch_in_float32():
+    torch = pytest.importorskip("torch")
+    from cllm.engine.model import attention_tiled_backward, attention_tiled_forward, tiled_scratch
+
+    B, T, H, D = 1, 300, 4, 64
+    qkv = RNG.normal(size=(B * T, 3 * D)).astype(np.float32)
+    dy = RNG.normal(size=(B * T, D)).astype(np.float32)
+    y, lse = np.empty((B * T, D), np.float32), np.empty((B, H, T), np.float32)
+    scratch = tiled_scratch(H, T, D // H, np.float32)
+    attention_tiled_forward(y, lse, qkv, B, T, H, scratch)
+    dqkv = np.empty_like(qkv)
+    attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch)
+
+    t = torch.tensor(qkv, requires_grad=True)
+    q, k, v = (x.view(B, T, H, D // H).transpose(1, 2) for x in t.split(D, dim=1))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    ref = ref.transpose(1, 2).reshape(B * T, D)
+    ref.backward(torch.tensor(dy))
+    np.testing.assert_allclose(y, ref.detach().numpy(), rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(dqkv, t.grad.numpy(), rtol=1e-3, atol=1e-4)

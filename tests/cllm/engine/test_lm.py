@@ -126,7 +126,11 @@ def test_save_load_roundtrip(tmp_path):
     lm = make(kind="bpe", seed=3)
     lm.meta.update(epochs_trained=2, target_epochs=5, steps=40, sources=["a.txt"])
     lm.optim_state = {"m": lm.gpt.params * 0.1, "v": lm.gpt.params**2, "t": 40}
-    lm.train_state = {"position": 7, "rng": {"state": 12}}
+    lm.train_state = {
+        "position": {"items": [[1, 0, 50]], "offset": 3, "batch": 2, "loss_sum": 4.5},
+        "rng": np.random.default_rng(7).bit_generator.state,
+        "run": {"start": 0, "end": 40},
+    }
     lm.history = {
         "steps": np.arange(3),
         "train": np.array([3.0, 2.5, 2.0]),
@@ -139,7 +143,7 @@ def test_save_load_roundtrip(tmp_path):
     assert np.array_equal(lm2.logits(ids), lm.logits(ids))
     assert np.array_equal(lm2.gpt.params, lm.gpt.params)
     assert lm2.name == "m" and lm2.config == lm.config
-    assert lm2.meta["epochs_trained"] == 2 and lm2.meta["sources"] == ["a.txt"]
+    assert lm2.meta.epochs_trained == 2 and lm2.meta.sources == ["a.txt"]
     assert lm2.train_config == lm.train_config
     assert lm2.optim_state["t"] == 40
     assert np.array_equal(lm2.optim_state["v"], lm.optim_state["v"])

@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 
 from cllm.engine.config import GPTConfig, TrainConfig, num_params
+from cllm.engine.meta import ModelMeta
 from cllm.engine.modelfile import load_model_file, read_header, save_model_file
 from cllm.engine.tokenizer import train_tokenizer
 from cllm.errors import ModelFileError, ValidationError
 
 CFG = GPTConfig(vocab_size=300, n_embd=16, n_layer=2, n_head=2, block_size=32)
+TRAIN_STATE = {
+    "position": {"items": [[1, 0, 50]], "offset": 3, "batch": 2, "loss_sum": 4.5},
+    "rng": np.random.default_rng(7).bit_generator.state,
+    "run": {"start": 0, "end": 40},
+}
 TEXT = "hello world, the model file round trip. naïve café 😀\n" * 50
 
 
@@ -37,7 +43,7 @@ def _save(path, tok, seed=0, optim=True, **kw):
         meta={"name": "m", "epochs_trained": 2, "epoch_summaries": [{"epoch": 1, "loss": 3.5}]},
         train=TrainConfig(batch_size=4, learning_rate=3e-4),
         optim_state={"m": params * 0.5, "v": params**2, "t": 17} if optim else None,
-        train_state={"position": 123, "rng": [1, 2, 3]} if optim else None,
+        train_state=TRAIN_STATE if optim else None,
         history={"step": np.arange(5), "train": np.linspace(5, 3, 5), "val": [np.nan] * 5},
     )
     args.update(kw)
@@ -55,7 +61,7 @@ def test_roundtrip(tmp_path, tok):
     )
     assert d.tokenizer.to_json() == tok.to_json()
     assert d.tokenizer.decode(d.tokenizer.encode(TEXT)) == TEXT
-    assert d.meta == want["meta"]
+    assert d.meta == ModelMeta.from_dict(want["meta"])
     assert d.train == want["train"]
     assert np.array_equal(d.optim_state["m"], want["optim_state"]["m"])
     assert np.array_equal(d.optim_state["v"], want["optim_state"]["v"])
@@ -65,8 +71,8 @@ def test_roundtrip(tmp_path, tok):
     assert np.allclose(d.history["train"], want["history"]["train"])
     assert np.isnan(d.history["val"]).all()
     h = read_header(path)
-    assert h["meta"]["name"] == "m" and h["config"] == CFG and h["has_optim"]
-    assert h["file_size"] == path.stat().st_size
+    assert h.meta.name == "m" and h.config == CFG and h.has_optim
+    assert h.file_size == path.stat().st_size
 
 
 def test_roundtrip_without_optional_parts(tmp_path, tok):
@@ -97,10 +103,11 @@ def test_numpy_and_nan_in_metadata_are_stored_plainly(tmp_path, tok):
         "best": np.float32(2.5),
         "curve": np.array([1.0, np.inf]),
     }
-    _save(path, tok, meta=meta, train_state={"rng": np.array([1, 2], np.uint64)})
+    _save(path, tok, meta=meta, train_state={"mine": np.array([1, 2], np.uint64)})
     d = load_model_file(path)
-    assert d.meta == {"steps": 3, "last_val_loss": None, "best": 2.5, "curve": [1.0, None]}
-    assert d.train_state == {"rng": [1, 2]}
+    assert d.meta.steps == 3 and d.meta.last_val_loss is None
+    assert d.meta.extra == {"best": 2.5, "curve": [1.0, None]}  # unknown keys kept as they were
+    assert d.train_state == {"mine": [1, 2]}
 
 
 def test_save_refuses_inconsistent_inputs(tmp_path, tok):
@@ -278,7 +285,7 @@ def test_listing_500_headers_fast(tmp_path, tok):
         heads = [read_header(p) for p in paths]
         times.append(time.perf_counter() - t)
     assert min(times) < 0.5
-    assert len(heads) == 500 and heads[0]["meta"]["name"] == "m"
+    assert len(heads) == 500 and heads[0].meta.name == "m"
 
 
 # ------------------------------------------------------------------------------ kill -9 loop
@@ -318,7 +325,7 @@ def _kill_loop(folder: Path, kills: int) -> None:
         proc.wait()
         proc.stdout.close()
         d = load_model_file(path)  # old or new, never torn
-        i = d.meta["i"]
+        i = d.meta.extra["i"]
         assert i >= 1 and (d.params == i).all() and (d.optim_state["v"] == i).all()
         last = max(last, i)
     assert last >= 1

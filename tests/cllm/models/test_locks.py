@@ -1,3 +1,4 @@
+import fcntl
 import json
 import os
 import signal
@@ -85,10 +86,17 @@ def test_stale_files_recovered(tmp_path):
     acquire(tmp_path, "x").release()
 
 
-def test_fresh_empty_lock_file_counts_as_busy(tmp_path):
-    lock_path(tmp_path, "y").write_bytes(b"")  # another process is between create and write
-    with pytest.raises(BusyError, match="busy"):
-        acquire(tmp_path, "y")
+def test_lock_being_taken_counts_as_busy(tmp_path):
+    path = lock_path(tmp_path, "y")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)  # another process has the flock, no JSON yet
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(BusyError, match="busy"):
+            acquire(tmp_path, "y")
+        assert lock_holder(tmp_path, "y") == {"purpose": "locking"}
+    finally:
+        os.close(fd)
+    acquire(tmp_path, "y").release()  # its flock gone, the empty file is free
 
 
 @pytest.mark.parametrize("stale", [False, True])

@@ -69,8 +69,8 @@ def test_create_default_names_and_info(reg):
     assert (a.name, b.name) == ("model_1", "model_2")
     reg.delete("model_1")
     assert make(reg).name == "model_1"  # first free, not a counter
-    assert c.meta["epochs_trained"] == 0 and c.meta["target_epochs"] == 3
-    assert c.meta["sources"] == ["x.txt"] and c.meta["created"]
+    assert c.meta.epochs_trained == 0 and c.meta.target_epochs == 3
+    assert c.meta.sources == ["x.txt"] and c.meta.created
     assert c.config == CFG and c.tokenizer_kind == "byte" and c.busy is None
     assert reg.queue_dir("Mine").is_dir()
     assert [i.name for i in reg.list()] == ["Mine", "model_1", "model_2"]
@@ -210,7 +210,7 @@ def test_rename_moves_everything_and_rewrites_the_name(reg):
         "new_queue",
     ]
     assert (reg.dir / "new_crawl" / "page.html").read_text() == "<p>a crawled page</p>"
-    assert read_header(reg.path("new"))["meta"]["name"] == "new"
+    assert read_header(reg.path("new")).meta.name == "new"
     assert reg.load("new").name == "new"
     assert reg.info("new").queue_items == 1
     q = reg.queue("new")
@@ -262,8 +262,8 @@ def test_copy_brings_queue_and_lineage(reg):
     make(reg, "src")
     add_side_files(reg, "src")
     info = reg.copy("src", "dst")
-    assert info.queue_items == 1 and info.meta["copied_from"] == "src"
-    assert info.meta["lineage"][-1]["copied_from"] == "src"
+    assert info.queue_items == 1 and info.meta.copied_from == "src"
+    assert info.meta.lineage[-1]["copied_from"] == "src"
     assert reg.load("dst").name == "dst"
     assert np.array_equal(reg.load("dst").gpt.params, reg.load("src").gpt.params)
     assert not (reg.dir / "dst.progress.json").exists()  # a run's progress is not copied
@@ -326,9 +326,9 @@ def test_set_settings_and_refusals_change_nothing(reg):
     make(reg, "s")
     info = reg.set_settings("s", batch_size=4, seq_len=16, learning_rate=3e-4, target_epochs=5)
     assert (info.train.batch_size, info.train.seq_len) == (4, 16)
-    assert info.train.learning_rate == 3e-4 and info.meta["target_epochs"] == 5
+    assert info.train.learning_rate == 3e-4 and info.meta.target_epochs == 5
     lm = reg.load("s")
-    lm.meta["epochs_trained"] = 2
+    lm.meta.epochs_trained = 2
     reg.save(lm)
     before = snapshot(reg.dir)
     for bad in (
@@ -346,7 +346,7 @@ def test_set_settings_and_refusals_change_nothing(reg):
         with pytest.raises(CLLMError):
             reg.set_settings("s", **bad)
     assert snapshot(reg.dir) == before
-    assert reg.set_settings("s", target_epochs=2).meta["target_epochs"] == 2  # equal: allowed
+    assert reg.set_settings("s", target_epochs=2).meta.target_epochs == 2  # equal: allowed
 
 
 def test_presets_builtin_and_user(reg):
@@ -354,7 +354,7 @@ def test_presets_builtin_and_user(reg):
     assert set(TRAIN_PRESETS) <= set(reg.presets())
     info = reg.set_settings("p", preset="thorough")
     assert info.train.batch_size == 32 and info.train.seq_len == 32  # clamped to the context
-    assert info.meta["target_epochs"] == 10
+    assert info.meta.target_epochs == 10
     reg.save_preset("mine", batch_size=3, learning_rate=1e-4, target_epochs=2)
     assert Registry(reg.dir).presets()["mine"]["batch_size"] == 3
     assert reg.set_settings("p", preset="mine").train.batch_size == 3
@@ -387,9 +387,9 @@ def test_save_under_own_lock(reg):
     make(reg, "t")
     lm = reg.load("t")
     with reg.lock("t", "training"):
-        lm.meta["steps"] = 5
+        lm.meta.steps = 5
         reg.save(lm)  # the trainer checkpointing under the lock it holds
-    assert reg.info("t").meta["steps"] == 5
+    assert reg.info("t").meta.steps == 5
 
 
 def test_concurrent_default_names_are_distinct(reg):
@@ -420,7 +420,7 @@ def test_export_without_optimizer_state(reg, tmp_path):
     reg.save(lm)
     full = reg.export("o", tmp_path / "full.cllm")
     slim = reg.export("o", tmp_path / "slim.cllm", optimizer=False)
-    assert read_header(full)["has_optim"] and not read_header(slim)["has_optim"]
+    assert read_header(full).has_optim and not read_header(slim).has_optim
     assert slim.stat().st_size < full.stat().st_size
     assert reg.import_file(slim, name="slim") == "slim"
     assert reg.load("slim").optim_state is None

@@ -51,7 +51,7 @@ def make_model(models_dir, n_items=12, target_epochs=1) -> Registry:
 
 def saved_steps(reg) -> int:
     try:
-        return int(read_header(reg.path("m"))["meta"].get("steps") or 0)
+        return read_header(reg.path("m")).meta.steps
     except Exception:  # the file is being replaced right now
         return 0
 

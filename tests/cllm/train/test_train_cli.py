@@ -66,7 +66,7 @@ def test_create_train_json(tmp_path, data, capsys):
     info = Registry(models).info("m")
     assert info.queue_items == 2 and info.config.n_layer == 1
     assert info.train.learning_rate == 0.005 and info.train.seed == 3
-    assert info.meta["steps"] == 5
+    assert info.meta.steps == 5
 
     # again with --create and the same data: the model goes on, the data is not added twice
     rc = main([*argv, "--epochs", "1", "--json"])

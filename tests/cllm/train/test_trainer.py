@@ -92,8 +92,8 @@ def test_loss_falls_and_snapshot_is_consistent(tmp_path):
     assert any(s["hits"] for s in snap.spheres)  # a learned repetitive text gets hits
     # the checkpoint holds what the snapshot says
     info = reg.info("m")
-    assert info.meta["epochs_trained"] == 20 and info.meta["steps"] == snap.step
-    assert len(info.meta["epoch_summaries"]) == 20
+    assert info.meta.epochs_trained == 20 and info.meta.steps == snap.step
+    assert len(info.meta.epoch_summaries) == 20
     hist = reg.history("m")
     assert hist["steps"] == list(range(1, snap.step + 1))
     assert not info.busy  # lock released
@@ -113,7 +113,7 @@ def test_max_steps_goes_past_target_and_resumes_position(tmp_path):
     snap = run(t)
     assert snap.state == "done" and snap.step == 2 and snap.batch == 2
     info = reg.info("m")
-    assert info.meta["position"]["batch"] == 2  # saved mid-epoch
+    assert info.meta.position["batch"] == 2  # saved mid-epoch
     snap = run(Trainer(reg, "m", max_steps=2 * bpe))
     assert snap.step == 2 + 2 * bpe
     assert snap.epochs_trained == 2 and snap.target_epochs == 2 and snap.batch == 2
@@ -136,7 +136,7 @@ def test_pause_resume_stop(tmp_path):
     snap = t.snapshot()
     assert snap.state == "stopped" and "checkpoint" in snap.message
     assert any("paused" in line for line in snap.log)
-    assert reg.info("m").meta["steps"] == snap.step  # checkpoint on stop
+    assert reg.info("m").meta.steps == snap.step  # checkpoint on stop
     t2 = Trainer(reg, "m")  # the lock was released
     assert t2.snapshot().resumed_from == f"resumed at epoch {snap.epoch}, step {snap.step}"
     t2.close()
@@ -255,7 +255,7 @@ def test_settings_overrides_are_validated_and_saved(tmp_path):
     snap = run(Trainer(reg, "m", batch_size=2, seq_len=8, target_epochs=2))
     assert snap.batch_size == 2 and snap.seq_len == 8 and snap.epochs_trained == 2
     info = reg.info("m")
-    assert info.train.batch_size == 2 and info.meta["target_epochs"] == 2
+    assert info.train.batch_size == 2 and info.meta.target_epochs == 2
 
 
 def test_queue_changes_join_the_next_epoch(tmp_path):
