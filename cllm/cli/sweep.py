@@ -68,9 +68,7 @@ def start(reg, args, given: list[str]) -> int:
     if args.epochs is not None:  # checked before any copy is made
         from cllm.models import rules
 
-        rules.check_target_epochs(
-            args.epochs, int(reg.info(args.what).meta.get("epochs_trained", 0))
-        )
+        rules.check_target_epochs(args.epochs, int(reg.info(args.what).meta.epochs_trained))
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"copying {i + 1}/{n}: {name}", file=sys.stderr, flush=True)

@@ -169,7 +169,7 @@ def train_task(job: dict, packed, shared_dir: str | None, inbox, num_cpus: int, 
         settings = dict(job["settings"])
         max_steps = None
         if job["steps"] is not None:
-            now = int(info.meta.get("steps", 0) or 0)
+            now = int(info.meta.steps or 0)
             max_steps = int(job["base_steps"]) + int(job["steps"]) - now
             if max_steps <= 0:
                 return {
@@ -367,7 +367,7 @@ class RayRunner:
         from cllm.models.registry import Registry
 
         if job.steps is not None and job.base_steps is None:
-            steps = int(Registry(self.dir).info(job.model).meta.get("steps", 0) or 0)
+            steps = int(Registry(self.dir).info(job.model).meta.steps or 0)
             self.store.update(job.id, base_steps=steps)
             job = self.store.get(job.id)
         packed = None if self.shared else self.ray.put(pack_model(self.dir, job.model))

@@ -291,7 +291,7 @@ class JobStore:
         for name in models:
             info = registry.info(name)  # NotFoundError for an unknown model
             if epochs is not None:
-                rules.check_target_epochs(epochs, int(info.meta.get("epochs_trained", 0)))
+                rules.check_target_epochs(epochs, int(info.meta.epochs_trained))
             merged = {k: v for k, v in info.train.to_dict().items() if k != "extra"}
             merged.update(rules.validate_train_settings(settings, info.config))
             rules.validate_train_settings(merged, info.config)  # cross-field rules

@@ -174,7 +174,7 @@ def sweep_report(registry, base: str) -> list[dict]:
             continue  # deleted since
         cfg, tc = info.config.to_dict(), info.train.to_dict()
         settings = {col: cfg.get(key, tc.get(key)) for col, key in REPORT_SETTINGS}
-        best = info.meta.get("best_loss")
+        best = info.meta.best_loss
         rows.append(
             {
                 "model": info.name,
@@ -182,9 +182,9 @@ def sweep_report(registry, base: str) -> list[dict]:
                 "state": job.state,
                 "settings": settings,
                 "best_val_loss": best if best is not None else job.best_loss,
-                "val_loss": info.meta.get("last_val_loss"),
-                "train_loss": info.meta.get("last_loss"),
-                "steps": int(info.meta.get("steps", 0) or 0),
+                "val_loss": info.meta.last_val_loss,
+                "train_loss": info.meta.last_loss,
+                "steps": int(info.meta.steps or 0),
                 "tokens_per_s": job.tokens_per_s,
                 "seconds": job.seconds,
             }

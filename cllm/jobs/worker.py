@@ -64,7 +64,7 @@ def run_job(models_dir: Path, job_id: int, parent: int | None, threads: int | No
         settings = dict(job.settings)
         max_steps = None
         if job.steps is not None:
-            now = int(info.meta.get("steps", 0) or 0)
+            now = int(info.meta.steps or 0)
             base = job.base_steps
             if base is None:
                 base = now

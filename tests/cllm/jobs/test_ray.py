@@ -89,7 +89,7 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint_home(cluster, tmp_p
     t.start()
     wait_for(lambda: any("training on" in x for x in lines), 180)
     pid = int(next(x for x in lines if "training on" in x).rsplit("pid ", 1)[1].rstrip(")"))
-    wait_for(lambda: (reg.info("a").meta.get("steps") or 0) >= 5, 120, 0.05)
+    wait_for(lambda: (reg.info("a").meta.steps or 0) >= 5, 120, 0.05)
     os.kill(pid, signal.SIGKILL)
     t.join(300)
     assert not t.is_alive()
@@ -120,7 +120,7 @@ def test_driver_killed_and_restarted_picks_the_jobs_up(cluster, tmp_path):
     ]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: all((reg.info(n).meta.get("steps") or 0) >= 5 for n in "ab"), 240, 0.05)
+        wait_for(lambda: all((reg.info(n).meta.steps or 0) >= 5 for n in "ab"), 240, 0.05)
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:

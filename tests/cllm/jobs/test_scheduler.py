@@ -83,13 +83,13 @@ def test_cancel_a_running_job_then_retry_it_to_its_target(models):
     store = JobStore(models)
     (job,) = store.add(reg, ["a"], steps=3000)
     t, ran = run_in_thread(Scheduler(models, log=lambda s: None))
-    wait_for(lambda: (reg.info("a").meta.get("steps") or 0) > 0 or _progress(models) > 5, 60)
+    wait_for(lambda: (reg.info("a").meta.steps or 0) > 0 or _progress(models) > 5, 60)
     store.cancel(job.id)
     t.join(60)
     assert not t.is_alive()
     got = store.get(job.id)
     assert got.state == "cancelled" and ran == {job.id: "cancelled"}
-    trained = reg.info("a").meta["steps"]
+    trained = reg.info("a").meta.steps
     assert 0 < trained < 3000  # the checkpoint the worker saved when it stopped
     assert got.step == trained
     assert locks.lock_holder(models, "a") is None
@@ -115,7 +115,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(models):
     (job,) = store.add(reg, ["a"], steps=400)
     lines: list[str] = []
     t, ran = run_in_thread(Scheduler(models, log=lines.append))
-    wait_for(lambda: (reg.info("a").meta.get("steps") or 0) > 0, 60, 0.02)
+    wait_for(lambda: (reg.info("a").meta.steps or 0) > 0, 60, 0.02)
     pid = store.get(job.id).pid
     os.kill(pid, signal.SIGKILL)
     t.join(120)
@@ -207,5 +207,5 @@ def test_kill_9_scheduler_then_restart_resumes_every_job_once(models):
     for j in jobs:
         history = steps_of(reg, j.model)
         assert history == list(range(1, steps + 1)), "resumed exactly, no step twice"
-        assert reg.info(j.model).meta["tokens_seen"] == steps * 4 * 64
+        assert reg.info(j.model).meta.tokens_seen == steps * 4 * 64
     assert "back in the queue" in err or "started" in err

@@ -75,7 +75,7 @@ def test_sweep_copies_jobs_and_report(models, capsys):
         info = reg.info(j.model)
         assert info.config.n_layer == 2 and info.train.learning_rate == lr
         assert info.queue_tokens == reg.info("base").queue_tokens  # the base's queue, imported
-        assert info.meta["copied_from"] == "base"
+        assert info.meta.copied_from == "base"
     # report before any training: every copy, no losses yet
     rows = sweep_report(reg, "base")
     assert {r["model"] for r in rows} == {j.model for j in jobs}
