@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from cllm.cli import main
 from cllm.jobs.store import JobStore
 from cllm.models.registry import Registry
 
-from .conftest import make_models, wait_for
+from .conftest import SMALL, make_models, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -81,8 +82,9 @@ def test_three_jobs_through_the_object_store(cluster, tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_from_the_last_checkpoint_home(cluster, tmp_path):
     models = tmp_path / "models"
-    reg = make_models(models, ("a",), checkpoint_minutes=0.003)  # a checkpoint every 0.2 s
-    (job,) = JobStore(models).add(reg, ["a"], steps=600)
+    bigger = replace(SMALL, n_embd=64, n_inner=0, n_layer=2)  # slow enough to be caught mid-run
+    reg = make_models(models, ("a",), config=bigger, checkpoint_minutes=0.003)  # every 0.2 s
+    (job,) = JobStore(models).add(reg, ["a"], steps=3000)
     r, lines = runner(models, cluster)
     out: dict = {}
     t = threading.Thread(target=lambda: out.update(r.run()), daemon=True)
@@ -96,16 +98,17 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint_home(cluster, tmp_p
     assert out == {job.id: "done"}, lines
     assert any("retrying" in x for x in lines), lines
     got = JobStore(models).get(job.id)
-    assert got.attempts == 2 and got.step == 600
+    assert got.attempts == 2 and got.step == 3000
     steps = steps_of(reg, "a")
-    assert steps[-1] == 600 and steps == sorted(set(steps))
+    assert steps[-1] == 3000 and steps == sorted(set(steps))
 
 
 @pytest.mark.slow
 def test_driver_killed_and_restarted_picks_the_jobs_up(cluster, tmp_path):
     models = tmp_path / "models"
-    reg = make_models(models, ("a", "b"), checkpoint_minutes=0.003)
-    JobStore(models).add(reg, ["a", "b"], steps=400)
+    bigger = replace(SMALL, n_embd=64, n_inner=0, n_layer=2)
+    reg = make_models(models, ("a", "b"), config=bigger, checkpoint_minutes=0.003)
+    JobStore(models).add(reg, ["a", "b"], steps=1500)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
@@ -123,6 +126,7 @@ def test_driver_killed_and_restarted_picks_the_jobs_up(cluster, tmp_path):
         wait_for(lambda: all((reg.info(n).meta.steps or 0) >= 5 for n in "ab"), 240, 0.05)
         first.send_signal(signal.SIGKILL)
         first.wait()
+        assert "running" in {j.state for j in JobStore(models).list()}  # killed mid-run
     finally:
         if first.poll() is None:
             first.kill()
@@ -132,7 +136,7 @@ def test_driver_killed_and_restarted_picks_the_jobs_up(cluster, tmp_path):
     for j in JobStore(models).list():
         assert j.state == "done", j.reason
         steps = steps_of(reg, j.model)
-        assert steps[-1] == 400 and steps == sorted(set(steps))
+        assert steps[-1] == 1500 and steps == sorted(set(steps))
 
 
 @pytest.mark.slow

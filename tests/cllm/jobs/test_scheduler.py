@@ -110,9 +110,10 @@ def _progress(models) -> int:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_from_its_checkpoint(models):
-    reg = make_models(models, ("a",), checkpoint_minutes=0.005)  # a checkpoint every 0.3 s
+    bigger = replace(SMALL, n_embd=64, n_inner=0, n_layer=2)  # slow enough to be caught mid-run
+    reg = make_models(models, ("a",), config=bigger, checkpoint_minutes=0.005)  # every 0.3 s
     store = JobStore(models)
-    (job,) = store.add(reg, ["a"], steps=400)
+    (job,) = store.add(reg, ["a"], steps=3000)
     lines: list[str] = []
     t, ran = run_in_thread(Scheduler(models, log=lines.append))
     wait_for(lambda: (reg.info("a").meta.steps or 0) > 0, 60, 0.02)
@@ -123,9 +124,9 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(models):
     assert ran == {job.id: "done"}
     assert any("died (signal 9); retrying" in x for x in lines), lines
     got = store.get(job.id)
-    assert got.attempts == 2 and got.step == 400
+    assert got.attempts == 2 and got.step == 3000
     steps = steps_of(reg, "a")
-    assert steps[-1] == 400 and steps == sorted(set(steps))
+    assert steps[-1] == 3000 and steps == sorted(set(steps))
 
 
 def test_train_with_several_names_runs_them_as_jobs(models, capsys):
