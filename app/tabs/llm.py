@@ -1,11 +1,14 @@
 """LLM tab: chat with the selected model (main area) and its generation settings, conversations and
 Compare (right panel).
 
-Replies are written by a thread each (`Reply`) that streams `LanguageModel.generate` pieces into a
-locked buffer; the UI thread moves them into the message once per frame, so the window never waits
-on the model. The current model is the one the framework loaded (`st.lm`); a model in training, and
-the Compare model, are chatted with through a copy loaded from its last checkpoint on disk, never
-the trainer's own. Conversations live in memory and in `<models_dir>/.conversations.json`.
+Replies are written by a thread each (`Reply`) that streams a chat reply (cllm.engine.chat: the
+conversation so far is the context, in its turn format, oldest turns left out when the window is
+full; the reply stops at the next user turn) into a locked buffer; the UI thread moves them into
+the message once per frame, so the window never waits on the model. The current model is the one
+the framework loaded (`st.lm`); a model in training, and the Compare model, are chatted with
+through a copy loaded from its last checkpoint on disk, never the trainer's own. The SERVER row
+starts and stops `cllm serve`'s OpenAI-compatible API (cllm.serve) inside the studio.
+Conversations live in memory and in `<models_dir>/.conversations.json`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,16 @@ from ..ui import UI
 
 CONV_FILE = ".conversations.json"
 NEW_TITLE = "New conversation"
-DEFAULTS = {"temperature": 0.8, "max_tokens": 200, "top_k": 50, "top_p": 0.9}
-PANEL_CONTENT_H = 720  # the panel's content; shorter windows scroll it
+DEFAULTS = {
+    "temperature": 0.8,
+    "max_tokens": 200,
+    "top_k": 50,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "seed": 0,  # 0: a new draw each time
+}
+PRESET_BUTTONS = ("Precise", "Balanced", "Creative")  # cllm.engine.chat.PRESETS
+PANEL_CONTENT_H = 824  # the panel's content; shorter windows scroll it
 SLIDER_H = 34
 PAD = 10  # inside a bubble
 GAP = 12  # between bubbles
@@ -41,25 +52,39 @@ _CONTROLS = {c: None for c in [*range(32), 127] if c != 10}
 
 
 # ---------------------------------------------------------------------------- replies
+def reply_stream(lm: Any, messages: list[dict], params: dict, stop: threading.Event):
+    """(messages left out for room, the reply's text pieces) for the conversation so far."""
+    from cllm.engine.chat import Sampling, chat
+
+    seed = params.get("seed") or None
+    sampling = Sampling(**{**params, "seed": seed})
+    ctx, gen = chat(lm.gpt, lm.tokenizer, messages, sampling, stop)
+    return ctx.dropped, iter(gen)
+
+
 class Reply:
     """One model's answer, written by its own thread; poll() hands the new text to the UI."""
 
-    def __init__(self, load: Callable[[], Any], prompt: str, params: dict, msg: dict) -> None:
+    def __init__(
+        self, load: Callable[[], Any], messages: list[dict], params: dict, msg: dict
+    ) -> None:
         self.msg = msg  # the message it fills; touched on the UI thread only
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._pieces: list[str] = []
         self._error: BaseException | None = None
         self._done = False
+        self._dropped = 0
         self._thread = threading.Thread(
-            target=self._run, args=(load, prompt, params), name="chat-reply", daemon=True
+            target=self._run, args=(load, messages, params), name="chat-reply", daemon=True
         )
         self._thread.start()
 
-    def _run(self, load: Callable[[], Any], prompt: str, params: dict) -> None:
+    def _run(self, load: Callable[[], Any], messages: list[dict], params: dict) -> None:
         try:
             lm = load()
-            for piece in lm.generate(prompt, stop=self.stop, **params):
+            self._dropped, pieces = reply_stream(lm, messages, params, self.stop)
+            for piece in pieces:
                 with self._lock:
                     self._pieces.append(piece)
         except Exception as err:  # shown in the bubble and as a toast, never lost
@@ -76,6 +101,8 @@ class Reply:
             done, err = self._done, self._error
         if pieces:
             self.msg["text"] += "".join(pieces)
+        if self._dropped:
+            self.msg["dropped"] = self._dropped  # shown on the bubble: the context was full
         if not done:
             return False
         if err is not None:
@@ -250,20 +277,73 @@ def send(st: AppState) -> bool:
     if not can_send(st):
         return False
     s = state(st)
-    prompt, params = s["input"], generation_params(s)
+    prompt = s["input"]
     conv = conversation(st)
     if conv["title"] == NEW_TITLE:
         conv["title"] = " ".join(prompt.split())[:60]
     conv["messages"].append({"role": "user", "text": prompt})
+    _ask(st, s, conv)
+    s["input"] = ""
+    return True
+
+
+def _ask(st: AppState, s: dict, conv: dict) -> None:
+    """Start the replies to the conversation as it stands (it ends with the user's message)."""
+    params = generation_params(s)
     names = [st.current] + ([s["other"]] if s["compare"] else [])
     for col, name in enumerate(names):
+        context = context_messages(conv["messages"], col if s["compare"] else None)
         msg = {"role": "model", "model": name, "text": "", "state": "writing"}
         if s["compare"]:
             msg["col"] = col
         conv["messages"].append(msg)
-        s["replies"].append(Reply(_loader(st, s, name, own=col == 0), prompt, params, msg))
-    s["input"] = ""
+        s["replies"].append(Reply(_loader(st, s, name, own=col == 0), context, params, msg))
+
+
+def context_messages(msgs: list[dict], col: int | None) -> list[dict]:
+    """The conversation as one model saw it: the user's messages and that model's column of
+    replies (a Compare's other column left out), failed and empty replies skipped."""
+    out = []
+    for m in msgs:
+        if m["role"] == "model":
+            if m.get("state") == "error" or not m["text"].strip():
+                continue
+            if m.get("col") is not None and m.get("col") != (col or 0):
+                continue
+        out.append({"role": "user" if m["role"] == "user" else "assistant", "content": m["text"]})
+    return out
+
+
+def can_regenerate(st: AppState) -> bool:
+    s = state(st)
+    if s["convs"] is None or s["replies"] or not st.current:
+        return False
+    msgs = conversation(st)["messages"]
+    if not msgs or msgs[-1]["role"] != "model" or (s["compare"] and not s["other"]):
+        return False
+    return training(st, st.current) or (st.lm_name == st.current and st.lm is not None)
+
+
+def regenerate(st: AppState) -> bool:
+    """Write the last reply (or the Compare pair) again; False if not now."""
+    if not can_regenerate(st):
+        return False
+    s = state(st)
+    conv = conversation(st)
+    while conv["messages"] and conv["messages"][-1]["role"] == "model":
+        conv["messages"].pop()
+    _ask(st, s, conv)
     return True
+
+
+def last_reply(st: AppState) -> str | None:
+    s = state(st)
+    if s["convs"] is None:
+        return None
+    for m in reversed(conversation(st)["messages"]):
+        if m["role"] == "model" and m.get("state") != "writing":
+            return m["text"]
+    return None
 
 
 def _loader(st: AppState, s: dict, name: str, own: bool) -> Callable[[], Any]:
@@ -286,7 +366,15 @@ def generation_params(s: dict) -> dict:
         "max_tokens": int(p["max_tokens"]),
         "top_k": int(p["top_k"]),
         "top_p": max(0.01, round(float(p["top_p"]), 3)),  # 0 would leave no token to draw
+        "repetition_penalty": round(float(p.get("repetition_penalty", 1.0)), 3),
+        "seed": int(p.get("seed", 0)),
     }
+
+
+def apply_preset(s: dict, name: str) -> None:
+    from cllm.engine.chat import PRESETS
+
+    s["params"].update(PRESETS[name.lower()])
 
 
 def use_conversation(st: AppState, title: str) -> None:
@@ -358,7 +446,7 @@ def _hint(ui: UI, st: AppState, s: dict, chat: pygame.Rect) -> None:
     else:
         lines = [
             f"Chat with {st.current}: type a prompt below and press Enter or Send.",
-            "The model continues your text; the reply streams in as it is written.",
+            "The conversation so far is its context; the reply streams in as it is written.",
         ]
         if s["compare"]:
             lines.append("Compare is on: both models answer the same prompt side by side.")
@@ -429,6 +517,8 @@ def _draw_row(ui: UI, chat: pygame.Rect, y: int, cells: list) -> None:
     for msg, lines, err_from, text_w, col in cells:
         user = msg["role"] == "user"
         who = "You" if user else msg.get("model", "model")
+        if msg.get("dropped"):
+            who += f"  · {msg['dropped']} earlier message(s) left out"
         state = msg.get("state")
         if state == "writing":
             who += "  · writing…"
@@ -489,8 +579,10 @@ def control_panel(ui: UI, st: AppState, s: dict, panel: pygame.Rect) -> None:
         panel_selector(ui, st, pygame.Rect(panel.x, y, w + 20, panel.h))
         y = status(ui, st, s, x, y + 72, w)
         y = sliders(ui, s, x, y, w)
+        y = reply_buttons(ui, st, s, x, y, w)
         y = conversations(ui, st, s, x, y, w)
-        compare(ui, st, s, x, y, w)
+        y = compare(ui, st, s, x, y, w)
+        server_panel(ui, st, s, x, y + 6, w)
     if scrolling:
         ui.scroll(panel, "llm-panel", PANEL_CONTENT_H)
 
@@ -524,18 +616,81 @@ def status(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
 def sliders(ui: UI, s: dict, x: int, y: int, w: int) -> int:
     ui.section((x, y), "GENERATION")
     y += 20
+    bw = (w - 16) // 3
+    for i, name in enumerate(PRESET_BUTTONS):
+        if ui.button((x + i * (bw + 8), y, bw, 24), name, key=f"preset:{name}"):
+            apply_preset(s, name)
+    y += 30
     p = s["params"]
+    p.setdefault("repetition_penalty", DEFAULTS["repetition_penalty"])
+    p.setdefault("seed", 0)
     specs = [
         ("Temperature", "temperature", 0.0, 2.0, False, "{:.2f}"),
         ("Max Tokens", "max_tokens", 1, 2048, True, "{:.0f}"),
         ("Top-K", "top_k", 0, 100, True, "off" if p["top_k"] == 0 else "{:.0f}"),
         ("Top-P", "top_p", 0.0, 1.0, False, "{:.2f}"),
     ]
-    for label, name, lo, hi, integer, fmt in specs:
-        v, _ = ui.slider((x, y, w, SLIDER_H), label, p[name], lo, hi, integer=integer, fmt=fmt)
+    half = (w - 10) // 2
+    pair = [  # two half-width sliders on one row
+        ("Repeat Penalty", "repetition_penalty", 1.0, 2.0, False, "{:.2f}"),
+        ("Seed", "seed", 0, 999, True, "random" if p["seed"] == 0 else "{:.0f}"),
+    ]
+    rects = [(x, y + k * (SLIDER_H + 8), w, SLIDER_H) for k in range(len(specs))]
+    y += len(specs) * (SLIDER_H + 8)
+    rects += [(x, y, half, SLIDER_H), (x + half + 10, y, half, SLIDER_H)]
+    for r, (label, name, lo, hi, integer, fmt) in zip(rects, specs + pair, strict=True):
+        v, _ = ui.slider(r, label, p[name], lo, hi, integer=integer, fmt=fmt)
         p[name] = int(v) if integer else v
-        y += SLIDER_H + 8
-    return y + 4
+    return y + SLIDER_H + 12
+
+
+def reply_buttons(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+    bw = (w - 8) // 2
+    if ui.button((x, y, bw, 26), "Regenerate", key="regenerate", enabled=can_regenerate(st)):
+        regenerate(st)
+    text = last_reply(st)
+    if ui.button((x + bw + 8, y, bw, 26), "Copy Reply", key="copy", enabled=bool(text)):
+        ui.set_clipboard(text or "")
+        st.say("Reply copied to the clipboard", "success")
+    return y + 36
+
+
+def server_panel(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
+    """The OpenAI-compatible API (cllm serve) on 127.0.0.1:8000, started and stopped here, with
+    its address and the requests served."""
+    srv = s.get("server")
+    starting = s.get("server_starting", False)
+    running = srv is not None and srv.running
+    label = "Stop Server" if running else ("Starting..." if starting else "Serve API")
+    if ui.button((x, y, 110, 26), label, key="server", enabled=not starting):
+        if running:
+            s["server"] = None
+            st.worker.submit(srv.stop, error=st.fail)
+        else:
+            s["server_starting"] = True
+
+            def started(server) -> None:
+                s["server"], s["server_starting"] = server, False
+                st.say(f"Serving the models at {server.url}", "success")
+
+            def failed(err: BaseException) -> None:
+                s["server_starting"] = False
+                st.fail(err)
+
+            port = s.get("server_port", 8000)
+            st.worker.submit(start_server, st.registry, port, done=started, error=failed)
+    if running:
+        line, color = f"{srv.host}:{srv.port} · {srv.requests} req", th.SUCCESS
+    else:
+        line, color = "OpenAI API on :8000", th.DIM
+    ui.label((x + 120, y + 5), line, color, max_w=w - 120)
+    return y + 36
+
+
+def start_server(registry: Any, port: int = 8000):
+    from cllm.serve.server import Server
+
+    return Server(registry, port=port).start()
 
 
 def conversations(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
@@ -544,12 +699,12 @@ def conversations(ui: UI, st: AppState, s: dict, x: int, y: int, w: int) -> int:
     convs = s["convs"] or []
     rows = [f"{c['title']}  ({len(c['messages'])})" for c in convs]
     i = ui.list_box(
-        (x, y, w, 166), "convs", rows, s["cur"] if convs else None, row_h=22, empty="Loading..."
+        (x, y, w, 130), "convs", rows, s["cur"] if convs else None, row_h=22, empty="Loading..."
     )
     if i is not None and i != s["cur"]:
         s["cur"] = i
         save(st)
-    y += 174
+    y += 138
     bw = (w - 16) // 3
     ok = s["convs"] is not None
     if ui.button((x, y, bw, 28), "New", key="conv-new", enabled=ok):

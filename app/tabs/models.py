@@ -326,9 +326,9 @@ def open_dialog(st: AppState, s: dict, kind: str, m) -> None:
         s["browser"] = FileBrowser(
             st.worker,
             "file",
-            "Import a model file (.cllm)",
+            "Import a model file (.cllm), or a Hugging Face GPT-2 folder's config.json",
             s.get("browse_dir") or Path.cwd(),
-            patterns=(".cllm",),
+            patterns=(".cllm", "config.json"),
         )
 
 
@@ -485,11 +485,12 @@ def dialog(ui: UI, st: AppState, s: dict) -> None:
                 done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
             )
         else:
+            hf = paths[0].name.endswith("config.json")  # a Hugging Face folder: import it
             st.run(
                 "import",
-                paths[0].stem,
-                reg.import_file,
-                paths[0],
+                paths[0].parent.name if hf else paths[0].stem,
+                reg.import_hf if hf else reg.import_file,
+                paths[0].parent if hf else paths[0],
                 on_clash="rename",
                 done=lambda name: (st.say(f"Imported {name}", "success"), st.select(name)),
             )

@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     _add_arch(s, batch_size=16)
     s.set_defaults(func=bench_startup)
 
+    from cllm.serve.bench import register_bench  # `bench serve`: the HTTP server's streams
+
+    register_bench(sub)
+
 
 def _config(args) -> GPTConfig:
     cfg = GPTConfig(

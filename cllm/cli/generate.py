@@ -1,4 +1,7 @@
-"""`python -m cllm generate NAME PROMPT ...`: print a model's continuation as it streams."""
+"""`python -m cllm generate NAME PROMPT ...`: print a model's continuation as it streams.
+
+``add_sampling_args`` and ``sampling_of`` are the sampling options shared with ``cllm chat``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +10,70 @@ import sys
 
 from cllm.cli import add_models_dir, models_dir_of
 
+# built-in values of the options a preset can set (a preset, then an explicit option, wins)
+BASE = {"temperature": 0.8, "top_k": 50, "top_p": 0.9, "repetition_penalty": 1.0}
+PRESET_NAMES = ("precise", "balanced", "creative")  # cllm.engine.chat.PRESETS
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_tokens: int = 200) -> None:
+    p.add_argument(
+        "--max-tokens", type=int, default=max_tokens, help=f"new tokens at most ({max_tokens})"
+    )
+    p.add_argument("--preset", choices=PRESET_NAMES, help="a named set of the options below")
+    p.add_argument("--temperature", type=float, help="0 is greedy (0.8)")
+    p.add_argument("--top-k", type=int, help="0 turns it off (50)")
+    p.add_argument("--top-p", type=float, help="1 turns it off (0.9)")
+    p.add_argument(
+        "--repetition-penalty", type=float, help="above 1 makes repeats less likely (1: off)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="repeatable sampling")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before TEXT (repeatable; \\n is a newline)",
+    )
+
+
+def sampling_of(args: argparse.Namespace):
+    from cllm.engine.chat import PRESETS, Sampling
+
+    values = dict(BASE)
+    if args.preset:
+        values.update(PRESETS[args.preset])
+    for key in BASE:
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    stops = tuple(s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop)
+    return Sampling(max_tokens=args.max_tokens, seed=args.seed, stop=stops, **values).check()
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="continue a prompt with a model, streaming tokens")
     p.add_argument("name", help="model name (models/<NAME>.cllm)")
     p.add_argument("prompt", help="text to continue ('' starts a new document)")
-    p.add_argument("--max-tokens", type=int, default=200, help="new tokens at most (default 200)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="0 turns it off (default 50)")
-    p.add_argument("--top-p", type=float, default=0.9, help="1 turns it off (default 0.9)")
-    p.add_argument("--seed", type=int, default=None, help="repeatable sampling")
+    add_sampling_args(p)
     add_models_dir(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cllm.engine.chat import complete
     from cllm.models.registry import (
         Registry,  # the engine loads numba kernels: only when this command runs
     )
 
+    sampling = sampling_of(args)
     lm = Registry(models_dir_of(args)).load(args.name)
-    pieces = lm.generate(
-        args.prompt,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    for piece in pieces:
-        _write(piece)
-    _write("\n")
+    lm.check_finite("generate")
+    for piece in complete(lm.gpt, lm.tokenizer, args.prompt, sampling):
+        write(piece)
+    write("\n")
     return 0
 
 
-def _write(text: str) -> None:
+def write(text: str) -> None:
     # a terminal that cannot show a character gets a replacement, not a traceback
     out = sys.stdout
     try:

@@ -288,6 +288,13 @@ def cmd_export(args) -> int:
     reg = _reg(args)
     if args.format == "hf":
         out = reg.export_hf(args.name, args.path)
+        from cllm.engine.hf import hf_tokenizer_problem
+
+        problem = None if (out / "tokenizer.json").is_file() else hf_tokenizer_problem(
+            reg._tokenizer(reg.resolve(args.name))
+        )
+        if problem:  # one line: the weights are there, AutoTokenizer will not be
+            print(f"note: {problem}")
     else:
         out = reg.export(args.name, args.path, optimizer=not args.no_optimizer)
     print(f"exported {args.name} to {out}")

@@ -38,6 +38,18 @@ def sample_next(
     return int(cand[min(i, cum.size - 1)])
 
 
+def penalize_repeats(logits: np.ndarray, context: Sequence[int], penalty: float) -> np.ndarray:
+    """The CTRL paper's repetition penalty (as transformers applies it): the logit of each token
+    seen in ``context`` is divided by ``penalty`` when positive and multiplied when negative, so
+    a seen token's probability falls whatever its sign. Returns a new array."""
+    out = np.array(logits, dtype=np.float32, copy=True)
+    seen = np.unique(np.asarray(context, dtype=np.int64))
+    if seen.size:
+        v = out[seen]
+        out[seen] = np.where(v > 0, v / penalty, v * penalty)
+    return out
+
+
 def sample_stream(
     gpt,
     prompt_ids: Sequence[int] | np.ndarray,
@@ -48,12 +60,15 @@ def sample_stream(
     seed: int | None = None,
     eot_id: int | None = None,
     stop: threading.Event | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` new token ids after ``prompt_ids``.
 
     Each new token costs one position through the KV cache. A prompt longer than the context keeps
     its last tokens; when the cache is full the window slides (the last half is run again).
-    Stops early at ``eot_id`` (not yielded) or as soon as ``stop`` is set.
+    Stops early at ``eot_id`` (not yielded) or as soon as ``stop`` is set. A
+    ``repetition_penalty`` above 1 makes every token already in the window less likely
+    (``penalize_repeats``).
     """
     C = gpt.config.block_size
     ctx = [int(t) for t in np.asarray(prompt_ids).reshape(-1)][-C:]
@@ -67,6 +82,8 @@ def sample_stream(
     for n in range(max_new_tokens):
         if stop is not None and stop.is_set():
             return
+        if repetition_penalty != 1.0:
+            logits = penalize_repeats(logits, ctx, repetition_penalty)
         tok = sample_next(logits, temperature, top_k, top_p, rng)
         if eot_id is not None and tok == eot_id:
             return

@@ -1,10 +1,28 @@
 """Export to and import from a Hugging Face ``transformers`` GPT-2 directory.
 
 Our parameter names are GPT-2's, and matrices are stored ``[in, out]`` like its Conv1D, so the
-mapping is only a ``transformer.`` prefix (and ``.weight`` on the embeddings). Export writes
-``config.json`` and ``model.safetensors`` by hand (no torch needed) plus our tokenizer as
-``cllm_tokenizer.json``; import reads ``model.safetensors`` or, when torch is installed,
-``pytorch_model.bin``.
+mapping is only a ``transformer.`` prefix (and ``.weight`` on the embeddings).
+
+Export writes ``config.json``, ``model.safetensors`` (by hand, no torch needed) and
+``generation_config.json``; with a tokenizer also ``tokenizer.json`` + ``tokenizer_config.json``
+(so ``AutoTokenizer`` and ``pipeline("text-generation")`` work) and our own ``cllm_tokenizer.json``
+(the exact definition, read back first on import). All three kinds are expressible in the
+``tokenizers`` format with ids identical to ours:
+
+- bpe: our definition *is* a ``tokenizers`` byte-level BPE;
+- byte: a byte-level BPE with the 256 byte symbols as ids 0-255 and no merges;
+- char: a BPE without merges whose vocabulary is the ASCII characters (ids 0-127), ``<0xXX>``
+  byte tokens for 128-255 and the learnt characters (257+), with ``byte_fallback`` spelling any
+  other character as its UTF-8 bytes, exactly our fallback.
+
+``<|endoftext|>`` is a special token, but ``tokenizer_config.json`` sets ``split_special_tokens``
+so that, as in our encoder, the string in text is plain text. Before writing, the export encodes a
+probe text both ways; if the ids ever differ it writes no ``tokenizer.json`` and says so
+(``hf_tokenizer_problem``), rather than shipping a tokenizer that encodes differently.
+
+Import takes any standard GPT-2 folder: ``model.safetensors`` or ``pytorch_model.bin`` (read with
+``torch.load(weights_only=True)``: no pickled code runs), and ``cllm_tokenizer.json``, else
+``tokenizer.json``, else ``vocab.json`` + ``merges.txt``.
 """
 
 from __future__ import annotations
@@ -21,6 +39,7 @@ from cllm.engine.config import GPTConfig, num_params, param_shapes
 from cllm.errors import ModelFileError, ValidationError
 
 TOKENIZER_FILE = "cllm_tokenizer.json"
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 LN_EPS = 1e-5  # our layer norms, as GPT-2's
 MAX_HEADER = 100 << 20  # a safetensors header larger than this is not a GPT-2 checkpoint
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
@@ -82,9 +101,103 @@ def write_hf(cfg: GPTConfig, params: np.ndarray, out_dir: str | Path, tokenizer=
     _write_safetensors(out / "model.safetensors", tensors, {"format": "pt"})
     eot = getattr(tokenizer, "eot_id", None)
     write_atomic(out / "config.json", json.dumps(hf_config(cfg, eot), indent=2))
+    write_atomic(out / "generation_config.json", json.dumps(generation_config(eot), indent=2))
+    for name in HF_TOKENIZER_FILES:  # never leave an older export's tokenizer beside new weights
+        (out / name).unlink(missing_ok=True)
     if tokenizer is not None:
         write_atomic(out / TOKENIZER_FILE, tokenizer.to_json())
+        files = hf_tokenizer_files(tokenizer, cfg.block_size)
+        if isinstance(files, dict):
+            for name, text in files.items():
+                write_atomic(out / name, text)
     return out
+
+
+def generation_config(eot_id: int | None) -> dict:
+    """Our sampling defaults (``cllm generate``'s) for ``model.generate`` and pipelines."""
+    g = {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.9}
+    if eot_id is not None:
+        g.update(bos_token_id=int(eot_id), eos_token_id=int(eot_id), pad_token_id=int(eot_id))
+    return g
+
+
+def hf_tokenizer_json(tok) -> str:
+    """Our tokenizer as a ``tokenizers`` definition (``tokenizer.json``) with the same ids."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from cllm.engine.tokenizer import EOT, _bytes_to_unicode
+
+    if tok.kind == "bpe":
+        return tok._hf_json
+    if tok.kind == "byte":
+        b2u = _bytes_to_unicode()
+        hf = HFTokenizer(models.BPE(vocab={**{b2u[b]: b for b in range(256)}, EOT: 256}, merges=[]))
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        hf.decoder = decoders.ByteLevel()
+    elif tok.kind == "char":
+        vocab = {chr(b): b for b in range(128)}
+        vocab.update({f"<0x{b:02X}>": b for b in range(128, 256)})
+        vocab[EOT] = tok.eot_id
+        vocab.update({c: 257 + i for i, c in enumerate(tok.chars)})
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+        hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    else:
+        raise ValidationError(f"a {tok.kind!r} tokenizer has no Hugging Face form")
+    hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    return hf.to_str()
+
+
+def _probe_text(tok) -> str:
+    extra = getattr(tok, "chars", "")
+    return (
+        "Hello, world!  \t\n\n  <|endoftext|> x<|endoftext|>y <0x41> \u00e9\u00e8 \u65e5\u672c "
+        "\U0001f600 \u0301a\r\n" + extra + " ".join(extra[:50])
+    )
+
+
+def hf_tokenizer_problem(tok) -> str | None:
+    """None when ``tokenizer.json`` gives our ids; else one line saying why it is not written."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        hf = HFTokenizer.from_str(hf_tokenizer_json(tok))
+    except Exception as err:  # tokenizers raises its own exception types
+        return f"the {tok.kind} tokenizer cannot be written as tokenizer.json ({err})"
+    hf.encode_special_tokens = True
+    text = _probe_text(tok)
+    if hf.encode(text, add_special_tokens=False).ids != tok.encode(text).tolist():
+        return (
+            f"the {tok.kind} tokenizer encodes differently in the Hugging Face format; "
+            "tokenizer.json is not written (cllm_tokenizer.json is)"
+        )
+    return None
+
+
+def hf_tokenizer_files(tok, block_size: int) -> dict[str, str] | str:
+    """``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json``, or the
+    one-line reason why the tokenizer cannot be expressed."""
+    from cllm.engine.tokenizer import EOT
+
+    problem = hf_tokenizer_problem(tok)
+    if problem:
+        return problem
+    special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+    conf = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": int(block_size),
+        # "<|endoftext|>" inside text is text, as in our encoder
+        "split_special_tokens": True,
+        "clean_up_tokenization_spaces": False,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+    }
+    return {
+        "tokenizer.json": hf_tokenizer_json(tok),
+        "tokenizer_config.json": json.dumps(conf, indent=2),
+        "special_tokens_map.json": json.dumps(special, indent=2),
+    }
 
 
 def import_hf(in_dir: str | Path) -> tuple[GPTConfig, np.ndarray, object | None]:
@@ -114,16 +227,90 @@ def import_hf(in_dir: str | Path) -> tuple[GPTConfig, np.ndarray, object | None]
     head = state.get("lm_head.weight")
     if head is not None and not np.array_equal(head, state["transformer.wte.weight"]):
         raise ModelFileError(f"{d}: lm_head is not tied to wte; GPT-2 ties them")
-    tokenizer = None
-    if (d / TOKENIZER_FILE).is_file():
-        from cllm.engine.tokenizer import tokenizer_from_json
-
-        tokenizer = tokenizer_from_json((d / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    tokenizer = read_tokenizer(d)
+    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
         if tokenizer.vocab_size > cfg.vocab_size:
             raise ModelFileError(
                 f"{d}: tokenizer has {tokenizer.vocab_size} tokens, model only {cfg.vocab_size}"
             )
+        # a checkpoint padded past its tokenizer (a multiple of 64, say): the rows no text can
+        # reach are dropped, every reachable token keeps its logit
+        params, cfg = _drop_vocab_rows(cfg, params, tokenizer.vocab_size)
     return cfg, params, tokenizer
+
+
+def read_tokenizer(d: Path):
+    """Our tokenizer from a folder: ``cllm_tokenizer.json``, else ``tokenizer.json``, else
+    ``vocab.json`` + ``merges.txt``; None when there is none. Only byte-level BPE with
+    ``<|endoftext|>`` (GPT-2's kind) is accepted from the Hugging Face files."""
+    from cllm.engine.tokenizer import BPETokenizer, tokenizer_from_json
+
+    def text(name: str) -> str:
+        try:
+            return (d / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ModelFileError(f"{d / name}: unreadable ({err})") from None
+
+    try:
+        if (d / TOKENIZER_FILE).is_file():
+            return tokenizer_from_json(text(TOKENIZER_FILE))
+        if (d / "tokenizer.json").is_file():
+            return BPETokenizer(_plain_hf_json(text("tokenizer.json")))
+        if (d / "vocab.json").is_file() and (d / "merges.txt").is_file():
+            return BPETokenizer(_bpe_from_vocab_merges(d / "vocab.json", d / "merges.txt"))
+    except ValidationError as err:
+        raise ModelFileError(f"{d}: {err}") from None
+    return None
+
+
+def _plain_hf_json(s: str) -> str:
+    """A GPT-2 ``tokenizer.json`` without its post-processor and truncation/padding settings,
+    which only matter to transformers' batching (ids are the same without them)."""
+    try:
+        d = json.loads(s)
+    except ValueError as err:
+        raise ValidationError(f"tokenizer.json is not valid JSON ({err})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("model"), dict):
+        raise ValidationError("tokenizer.json has no model")
+    if d["model"].get("type", "BPE") != "BPE":
+        raise ValidationError(f"tokenizer.json is a {d['model'].get('type')} model, not BPE")
+    pre = d.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("add_prefix_space"):
+        # a prefix space would not round-trip; GPT-2's own tokenizer has none
+        raise ValidationError("tokenizer.json adds a prefix space, which is not lossless")
+    if d.get("normalizer"):
+        raise ValidationError("tokenizer.json has a normalizer, which is not lossless")
+    d.update(truncation=None, padding=None, post_processor=None)
+    return json.dumps(d)
+
+
+def _bpe_from_vocab_merges(vocab: Path, merges: Path) -> str:
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from cllm.engine.tokenizer import EOT
+
+    try:
+        hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    except Exception as err:  # tokenizers raises its own exception types
+        raise ValidationError(f"vocab.json/merges.txt unreadable ({err})") from None
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    if hf.token_to_id(EOT) is not None:
+        hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
+    return hf.to_str()
+
+
+def _drop_vocab_rows(cfg: GPTConfig, params: np.ndarray, V: int) -> tuple[np.ndarray, GPTConfig]:
+    from dataclasses import replace
+
+    new = replace(cfg, vocab_size=V)
+    out, src, dst = np.empty(num_params(new), np.float32), 0, 0
+    for (_, shape), (_, nshape) in zip(param_shapes(cfg), param_shapes(new), strict=True):
+        n, m = math.prod(shape), math.prod(nshape)
+        out[dst : dst + m] = params[src : src + n].reshape(shape)[: nshape[0]].reshape(-1)
+        src, dst = src + n, dst + m
+    return out, new
 
 
 def _config_from_hf(hc: dict, d: Path) -> GPTConfig:

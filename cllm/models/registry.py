@@ -737,7 +737,8 @@ class Registry:
     def import_hf(
         self, in_dir: Path | str, name: str | None = None, on_clash: str = "refuse"
     ) -> str:
-        """Add a model from a transformers GPT-2 directory written with our tokenizer."""
+        """Add a model from a transformers GPT-2 directory (ours or any standard one: its
+        tokenizer from cllm_tokenizer.json, tokenizer.json or vocab.json + merges.txt)."""
         from cllm.engine.hf import import_hf
         from cllm.engine.lm import LanguageModel
 
@@ -745,8 +746,8 @@ class Registry:
         config, params, tok = import_hf(in_dir)
         if tok is None:
             raise ModelFileError(
-                f"{in_dir}: no tokenizer (cllm_tokenizer.json); a model needs the one it was "
-                "trained with"
+                f"{in_dir}: no tokenizer (tokenizer.json, vocab.json + merges.txt or "
+                "cllm_tokenizer.json); a model needs the one it was trained with"
             )
         if name is None:  # the folder's name when it is a valid model name
             try:

@@ -10,7 +10,6 @@ import pytest
 
 from app import selector
 from app.tabs import llm as tab_llm
-from cllm.engine.lm import LanguageModel
 
 from .conftest import click, drag, frames_until, move, press, rect_of, settle, type_text
 
@@ -24,17 +23,23 @@ def llm(studio):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Record what each generate call was asked, and slow it down so a reply can be stopped."""
+    """Record what each reply was asked (the model, the last user message as "prompt", the
+    context messages and the sampling), and slow it down so a reply can be stopped."""
     seen: list[dict] = []
-    real = LanguageModel.generate
+    real = tab_llm.reply_stream
 
-    def generate(self, prompt, **kw):
-        seen.append({"model": self.name, "prompt": prompt, **kw})
-        for piece in real(self, prompt, **kw):
-            time.sleep(0.002)
-            yield piece
+    def reply_stream(lm, msgs, params, stop):
+        seen.append({"model": lm.name, "prompt": msgs[-1]["content"], "messages": msgs, **params})
+        dropped, pieces = real(lm, msgs, params, stop)
 
-    monkeypatch.setattr(LanguageModel, "generate", generate)
+        def slow():
+            for piece in pieces:
+                time.sleep(0.002)
+                yield piece
+
+        return dropped, slow()
+
+    monkeypatch.setattr(tab_llm, "reply_stream", reply_stream)
     return seen
 
 
@@ -136,7 +141,7 @@ def test_conversations_are_kept_apart_and_saved(llm, calls, models_dir):
     assert [m["text"] for m in s["convs"][0]["messages"]][0] == "first thread"
     # switch back by clicking the first row of the list
     new = rect_of(llm, "llm/conv-new")  # the list sits above the buttons
-    click(llm, (new.x + 40, new.y - 174 + 2 + 11))
+    click(llm, (new.x + 40, new.y - 138 + 2 + 11))
     assert s["cur"] == 0 and messages(llm)[0]["text"] == "first thread"
     settle(llm)
     saved = json.loads((models_dir / tab_llm.CONV_FILE).read_text())
@@ -198,3 +203,71 @@ def test_wrapping_keeps_indentation_and_drops_control_characters(llm):
     msg = {"role": "model", "text": "def f():\n    return 1\x12\x00\n\tpass", "state": "done"}
     lines, _, _ = tab_llm._wrapped(llm.ui, msg, 400)
     assert lines == ["def f():", "    return 1", "    pass"]
+
+
+def test_the_conversation_is_the_context_and_regenerate_and_copy(llm, calls):
+    st = llm.st
+    s = tab_llm.state(st)
+    s["params"].update(max_tokens=6, temperature=0.0)
+    chat(llm, "first question")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    first_reply = messages(llm)[-1]["text"]
+    chat(llm, "second question")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    ctx = calls[-1]["messages"]
+    assert [m["role"] for m in ctx] == ["user", "assistant", "user"][: len(ctx)]
+    assert ctx[0]["content"] == "first question" and ctx[-1]["content"] == "second question"
+    if first_reply.strip():  # an empty reply is left out of the context
+        assert ctx[1]["content"] == first_reply
+    n = len(messages(llm))
+    press(llm, "llm/regenerate")
+    frames_until(llm, lambda: not tab_llm.writing(st))
+    assert len(messages(llm)) == n  # the last reply replaced, not added to
+    assert calls[-1]["messages"] == calls[-2]["messages"]
+    assert messages(llm)[-1]["state"] == "done"
+    press(llm, "llm/copy")
+    assert llm.ui.get_clipboard() == messages(llm)[-1]["text"]
+
+
+def test_presets_and_the_new_sliders_reach_the_reply(llm, calls):
+    press(llm, "llm/preset:Precise")
+    p = tab_llm.state(llm.st)["params"]
+    assert p["temperature"] == 0.3 and p["repetition_penalty"] == 1.15
+    r = rect_of(llm, "llm/sl:Seed")
+    drag(llm, (r.x + 2, r.bottom - 6), (r.x + r.w // 2, r.bottom - 6))
+    assert 400 < p["seed"] < 600
+    p["max_tokens"] = 4
+    chat(llm, "x")
+    frames_until(llm, lambda: not tab_llm.writing(llm.st))
+    got = calls[-1]
+    assert (got["temperature"], got["repetition_penalty"], got["seed"]) == (0.3, 1.15, p["seed"])
+
+
+def test_old_turns_left_out_are_shown(llm):
+    msg = {"role": "model", "model": "alpha", "text": "hi", "state": "done", "dropped": 3}
+    tab_llm.conversation(llm.st)["messages"][:] = [{"role": "user", "text": "q"}, msg]
+    llm.pump(2)  # drawn with the note in its header (no error)
+    assert tab_llm.context_messages([*tab_llm.conversation(llm.st)["messages"]], None)[1] == {
+        "role": "assistant",
+        "content": "hi",
+    }
+
+
+def test_the_server_starts_and_stops_from_the_tab(llm):
+    pytest.importorskip("fastapi")
+    openai = pytest.importorskip("openai")
+    s = tab_llm.state(llm.st)
+    s["server_port"] = 0  # a free port
+    press(llm, "llm/server")
+    frames_until(llm, lambda: s.get("server") is not None, timeout=60)
+    srv = s["server"]
+    assert srv.running and srv.url.startswith("http://127.0.0.1:")
+    client = openai.OpenAI(base_url=srv.url, api_key="none", max_retries=0)
+    assert "alpha" in [m.id for m in client.models.list()]
+    assert srv.requests == 0  # a listing is not a generation request
+    client.completions.create(model="alpha", prompt="a", max_tokens=2)
+    assert srv.requests == 1
+    llm.pump(1)
+    press(llm, "llm/server")  # Stop
+    settle(llm)
+    assert s["server"] is None and not srv.running

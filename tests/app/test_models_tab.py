@@ -143,3 +143,23 @@ def test_compare(studio):
     assert s["compare"] == {"alpha"}
     studio.pump(3)
     assert studio.banner is None
+
+
+def test_import_a_hugging_face_folder(studio, models_dir, tmp_path):
+    """Choosing a GPT-2 folder's config.json imports the folder."""
+    from cllm.engine.hf import export_hf
+
+    hf = tmp_path / "gpt2-small"
+    export_hf(Registry(models_dir).load("alpha"), hf)
+    (hf / "cllm_tokenizer.json").unlink()  # as any Hugging Face folder: tokenizer.json only
+    _models_tab(studio)
+    press(studio, "models/Import...")
+    fb = studio.st.tab("models")["browser"]
+    fb.go(hf)
+    frames_until(studio, lambda: fb.entries is not None and fb.cwd == hf)
+    assert "config.json" in [e.name for e in fb.visible()]
+    assert "model.safetensors" not in [e.name for e in fb.visible()]
+    fb.selected = {"config.json"}
+    press(studio, D + "files/fb-ok")
+    settle(studio)
+    assert "gpt2-small" in Registry(models_dir).names()

@@ -18,6 +18,8 @@ ALLOWED = {
     "models": {"engine", "data", "models", "errors", "atomic", "pids"},
     # the crawler feeds a model's queue; training on what it fetches is cllm.train.continuous
     "crawl": {"engine", "data", "models", "crawl", "errors", "atomic", "pids"},
+    # the HTTP server serves the models folder; the command line sits above it
+    "serve": {"engine", "models", "serve", "errors", "atomic", "pids"},
 }
 
 

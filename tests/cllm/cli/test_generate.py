@@ -94,3 +94,53 @@ def test_bad_option_value_exits_2(models, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["generate", "tiny_1", "hi", "--max-tokens", "many", "--models-dir", str(folder)])
     assert exc.value.code == 2
+
+
+def test_generate_stop_preset_and_repetition_penalty(models, capsys):
+    from cllm.engine.chat import PRESETS, Sampling, complete
+
+    folder, lm = models
+    base = ["generate", "tiny_1", "hello", "--models-dir", str(folder), "--max-tokens", "30"]
+    assert main([*base, "--temperature", "0"]) == 0
+    free = capsys.readouterr().out[:-1]
+    stop = free[4:6]
+    assert main([*base, "--temperature", "0", "--stop", stop]) == 0
+    assert capsys.readouterr().out == free[: free.find(stop)] + "\n"
+    assert main([*base, "--preset", "creative", "--top-k", "7", "--seed", "3"]) == 0
+    want = complete(
+        lm.gpt,
+        lm.tokenizer,
+        "hello",
+        Sampling(30, seed=3, **{**PRESETS["creative"], "top_k": 7}),
+    ).run()
+    assert capsys.readouterr().out == want + "\n"
+    assert main([*base, "--repetition-penalty", "0"]) == 2
+    assert "repetition penalty" in capsys.readouterr().err
+
+
+def test_chat_reads_messages_from_stdin_and_keeps_the_conversation(models, capsys, monkeypatch):
+    import io as _io
+
+    from cllm.engine.chat import Sampling, chat
+
+    folder, lm = models
+    monkeypatch.setattr("sys.stdin", _io.StringIO("hello\n/retry\nworld\n"))
+    args = ["chat", "tiny_1", "--models-dir", str(folder), "--max-tokens", "8", "--seed", "4"]
+    assert main([*args, "--system", "Be brief."]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.startswith("tiny_1> ") for line in lines)
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    first = chat(lm.gpt, lm.tokenizer, msgs, Sampling(8, seed=4, temperature=0.8))[1].run()
+    again = chat(lm.gpt, lm.tokenizer, msgs, Sampling(8, seed=5, temperature=0.8))[1].run()
+    assert out.startswith(f"tiny_1> {first}\ntiny_1> {again}\n")
+    msgs += [{"role": "assistant", "content": again}, {"role": "user", "content": "world"}]
+    third = chat(lm.gpt, lm.tokenizer, msgs, Sampling(8, seed=6, temperature=0.8))[1].run()
+    assert out.endswith(f"tiny_1> {third}\n")
+
+
+def test_serve_refuses_bad_settings(models, capsys):
+    folder, _ = models
+    assert main(["serve", "--port", "70000", "--models-dir", str(folder)]) == 2
+    assert "port" in capsys.readouterr().err
+    assert main(["serve", "--max-tokens-limit", "0", "--models-dir", str(folder)]) == 2

@@ -278,3 +278,21 @@ def test_models_export_and_import_hf_through_the_command_line(tmp_path, capsys):
     back = reg.load("back")
     assert back.config == lm.config and np.array_equal(back.gpt.params, lm.gpt.params)
     assert back.tokenizer.to_json() == lm.tokenizer.to_json()
+
+
+def test_a_tokenizer_without_a_hugging_face_form_is_named_not_written(tmp_path):
+    """Export never writes a tokenizer.json that encodes differently: it says why instead."""
+    from cllm.engine.hf import hf_tokenizer_problem
+    from cllm.engine.tokenizer import ByteTokenizer
+
+    class Shifted(ByteTokenizer):  # a kind the Hugging Face format has no form for
+        kind = "shifted"
+
+    tok = Shifted()
+    problem = hf_tokenizer_problem(tok)
+    assert problem and "\n" not in problem and "shifted" in problem
+    cfg = GPTConfig(vocab_size=257, n_embd=16, n_layer=1, n_head=2, block_size=8)
+    write_hf(cfg, random_params(cfg), tmp_path, tok)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "tokenizer.json" not in names and "cllm_tokenizer.json" in names
+    assert hf_tokenizer_problem(ByteTokenizer()) is None

@@ -37,7 +37,7 @@ def test_train_continuously(tmp_path):
         assert snap.training.startswith("done"), snap.training
         c.close()
     meta = reg.info("m").meta
-    assert meta["epochs_trained"] >= 1 and meta["tokens_seen"] > 0
+    assert meta.epochs_trained >= 1 and meta.tokens_seen > 0
     assert reg.info("m").busy is None  # the trainer let go of the model
 
 
