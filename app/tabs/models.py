@@ -21,7 +21,7 @@ from ..filebrowser import FileBrowser, human_size
 from ..state import AppState
 from ..tabstate import ModelsState
 from ..ui import UI, plural
-from . import advanced
+from . import advanced, jobs_panel
 
 CARD_H = 92
 CARDS_W = 440
@@ -36,8 +36,9 @@ FIELDS = (
 
 def wants_frame(st: AppState) -> bool:
     """Nothing here moves by itself: the studio repaints on input, finished jobs and new
-    training snapshots, so unchanged frames need not be drawn."""
-    return False
+    training snapshots, so unchanged frames need not be drawn (the Jobs panel refreshes while
+    jobs run)."""
+    return jobs_panel.wants_frame(st)
 
 
 def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
@@ -83,7 +84,7 @@ def cards(ui: UI, st: AppState, s: ModelsState, r: pygame.Rect) -> None:
 
 
 def card(ui: UI, st: AppState, s: ModelsState, m, c: pygame.Rect) -> None:
-    selected = m.name == st.current
+    selected = m.name == st.current or m.name in s.get("multi", ())
     fill = th.shade(th.METRIC_BG, 12) if ui.hover(c) else th.METRIC_BG
     ui.rect(c, fill, th.ACCENT if selected else th.METRIC_BORDER, 2 if selected else 1)
     if s.comparing:  # the checkbox takes its click before the card under it
@@ -91,7 +92,11 @@ def card(ui: UI, st: AppState, s: ModelsState, m, c: pygame.Rect) -> None:
         checked = ui.checkbox(box, "compare", m.name in s.compare, key="cmp:" + m.name)
         s.compare ^= {m.name} if checked != (m.name in s.compare) else set()
     if ui.row(c, "card:" + m.name, selected_fill=None, hover_fill=None).pressed:
-        st.select(m.name)
+        if pygame.key.get_mods() & (pygame.KMOD_CTRL | pygame.KMOD_SHIFT | pygame.KMOD_META):
+            jobs_panel.toggle(s, m.name, st.current)  # multi-select for Train Selected...
+        else:
+            s["multi"] = set()
+            st.select(m.name)
     x, y = c.x + 10, c.y + 8
     ui.label((x, y), m.name, th.SELECTED if selected else th.TEXT, max_w=c.w - 110)
     busy = in_use(st, m)
@@ -332,7 +337,8 @@ def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None
             th.WARNING,
             max_w=w,
         )
-    advanced.checkpoints_panel(ui, st, s, m, x, y + 84, w, free)
+    y = advanced.checkpoints_panel(ui, st, s, m, x, y + 84, w, free)
+    jobs_panel.draw(ui, st, s, pygame.Rect(x, y + 12, w, max(0, panel.bottom - y - 22)))
 
 
 def open_dialog(st: AppState, s: ModelsState, kind: str, m) -> None:

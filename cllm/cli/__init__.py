@@ -18,7 +18,7 @@ from pathlib import Path
 from cllm.errors import CLLMError
 from cllm.models import paths
 
-GROUPS = ["models", "queue", "generate", "chat", "serve", "crawl", "bench"]
+GROUPS = ["models", "queue", "generate", "chat", "serve", "crawl", "bench", "jobs", "sweep"]
 
 
 def default_models_dir() -> Path:

@@ -59,7 +59,12 @@ SETTING_FLAGS = {  # flag -> TrainConfig field
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cllm.train", description="Train a model from its data queue.")
-    p.add_argument("name", help="model name")
+    p.add_argument(
+        "name", nargs="+", metavar="NAME", help="model name; several: queue a job each and run them"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="with several models: jobs at once"
+    )
     add_models_dir(p)
     p.add_argument("--create", action="store_true", help="create the model if it does not exist")
     p.add_argument("--preset", choices=list(PRESETS), help="architecture preset (default tiny)")
@@ -96,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the estimated time, peak memory and checkpoint disk; train nothing",
     )
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --data-parallel: the Ray cluster")
+    p.add_argument(
+        "--data-parallel", type=int, metavar="N", help="split each batch across N Ray actors"
+    )
     return p
 
 
@@ -241,6 +250,26 @@ def train_main(args: argparse.Namespace) -> int:
     from cllm.models.registry import Registry
     from cllm.train.trainer import Trainer
 
+    if len(args.name) > 1:  # several models: a job each (cllm.cli.jobs)
+        from cllm.cli.jobs import train_many
+
+        given = [f for f in ("create", "preset", "tokenizer", "data", "ray") if getattr(args, f)]
+        given += ["data_parallel"] if args.data_parallel is not None else []
+        given += [f for f in ARCH_FLAGS if getattr(args, f) is not None]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise ValidationError(f"{flags} take one model; create the models first")
+        return train_many(args, _given(args, SETTING_FLAGS), args.workers)
+    if args.workers != 1:
+        raise ValidationError("--workers goes with several models")
+    if (args.ray is None) != (args.data_parallel is None):
+        raise ValidationError("--ray and --data-parallel go together")
+    if args.ray is not None:  # before anything is created
+        from cllm.jobs.ray_runner import check_reachable
+
+        check_reachable(args.ray)
+    args.name = args.name[0]
+
     if args.steps is not None and args.steps < 1:
         raise ValidationError(f"--steps must be at least 1, got {args.steps}")
     for path in args.data:  # before anything is created
@@ -270,6 +299,14 @@ def train_main(args: argparse.Namespace) -> int:
         reg.set_settings(name, **settings)
 
     trainer = Trainer(reg, name, max_steps=args.steps)  # refuses a bad model before any output
+    if args.data_parallel is not None:  # the batch's slices on Ray actors (cllm.jobs)
+        from cllm.jobs.data_parallel import attach
+
+        try:
+            attach(trainer, args.ray, args.data_parallel)
+        except BaseException:
+            trainer.close()
+            raise
     try:
         est = for_model(reg, name, max_steps=args.steps)
         print(est.line(), file=sys.stderr)
