@@ -199,6 +199,8 @@ def _zip(fobj: BinaryIO, source: str, budget: Budget, sub: dict) -> Iterator[Doc
         infos = zf.infolist()
     except _STREAM_ERRORS as err:
         raise ArchiveRefused(f"corrupt zip archive ({short(err)})") from None
+    if any(not i.filename for i in infos):
+        raise ArchiveRefused("corrupt zip archive (a member without a name)")
     with zf:
         for info in infos:  # every path and the declared sizes are checked before any read
             budget.member(info.filename)

@@ -3,11 +3,13 @@ remove and priority on the selected row, and an add's progress with Cancel."""
 
 from __future__ import annotations
 
+import time
+
 import pygame
 
 from app.tabs.queue_panel import FILTER_X
 from cllm.models.registry import Registry
-from tests.app.conftest import click, frames_until, key, press, rect_of, settle, type_text
+from tests.app.conftest import click, frames_until, key, move, press, rect_of, settle, type_text
 
 
 def rows(studio) -> list[str]:
@@ -43,7 +45,16 @@ def test_paste_filter_priority_and_remove(studio, models_dir):
         assert [it.source for it in q.items()] == ["fox.txt"]
 
 
-def test_an_add_can_be_cancelled(studio, tmp_path, models_dir):
+def test_an_add_can_be_cancelled(studio, tmp_path, models_dir, monkeypatch):
+    from cllm.data.dataqueue import DataQueue
+
+    real = DataQueue._file_into
+
+    def slow(self, *args, **kwargs):  # a slow disk: the add is still going when Cancel comes
+        time.sleep(0.002)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DataQueue, "_file_into", slow)
     d = tmp_path / "many"
     d.mkdir()
     for i in range(3000):
@@ -51,6 +62,11 @@ def test_an_add_can_be_cancelled(studio, tmp_path, models_dir):
     studio.st.add_to_queue([str(d)], "alpha")
     frames_until(studio, lambda: (studio.st.adding or {}).get("done", 0) > 0)
     studio.pump(1)
+    # the panel scrolls under its pinned ACTIONS: bring the add's progress row into view
+    move(studio, rect_of(studio, "training/Add Files...").center)
+    for _ in range(5):
+        pygame.event.post(pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-3, flipped=False))
+        studio.step()
     press(studio, "training/Cancel")
     settle(studio)
     frames_until(studio, lambda: studio.st.adding is None or studio.st.adding.get("finished"))

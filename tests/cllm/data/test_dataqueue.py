@@ -430,7 +430,7 @@ _WARM = """
 import sys
 from cllm.models.registry import Registry
 from cllm.train.trainer import Trainer
-t = Trainer(Registry(sys.argv[1]), "big", max_steps=1)
+t = Trainer(Registry(sys.argv[1]), "big", max_steps=3, eval_interval=2)  # the same paths
 t.start()
 assert t.join(240) and t.snapshot().state == "done", t.snapshot().message
 """
@@ -477,7 +477,7 @@ def test_training_a_2_gib_item_reads_windows_never_the_whole_item(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     steps, windows, rss_mb = map(int, out.stdout.split())
-    assert steps == 1 + 3 and windows == 3 << 20  # the warm-up step, then three
+    assert steps == 3 + 3 and windows == 3 << 20  # the warm-up steps, then three
     assert rss_mb < 400, f"{rss_mb} MB resident while training on a 2 GiB item"
     with reg.queue("big") as q:
         with pytest.raises(ValidationError, match="read it in windows"):
