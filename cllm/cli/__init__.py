@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -63,6 +64,15 @@ def run_guarded(func, args) -> int:
             raise
         print(f"error: no space left on device while writing {err.filename or 'a file'}; "
               "the write in progress was not saved", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as err:  # a queue, job or crawl store on a full disk
+        if "full" not in str(err):
+            raise
+        print(
+            "error: no space left on device while writing to a database; its last transaction "
+            "was not saved",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -218,3 +218,24 @@ def test_stdin_text_cat_set_filter_and_field(models, tmp_path, capsys, monkeypat
     assert code == 2 and "no item 999" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(models, "queue", "add", "alpha", capsys=capsys)
     assert code == 2 and "--text" in err
+
+
+def test_a_full_disk_during_queue_add_is_one_line(tmp_path, capsys, monkeypatch):
+    """SQLite says 'database or disk is full' (not an OSError): one line, exit 2."""
+    import sqlite3
+
+    from cllm.cli import main
+    from cllm.data.dataqueue import DataQueue
+
+    models = tmp_path / "models"
+    assert main(["models", "create", "m", "--tokenizer", "byte", "--models-dir", str(models)]) == 0
+    (tmp_path / "a.txt").write_text("some text\n")
+
+    def full(self, *a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(DataQueue, "add_files", full)
+    capsys.readouterr()
+    rc = main(["queue", "add", "m", str(tmp_path / "a.txt"), "--models-dir", str(models)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "no space left" in err
