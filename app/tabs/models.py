@@ -421,191 +421,174 @@ def form_problem(st: AppState, f: dict) -> tuple[str | None, GPTConfig | None]:
 
 # ---------------------------------------------------------------------------- dialogs
 def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
+    """The open dialog of the Models tab, one function per kind (DIALOGS)."""
     kind = s.dialog
     if kind is None:
         return
     m = st.info()
-    if kind != "create" and kind != "import" and m is None:
+    if kind not in ("create", "import") and m is None:
         s.dialog = None
         return
-    reg = st.registry
     if kind == "create":
         create_dialog(ui, st, s)
-    elif kind == "rename":
-        text, ok = dialogs.prompt(
-            ui,
-            f"Rename {m.name}",
-            "New name:",
-            s.text,
-            validate=lambda t: name_problem(st, t, keep=m.name),
-            ok="Rename",
-        )
-        s.text = text
-        if ok is not None:
-            s.dialog = None
-        if ok and text != m.name:
-            st.run(
-                "rename", m.name, reg.rename, m.name, text, done=lambda _, new=text: st.select(new)
-            )
-    elif kind == "duplicate":
-        text, ok = dialogs.prompt(
-            ui,
-            f"Duplicate {m.name}",
-            "Name of the copy:",
-            s.text,
-            validate=lambda t: name_problem(st, t),
-            ok="Duplicate",
-        )
-        s.text = text
-        if ok is not None:
-            s.dialog = None
-        if ok:
-            st.run(
-                "copy",
-                m.name,
-                reg.copy,
-                m.name,
-                text,
-                done=lambda i: st.say(f"Copied {m.name} to {i.name}", "success"),
-            )
-    elif kind == "delete":
-        ok = dialogs.confirm(
-            ui,
-            f"Delete {m.name}, its queue and its history? This cannot be undone.",
-            title="Delete Model",
-            ok="Delete",
-            danger=True,
-        )
-        if ok is not None:
-            s.dialog = None
-        if ok:
-            name = m.name
-            st.run(
-                "delete",
-                name,
-                reg.delete,
-                name,
-                done=lambda _: st.say(f"Deleted {name}", "success"),
-            )
-    elif kind == "grow":
-
-        def problem(t: str) -> str | None:
-            try:
-                n = int(t)
-            except ValueError:
-                return f"layers must be a whole number, got {t!r}"
-            try:
-                rules.check_layers(n, m.config.n_layer)
-            except CLLMError as err:
-                return str(err)
-            return None if n > m.config.n_layer else f"{m.name} already has {n} layers"
-
-        text, ok = dialogs.prompt(
-            ui,
-            f"Grow {m.name} (now {m.config.n_layer} layers)",
-            "Total layers after growing:",
-            s.text,
-            validate=problem,
-            ok="Grow",
-        )
-        s.text = text
-        if ok is not None:
-            s.dialog = None
-        if ok:  # the same confirmation as the Training tab's Layers control
-            s.dialog, s.grow_to = "grow-confirm", int(text)
-    elif kind == "grow-confirm":
-        n = s.grow_to
-        ok = dialogs.confirm(
-            ui,
-            f"Grow {m.name} from {m.config.n_layer} to {n} layers? "
-            "The new blocks start as the identity, so the model's outputs are "
-            "unchanged until it trains again. Layers can never be removed.",
-            title="Grow Layers",
-            ok="Grow",
-        )
-        if ok is not None:
-            s.dialog = None
-        if ok:
-            st.run(
-                "grow",
-                m.name,
-                reg.grow,
-                m.name,
-                n,
-                done=lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success"),
-            )
-    elif kind == "import-name":
-        path = s.import_path
-        text, ok = dialogs.prompt(
-            ui,
-            f"Import {path.name}",
-            f"A model named {import_name(path)} exists already. Name of the imported one:",
-            s.text,
-            validate=lambda t: name_problem(st, t),
-            ok="Import",
-        )
-        s.text = text
-        if ok is not None:
-            s.dialog = None
-        if ok:
-            import_model(st, path, text)
-    elif kind == "clear-history":
-        ok = dialogs.confirm(
-            ui,
-            f"Forget {m.name}'s loss history (the chart and the epoch summaries)? "
-            "The weights, the epochs and steps trained and the best loss stay.",
-            title="Clear History",
-            ok="Clear",
-            danger=True,
-        )
-        if ok is not None:
-            s.dialog = None
-        if ok:
-            name = m.name
-            s.hist.pop(name, None)
-            st.run(
-                "clear history",
-                name,
-                reg.clear_history,
-                name,
-                done=lambda _: st.say(f"Cleared {name}'s loss history", "success"),
-            )
     elif kind in ("export", "import", "export-hf", "eval-text"):
-        paths = s.browser.draw(ui)
-        if paths is None:
-            return
-        s.browse_dir, s.dialog = s.browser.cwd, None
-        if not paths:
-            return
-        if kind == "export-hf":
-            dest = paths[0] / f"{m.name}-hf"
-            st.run(
-                "export",
-                m.name,
-                reg.export_hf,
-                m.name,
-                dest,
-                refresh=False,
-                done=lambda p: st.say(f"Exported {m.name} for transformers to {p}", "success"),
-            )
-        elif kind == "eval-text":
-            evaluate_compared(st, s, paths[0])
-        elif kind == "export":
-            dest = paths[0] / f"{m.name}.cllm"
-            st.run(
-                "export",
-                m.name,
-                reg.export,
-                m.name,
-                dest,
-                refresh=False,
-                done=lambda p: st.say(f"Exported {m.name} to {p}", "success"),
-            )
-        elif import_name(paths[0]) in {mm.name for mm in st.models}:  # ask, never rename silently
-            s.dialog, s.import_path = "import-name", paths[0]
-            s.text = rules.free_variant(import_name(paths[0]), [mm.name for mm in st.models])
-        else:
-            import_model(st, paths[0], import_name(paths[0]))
+        _browse_dialog(ui, st, s, m, kind)
+    else:
+        DIALOGS[kind](ui, st, s, m)
+
+
+def _answer(s: ModelsState, answer: tuple[str, bool | None]) -> str | None:
+    """Keep a prompt's text; close the dialog once answered; the text if it was confirmed."""
+    text, ok = answer
+    s.text = text
+    if ok is not None:
+        s.dialog = None
+    return text if ok else None
+
+
+def _confirmed(s: ModelsState, ok: bool | None) -> bool:
+    """Close a confirmation once answered; whether it was confirmed."""
+    if ok is not None:
+        s.dialog = None
+    return bool(ok)
+
+
+def _rename(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    validate = lambda t: name_problem(st, t, keep=m.name)  # noqa: E731
+    text = _answer(
+        s,
+        dialogs.prompt(ui, f"Rename {m.name}", "New name:", s.text, validate=validate, ok="Rename"),
+    )
+    if text and text != m.name:
+        reg = st.registry
+        st.run("rename", m.name, reg.rename, m.name, text, done=lambda _: st.select(text))
+
+
+def _duplicate(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    validate = lambda t: name_problem(st, t)  # noqa: E731
+    title, label = f"Duplicate {m.name}", "Name of the copy:"
+    text = _answer(s, dialogs.prompt(ui, title, label, s.text, validate=validate, ok="Duplicate"))
+    if text:
+        done = lambda i: st.say(f"Copied {m.name} to {i.name}", "success")  # noqa: E731
+        st.run("copy", m.name, st.registry.copy, m.name, text, done=done)
+
+
+def _delete(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    ok = dialogs.confirm(
+        ui,
+        f"Delete {m.name}, its queue and its history? This cannot be undone.",
+        title="Delete Model",
+        ok="Delete",
+        danger=True,
+    )
+    if _confirmed(s, ok):
+        name = m.name
+        done = lambda _: st.say(f"Deleted {name}", "success")  # noqa: E731
+        st.run("delete", name, st.registry.delete, name, done=done)
+
+
+def _grow(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    def problem(t: str) -> str | None:
+        try:
+            n = int(t)
+        except ValueError:
+            return f"layers must be a whole number, got {t!r}"
+        try:
+            rules.check_layers(n, m.config.n_layer)
+        except CLLMError as err:
+            return str(err)
+        return None if n > m.config.n_layer else f"{m.name} already has {n} layers"
+
+    title = f"Grow {m.name} (now {m.config.n_layer} layers)"
+    label = "Total layers after growing:"
+    text = _answer(s, dialogs.prompt(ui, title, label, s.text, validate=problem, ok="Grow"))
+    if text:  # the same confirmation as the Training tab's Layers control
+        s.dialog, s.grow_to = "grow-confirm", int(text)
+
+
+def _grow_confirm(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    n = s.grow_to
+    ok = dialogs.confirm(
+        ui,
+        f"Grow {m.name} from {m.config.n_layer} to {n} layers? "
+        "The new blocks start as the identity, so the model's outputs are "
+        "unchanged until it trains again. Layers can never be removed.",
+        title="Grow Layers",
+        ok="Grow",
+    )
+    if _confirmed(s, ok):
+        done = lambda i: st.say(f"{i.name} now has {i.config.n_layer} layers", "success")  # noqa: E731
+        st.run("grow", m.name, st.registry.grow, m.name, n, done=done)
+
+
+def _import_name(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    path = s.import_path
+    label = f"A model named {import_name(path)} exists already. Name of the imported one:"
+    validate = lambda t: name_problem(st, t)  # noqa: E731
+    answer = dialogs.prompt(
+        ui, f"Import {path.name}", label, s.text, validate=validate, ok="Import"
+    )
+    text = _answer(s, answer)
+    if text:
+        import_model(st, path, text)
+
+
+def _clear_history(ui: UI, st: AppState, s: ModelsState, m) -> None:
+    ok = dialogs.confirm(
+        ui,
+        f"Forget {m.name}'s loss history (the chart and the epoch summaries)? "
+        "The weights, the epochs and steps trained and the best loss stay.",
+        title="Clear History",
+        ok="Clear",
+        danger=True,
+    )
+    if _confirmed(s, ok):
+        name = m.name
+        s.hist.pop(name, None)
+        done = lambda _: st.say(f"Cleared {name}'s loss history", "success")  # noqa: E731
+        st.run("clear history", name, st.registry.clear_history, name, done=done)
+
+
+DIALOGS = {
+    "rename": _rename,
+    "duplicate": _duplicate,
+    "delete": _delete,
+    "grow": _grow,
+    "grow-confirm": _grow_confirm,
+    "import-name": _import_name,
+    "clear-history": _clear_history,
+}
+
+
+def _browse_dialog(ui: UI, st: AppState, s: ModelsState, m, kind: str) -> None:
+    """The file browser of Export, Export HF, Import and Evaluate on a text."""
+    paths = s.browser.draw(ui)
+    if paths is None:
+        return
+    s.browse_dir, s.dialog = s.browser.cwd, None
+    if not paths:
+        return
+    reg = st.registry
+    if kind in ("export", "export-hf"):
+        hf = kind == "export-hf"
+        dest = paths[0] / (f"{m.name}-hf" if hf else f"{m.name}.cllm")
+        what = " for transformers" if hf else ""
+        st.run(
+            "export",
+            m.name,
+            reg.export_hf if hf else reg.export,
+            m.name,
+            dest,
+            refresh=False,
+            done=lambda p: st.say(f"Exported {m.name}{what} to {p}", "success"),
+        )
+    elif kind == "eval-text":
+        evaluate_compared(st, s, paths[0])
+    elif import_name(paths[0]) in {mm.name for mm in st.models}:  # ask, never rename silently
+        s.dialog, s.import_path = "import-name", paths[0]
+        s.text = rules.free_variant(import_name(paths[0]), [mm.name for mm in st.models])
+    else:
+        import_model(st, paths[0], import_name(paths[0]))
 
 
 def evaluate_compared(st: AppState, s: ModelsState, path: Path) -> None:
