@@ -255,108 +255,137 @@ async def _respond(request: Request, body: dict, make, kind: str, pool: ModelPoo
         raise _not_found(body["model"]) from None
     except CLLMError as err:  # a broken model file
         raise APIError(400, str(err), "model") from None
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
-    holder: dict = {}
-
-    def build(lm):
-        holder["gen"] = gen = make(lm, cancel)
-        return gen
-
-    def emit(piece: str) -> None:
-        loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-    def finish(err: BaseException | None) -> None:
-        loop.call_soon_threadsafe(pieces.put_nowait, _Done(err))
-
-    job = Job(build, emit, finish, cancel)
+    reply = _Reply(kind, worker.name, body, stats)
     with stats.lock:
         stats.requests += 1
-    rid = ("cmpl-" if kind == "completion" else "chatcmpl-") + secrets.token_hex(12)
-    created = int(time.time())
-    model = worker.name
-    stream = bool(body.get("stream"))
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    worker.submit(job)
+    worker.submit(reply.job(make))
+    if not reply.stream:
+        return await reply.whole(request)
+    return StreamingResponse(
+        reply.events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
-    def usage() -> dict:
-        gen = holder.get("gen")
+
+class _Reply:
+    """One request's generation: the model's worker thread puts its text pieces on an asyncio
+    queue; ``whole`` answers with all of it, ``events`` streams it as OpenAI's chunks."""
+
+    def __init__(self, kind: str, model: str, body: dict, stats: Stats) -> None:
+        self.kind, self.model, self.stats = kind, model, stats
+        self.loop = asyncio.get_running_loop()
+        self.pieces: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.holder: dict = {}  # "gen": the Generation, once the worker made it
+        self.id = ("cmpl-" if kind == "completion" else "chatcmpl-") + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.stream = bool(body.get("stream"))
+        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def job(self, make) -> Job:
+        def build(lm):
+            self.holder["gen"] = gen = make(lm, self.cancel)
+            return gen
+
+        def emit(piece: str) -> None:
+            self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
+
+        def finish(err: BaseException | None) -> None:
+            self.loop.call_soon_threadsafe(self.pieces.put_nowait, _Done(err))
+
+        return Job(build, emit, finish, self.cancel)
+
+    def usage(self) -> dict:
+        gen = self.holder.get("gen")
         p, c = (gen.prompt_tokens, gen.completion_tokens) if gen else (0, 0)
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
-    def finish_reason() -> str:
-        reason = getattr(holder.get("gen"), "finish_reason", None)
+    def finish_reason(self) -> str:
+        reason = getattr(self.holder.get("gen"), "finish_reason", None)
         return "length" if reason == "length" else "stop"
 
-    def count() -> None:
-        gen = holder.get("gen")
-        with stats.lock:
-            stats.completion_tokens += gen.completion_tokens if gen else 0
+    def count(self) -> None:
+        gen = self.holder.get("gen")
+        with self.stats.lock:
+            self.stats.completion_tokens += gen.completion_tokens if gen else 0
 
-    if not stream:
+    async def whole(self, request: Request):
         try:
             text = []
             while True:
                 try:
-                    item = await asyncio.wait_for(pieces.get(), 0.5)
+                    item = await asyncio.wait_for(self.pieces.get(), 0.5)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
-                        cancel.set()
+                        self.cancel.set()
                         return JSONResponse({}, status_code=499)
                     continue
                 if isinstance(item, _Done):
                     break
                 text.append(item)
         finally:
-            cancel.set()  # a no-op once done; stops the job if this handler was cancelled
+            self.cancel.set()  # a no-op once done; stops the job if this handler was cancelled
         if item.err is not None:
             raise _as_api_error(item.err)
-        count()
+        self.count()
         out = "".join(text)
-        if kind == "completion":
-            choice = {"text": out, "index": 0, "logprobs": None, "finish_reason": finish_reason()}
+        if self.kind == "completion":
+            choice = {
+                "text": out,
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": self.finish_reason(),
+            }
             obj = "text_completion"
         else:
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": out},
                 "logprobs": None,
-                "finish_reason": finish_reason(),
+                "finish_reason": self.finish_reason(),
             }
             obj = "chat.completion"
-        headers = _dropped_header(holder)
         return JSONResponse(
             {
-                "id": rid,
+                "id": self.id,
                 "object": obj,
-                "created": created,
-                "model": model,
+                "created": self.created,
+                "model": self.model,
                 "choices": [choice],
-                "usage": usage(),
+                "usage": self.usage(),
             },
-            headers=headers,
+            headers=_dropped_header(self.holder),
         )
 
-    obj = "text_completion" if kind == "completion" else "chat.completion.chunk"
+    @property
+    def _chunk_object(self) -> str:
+        return "text_completion" if self.kind == "completion" else "chat.completion.chunk"
 
-    def chunk(text: str | None, reason: str | None, first: bool = False) -> str:
-        if kind == "completion":
+    def chunk(self, text: str | None, reason: str | None, first: bool = False) -> str:
+        if self.kind == "completion":
             choice = {"text": text or "", "index": 0, "logprobs": None, "finish_reason": reason}
         else:
             delta = {} if text is None else {"content": text}
             if first:
                 delta = {"role": "assistant", "content": ""}
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
-        d = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
-        if include_usage:
+        d = {
+            "id": self.id,
+            "object": self._chunk_object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+        if self.include_usage:
             d["usage"] = None
         return f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
 
-    async def events():
+    async def events(self):
+        pieces = self.pieces
         try:
-            if kind == "chat":
-                yield chunk(None, None, first=True)
+            if self.kind == "chat":
+                yield self.chunk(None, None, first=True)
             while True:
                 item = await pieces.get()
                 if isinstance(item, _Done):
@@ -368,27 +397,27 @@ async def _respond(request: Request, body: dict, make, kind: str, pool: ModelPoo
                         pieces.put_nowait(nxt)
                         break
                     text.append(nxt)
-                yield chunk("".join(text), None)
+                yield self.chunk("".join(text), None)
             if item.err is not None:
                 err = _as_api_error(item.err)
                 body = error_body(err.message, "invalid_request_error", err.param, err.code)
                 yield f"data: {json.dumps(body)}\n\n"
                 return
-            count()
-            yield chunk(None if kind == "chat" else "", finish_reason())
-            if include_usage:
-                d = {"id": rid, "object": obj, "created": created, "model": model}
-                d.update(choices=[], usage=usage())
+            self.count()
+            yield self.chunk(None if self.kind == "chat" else "", self.finish_reason())
+            if self.include_usage:
+                d = {
+                    "id": self.id,
+                    "object": self._chunk_object,
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": self.usage(),
+                }
                 yield f"data: {json.dumps(d)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            cancel.set()  # the client went away (or we are done): stop generating
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+            self.cancel.set()  # the client went away (or we are done): stop generating
 
 
 def _dropped_header(holder: dict) -> dict:
