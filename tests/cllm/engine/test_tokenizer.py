@@ -164,11 +164,13 @@ def monkeypatch_module():
 
 
 def test_encode_1mb_fast():
-    # CPU seconds (all threads), not wall time: the test machine is shared and often loaded
+    # CPU seconds (all threads), not wall time: the test machine is shared and often loaded. A
+    # guard against a pathological path (a pure-Python BPE takes minutes for this), not the speed
+    # figure: `python -m cllm bench tokenize` measures that (0.5-1.4 CPU s per MB on AVX2 here).
     tok = train_tokenizer("bpe", TEXT, 1000)
     big = TEXT * (1_000_000 // len(TEXT))
     for kind_tok in (tok, train_tokenizer("char", TEXT, 1000), train_tokenizer("byte", "", 257)):
         t = time.process_time()
         ids = kind_tok.encode(big)
-        assert time.process_time() - t < 1.0, kind_tok.kind
+        assert time.process_time() - t < 3.0, kind_tok.kind
         assert kind_tok.decode(ids) == big
