@@ -433,7 +433,7 @@ def dialog(ui: UI, st: AppState, s: ModelsState) -> None:
         create_dialog(ui, st, s)
     elif kind in ("export", "import", "export-hf", "eval-text"):
         _browse_dialog(ui, st, s, m, kind)
-    else:
+    elif kind in DIALOGS:  # other kinds belong to panels that draw their own (checkpoints)
         DIALOGS[kind](ui, st, s, m)
 
 
