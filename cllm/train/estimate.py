@@ -1,11 +1,13 @@
 """What a training run will cost before it starts: time to the target, peak memory, disk.
 
-Time: steps left x this machine's seconds per step for the shape (model config, B, T, threads),
-plus the validation passes (``eval_batches`` forwards every ``eval_interval`` steps, timed by the
-same probe). The probe (``probe``) builds a GPT of that shape with random weights and, after one
-warm-up step, times training steps (at least 4, for about 2 s; the median counts) and forwards;
-the result is cached per shape and machine in ``models/.probe-cache.json``, so only the first
-estimate of a shape pays the seconds it takes.
+Time: the first step (kernels loaded) + steps left x this machine's seconds per step for the
+shape (model config, B, T, threads) + the validation passes (``eval_batches`` forwards every
+``eval_interval`` steps) + the saves (one per validation, as each may find a better loss, per
+epoch end, per ``checkpoint_interval`` and at the end, each a model file written at the folder's
+measured speed of durable writes). The probe (``probe``) builds a GPT of that shape with random
+weights and, after one warm-up step, times training steps (at least 4, for about 2 s; the median
+counts) and forwards; the result is cached per shape and machine in ``models/.probe-cache.json``,
+so only the first estimate of a shape pays the seconds it takes.
 
 Peak memory (resident, the process's peak RSS): the runtime (Python, NumPy, numba and its compiled
 kernels, BLAS buffers, whatever else the process holds: measured by the probe as the process's
@@ -178,7 +180,9 @@ def probe(cfg: GPTConfig, B: int, T: int, *, steps: int = PROBE_STEPS) -> dict:
         clip_grad_norm(gpt.grads, 1.0)
         opt.step(gpt.params, gpt.grads, 1e-4)
 
+    t0 = time.perf_counter()
     train_step()  # warm-up: kernels compiled or loaded, buffers allocated
+    first = time.perf_counter() - t0
     # the runtime: what the process holds beyond this shape's arrays (all touched by now)
     arrays = memory_parts(cfg, B, T, len(gpt.shards), 0, 0)
     runtime = current_rss() - sum(arrays.values())
@@ -196,9 +200,27 @@ def probe(cfg: GPTConfig, B: int, T: int, *, steps: int = PROBE_STEPS) -> dict:
     return {
         "seconds_per_step": float(np.median(times)),
         "forward_seconds": fwd,
+        "first_step_seconds": first,
         "runtime_rss": max(0, runtime),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def disk_speed(folder: Path, nbytes: int = 8 << 20) -> float:
+    """Bytes per second of a durable write (written, fsynced, removed) in ``folder``."""
+    tmp = folder / f".probe-disk-{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(tmp, "wb") as f:
+            f.write(b"\0" * nbytes)
+            f.flush()
+            os.fsync(f.fileno())
+        return nbytes / max(time.perf_counter() - t0, 1e-6)
+    except OSError:
+        return 100e6  # a folder we cannot write to: a plain disk's speed
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def probe_cached(models_dir: Path | str, cfg: GPTConfig, B: int, T: int, threads: int):
@@ -209,6 +231,7 @@ def probe_cached(models_dir: Path | str, cfg: GPTConfig, B: int, T: int, threads
     if key in cache:
         return cache[key], True
     result = probe(cfg, B, T)
+    result["disk_bytes_per_s"] = disk_speed(Path(models_dir))
     cache = _read_cache(path)  # another process may have added shapes meanwhile
     cache[key] = result
     try:
@@ -233,15 +256,25 @@ def estimate(
     threads: int,
     probe_result: dict,
     cached: bool = False,
+    epochs: int = 0,
+    checkpoint_interval: int = 0,
 ) -> Estimate:
-    """The cost of ``steps`` more steps of this shape (see the module docstring)."""
+    """The cost of ``steps`` more steps of this shape (see the module docstring); ``epochs``
+    ends and ``checkpoint_interval`` add saves."""
     sps = float(probe_result["seconds_per_step"])
     evals = steps // max(1, eval_interval) + 1
-    seconds = steps * sps + evals * eval_batches * float(probe_result["forward_seconds"])
-    parts = memory_parts(cfg, B, T, threads, tokenizer_bytes, eval_batches)
-    mem = {"runtime": int(probe_result["runtime_rss"]), **parts}
     n = num_params(cfg)
     file_bytes = 12 * n + tokenizer_bytes + 16 * (history_steps + steps) + 64 * 1024
+    # saves: every validation may find a better loss, every epoch end, the interval, the end
+    saves = evals + epochs + 1 + (steps // checkpoint_interval if checkpoint_interval else 0)
+    seconds = (
+        float(probe_result.get("first_step_seconds", sps))
+        + steps * sps
+        + evals * eval_batches * float(probe_result["forward_seconds"])
+        + saves * file_bytes / float(probe_result.get("disk_bytes_per_s", 100e6))
+    )
+    parts = memory_parts(cfg, B, T, threads, tokenizer_bytes, eval_batches)
+    mem = {"runtime": int(probe_result["runtime_rss"]), **parts}
     return Estimate(
         steps=steps,
         seconds=seconds,
@@ -311,6 +344,8 @@ def for_model(registry, name: str, *, max_steps: int | None = None, settings: di
         threads=threads,
         probe_result=result,
         cached=cached,
+        epochs=steps // max(1, bpe),
+        checkpoint_interval=tc.checkpoint_interval,
     )
     est.extra = {"batches_per_epoch": bpe, "target_epochs": target, "epochs_trained": trained}
     return est

@@ -42,7 +42,13 @@ def test_memory_parts_match_a_trained_step(B, T, threads):
 
 
 def test_estimate_arithmetic():
-    probe = {"seconds_per_step": 0.05, "forward_seconds": 0.01, "runtime_rss": 100_000_000}
+    probe = {
+        "seconds_per_step": 0.05,
+        "forward_seconds": 0.01,
+        "runtime_rss": 100_000_000,
+        "first_step_seconds": 0.7,
+        "disk_bytes_per_s": 50e6,
+    }
     est = E.estimate(
         CFG,
         B=4,
@@ -55,9 +61,13 @@ def test_estimate_arithmetic():
         history_steps=0,
         threads=2,
         probe_result=probe,
+        epochs=2,
+        checkpoint_interval=300,
     )
     evals = 1000 // 200 + 1
-    assert est.seconds == pytest.approx(1000 * 0.05 + evals * 8 * 0.01)
+    saves = evals + 2 + 1 + 1000 // 300
+    want = 0.7 + 1000 * 0.05 + evals * 8 * 0.01 + saves * est.model_file_bytes / 50e6
+    assert est.seconds == pytest.approx(want)
     parts = E.memory_parts(CFG, 4, 16, 2, 5000, 8)
     assert est.peak_bytes == 100_000_000 + sum(parts.values())
     assert est.checkpoint_bytes == 4 * est.model_file_bytes
@@ -75,6 +85,8 @@ def test_slices_follow_the_engine():
 def test_probe_is_cached_per_shape(tmp_path):
     first, cached = E.probe_cached(tmp_path, CFG, 2, 8, 1)
     assert not cached and first["seconds_per_step"] > 0 and first["runtime_rss"] > 0
+    assert first["first_step_seconds"] > 0 and first["disk_bytes_per_s"] > 0
+    assert not list(tmp_path.glob(".probe-disk-*"))
     again, cached = E.probe_cached(tmp_path, CFG, 2, 8, 1)
     assert cached and again == first
     _, cached = E.probe_cached(tmp_path, CFG, 2, 9, 1)  # another shape is probed
