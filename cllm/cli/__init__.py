@@ -35,6 +35,14 @@ def add_models_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def subcommand(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    """A sub-command of a command group: its parser, with --models-dir, running ``func``."""
+    p = sub.add_parser(name, help=help)
+    add_models_dir(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def models_dir_of(args: argparse.Namespace) -> Path:
     return args.models_dir if getattr(args, "models_dir", None) else default_models_dir()
 

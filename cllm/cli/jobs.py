@@ -11,7 +11,7 @@ import json
 import math
 import sys
 
-from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli import models_dir_of, subcommand
 from cllm.errors import ValidationError
 
 
@@ -20,10 +20,7 @@ def register(subparsers) -> None:
     sub = jobs.add_subparsers(dest="jobs_command", required=True)
 
     def cmd(name: str, func, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        add_models_dir(p)
-        p.set_defaults(func=func)
-        return p
+        return subcommand(sub, name, func, help)
 
     p = cmd("add", cmd_add, "queue one job per model")
     p.add_argument("names", nargs="+", metavar="NAME", help="the models")

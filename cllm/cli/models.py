@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli import models_dir_of, subcommand
 from cllm.engine.config import PRESETS, format_count
 from cllm.errors import NotFoundError, ValidationError
 from cllm.models.registry import ModelInfo, Registry
@@ -56,10 +56,7 @@ def register(subparsers) -> None:
     sub = models.add_subparsers(dest="models_command", required=True)
 
     def cmd(name: str, func, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        add_models_dir(p)
-        p.set_defaults(func=func)
-        return p
+        return subcommand(sub, name, func, help)
 
     p = cmd("list", cmd_list, "list the models (header-only, instant)")
     p.add_argument("--json", action="store_true", help="one JSON list")

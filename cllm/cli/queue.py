@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli import models_dir_of, subcommand
 from cllm.cli.common import ProgressLine, bar
 from cllm.data.dataqueue import AddResult, DataQueue, matches_filter, walk_files
 from cllm.errors import NotFoundError, ValidationError
@@ -20,10 +20,8 @@ def register(subparsers) -> None:
     sub = queue.add_subparsers(dest="queue_command", required=True)
 
     def cmd(name: str, func, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        add_models_dir(p)
+        p = subcommand(sub, name, func, help)
         p.add_argument("name", help="the model whose queue this is")
-        p.set_defaults(func=func)
         return p
 
     p = cmd(

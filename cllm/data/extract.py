@@ -637,18 +637,6 @@ class HTMLText(HTMLParser):
 
 
 def _html_pieces(chunks: Iterator[str], mode: str) -> Iterator[str]:
-    parser = HTMLText(mode)
-    for chunk in chunks:
-        parser.feed(chunk)
-        text = parser.take()
-        if text:
-            yield text
-    text = parser.finish()
-    if text:
-        yield text
-
-
-def _html_pieces(chunks: Iterator[str], mode: str) -> Iterator[str]:
     """The built-in parser, streamed: for pages too big to hand to the main-content extractor."""
     parser = HTMLText(mode)
     for chunk in chunks:
