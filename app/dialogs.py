@@ -12,6 +12,7 @@ import pygame
 
 from . import theme as th
 from .ui import UI
+from .words import studio_words
 
 
 def confirm(
@@ -54,7 +55,7 @@ def prompt(
         ui.focus = ui.id(field)
     res = ui.text_input((r.x + 20, r.y + 66, r.w - 40, 28), field, text)
     problem = validate(res.text) if validate else None
-    lines = ui.wrap(problem, r.w - 40) if problem else []
+    lines = ui.wrap(studio_words(problem), r.w - 40) if problem else []
     st["lines"] = max(1, len(lines))
     for i, line in enumerate(lines):
         ui.label((r.x + 20, r.y + 102 + 18 * i), line, th.ERROR)

@@ -20,6 +20,7 @@ from cllm.models import paths
 from cllm.models.registry import ModelInfo, Registry
 
 from .tabstate import TabState, new_tab_state
+from .words import studio_words
 from .worker import Worker
 
 if TYPE_CHECKING:  # the trainer takes a third of a second to import: not at start-up
@@ -32,6 +33,9 @@ log = logging.getLogger("app")
 STUDIO_FILE = ".studio.json"  # the last model used, reopened at the next start
 DEMO_NAME = "demo"
 DEMO_TARGET_EPOCHS = 20
+# The studio's training threads run at this nice value: the window's thread (and a chat reply)
+# gets a core the moment it wants one, and the training has every cycle they leave.
+TRAIN_NICE = 5
 
 
 @dataclass
@@ -110,13 +114,16 @@ class AppState:
 
     # ------------------------------------------------------------------ messages
     def say(self, text: str, kind: str = "info") -> None:
+        """Show ``text``; an error or warning in the studio's words (cllm's speak to the CLI)."""
+        if kind in ("error", "warning"):
+            text = studio_words(text)
         if self.notify is not None:
             self.notify(text, kind)
 
     def fail(self, err: BaseException) -> None:
         """Errors of background jobs: user errors in the studio's words, bugs with their type."""
         if isinstance(err, CLLMError):
-            self.say(studio_words(str(err)), "error")
+            self.say(str(err), "error")
         else:
             self.say(f"{type(err).__name__}: {err}", "error")
 
@@ -351,7 +358,7 @@ class AppState:
                 Trainer,  # a third of a second to import: not on the UI thread
             )
 
-            t = Trainer(self.registry, name, **kwargs)
+            t = Trainer(self.registry, name, nice=TRAIN_NICE, **kwargs)
             t.start()
             return t
 
@@ -528,23 +535,6 @@ class AppState:
 
 
 # What the command line's messages tell you to type, said as what to do in the studio.
-STUDIO_WORDS = [
-    (
-        "(--data or Add Files)",
-        "(Add Files... or Add Folder... under TRAINING DATA on the Training tab, or drop files "
-        "on the window)",
-    ),
-    ("; add --yes", ""),
-]
-
-
-def studio_words(msg: str) -> str:
-    """A CLLMError's message with command-line advice replaced by the studio's controls."""
-    for cli, studio in STUDIO_WORDS:
-        msg = msg.replace(cli, studio)
-    return msg
-
-
 def _stamp(meta) -> tuple:
     """What changes whenever a model file is saved with new weights or settings."""
     return meta.modified, meta.steps, meta.epochs_trained

@@ -43,6 +43,9 @@ TAB_H = 40
 TOP = 60
 FPS = 60
 IDLE_REDRAW_S = 0.25  # a screen with nothing new is still repainted this often (clocks, caret)
+# A new training snapshot alone (a step finished; nobody touches the window) repaints at most this
+# often: the charts move once a step, and every frame drawn is taken from the training's cores.
+SNAPSHOT_REDRAW_S = 1 / 12
 
 
 class Studio:
@@ -184,13 +187,14 @@ class Studio:
         )
         hook = getattr(self.module(self.tab_name), "wants_frame", None)
         # the frame after input is drawn too: widgets drawn before a click see its effect then
+        touched = bool(events or results or self._settle or self.ui.active is not None)
+        # a new snapshot and nothing else: wait for SNAPSHOT_REDRAW_S (the key stays undrawn)
+        only_snapshot = key[1:] == self._drawn_key[1:] and not touched
         draw = (
             hook is None
-            or events
-            or results
-            or self._settle
-            or key != self._drawn_key
-            or self.ui.active is not None
+            or touched
+            or (key != self._drawn_key and not only_snapshot)
+            or (key != self._drawn_key and now - self._drawn_at >= SNAPSHOT_REDRAW_S)
             or now - self._drawn_at > IDLE_REDRAW_S
         )
         if not draw:

@@ -329,6 +329,14 @@ class UI:
                 hi = mid - 1
         return s[:lo] + "…"
 
+    def fit(self, width: int, *labels: str, pad: int = 12) -> str:
+        """The first of ``labels`` (longest first) that fits ``width`` pixels with ``pad`` to
+        spare; the last one otherwise. A button names itself in full where there is room."""
+        for s in labels:
+            if self.text_size(s)[0] + pad <= width:
+                return s
+        return labels[-1]
+
     def label(
         self,
         pos: tuple[int, int],
@@ -379,6 +387,17 @@ class UI:
                     word = word[cut:]
                 line = word
             lines.append(line)
+        return lines
+
+    def flow(self, parts: Sequence[str], sep: str, width: int) -> list[str]:
+        """Labelled figures joined by sep into as few lines as fit width (a figure is never
+        split across lines, unlike wrap's words)."""
+        lines: list[str] = []
+        for part in parts:
+            if lines and self.text_size(lines[-1] + sep + part)[0] <= width:
+                lines[-1] += sep + part
+            else:
+                lines.append(part)
         return lines
 
     def section(self, pos: tuple[int, int], title: str) -> None:

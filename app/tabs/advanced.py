@@ -138,9 +138,10 @@ def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> in
     elif isinstance(est, str) or est is None:
         text = f"No estimate: {est}"
     else:  # time to the target, peak memory, checkpoint disk
-        text = (
-            f"{_duration(est.seconds)} to target · RAM {_mb(est.peak_bytes)} · "
-            f"disk {_mb(est.checkpoint_bytes)}"
+        when, ram, disk = _duration(est.seconds), _mb(est.peak_bytes), _mb(est.checkpoint_bytes)
+        text = ui.fit(  # a narrow panel: the short form, nothing cut
+            w, f"{when} to target · RAM {ram} · disk {disk}", f"{when} · RAM {ram} · disk {disk}",
+            pad=0,
         )
     ui.label((x, y - 2), text, th.HINT, max_w=w)
     return y + ROW_H

@@ -51,6 +51,7 @@ FILTERS = {
     "metadata": "Metadata only",
     "mixed": "Mixed",
 }
+SHORT_FILTERS = {"all": "All", "text": "Human text", "metadata": "Metadata", "mixed": "Mixed"}
 STATES = ("all", "pending", "crawled", "failed", "blocked")
 STATE_COLOR = {
     "pending": th.TEXT,
@@ -353,6 +354,7 @@ def configuration(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     half = (w - 8) // 2
     for i, (mode, label) in enumerate(FILTERS.items()):
         bx, by = x + (i % 2) * (half + 8), y + (i // 2) * 32
+        label = ui.fit(half, label, SHORT_FILTERS[mode])  # a narrow window: the short names
         if ui.choice(
             (bx, by, half, 26), label, cfg.filter == mode, key=f"filter:{mode}", enabled=on
         ):
@@ -388,13 +390,18 @@ def configuration(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
     )
     cfg.max_depth = int(v)
     y += 46
+    box = w - 24  # the label's room beside the box
     cfg.same_host = ui.checkbox(
-        (x, y, w, 22), "Stay on the start URLs' hosts", cfg.same_host, key="same", enabled=on
+        (x, y, w, 22),
+        ui.fit(box, "Stay on the start URLs' hosts", "Stay on the start hosts", pad=0),
+        cfg.same_host,
+        key="same",
+        enabled=on,
     )
     y += 28
     cfg.train_continuously = ui.checkbox(
         (x, y, w, 22),
-        "Train continuously on new pages",
+        ui.fit(box, "Train continuously on new pages", "Train on new pages", pad=0),
         cfg.train_continuously,
         key="train",
         enabled=on,
@@ -423,8 +430,10 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
         f"Failed {c.get('failed', 0):,}",
         f"Blocked {c.get('blocked', 0):,}",
     ]
-    ui.label((x, y), "   ".join(parts), th.TEXT, max_w=w)
-    y += 24
+    counts_lines = ui.flow(parts, "   ", w)  # a narrow column: two lines, nothing cut
+    for i, line in enumerate(counts_lines):
+        ui.label((x, y + 18 * i), line, th.TEXT, max_w=w)
+    y += 24 + 18 * (len(counts_lines) - 1)
     # Add URL: validated as you type; Enter or [Add]
     bw = 56
     res = ui.text_input(
@@ -452,11 +461,18 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     if problem:
         ui.label((x, y), problem, th.ERROR, max_w=w)
     else:
-        ui.label((x, y), "A start URL (http or https); Enter adds it.", th.DIM, max_w=w)
+        hint = ui.fit(w, "A start URL (http or https); Enter adds it.", "http(s) URL; Enter adds it", pad=0)
+        ui.label((x, y), hint, th.DIM, max_w=w)
     y += 24
-    # the state filter: one row, or rows of three when the labels would be cut
-    fits = all(ui.text_size(v.capitalize())[0] + 12 <= (w - 16) // 5 for v in STATES)
-    per_row = 5 if fits else 3
+    # the state filter: one row, or rows of three (or two) when the labels would be cut
+    per_row = next(
+        (
+            n
+            for n in (5, 3)
+            if all(ui.text_size(v.capitalize())[0] + 12 <= (w - 4 * (n - 1)) // n for v in STATES)
+        ),
+        2,
+    )
     fw = (w - 4 * (per_row - 1)) // per_row
     for i, shows in enumerate(STATES):
         if ui.choice(
@@ -499,7 +515,7 @@ def url_list(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None
         empty = "(reading...)" if data is None and name else "No URLs yet: add a start URL above"
         if fresh and shows != "all":
             empty = f"No {shows} URLs"
-        ui.label((inner.x + 6, inner.y + 4), empty, th.DIM, max_w=inner.w - 12)
+        _hint(ui, inner.x + 6, inner.y + 4, empty, inner.w - 12, th.DIM)
         return
     with ui.clip(inner):
         first = off // ROW_H
@@ -661,7 +677,10 @@ def status(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) 
     if ui.button((x, y, half, 28), "RESUME" if paused else "PAUSE", key="pause", enabled=can_pause):
         c.resume() if paused else c.pause()
     if ui.button(
-        (x + half + 8, y, half, 28), "Reset All URLs", enabled=bool(name) and bool(counts)
+        (x + half + 8, y, half, 28),
+        ui.fit(half, "Reset All URLs", "Reset URLs", "Reset"),
+        key="Reset All URLs",
+        enabled=bool(name) and bool(counts),
     ):
         s["confirm"] = "reset"
     y += 40

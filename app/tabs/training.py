@@ -646,11 +646,11 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
         align="right",
         max_w=w - 260,
     )
-    e_lines = _flow(ui, e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
+    e_lines = ui.flow(e_parts, "  |  ", w)[:2]  # a narrow window: two lines, nothing cut
     for i, line in enumerate(e_lines):
         ui.label((x, y + 24 + 18 * i), line, th.TEXT, max_w=w)
     y += 18 * (len(e_lines) - 1)
-    b_lines = _flow(ui, b_parts, "     ", w)
+    b_lines = ui.flow(b_parts, "     ", w)
     for i, part in enumerate(b_lines[:2]):
         ui.label((x, y + 44 + 18 * i), part, th.HINT, max_w=w)
     y += 18 * (len(b_lines[:2]) - 1)
@@ -682,17 +682,6 @@ def view(ui: UI, st: AppState, main: pygame.Rect) -> None:
     )
     ly = cy + chart_h + 10
     log_pane(ui, snap, pygame.Rect(x, ly, w, bottom - ly))
-
-
-def _flow(ui: UI, parts: list[str], sep: str, width: int) -> list[str]:
-    """Labelled figures joined by sep into as few lines as fit width (a figure is never split)."""
-    lines: list[str] = []
-    for part in parts:
-        if lines and ui.text_size(lines[-1] + sep + part)[0] <= width:
-            lines[-1] += sep + part
-        else:
-            lines.append(part)
-    return lines
 
 
 def idle_instructions(ui: UI, st: AppState, x: int, y: int) -> None:

@@ -9,6 +9,7 @@ knob that says how many slices to cut.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -21,8 +22,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 _BLAS: list | None = None
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per priority (nice value) of its callers
+_POOL_SIZES: dict[int, int] = {}
 
 
 def blas_one_thread() -> None:
@@ -44,15 +45,41 @@ def default_threads() -> int:
     return numba.get_num_threads()
 
 
+def thread_nice() -> int:
+    """This thread's nice value (Linux keeps one per thread; 0 where that cannot be read)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    except (AttributeError, OSError):
+        return 0
+
+
+def lower_priority(nice: int) -> bool:
+    """Lower this thread's CPU priority to ``nice`` (a background trainer beside a window: the
+    window's thread gets a core when it wants one, training gets every cycle the window leaves).
+    Only this thread, and the engine's workers it hands slices to; False where the OS says no."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(thread_nice(), nice))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def run_parallel(fn, items: list) -> list:
-    """fn(item) for every item: the first on this thread, the rest on the worker pool."""
-    global _POOL, _POOL_SIZE
+    """fn(item) for every item: the first on this thread, the rest on a worker pool whose threads
+    run at this thread's priority (a niced trainer's slices never run at the window's)."""
     if len(items) == 1:
         return [fn(items[0])]
-    if _POOL_SIZE < len(items) - 1:
-        _POOL = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="cllm-gpt")
-        _POOL_SIZE = len(items) - 1
-    futures = [_POOL.submit(fn, it) for it in items[1:]]
+    nice = thread_nice()
+    if _POOL_SIZES.get(nice, 0) < len(items) - 1:
+        _POOLS[nice] = ThreadPoolExecutor(
+            max_workers=len(items) - 1,
+            thread_name_prefix=f"cllm-gpt{nice:+d}" if nice else "cllm-gpt",
+            initializer=lower_priority if nice else None,
+            initargs=(nice,) if nice else (),
+        )
+        _POOL_SIZES[nice] = len(items) - 1
+    pool = _POOLS[nice]
+    futures = [pool.submit(fn, it) for it in items[1:]]
     first = fn(items[0])
     return [first] + [f.result() for f in futures]
 

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from cllm.atomic import write_atomic
+from cllm.engine import threads
 from cllm.engine.optim import AdamW, clip_grad_norm, lr_at
 from cllm.errors import CLLMError, ValidationError
 from cllm.models import paths
@@ -211,7 +212,8 @@ class Trainer:
     ``max_steps``: stop after this many steps in this run (epochs go on past the target if need
     be); without it, train until ``epochs_trained`` reaches ``target_epochs``. ``eval_interval``,
     ``val_batches``: override the model's ``eval_interval`` and ``eval_batches`` for this run
-    (not saved). ``settings``:
+    (not saved). ``nice``: run the training threads at this lower CPU priority (the studio does,
+    so that its window's thread gets a core when it draws). ``settings``:
     training settings (``TrainConfig`` fields and ``target_epochs``) applied to the model for this
     run and saved with its next checkpoint.
     """
@@ -225,6 +227,7 @@ class Trainer:
         eval_interval: int | None = None,
         val_batches: int | None = None,
         publish: bool = True,
+        nice: int = 0,
         **settings,
     ) -> None:
         if max_steps is not None and (isinstance(max_steps, bool) or int(max_steps) < 1):
@@ -234,6 +237,7 @@ class Trainer:
         self.max_steps = None if max_steps is None else int(max_steps)
         self._eval_interval, self._val_batches = eval_interval, val_batches  # None: the model's
         self.publish = publish
+        self.nice = int(nice)  # > 0: the run's threads yield the CPU to a window's (the studio)
         self._lock = registry.lock(name, "training")
         self._released = False
         self._published = -1e9  # monotonic time of the last progress file
@@ -485,6 +489,8 @@ class Trainer:
 
     def _run(self) -> None:
         state, message = "error", "training failed"
+        if self.nice > 0:
+            threads.lower_priority(self.nice)
         try:
             state, message = self._train()
         except Exception as err:  # reported in the snapshot, log and stderr, never silent

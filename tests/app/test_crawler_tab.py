@@ -191,7 +191,7 @@ def test_nothing_to_crawl_is_refused_and_bad_patterns_are_not_taken(tab):
     press(tab, "crawler/start")
     settle(tab)
     assert st.crawler is None
-    assert any("nothing to crawl" in t.text for t in tab.ui.toasts)
+    assert any("nothing to crawl" in t.text.lower() for t in tab.ui.toasts)
     press(tab, "crawler/exclude")
     type_text(tab, "*.pdf re:[unclosed")
     field = rect_of(tab, "crawler/exclude")

@@ -302,7 +302,7 @@ def test_start_crawler_calls_into_the_crawler_tab(studio):
     frames_until(
         studio,
         lambda: (
-            any("nothing to crawl" in t.text for t in studio.ui.toasts)
+            any("nothing to crawl" in t.text.lower() for t in studio.ui.toasts)
             or studio.st.crawler is not None
         ),
     )

@@ -297,3 +297,27 @@ def test_resume_with_a_new_batch_shape_finishes_the_epoch(tmp_path):
     snap = run(t)
     assert snap.state == "done" and snap.epochs_trained == 2, snap.message
     assert snap.step < 2 * snap.batches_per_epoch  # epoch 1 ended early, epoch 2 was whole
+
+
+def test_a_niced_trainer_trains_at_that_priority(tmp_path):
+    """The studio's trainer yields the CPU to the window: its thread runs at ``nice``."""
+    if not os.path.exists("/proc/self/task"):
+        pytest.skip("per-thread nice values are read from Linux's /proc")
+    from cllm.engine import threads
+
+    reg = make_model(tmp_path, target_epochs=3)
+    base = threads.thread_nice()
+    t = Trainer(reg, "m", nice=base + 5)
+    t.start()
+    seen = []
+    wait_for(lambda: t._thread.native_id is not None)
+    while t._thread.is_alive():
+        try:
+            stat = open(f"/proc/self/task/{t._thread.native_id}/stat").read()
+        except OSError:
+            break
+        seen.append(int(stat.rsplit(")", 1)[1].split()[16]))  # field 19: nice
+        time.sleep(0.01)
+    assert t.join(60)
+    assert t.snapshot().state == "done"
+    assert seen and max(seen) == base + 5
