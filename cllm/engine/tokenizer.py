@@ -18,10 +18,12 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
+from numba import njit
 
 from cllm.engine import schema
 from cllm.errors import ValidationError
@@ -29,11 +31,216 @@ from cllm.errors import ValidationError
 EOT = "<|endoftext|>"
 KINDS = ("bpe", "byte", "char")
 MIN_VOCAB = 257  # 256 byte values + end-of-text: every kind can spell any byte string
-# A long text is encoded in chunks cut after a lone "\n" between non-spaces: the GPT-2
-# pre-tokenizer cuts there too, so the ids are identical to encoding it whole.
-_CHUNK_SPLIT = re.compile(r"(?<=\S\n)(?=\S)")
+# A long text is encoded in chunks cut after a lone "\n" between two visible ASCII characters:
+# the GPT-2 pre-tokenizer cuts there too (whatever its Unicode tables say of other characters),
+# so the ids are identical to encoding it whole.
+_CHUNK_SPLIT = re.compile(r"(?<=[!-~]\n)(?=[!-~])")
 CHUNKED_FROM = 65536  # characters
 CHUNK_CHARS = 16384
+FAST_CHUNK_CHARS = 1 << 20  # the fast path's chunks bound its working arrays (~20 bytes a char)
+
+# GPT-2's pre-tokenizer pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
+# \s+(?!\S)|\s+, as a compiled scan (``_split``) over the text's code points. It needs each
+# character's class: letter, number, space or other. ASCII's are fixed; any other character's is
+# asked of the engine's own pre-tokenizer the first time it is met, so the engine's Unicode
+# tables decide, not Python's.
+LETTER, NUMBER, SPACE, OTHER, UNKNOWN = 0, 1, 2, 3, 255
+
+
+def _ascii_classes() -> np.ndarray:
+    table = np.full(0x110000, UNKNOWN, np.uint8)
+    table[:128] = OTHER
+    for lo, hi in ((65, 90), (97, 122)):
+        table[lo : hi + 1] = LETTER
+    table[48:58] = NUMBER
+    table[[9, 10, 11, 12, 13, 32]] = SPACE
+    return table
+
+
+@njit(nogil=True, cache=True)
+def _split(cp: np.ndarray, cls: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Where GPT-2's pattern ends each piece of the text with code points ``cp``: the first
+    alternative that matches at each position wins, as in the regular expression."""
+    n = cp.shape[0]
+    ends = np.empty(n, np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        c = cp[i]
+        j = i + 1
+        if c == 39 and i + 1 < n:  # the contractions 's 't 're 've 'm 'll 'd
+            a = cp[i + 1]
+            b = cp[i + 2] if i + 2 < n else 0
+            if a == 115 or a == 116 or a == 109 or a == 100:  # s t m d
+                j = i + 2
+            elif (a == 114 or a == 118) and b == 101:  # re ve
+                j = i + 3
+            elif a == 108 and b == 108:  # ll
+                j = i + 3
+        if j == i + 1:
+            k0 = cls[c]
+            start = i
+            if c == 32 and i + 1 < n and cls[cp[i + 1]] != SPACE:  # " ?" then a run
+                start = i + 1
+                k0 = cls[cp[start]]
+            if k0 != SPACE:  # a run of letters, of numbers, or of others
+                j = start + 1
+                while j < n and cls[cp[j]] == k0:
+                    j += 1
+            else:  # spaces: all of them at the end or before more spaces, else all but the last
+                j = i + 1
+                while j < n and cls[cp[j]] == SPACE:
+                    j += 1
+                if j < n and j - i > 1:
+                    j -= 1
+        ends[k] = j
+        k += 1
+        i = j
+    return ends[:k]
+
+
+@njit(nogil=True, cache=True)
+def _hash(cp: np.ndarray, a: int, b: int) -> np.uint64:  # pragma: no cover - compiled
+    h = np.uint64(14695981039346656037)  # FNV-1a over the code points
+    for i in range(a, b):
+        h = (h ^ np.uint64(cp[i])) * np.uint64(1099511628211)
+    return h
+
+
+@njit(nogil=True, cache=True)
+def _find(cp, a, b, slots, kstart, klen, kcp):  # pragma: no cover - compiled
+    """(entry, slot): the table's entry for the word cp[a:b] (-1 if absent) and its slot."""
+    mask = slots.shape[0] - 1
+    s = np.int64(_hash(cp, a, b) & np.uint64(mask))
+    while True:
+        e = slots[s]
+        if e < 0:
+            return -1, s
+        if klen[e] == b - a:
+            k = kstart[e]
+            same = True
+            for t in range(b - a):
+                if kcp[k + t] != cp[a + t]:
+                    same = False
+                    break
+            if same:
+                return e, s
+        s = (s + 1) & mask
+
+
+@njit(nogil=True, cache=True)
+def _lookup(cp, ends, slots, kstart, klen, kcp):  # pragma: no cover - compiled
+    found = np.empty(ends.shape[0], np.int64)
+    a = 0
+    for p in range(ends.shape[0]):
+        found[p] = _find(cp, a, ends[p], slots, kstart, klen, kcp)[0]
+        a = ends[p]
+    return found
+
+
+@njit(nogil=True, cache=True)
+def _gather(found, vstart, vlen, vids):  # pragma: no cover - compiled
+    total = 0
+    for p in range(found.shape[0]):
+        total += vlen[found[p]]
+    out = np.empty(total, np.int32)
+    o = 0
+    for p in range(found.shape[0]):
+        e = found[p]
+        for t in range(vstart[e], vstart[e] + vlen[e]):
+            out[o] = vids[t]
+            o += 1
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _rehash(slots, kstart, klen, kcp, n):  # pragma: no cover - compiled
+    """The first ``n`` entries placed again in a larger ``slots``."""
+    mask = slots.shape[0] - 1
+    for e in range(n):
+        a = kstart[e]
+        s = np.int64(_hash(kcp, a, a + klen[e]) & np.uint64(mask))
+        while slots[s] >= 0:
+            s = (s + 1) & mask
+        slots[s] = e
+    return slots
+
+
+@njit(nogil=True, cache=True)
+def _insert(cp, a, b, ids, slot, t, used):  # pragma: no cover - compiled
+    """Store word cp[a:b] -> ids at ``slot`` (from _find); ``t``: the table's arrays,
+    ``used``: entries, key code points and ids in use. Returns the entry."""
+    slots, kstart, klen, kcp, vstart, vlen, vids = t
+    e = used[0]
+    kstart[e], klen[e], vstart[e], vlen[e] = used[1], b - a, used[2], ids.shape[0]
+    kcp[used[1] : used[1] + b - a] = cp[a:b]
+    vids[used[2] : used[2] + ids.shape[0]] = ids
+    slots[slot] = e
+    used[0] += 1
+    used[1] += b - a
+    used[2] += ids.shape[0]
+    return e
+
+
+class _Words:
+    """Each word met so far -> the engine's ids for it, in flat arrays that the compiled lookup
+    reads (no Python string is made for a word that is already known). The arrays double as
+    words come, up to MAX_ENTRIES words (some 200 MB); then the table starts over."""
+
+    MAX_ENTRIES = 1 << 20
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.clear()
+
+    def clear(self, entries: int = 1 << 12) -> None:
+        self.slots = np.full(2 * entries, -1, np.int64)
+        self.kstart, self.klen = np.zeros(entries, np.int64), np.zeros(entries, np.int64)
+        self.vstart, self.vlen = np.zeros(entries, np.int64), np.zeros(entries, np.int64)
+        self.kcp = np.zeros(16 * entries, np.uint32)  # the words' code points, end to end
+        self.vids = np.zeros(16 * entries, np.int32)  # their ids, end to end
+        self.used = np.zeros(3, np.int64)  # entries, code points, ids
+        self.generation += 1
+
+    def _grow(self, need_k: int, need_v: int) -> None:
+        """Double what is short (entries with their slots, code points, ids)."""
+        e, k, v = self.used.tolist()
+        if e >= len(self.kstart):
+            n = 2 * len(self.kstart)
+            for name in ("kstart", "klen", "vstart", "vlen"):
+                old = getattr(self, name)
+                setattr(self, name, np.concatenate([old, np.zeros(n - len(old), np.int64)]))
+            self.slots = _rehash(np.full(2 * n, -1, np.int64), self.kstart, self.klen, self.kcp, e)
+        for name, need in (("kcp", k + need_k), ("vids", v + need_v)):
+            old = getattr(self, name)
+            if need > len(old):
+                size = max(2 * len(old), need)
+                setattr(self, name, np.concatenate([old, np.zeros(size - len(old), old.dtype)]))
+
+    def __len__(self) -> int:
+        return int(self.used[0])
+
+    def lookup(self, cp: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        return _lookup(cp, ends, self.slots, self.kstart, self.klen, self.kcp)
+
+    def find(self, cp: np.ndarray, a: int, b: int) -> tuple[int, int]:
+        return _find(cp, a, b, self.slots, self.kstart, self.klen, self.kcp)
+
+    def add(self, cp: np.ndarray, a: int, b: int, ids: np.ndarray, slot: int) -> int:
+        e, k, v = self.used.tolist()
+        if e >= len(self.kstart) or k + b - a > len(self.kcp) or v + len(ids) > len(self.vids):
+            if e >= self.MAX_ENTRIES:
+                self.clear()
+            else:
+                self._grow(b - a, len(ids))
+            slot = self.find(cp, a, b)[1]
+        t = (self.slots, self.kstart, self.klen, self.kcp, self.vstart, self.vlen, self.vids)
+        return _insert(cp, a, b, ids, slot, t, self.used)
+
+    def gather(self, found: np.ndarray) -> np.ndarray:
+        return _gather(found, self.vstart, self.vlen, self.vids)
+
+
 
 
 def _encode_utf8(text: str) -> bytes:
@@ -154,6 +361,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     return out
 
 
+# bytes seen as Latin-1 characters -> the byte-level alphabet (str.translate runs it in C)
+_BYTE_LEVEL = {b: c for b, c in _bytes_to_unicode().items()}
+
+
 class BPETokenizer(Tokenizer):
     """Byte-level BPE on the Hugging Face ``tokenizers`` engine (GPT-2's pre-tokenizer, no
     normalizer, no added prefix space, so it is lossless). All 256 byte symbols are in the
@@ -188,29 +399,114 @@ class BPETokenizer(Tokenizer):
         self.hf = hf
         self._hf_json = hf_json
         super().__init__(table, eot_id=vocab[EOT])
+        # the fast path (see encode) where the definition is GPT-2's byte-level BPE exactly
+        self._fast = _gpt2_shaped(hf_json)
+        self._words = _Words() if self._fast else None  # each word's ids, as the engine gave
+        self._fast_lock = threading.Lock()
+        self._classes = _ascii_classes()  # each code point's class, found when first met
 
     def _state(self) -> dict:
         return {"hf": self._hf_json}
 
     def encode(self, text: str) -> np.ndarray:
+        """The engine's ids for ``text``.
+
+        The fast path gives the same ids faster: it splits the text with GPT-2's pattern (a
+        compiled scan, see ``_split``) and looks each word up in a table of the ids that the
+        engine's BPE model gave for it (``_Words``); only a word met for the first time reaches
+        the engine. Where the tokenizer is not GPT-2's shape, the engine encodes it all, a long
+        text as a batch of chunks in parallel."""
         _encode_utf8(text)
-        if len(text) < CHUNKED_FROM:
+        size = FAST_CHUNK_CHARS if self._fast else CHUNK_CHARS
+        chunks = [text] if len(text) < CHUNKED_FROM else _chunks(text, size)
+        if self._fast:
+            return np.concatenate([self._fast_ids(c) for c in chunks] or [np.empty(0, np.int32)])
+        if len(chunks) == 1:
             return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
-        # long text: the engine encodes a batch of chunks in parallel
-        pieces = _CHUNK_SPLIT.split(text)
-        chunks, cur, n = [], [], 0
-        for p in pieces:
-            cur.append(p)
-            n += len(p)
-            if n >= CHUNK_CHARS:
-                chunks.append("".join(cur))
-                cur, n = [], 0
-        if cur:
-            chunks.append("".join(cur))
         # the "fast" batch skips character offsets, which we never use
         batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
         encs = batch(chunks, add_special_tokens=False)
         return np.concatenate([np.array(e.ids, dtype=np.int32) for e in encs])
+
+    def _fast_ids(self, text: str) -> np.ndarray:
+        cp = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        with self._fast_lock:  # the tables grow as words are met
+            cls = self._classes
+            if not text.isascii():
+                for c in np.unique(cp[cls[cp] == UNKNOWN]).tolist():  # characters met first now
+                    cls[c] = self._class_of(chr(c))
+            ends = _split(cp, cls)
+            words = self._words
+            found = words.lookup(cp, ends)
+            missed = np.flatnonzero(found < 0)
+            if missed.size:  # words met for the first time: the engine's BPE model, then kept
+                generation = words.generation
+                for p in missed.tolist():
+                    a, b = (int(ends[p - 1]) if p else 0), int(ends[p])
+                    e, slot = words.find(cp, a, b)  # the same new word twice in one text
+                    if e < 0:
+                        e = words.add(cp, a, b, self._bpe_word(text[a:b]), slot)
+                    found[p] = e
+                if words.generation != generation:  # the table started over in this text
+                    return self._fast_ids_uncached(text, ends)
+            return words.gather(found)
+
+    def _fast_ids_uncached(self, text: str, ends: np.ndarray) -> np.ndarray:
+        """The same ids without the table (it filled up in the middle of a text)."""
+        e = ends.tolist()
+        return np.concatenate(
+            [self._bpe_word(text[a:b]) for a, b in zip([0, *e[:-1]], e, strict=True)]
+        ).astype(np.int32)
+
+    def _bpe_word(self, word: str) -> np.ndarray:
+        """A word's ids from the engine's BPE model: what the engine does to each pre-token."""
+        mapped = word.encode("utf-8").decode("latin-1").translate(_BYTE_LEVEL)
+        return np.array([t.id for t in self.hf.model.tokenize(mapped)], np.int32)
+
+    def _class_of(self, c: str) -> int:
+        """Character ``c``'s class in the engine's pre-tokenizer: a letter ("a" + c is one
+        piece), a number ("1" + c is one), a space (c + c + "a" is three pieces) or other."""
+        pieces = self.hf.pre_tokenizer.pre_tokenize_str
+        if len(pieces("a" + c)) == 1:
+            return LETTER
+        if len(pieces("1" + c)) == 1:
+            return NUMBER
+        return SPACE if len(pieces(c + c + "a")) == 3 else OTHER
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """``text`` in pieces of about ``size`` characters, cut where the pre-tokenizer cuts too."""
+    chunks, cur, n = [], [], 0
+    for p in _CHUNK_SPLIT.split(text):
+        cur.append(p)
+        n += len(p)
+        if n >= size:
+            chunks.append("".join(cur))
+            cur, n = [], 0
+    if cur:
+        chunks.append("".join(cur))
+    return chunks
+
+
+def _gpt2_shaped(hf_json: str) -> bool:
+    """True when the definition is byte-level BPE with GPT-2's pre-tokenizer and nothing else
+    (no normalizer, no dropout, no added tokens but special ones): the fast path's condition."""
+    try:
+        d = json.loads(hf_json)
+        pre, model = d.get("pre_tokenizer") or {}, d.get("model") or {}
+        return (
+            d.get("normalizer") is None
+            and pre.get("type") == "ByteLevel"
+            and pre.get("use_regex", True) is True
+            and not pre.get("add_prefix_space")
+            and model.get("type") == "BPE"
+            and not model.get("dropout")
+            and not model.get("ignore_merges")
+            and not model.get("byte_fallback")
+            and all(t.get("special") for t in d.get("added_tokens") or [])
+        )
+    except (ValueError, AttributeError, TypeError):
+        return False
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int) -> Tokenizer:

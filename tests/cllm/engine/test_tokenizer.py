@@ -159,6 +159,7 @@ def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     mp.setattr(T, "CHUNKED_FROM", 0)
     mp.setattr(T, "CHUNK_CHARS", 3)
+    mp.setattr(T, "FAST_CHUNK_CHARS", 3)
     yield train_tokenizer("bpe", TEXT + "a\nb a\n\nb 's\n's", 600)
     mp.undo()
 
