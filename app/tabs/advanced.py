@@ -140,7 +140,9 @@ def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> in
     else:  # time to the target, peak memory, checkpoint disk
         when, ram, disk = _duration(est.seconds), _mb(est.peak_bytes), _mb(est.checkpoint_bytes)
         text = ui.fit(  # a narrow panel: the short form, nothing cut
-            w, f"{when} to target · RAM {ram} · disk {disk}", f"{when} · RAM {ram} · disk {disk}",
+            w,
+            f"{when} to target · RAM {ram} · disk {disk}",
+            f"{when} · RAM {ram} · disk {disk}",
             pad=0,
         )
     ui.label((x, y - 2), text, th.HINT, max_w=w)

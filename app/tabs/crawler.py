@@ -461,7 +461,9 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     if problem:
         ui.label((x, y), problem, th.ERROR, max_w=w)
     else:
-        hint = ui.fit(w, "A start URL (http or https); Enter adds it.", "http(s) URL; Enter adds it", pad=0)
+        hint = ui.fit(
+            w, "A start URL (http or https); Enter adds it.", "http(s) URL; Enter adds it", pad=0
+        )
         ui.label((x, y), hint, th.DIM, max_w=w)
     y += 24
     # the state filter: one row, or rows of three (or two) when the labels would be cut

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import tracemalloc
 import numpy as np
 
 from cllm.engine.config import GPTConfig, num_params
+from cllm.engine.machine import machine
 from cllm.errors import ValidationError
 
 
@@ -141,27 +141,6 @@ def _torch(no_torch: bool, threads: int):
         return None
     torch.set_num_threads(threads)
     return torch
-
-
-def machine() -> dict:
-    """The CPU by name and the widest vector ISA it offers (the figures depend on both)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name" and name in ("", platform.machine()):
-                    name = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-                    break
-    except OSError:
-        pass
-    isa = [x for x in ("avx512f", "avx2", "fma", "avx", "sse4_2", "neon") if x in flags]
-    out = {"cpu": name, "isa": "+".join(isa[:2]) if isa else platform.machine()}
-    if os.environ.get("NUMBA_CPU_NAME"):
-        out["numba_cpu"] = os.environ["NUMBA_CPU_NAME"]
-    return out
 
 
 def sgemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:

@@ -167,19 +167,28 @@ def _rehash(slots, kstart, klen, kcp, n):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True)
-def _insert(cp, a, b, ids, slot, t, used):  # pragma: no cover - compiled
-    """Store word cp[a:b] -> ids at ``slot`` (from _find); ``t``: the table's arrays,
-    ``used``: entries, key code points and ids in use. Returns the entry."""
+def _insert(cp, starts, ends, ids, id_ends, t, used):  # pragma: no cover - compiled
+    """Store the words cp[starts[i]:ends[i]] -> ids[id_ends[i-1]:id_ends[i]] that are not there
+    yet; ``t``: the table's arrays (room made beforehand), ``used``: entries, code points and
+    ids in use. Returns each word's entry."""
     slots, kstart, klen, kcp, vstart, vlen, vids = t
-    e = used[0]
-    kstart[e], klen[e], vstart[e], vlen[e] = used[1], b - a, used[2], ids.shape[0]
-    kcp[used[1] : used[1] + b - a] = cp[a:b]
-    vids[used[2] : used[2] + ids.shape[0]] = ids
-    slots[slot] = e
-    used[0] += 1
-    used[1] += b - a
-    used[2] += ids.shape[0]
-    return e
+    out = np.empty(starts.shape[0], np.int64)
+    i0 = 0
+    for w in range(starts.shape[0]):
+        a, b, i1 = starts[w], ends[w], id_ends[w]
+        e, slot = _find(cp, a, b, slots, kstart, klen, kcp)
+        if e < 0:
+            e = used[0]
+            kstart[e], klen[e], vstart[e], vlen[e] = used[1], b - a, used[2], i1 - i0
+            kcp[used[1] : used[1] + b - a] = cp[a:b]
+            vids[used[2] : used[2] + i1 - i0] = ids[i0:i1]
+            slots[slot] = e
+            used[0] += 1
+            used[1] += b - a
+            used[2] += i1 - i0
+        out[w] = e
+        i0 = i1
+    return out
 
 
 class _Words:
@@ -202,11 +211,16 @@ class _Words:
         self.used = np.zeros(3, np.int64)  # entries, code points, ids
         self.generation += 1
 
-    def _grow(self, need_k: int, need_v: int) -> None:
-        """Double what is short (entries with their slots, code points, ids)."""
+    def room(self, need_e: int, need_k: int, need_v: int) -> bool:
+        """Make room for need_e more words of need_k code points and need_v ids in all, doubling
+        what is short; False (and nothing changed) past MAX_ENTRIES words."""
         e, k, v = self.used.tolist()
-        if e >= len(self.kstart):
-            n = 2 * len(self.kstart)
+        if e + need_e > self.MAX_ENTRIES:
+            return False
+        n = len(self.kstart)
+        if e + need_e > n:
+            while e + need_e > n:
+                n *= 2
             for name in ("kstart", "klen", "vstart", "vlen"):
                 old = getattr(self, name)
                 setattr(self, name, np.concatenate([old, np.zeros(n - len(old), np.int64)]))
@@ -216,6 +230,7 @@ class _Words:
             if need > len(old):
                 size = max(2 * len(old), need)
                 setattr(self, name, np.concatenate([old, np.zeros(size - len(old), old.dtype)]))
+        return True
 
     def __len__(self) -> int:
         return int(self.used[0])
@@ -223,24 +238,15 @@ class _Words:
     def lookup(self, cp: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return _lookup(cp, ends, self.slots, self.kstart, self.klen, self.kcp)
 
-    def find(self, cp: np.ndarray, a: int, b: int) -> tuple[int, int]:
-        return _find(cp, a, b, self.slots, self.kstart, self.klen, self.kcp)
-
-    def add(self, cp: np.ndarray, a: int, b: int, ids: np.ndarray, slot: int) -> int:
-        e, k, v = self.used.tolist()
-        if e >= len(self.kstart) or k + b - a > len(self.kcp) or v + len(ids) > len(self.vids):
-            if e >= self.MAX_ENTRIES:
-                self.clear()
-            else:
-                self._grow(b - a, len(ids))
-            slot = self.find(cp, a, b)[1]
+    def add(self, cp, starts: np.ndarray, ends: np.ndarray, ids: list[np.ndarray]) -> np.ndarray:
+        """Each word's entry, the new ones stored (room must have been made)."""
+        id_ends = np.cumsum([len(x) for x in ids], dtype=np.int64)
+        flat = np.concatenate(ids) if ids else np.empty(0, np.int32)
         t = (self.slots, self.kstart, self.klen, self.kcp, self.vstart, self.vlen, self.vids)
-        return _insert(cp, a, b, ids, slot, t, self.used)
+        return _insert(cp, starts, ends, flat, id_ends, t, self.used)
 
     def gather(self, found: np.ndarray) -> np.ndarray:
         return _gather(found, self.vstart, self.vlen, self.vids)
-
-
 
 
 def _encode_utf8(text: str) -> bytes:
@@ -437,26 +443,29 @@ class BPETokenizer(Tokenizer):
                     cls[c] = self._class_of(chr(c))
             ends = _split(cp, cls)
             words = self._words
-            found = words.lookup(cp, ends)
-            missed = np.flatnonzero(found < 0)
-            if missed.size:  # words met for the first time: the engine's BPE model, then kept
-                generation = words.generation
+            for _ in range(2):  # a second time after the table started over
+                found = words.lookup(cp, ends)
+                missed = np.flatnonzero(found < 0)
+                if not missed.size:
+                    return words.gather(found)
+                # words met for the first time: the engine's BPE model gives their ids, kept
+                at: dict[str, list[int]] = {}  # each new word -> where it is in the text
                 for p in missed.tolist():
-                    a, b = (int(ends[p - 1]) if p else 0), int(ends[p])
-                    e, slot = words.find(cp, a, b)  # the same new word twice in one text
-                    if e < 0:
-                        e = words.add(cp, a, b, self._bpe_word(text[a:b]), slot)
-                    found[p] = e
-                if words.generation != generation:  # the table started over in this text
-                    return self._fast_ids_uncached(text, ends)
-            return words.gather(found)
-
-    def _fast_ids_uncached(self, text: str, ends: np.ndarray) -> np.ndarray:
-        """The same ids without the table (it filled up in the middle of a text)."""
-        e = ends.tolist()
-        return np.concatenate(
-            [self._bpe_word(text[a:b]) for a, b in zip([0, *e[:-1]], e, strict=True)]
-        ).astype(np.int32)
+                    at.setdefault(text[(int(ends[p - 1]) if p else 0) : int(ends[p])], []).append(p)
+                first = np.array([ps[0] for ps in at.values()], np.int64)
+                starts = np.where(first > 0, ends[first - 1], 0)
+                ids = [self._bpe_word(w) for w in at]
+                if words.room(len(at), int((ends[first] - starts).sum()), sum(map(len, ids))):
+                    entries = words.add(cp, starts, ends[first], ids)
+                    for e, ps in zip(entries.tolist(), at.values(), strict=True):
+                        found[ps] = e
+                    return words.gather(found)
+                words.clear()  # full: start over
+            # one text with more new words than the table holds: word by word, not kept
+            e = ends.tolist()
+            return np.concatenate(
+                [self._bpe_word(text[a:b]) for a, b in zip([0, *e[:-1]], e, strict=True)]
+            )
 
     def _bpe_word(self, word: str) -> np.ndarray:
         """A word's ids from the engine's BPE model: what the engine does to each pre-token."""

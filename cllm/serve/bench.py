@@ -11,13 +11,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import statistics
 import tempfile
 import threading
 import time
 
 import numpy as np
+
+from cllm.engine.machine import machine
 
 
 def register_bench(sub) -> None:
@@ -38,22 +39,6 @@ def _words(n: int, seed: int = 0) -> str:
     for _ in range(n):
         out.append("".join(rng.choice(letters, size=int(rng.integers(1, 9)), p=p)))
     return " ".join(out)
-
-
-def cpu_description() -> dict:
-    """The CPU's model name and the vector ISA that matters to the kernels (Linux; else the
-    machine type)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read()
-    except OSError:
-        return {"cpu": platform.machine(), "isa": "unknown"}
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
-    )
-    isa = [x for x in ("avx512f", "avx2", "fma") if x in flags] or ["no AVX2"]
-    return {"cpu": name or platform.machine(), "isa": "+".join(isa)}
 
 
 def _stream(port: int, body: dict, out: list, i: int) -> None:
@@ -94,7 +79,7 @@ def bench_serve(args) -> int:
         "bench": "serve",
         "preset": args.preset,
         "config": cfg.to_dict(),
-        **cpu_description(),
+        **machine(),
         "threads": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
