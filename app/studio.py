@@ -300,7 +300,10 @@ class Studio:
         pygame.quit()
 
     def pump(self, frames: int = 1) -> None:
+        """Draw ``frames`` frames now, whatever changed (screenshots, tests): each shows the
+        state of this moment, not the last one the repaint throttle let through."""
         for _ in range(frames):
+            self._drawn_key = ()
             self.step()
 
 

@@ -94,6 +94,7 @@ class TrainingState(TabState):
     set: dict[str, Any] = field(default_factory=dict)  # the sliders' values
     refused: Refusal | None = None
     panel_h: int | None = None  # the panel's content height, measured while drawing
+    footer_h: int | None = None  # STATUS and ACTIONS' height, measured while drawing
     panel_scrolls: bool = False  # the panel is too short for it: its sliders wheel only focused
     queue_stamp: tuple | None = None
     queue_loading: bool = False

@@ -69,6 +69,7 @@ RUN_COLOR = {
     "error": th.ERROR,
 }
 PATTERN_HINT = "glob (*.pdf), plain text (blog), or re:REGEX; separate several with spaces"
+SHORT_PATTERN_HINT = "glob, text or re:REGEX; spaces separate"
 
 
 Settings = CrawlSettings  # what the configuration column edits
@@ -371,7 +372,8 @@ def configuration(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
             setattr(cfg, attr, res.text)
         ui.label((x, y + 31), problem, th.ERROR, max_w=w)
         y += 54
-    y = _hint(ui, x, y - 4, PATTERN_HINT, w, th.DIM) + 8
+    hint = PATTERN_HINT if len(ui.wrap(PATTERN_HINT, w)) <= 2 else SHORT_PATTERN_HINT
+    y = _hint(ui, x, y - 4, hint, w, th.DIM) + 8
     v, _ = ui.slider(
         (x, y, w, 34),
         "Max pages",
@@ -413,7 +415,8 @@ def configuration(ui: UI, st: AppState, s: dict, r: pygame.Rect) -> None:
         else "Each wait between two requests to one host is drawn between the two delays;"
         " robots.txt is obeyed. Settings apply at the next START."
     )
-    _hint(ui, x, y, note, w, th.HINT)
+    if y + 17 * len(ui.wrap(note, w)) <= r.bottom - 6:  # a short window leaves the note out
+        _hint(ui, x, y, note, w, th.HINT)
 
 
 def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -> None:
@@ -436,8 +439,12 @@ def links(ui: UI, st: AppState, s: dict, r: pygame.Rect, data: Listing | None) -
     y += 24 + 18 * (len(counts_lines) - 1)
     # Add URL: validated as you type; Enter or [Add]
     bw = 56
+    field_w = w - 2 * (bw + 6)
     res = ui.text_input(
-        (x, y, w - 2 * (bw + 6), 28), "url", s["url_text"], placeholder="https://example.com/"
+        (x, y, field_w, 28),
+        "url",
+        s["url_text"],
+        placeholder=ui.fit(field_w, "https://example.com/", "https://…", "URL"),
     )
     s["url_text"] = res.text
     problem = url_problem(res.text)

@@ -81,15 +81,17 @@ def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
 
 
 # ---------------------------------------------------------------------------- right panel
-FOOTER_H = 200  # STATUS and ACTIONS: pinned to the panel's bottom when the rest must scroll
+FOOTER_H = 240  # STATUS and ACTIONS (until measured): pinned to the panel's bottom when the
+# rest must scroll
 
 
 def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) -> None:
     """Model, configuration, info and data scroll when the window is short; STATUS and the
     ACTIONS (START TRAINING) stay pinned at the bottom, always in reach."""
     content_h = s.panel_h or PANEL_CONTENT_H
-    pinned = panel.h < content_h + FOOTER_H
-    body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - FOOTER_H) if pinned else panel
+    footer_h = s.footer_h or FOOTER_H
+    pinned = panel.h < content_h + footer_h
+    body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - footer_h) if pinned else panel
     scrolling = body.h < content_h
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
@@ -114,8 +116,10 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
         )
     w = panel.w - 20
     with ui.clip(panel):
+        top = y
         y = status(ui, st, x, y)
-        actions(ui, st, s, info, x, y, w)
+        y = actions(ui, st, s, info, x, y, w)
+    s.footer_h = y - top  # measured: the pinned footer holds all of it next frame
 
 
 BATCH_SNAPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
@@ -384,7 +388,7 @@ def status(ui: UI, st: AppState, x: int, y: int) -> int:
         ui.label((x, y), "Model: Loading...", th.WARNING)
     else:
         ui.label((x, y), "Model: Not Loaded", th.ERROR)
-    return y + 26
+    return y + 24
 
 
 def actions(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
@@ -454,7 +458,7 @@ def actions(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int
         )
     if ui.button((x + half + 8, y, half, 26), "Load", enabled=info is not None and not st.loading):
         st.load(info.name)
-    return y + 34
+    return y + 28
 
 
 # ---------------------------------------------------------------------------- dialogs
