@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cllm.atomic import write_atomic
+from cllm.data.dataqueue import INLINE
 from cllm.errors import BusyError, CLLMError, ValidationError
 from cllm.jobs.store import Job, JobStore, hostname
 from cllm.models import locks
@@ -116,7 +117,8 @@ def pack_model(models_dir: Path, name: str) -> bytes:
                 dst = sqlite3.connect(snap)
                 try:
                     src.backup(dst)  # one consistent copy of the index, whatever writes meanwhile
-                    files = [f for (f,) in dst.execute("SELECT file FROM items")]
+                    rows = dst.execute("SELECT file FROM items").fetchall()
+                    files = [f for (f,) in rows if not f.startswith(INLINE)]  # inline: in the index
                 finally:
                     dst.close()
                     src.close()

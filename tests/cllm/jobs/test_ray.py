@@ -40,18 +40,49 @@ def test_unreachable_address_is_one_line_within_30_s(tmp_path, capsys):
     assert [j.state for j in JobStore(models).list()] == ["queued"]
 
 
+def test_a_shipped_model_carries_its_inline_and_file_queue_items(tmp_path):
+    """pack_model/unpack_model (no Ray needed): small items live in the queue's index, large ones
+    in token files; both arrive with the model, token for token."""
+    from cllm.jobs.ray_runner import pack_model, unpack_model
+
+    models = tmp_path / "models"
+    reg = make_models(models, ("a",))
+    dq = reg.queue("a")
+    dq.add_text("a long text that needs a token file of its own. " * 2000, source="long")
+    want = {it.id: dq.tokens(it.id).tolist() for it in dq.items()}
+    assert sorted(dq.token_file(i)[0] is None for i in want) == [False, True]  # one of each
+    dq.close()
+    unpack_model(pack_model(models, "a"), tmp_path / "there", "b")
+    there = Registry(tmp_path / "there")
+    assert there.info("b").meta.steps == reg.info("a").meta.steps
+    q = there.queue("b")
+    assert {it.id: q.tokens(it.id).tolist() for it in q.items()} == want
+    q.close()
+
+
+def _alive(t: threading.Thread, lines: list[str]) -> bool:
+    """For wait_for: a driver thread that has ended fails the test now, not at the timeout."""
+    assert t.is_alive(), f"the driver stopped early: {lines}"
+    return True
+
+
 @pytest.fixture(scope="module")
 def cluster():
     pytest.importorskip("ray")
+    import ray
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    c.add_node(num_cpus=1)
-    yield c.address
-    import ray
-
-    ray.shutdown()
-    c.shutdown()
+    # The nodes stop in the teardown, on a failure or Ctrl+C (SIGINT) too; on SIGTERM, Ray's own
+    # handler stops them, and on SIGKILL its reaper processes (one per node) do.
+    c = Cluster()
+    try:
+        # 3 CPUs in all on a 2-core machine: 2 jobs at once on the head, 1 on the second node
+        c.add_node(num_cpus=2, include_dashboard=False)
+        c.add_node(num_cpus=1)
+        yield c.address
+    finally:
+        ray.shutdown()
+        c.shutdown()
 
 
 def steps_of(reg, name):
@@ -89,12 +120,17 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint_home(cluster, tmp_p
     out: dict = {}
     t = threading.Thread(target=lambda: out.update(r.run()), daemon=True)
     t.start()
-    wait_for(lambda: any("training on" in x for x in lines), 180)
-    pid = int(next(x for x in lines if "training on" in x).rsplit("pid ", 1)[1].rstrip(")"))
-    wait_for(lambda: (reg.info("a").meta.steps or 0) >= 5, 120, 0.05)
-    os.kill(pid, signal.SIGKILL)
-    t.join(300)
-    assert not t.is_alive()
+    try:
+        wait_for(lambda: _alive(t, lines) and any("training on" in x for x in lines), 180)
+        pid = int(next(x for x in lines if "training on" in x).rsplit("pid ", 1)[1].rstrip(")"))
+        wait_for(lambda: _alive(t, lines) and (reg.info("a").meta.steps or 0) >= 5, 120, 0.05)
+        os.kill(pid, signal.SIGKILL)
+        t.join(300)
+        assert not t.is_alive()
+    finally:
+        if t.is_alive():  # a failure or Ctrl+C: stop the driver before the cluster goes
+            r.stop()
+            t.join(60)
     assert out == {job.id: "done"}, lines
     assert any("retrying" in x for x in lines), lines
     got = JobStore(models).get(job.id)
@@ -121,9 +157,16 @@ def test_driver_killed_and_restarted_picks_the_jobs_up(cluster, tmp_path):
         "--models-dir",
         str(models),
     ]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "first.log"
+    with open(log, "wb") as err:
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+    def both_started() -> bool:
+        assert first.poll() is None, f"the first driver ended early: {log.read_text()}"
+        return all((reg.info(n).meta.steps or 0) >= 5 for n in "ab")
+
     try:
-        wait_for(lambda: all((reg.info(n).meta.steps or 0) >= 5 for n in "ab"), 240, 0.05)
+        wait_for(both_started, 240, 0.05)
         first.send_signal(signal.SIGKILL)
         first.wait()
         assert "running" in {j.state for j in JobStore(models).list()}  # killed mid-run
