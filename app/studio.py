@@ -490,6 +490,82 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
     }
 
 
+def bench_chat(studio: Studio, replies: int, name: str | None) -> dict:
+    """Replies in the LLM tab, idle and then while `name` trains in the studio: seconds from Send
+    to the first token and tokens/s of writing (the bubbles' own figures), the training's speed
+    while the replies run against alone, and the frame times meanwhile."""
+    from .tabs import llm
+
+    st = studio.st
+    wait(studio, lambda: st.listed, 30)
+    name = name or DEMO_NAME
+    wait(studio, lambda: st.info(name) is not None and not studio.worker.busy, 120)
+    if st.info(name) is None:
+        raise SystemExit(f"error: no model named {name!r}")
+    st.select(name)
+    studio.switch(0)  # the LLM tab
+    s = llm.state(st)
+    s.params.update(temperature=0.0, max_tokens=64, top_k=0)  # greedy: the same reply each time
+
+    def ask(n: int) -> list[dict]:
+        out = []
+        for _ in range(n):
+            s.input = "The model"
+            wait(studio, lambda: llm.can_send(st), 60)
+            if not llm.send(st):
+                raise SystemExit("error: the LLM tab did not take the message")
+            msg = llm.conversation(st)["messages"][-1]
+            wait(studio, lambda m=msg: m.get("state") != "writing", 120)
+            out.append(msg.get("stats") or {})
+        return out
+
+    def summary(stats: list[dict]) -> dict:
+        firsts = [x["first_s"] for x in stats if x.get("first_s") is not None]
+        speeds = [x["tok_s"] for x in stats if x.get("tok_s")]
+        return {
+            "first_token_s_median": round(sorted(firsts)[len(firsts) // 2], 3) if firsts else None,
+            "first_token_s_max": round(max(firsts), 3) if firsts else None,
+            "tokens_per_s_median": sorted(speeds)[len(speeds) // 2] if speeds else None,
+        }
+
+    ask(1)  # load the chat copy and compile, outside the figures
+    idle = summary(ask(replies))
+    st.start_training(name)
+    wait(studio, lambda: st.snapshot is not None and st.snapshot.step >= 2, 180)
+    trainer = st.trainer
+    if trainer is None:
+        raise SystemExit(f"error: {name} is not training here (is it busy elsewhere?)")
+
+    def speed(run) -> float:
+        n0, t0 = trainer.snapshot().tokens, time.monotonic()
+        run()
+        return (trainer.snapshot().tokens - n0) / (time.monotonic() - t0)
+
+    alone = speed(lambda: wait(studio, lambda: False, 3.0))
+    studio.frame_ms.clear()
+    stats: list[dict] = []
+    beside = speed(lambda: stats.extend(ask(replies)))
+    ms = sorted(studio.frame_ms)
+    busy = summary(stats)
+    ratio = (
+        busy["tokens_per_s_median"] / idle["tokens_per_s_median"]
+        if busy["tokens_per_s_median"] and idle["tokens_per_s_median"]
+        else None
+    )
+    return {
+        "model": name,
+        "replies": replies,
+        "idle": idle,
+        "training": busy,
+        "speed_while_training_vs_idle": round(ratio, 3) if ratio else None,
+        "train_tokens_per_s_alone": round(alone, 1),
+        "train_tokens_per_s_during_replies": round(beside, 1),
+        "frame_ms_p95": round(ms[int(0.95 * (len(ms) - 1))], 2) if ms else None,
+        "frame_ms_max": round(ms[-1], 2) if ms else None,
+        "run_state": trainer.snapshot().state,
+    }
+
+
 # ---------------------------------------------------------------------- command line
 def parse_size(s: str) -> tuple[int, int]:
     try:
@@ -526,7 +602,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="render N frames while a model trains; print one JSON line",
     )
     p.add_argument(
-        "--train", metavar="NAME", help="the model to train in --bench-frames (and --screenshot)"
+        "--bench-chat",
+        type=int,
+        metavar="N",
+        help="N replies in the LLM tab idle, then N while a model trains; print one JSON line",
+    )
+    p.add_argument(
+        "--train",
+        metavar="NAME",
+        help="the model to train in --bench-frames, --bench-chat (and --screenshot)",
     )
     p.add_argument(
         "--steps",
@@ -549,7 +633,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    size = (1600, 900) if args.bench_frames else args.size
+    size = (1600, 900) if args.bench_frames or args.bench_chat else args.size
     # SDL would turn SIGTERM into a window-close event, which the kiosk rightly ignores; keep
     # Python's signals instead: SIGINT raises KeyboardInterrupt and SIGTERM SystemExit, and
     # either way close() below stops a training run with a checkpoint.
@@ -569,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.bench_frames:
             print(json.dumps(bench(studio, args.bench_frames, args.train)))
+            return 0
+        if args.bench_chat:
+            print(json.dumps(bench_chat(studio, args.bench_chat, args.train)))
             return 0
         if args.kiosk:
             kiosk.run(studio)

@@ -79,6 +79,20 @@ def test_bench_frames_prints_one_json_line(models_dir):
     assert line["train_tokens_per_s"] > 0 and line["headless_tokens_per_s"] > 0
 
 
+@pytest.mark.slow
+def test_bench_chat_replies_idle_and_while_training(models_dir):
+    from cllm.models.registry import Registry
+
+    Registry(models_dir).set_settings("alpha", target_epochs=100_000)  # still training at the end
+    r = _run(["--models-dir", str(models_dir), "--bench-chat", "2", "--train", "alpha"], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = json.loads(r.stdout.strip().splitlines()[-1])
+    for when in ("idle", "training"):
+        assert 0 < line[when]["first_token_s_median"] <= line[when]["first_token_s_max"]
+        assert line[when]["tokens_per_s_median"] > 0
+    assert line["run_state"] == "running" and line["train_tokens_per_s_during_replies"] > 0
+
+
 def _terminate_after_start(args, tmp_path) -> subprocess.CompletedProcess:
     """Start the app, let its window loop run, send SIGTERM, collect it."""
     env = dict(os.environ, SDL_VIDEODRIVER="dummy", SDL_AUDIODRIVER="dummy")
