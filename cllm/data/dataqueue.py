@@ -26,6 +26,11 @@ Crash safety and sharing between processes (the app, a headless trainer, the cra
 Order is deterministic: priority (higher first), then first in, first out. The same text (by
 SHA-256 of its UTF-8) is stored once; a second add reports it as ``duplicate``.
 
+An item flagged ``validation`` (``set_validation``) is held out whole: a trainer measures it and
+never trains on it. The flag is a column of the item's row, changed in one transaction with the
+queue's ``stamp`` (a counter in ``meta``), which removals and ``clear`` move too: a running trainer
+reads the stamp before each step and drops what left training.
+
 Tokenizer changes: the queue keeps the JSON of the tokenizer its tokens were made with. Opened
 with a different tokenizer (``on_mismatch="retokenize"``, the default), it re-encodes every item
 in one transaction (decoding with the stored tokenizer, so nothing is lost); with
