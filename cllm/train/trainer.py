@@ -78,6 +78,7 @@ from cllm.train.sampler import (
     SequentialStream,
     TokenSource,
     WindowSampler,
+    drop_segments,
     item_weight,
     validation_batches,
 )
@@ -390,21 +391,13 @@ class Trainer:
         """Take the segments of removed and validation-flagged items out of the epoch in
         progress; a sequential stream's offset moves back by the tokens dropped before it, so it
         goes on where it was. Returns how many segments went."""
-        old = [tuple(s) for s in position["items"]]
-        keep = self._epoch_items(position)
-        if len(keep) == len(old):
-            return 0
-        if position.get("offset") is not None:
-            now = {s[0] for s in keep}
-            off, cut, a = int(position["offset"]), 0, 0
-            for s in old:
-                n = s[2] - s[1] + 1  # its tokens and the end-of-text after them
-                if s[0] not in now and a < off:
-                    cut += min(a + n, off) - a
-                a += n
-            position["offset"] = off - cut
-        position["items"] = keep
-        return len(old) - len(keep)
+        n = len(position["items"])
+        keep = {q[0] for q in self.queue_items if not q[3]}
+        items, offset = drop_segments(position["items"], keep, position.get("offset"))
+        position["items"] = items
+        if offset is not None:
+            position["offset"] = offset
+        return n - len(items)
 
     def _queue_changed(self) -> bool:
         """Before each step: when the queue's stamp moved (a removal or a validation flag),

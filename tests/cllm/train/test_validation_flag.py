@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cllm.cli import main
+from cllm.train.sampler import VirtualStream, drop_segments
 from cllm.train.trainer import Trainer
 
+from .test_sampler import EOT, ArraySource
 from .test_trainer import TEXTS, make_model, run
 
 # upper case, digits, "-" and "_": none of its bytes is in TEXTS (lower case, " ", "." and ",")
@@ -153,3 +157,31 @@ def test_removing_items_during_a_run_drops_them(tmp_path):
     snap = run(t)
     assert snap.state == "done", snap.message
     assert not any(_has(b, held_ids) for s, b in seen if s > 2)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lens=st.lists(st.integers(0, 12), min_size=1, max_size=6),
+    drop=st.sets(st.integers(0, 5)),
+    data=st.data(),
+)
+def test_dropping_segments_keeps_a_sequential_stream_where_it_was(lens, drop, data):
+    tokens = {i: np.arange(100 * i, 100 * i + m, dtype=np.int32) for i, m in enumerate(lens)}
+    segs = [(i, 0, m, 1.0) for i, m in enumerate(lens)]
+    old = VirtualStream(ArraySource(tokens), segs, EOT)
+    offset = data.draw(st.integers(0, old.length - 1))
+    keep = set(range(len(lens))) - drop
+    kept, moved = drop_segments(segs, keep, offset)
+    assert [s[0] for s in kept] == sorted(keep & set(range(len(lens))))
+    new = VirtualStream(ArraySource(tokens), kept, EOT)
+    # which segment the offset was in, and where in it
+    i = int(np.searchsorted(old.starts, offset, side="right")) - 1
+    if i not in drop:  # the same token, in the same place of its item
+        assert new.read(moved, 1)[0] == old.read(offset, 1)[0]
+        j = [s[0] for s in kept].index(i)
+        assert moved - new.starts[j] == offset - old.starts[i]
+    else:  # the start of what followed it
+        later = [s[0] for s in kept if s[0] > i]
+        want = new.starts[[s[0] for s in kept].index(later[0])] if later else new.length
+        assert moved == want
+    assert drop_segments(segs, keep, None)[1] is None
