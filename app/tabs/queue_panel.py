@@ -84,7 +84,7 @@ class FittedRows(Sequence):
     def __init__(self, ui: UI, items: list, width: int) -> None:
         self.ui, self.items, self.width = ui, items, width
         self._rows: dict[int, str] = {}
-        ten = ui.text_size("M" * 10)[0]
+        ten = ui.text_size("abcdefghij")[0]
         self.level = 0
         if items:
             longest = ["", "", ""]
