@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from cllm.cli import models_dir_of, subcommand
@@ -167,10 +166,19 @@ def cmd_add(args) -> int:
         r = AddResult()
         for i, text in enumerate(args.text):
             source = "<text>" if len(args.text) == 1 else f"<text {i + 1}>"
-            r.extend(q.add_text(text, source=source, priority=args.priority))
+            r.extend(
+                q.add_text(text, source=source, priority=args.priority, validation=args.validation)
+            )
         for p in args.paths:  # named files always count; patterns choose inside folders
             if str(p) == "-":
-                r.extend(q.add_stream(sys.stdin.buffer, priority=args.priority, field=args.field))
+                r.extend(
+                    q.add_stream(
+                        sys.stdin.buffer,
+                        priority=args.priority,
+                        field=args.field,
+                        validation=args.validation,
+                    )
+                )
             elif p.is_dir():
                 files += walk_files(
                     p, patterns, not args.no_recursive, exclude=args.exclude, skipped=walked
@@ -186,14 +194,12 @@ def cmd_add(args) -> int:
                     progress=progress,
                     field=args.field,
                     tokens=progress.tokens,
+                    validation=args.validation,
                 )
             )
         finally:
             progress.end()
         r.skipped[:0] = walked
-        if args.validation and r.added:
-            q.set_validation([it.id for it in r.added])
-            r.added = [replace(it, validation=True) for it in r.added]
         _report(args, args.name, q, r)
     return 0
 

@@ -260,14 +260,21 @@ class _Pending:
     blob: bytes | None
     part: Path | None
     text: str | None = None  # a short text whose tokens the batch makes in one call (n = -1)
+    validation: bool = False  # held out for validation from its first commit
 
 
 class _Batch:
     """Items waiting for one transaction; committed every ``BATCH_ITEMS`` or ``BATCH_SECONDS``.
     A group (the members of one archive) always lands in a single transaction."""
 
-    def __init__(self, q: DataQueue, on_tokens: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        q: DataQueue,
+        on_tokens: Callable[[int], None] | None = None,
+        validation: bool = False,
+    ) -> None:
         self.q = q
+        self.validation = bool(validation)  # every item of this add is held out for validation
         self.result = AddResult()
         self.pending: list[_Pending] = []
         self.order: list[tuple[str, _Pending | str]] = []  # to report in the files' order
@@ -310,6 +317,7 @@ class _Batch:
         for source, p in group:
             self.order.append((source, p))
             if isinstance(p, _Pending):
+                p.validation = p.validation or self.validation
                 self.pending.append(p)
                 if self.on_tokens is not None and p.n > 0 and self._is_new(p.sha):
                     self.waiting += p.n
@@ -719,7 +727,8 @@ class DataQueue:
                     seq += 1
                     cur = db.execute(
                         "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file,"
-                        " kind, encoding, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " kind, validation, encoding, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             seq,
                             p.priority,
@@ -729,6 +738,7 @@ class DataQueue:
                             now,
                             name,
                             p.kind,
+                            int(p.validation),
                             p.encoding,
                             p.blob,
                         ),
@@ -743,6 +753,7 @@ class DataQueue:
                             p.n,
                             now,
                             p.kind,
+                            validation=p.validation,
                             encoding=p.encoding,
                         )
                     )
@@ -754,22 +765,33 @@ class DataQueue:
                     p.part.unlink(missing_ok=True)  # moved ones are gone; the rest are orphans
         return out
 
-    def _add_pieces(
-        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    def add_text(
+        self,
+        text: str,
+        source: str,
+        priority: int = 0,
+        kind: str = "text",
+        *,
+        validation: bool = False,
     ) -> AddResult:
-        batch = _Batch(self)
-        batch.add_group([(source, self._prepare(pieces, source, priority, kind, encoding))])
+        """Add a text (a crawled page, a pasted document); ``source`` is its path or URL.
+        ``validation=True`` (every add takes it) holds the new items out for validation from the
+        transaction that adds them."""
+        batch = _Batch(self, validation=validation)
+        source = str(source)
+        batch.add_group([(source, self._prepare(iter([text]), source, int(priority), kind))])
         return batch.finish()
 
-    def add_text(self, text: str, source: str, priority: int = 0, kind: str = "text") -> AddResult:
-        """Add a text (a crawled page, a pasted document); ``source`` is its path or URL."""
-        return self._add_pieces(iter([text]), str(source), int(priority), kind)
-
     def add_file(
-        self, path: str | Path, priority: int = 0, *, field: str | None = None
+        self,
+        path: str | Path,
+        priority: int = 0,
+        *,
+        field: str | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
-        batch = _Batch(self)
+        batch = _Batch(self, validation=validation)
         self._file_into(batch, path, int(priority), field)
         return batch.finish()
 
@@ -786,7 +808,9 @@ class DataQueue:
             batch.skip(str(path), f"unreadable ({err.strerror or err})")
             return
         if stat.S_ISDIR(st.st_mode):
-            batch.result.extend(self.add_folder(path, priority=priority, field=field))
+            batch.result.extend(
+                self.add_folder(path, priority=priority, field=field, validation=batch.validation)
+            )
             return
         source = os.path.abspath(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
@@ -830,10 +854,11 @@ class DataQueue:
         priority: int = 0,
         *,
         field: str | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add what a binary stream holds (standard input): text in any encoding, or any kind
         of file ``iter_documents`` reads, by its first bytes."""
-        batch = _Batch(self)
+        batch = _Batch(self, validation=validation)
         docs = stream_documents(f, name, source, field=field, limits=self.limits)
         self._docs_into(batch, docs, source, int(priority))
         return batch.finish()
@@ -847,6 +872,8 @@ class DataQueue:
         progress: Progress | None = None,
         exclude: Iterable[str] = (),
         field: str | None = None,
+        *,
+        validation: bool = False,
     ) -> AddResult:
         """Add every matching file under a folder, in sorted order; each entry that cannot be
         read is skipped with its reason and the rest still go in."""
@@ -855,7 +882,9 @@ class DataQueue:
             raise NotFoundError(f"no such folder: {path}")
         skipped: list[tuple[str, str]] = []
         files = walk_files(path, patterns, recursive, exclude=exclude, skipped=skipped)
-        result = self.add_files(files, priority=priority, progress=progress, field=field)
+        result = self.add_files(
+            files, priority=priority, progress=progress, field=field, validation=validation
+        )
         result.skipped[:0] = skipped
         return result
 
@@ -868,6 +897,7 @@ class DataQueue:
         field: str | None = None,
         cancel: Callable[[], bool] | None = None,
         tokens: Callable[[int], None] | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add files in order, committed in batches; ``cancel()`` returning True stops after the
         file in hand (what was added stays). ``tokens(n)`` hears the add's running token count as
@@ -876,7 +906,7 @@ class DataQueue:
         one; a short text counts when its batch is tokenized, at most ``BATCH_SECONDS`` later).
         It ends at the result's ``tokens``."""
         files = list(files)
-        batch = _Batch(self, tokens)
+        batch = _Batch(self, tokens, validation)
         for i, f in enumerate(files):
             if cancel is not None and cancel():
                 break
@@ -924,6 +954,7 @@ class DataQueue:
                     result.skipped.append((it.source, pend))
                     continue
             pend.sha = it.sha256  # the identity of the text, whatever its tokens
+            pend.validation = it.validation  # held out there, held out here
             (item,) = self._commit_many([pend])
             if item is None:
                 result.skipped.append((it.source, "duplicate"))

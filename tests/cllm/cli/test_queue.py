@@ -279,5 +279,9 @@ def test_set_validation_on_and_off_shows_in_list_and_json(models, data, capsys):
     assert code == 2 and "--validation on|off" in err
     code, _, err = run(models, "queue", "set", "alpha", "999", "--validation", "on", capsys=capsys)
     assert code == 2 and "no item 999" in err
+    code, out, _ = run(
+        models, "queue", "add", "alpha", "--text", "held", "--validation", "--json", capsys=capsys
+    )
+    assert [it["validation"] for it in json.loads(out)["added"]] == [True]
     with pytest.raises(SystemExit):  # argparse: on or off only
         main(["queue", "set", "alpha", "1", "--validation", "yes", "--models-dir", str(models)])

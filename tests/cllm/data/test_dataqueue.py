@@ -624,3 +624,37 @@ def test_a_folder_add_reports_its_tokens_as_they_are_made(q, tmp_path):
     big = 26 * 120_000
     assert any(0 < n < big for n in seen)  # counted while the big file was being read
     assert len(set(seen)) > 7  # more often than once a file
+
+
+def test_an_add_holds_its_items_out_in_its_own_transaction_and_import_keeps_flags(tmp_path, q):
+    commits = []
+    real = DataQueue._commit_many
+
+    def commit_many(self, pending):
+        out = real(self, pending)
+        # flagged in the rows the add's own transaction wrote: no moment without the flag
+        commits.append([self.item(it.id).validation for it in out if it is not None])
+        return out
+
+    d = tmp_path / "held"
+    d.mkdir()
+    (d / "a.txt").write_text("held out a\n")
+    (d / "b.txt").write_text("held out b\n")
+    try:
+        DataQueue._commit_many = commit_many
+        r = q.add_folder(d, validation=True)
+        t = q.add_text("trained on", "t")
+        s = q.add_text("held text", "s", validation=True)
+    finally:
+        DataQueue._commit_many = real
+    assert commits == [[True, True], [False], [True]]
+    assert [it.validation for it in r.added + t.added + s.added] == [True, True, False, True]
+    assert q.stamp() == 0  # no flag changed after the fact
+    with DataQueue(tmp_path / "other_queue", ByteTok(shift=3)) as other:
+        other.import_from(q)  # re-tokenized
+        assert [(it.source, it.validation) for it in other.items()] == [
+            (it.source, it.validation) for it in q.items()
+        ]
+    with DataQueue(tmp_path / "same_queue", ByteTok()) as same:
+        same.import_from(q)  # copied
+        assert [it.validation for it in same.items()] == [True, True, False, True]

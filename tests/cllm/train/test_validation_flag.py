@@ -185,3 +185,13 @@ def test_dropping_segments_keeps_a_sequential_stream_where_it_was(lens, drop, da
         want = new.starts[[s[0] for s in kept].index(later[0])] if later else new.length
         assert moved == want
     assert drop_segments(segs, keep, None)[1] is None
+
+
+def test_a_copied_model_keeps_its_flags(tmp_path):
+    reg, held, _ = _setup(tmp_path)
+    with reg.queue("m") as dq:
+        dq.set_validation([held.id])
+    reg.copy("m", "m2")
+    with reg.queue("m2") as dq:
+        flags = {it.source: it.validation for it in dq.items()}
+    assert flags == {"text0": False, "text1": False, "text2": False, "held.txt": True}
