@@ -102,7 +102,7 @@ class AppState:
     crawls_ended: dict[str, CrawlSnapshot] = field(default_factory=dict)  # name -> last snapshot
     demo: bool = True  # create and train a demo model when the folder is empty
     version: int = 0  # bumped whenever `models` changes, so tabs can cache derived data
-    adding: dict | None = None  # the queue add in flight: name, done, total, bytes, cancel
+    adding: dict | None = None  # the queue add in flight: name, done, total, bytes, tokens, cancel
 
     def __post_init__(self) -> None:
         self.models_dir = Path(self.models_dir)
@@ -486,7 +486,7 @@ class AppState:
             return
 
         # What the add has done so far, for the Training tab's progress bar and Cancel button.
-        prog = {"name": name, "done": 0, "total": 0, "bytes": 0, "cancel": False}
+        prog = {"name": name, "done": 0, "total": 0, "bytes": 0, "tokens": 0, "cancel": False}
         self.adding = prog
 
         def add() -> tuple[int, int, list]:
@@ -515,7 +515,12 @@ class AppState:
                     pass
 
             with self.registry.queue(name) as q:
-                res = q.add_files(files, progress=progress, cancel=lambda: prog["cancel"])
+                res = q.add_files(
+                    files,
+                    progress=progress,
+                    cancel=lambda: prog["cancel"],
+                    tokens=lambda n: prog.__setitem__("tokens", n),
+                )
             return len(res.added), res.tokens, walked + res.skipped
 
         def done(r: tuple[int, int, list]) -> None:

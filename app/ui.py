@@ -883,8 +883,10 @@ class UI:
         *,
         row_h: int = 20,
         empty: str = "",
+        colors: Sequence[th.Color | None] | None = None,
     ) -> int | None:
-        """A scrollable list of one-line rows; returns the index clicked this frame."""
+        """A scrollable list of one-line rows; returns the index clicked this frame. ``colors``:
+        a row's own text colour (None: the usual), unless it is the selected one."""
         r = pygame.Rect(rect)
         self.rect(r, th.LIST_BG, th.DIM)
         inner = r.inflate(-4, -4)
@@ -898,7 +900,8 @@ class UI:
                 row = pygame.Rect(inner.x, inner.y + i * row_h - off, inner.w - 10, row_h)
                 if self.row(row, f"row:{key}:{i}", selected_fill=None).pressed:
                     clicked = i
-                color = th.SELECTED if i == selected else th.TEXT
+                own = colors[i] if colors is not None else None
+                color = th.SELECTED if i == selected else own or th.TEXT
                 self.label(
                     (row.x + 4, row.y + (row_h - self.line_h) // 2), rows[i], color, max_w=row.w - 8
                 )

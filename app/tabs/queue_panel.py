@@ -1,20 +1,23 @@
 """The Training tab's TRAINING DATA panel: the selected model's queue as a list of items (name,
-kind, tokens, priority, and the validation flag where the queue has one), a filter box, remove
-(x), priority (+ / -) and validation (v, once the queue has validation-only items) for the
-selected row, Add Files / Add Folder / Paste Text (also Ctrl+V),
-Clear Queue behind a confirmation, and the progress of an add in flight with Cancel.
+kind, tokens, priority, and "validation" on an item held out for validation), a filter box, remove
+(x), priority (+ / -) and the validation toggle (v, drawn on while the selected item is held out)
+for the selected row, Add Files / Add Folder / Paste Text (also Ctrl+V), Clear Queue behind a
+confirmation, and the progress of an add in flight (files, MB and tokens) with Cancel.
 
 Everything goes through the queue's public calls (``cllm.data.dataqueue``), in the worker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pygame
 
-from cllm.data.dataqueue import DataQueue, matches_filter
+from cllm.data.dataqueue import matches_filter
+from cllm.engine.config import format_count
 
+from .. import theme as th
 from ..state import AppState
 from ..ui import UI
 
@@ -52,10 +55,70 @@ def _items(st: AppState, s: dict, info) -> list | None:
     return s.get("queue_items") or []
 
 
+def item_name(it) -> str:
+    """The file name of an item's source (an archive member's own name)."""
+    return Path(it.source.replace("!", "/")).name or it.source
+
+
+def _rests(it) -> list[str]:
+    """What follows an item's name in its row, longest first."""
+    k, n, p, val = it.kind, it.n_tokens, it.priority, it.validation
+    return [
+        f" · {k} · {n:,} tok · p{p}" + (" · validation" if val else ""),
+        f" · {k} · {n:,} tok · p{p}" + (" · val" if val else ""),
+        f" · {k} · {format_count(n)} · p{p}" + (" · val" if val else ""),
+    ]
+
+
 def row_text(it) -> str:
-    name = Path(it.source.replace("!", "/")).name or it.source
-    flag = "  [val]" if getattr(it, "validation", False) else ""
-    return f"{name}  ·  {it.kind}  ·  {it.n_tokens:,} tok  ·  p{it.priority}{flag}"
+    """An item's row in full: name, kind, tokens, priority and (when held out) validation."""
+    return item_name(it) + _rests(it)[0]
+
+
+class FittedRows(Sequence):
+    """The rows, fitted to ``width`` pixels: the kind, tokens, priority and validation flag
+    always show, in the same words on every row (the longest that leave about ten letters of
+    name beside the longest of them); only names are shortened. A row is made when the list
+    draws it, so a long queue costs only its visible rows."""
+
+    def __init__(self, ui: UI, items: list, width: int) -> None:
+        self.ui, self.items, self.width = ui, items, width
+        self._rows: dict[int, str] = {}
+        ten = ui.text_size("abcdefghij")[0]
+        self.level = 0
+        if items:
+            longest = ["", "", ""]
+            for r in map(_rests, items):
+                longest = [max(a, b, key=len) for a, b in zip(longest, r, strict=True)]
+            while self.level < 2 and ui.text_size(longest[self.level])[0] + ten > width:
+                self.level += 1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        row = self._rows.get(i)
+        if row is None:
+            it, ui = self.items[i], self.ui
+            rest = _rests(it)[self.level]
+            room = max(ui.text_size("M…")[0], self.width - ui.text_size(rest)[0])
+            self._rows[i] = row = ui.elide(item_name(it), room) + rest
+        return row
+
+
+def add_text(ui: UI, adding: dict, width: int) -> str:
+    """An add's progress: files, MB and tokens so far, as long a form as fits ``width``."""
+    done, total = adding.get("done", 0), adding.get("total", 0)
+    mb, tokens = adding.get("bytes", 0) / 1e6, adding.get("tokens", 0)
+    short = format_count(tokens)
+    return ui.fit(
+        width,
+        f"Adding: {done:,}/{total:,} files, {mb:,.1f} MB, {tokens:,} tokens",
+        f"{done:,}/{total:,} files, {mb:,.1f} MB, {tokens:,} tokens",
+        f"{done:,}/{total:,} files, {mb:,.0f} MB, {short} tokens",
+        f"{done:,}/{total:,} files · {mb:,.0f} MB · {short} tok",
+        pad=0,
+    )
 
 
 def _edit(st: AppState, name: str, fn, done_msg: str) -> None:
@@ -111,8 +174,18 @@ def draw(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, browse) ->
     else:
         empty = "Queue empty: add files, paste text (Ctrl+V) or drop files"
     box = pygame.Rect(x, y, w - SIDE_W - 6, LIST_H)
+    fit = box.w - 4 - 10 - 8  # the list's row label width (ui.list_box)
+    key = (s.get("queue_stamp"), s["queue_filter"], fit, len(shown))
+    if s.get("queue_rows_key") != key:  # fitted once per listing, filter and width
+        s["queue_rows_key"], s["queue_rows"] = key, FittedRows(ui, shown, fit)
     clicked = ui.list_box(
-        box, "queue", [row_text(it) for it in shown], selected, row_h=ROW_H, empty=empty
+        box,
+        "queue",
+        s["queue_rows"],
+        selected,
+        row_h=ROW_H,
+        empty=empty,
+        colors=[th.VAL_LINE if it.validation else None for it in shown],  # the chart's colour
     )
     if clicked is not None:
         s["queue_sel"] = ids[clicked]
@@ -140,8 +213,9 @@ def draw(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, browse) ->
     adding = getattr(st, "adding", None)
     if has and adding and adding.get("name") == info.name and not adding.get("finished"):
         done, total = adding.get("done", 0), adding.get("total", 0)
-        text = f"{done:,}/{total:,} files, {adding.get('bytes', 0) / 1e6:,.1f} MB"
-        ui.progress((x, y, w - third - 8, 22), done / max(1, total), text=text)
+        ui.label((x, y), add_text(ui, adding, w), th.TEXT, max_w=w)
+        y += 20
+        ui.progress((x, y, w - third - 8, 22), done / max(1, total))
         if ui.button((x + w - third, y, third, 22), "Cancel", enabled=not adding.get("cancel")):
             adding["cancel"] = True
         y += 28
@@ -149,17 +223,24 @@ def draw(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int, browse) ->
 
 
 def _item_buttons(ui: UI, st: AppState, s: dict, info, item, x: int, y: int) -> None:
-    """Remove, priority up and down, and validation on/off (where the queue has validation-only
-    items) for the selected item: a column right of the list."""
-    name = row_text(item).split("  ")[0] if item is not None else ""
-    buttons = [("x", "queue-remove"), ("+", "queue-up"), ("-", "queue-down")]
-    can_validate = hasattr(DataQueue, "set_validation")
-    if can_validate:
-        buttons.append(("v", "queue-validation"))
+    """Remove, priority up and down, and the validation toggle (drawn on while the selected
+    item is held out) for the selected item: a column right of the list."""
+    name = item_name(item) if item is not None else ""
+    buttons = [
+        ("x", "queue-remove"),
+        ("+", "queue-up"),
+        ("-", "queue-down"),
+        ("v", "queue-validation"),
+    ]
     step = (LIST_H + 2) // len(buttons)
     for k, (label, key) in enumerate(buttons):
         r = (x, y + k * step, SIDE_W, step - 2)
-        if not ui.button(r, label, key=key, enabled=item is not None):
+        if key == "queue-validation":
+            held = item is not None and item.validation
+            pressed = ui.choice(r, label, held, key=key, enabled=item is not None)
+        else:
+            pressed = ui.button(r, label, key=key, enabled=item is not None)
+        if not pressed:
             continue
         if key == "queue-remove":
             _edit(
@@ -170,12 +251,12 @@ def _item_buttons(ui: UI, st: AppState, s: dict, info, item, x: int, y: int) -> 
             )
             s["queue_sel"] = None
         elif key == "queue-validation":
-            on = not getattr(item, "validation", False)
+            on = not item.validation
             _edit(
                 st,
                 info.name,
-                lambda q, j=item.id, on=on: q.set_validation([j], on),
-                f"{name}: {'validation only' if on else 'trained on'}",
+                lambda q, j=item.id, on=on: q.set_item_validation(j, on),
+                f"{name}: {'held out for validation' if on else 'trained on again'}",
             )
         else:
             p = item.priority + (1 if key == "queue-up" else -1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from cllm.cli import models_dir_of, subcommand
@@ -70,9 +70,15 @@ def register(subparsers) -> None:
     p = cmd("cat", cmd_cat, "print the text of an item as it was extracted")
     p.add_argument("item_id", type=int, metavar="ITEM_ID")
 
-    p = cmd("set", cmd_set, "change an item's priority")
+    p = cmd("set", cmd_set, "change an item's priority or validation flag")
     p.add_argument("item_id", type=int, metavar="ITEM_ID")
-    p.add_argument("--priority", type=int, required=True, help="higher trains first")
+    p.add_argument("--priority", type=int, help="higher trains first")
+    p.add_argument(
+        "--validation",
+        choices=("on", "off"),
+        help="on: hold the item out whole, measured as validation and never trained on; "
+        "off: train on it again",
+    )
 
     p = cmd("size", cmd_size, "items and tokens in the queue")
     p.add_argument("--json", action="store_true", help="one JSON line")
@@ -95,16 +101,36 @@ def _open(args, name: str | None = None) -> DataQueue:
 
 
 class _Progress:
-    """The progress line of an add or import: on a terminal only (a log gets the summary)."""
+    """The progress line of an add or import: on a terminal only (a log gets the summary). An
+    add's line counts files, MB (the files begun) and tokens (as they are made)."""
 
-    def __init__(self, verb: str) -> None:
-        self.verb = verb
+    def __init__(self, verb: str, files: bool = False) -> None:
+        self.verb, self.files = verb, files
         self.line = ProgressLine(interval=0.1)
+        self.done = self.total = self.bytes = self.n_tokens = 0
+        self.source = ""
 
     def __call__(self, done: int, total: int, source: str) -> None:
-        name = Path(source).name[:40] if source else ""
-        text = f"{self.verb} {bar(done / max(total, 1), 30)} {done}/{total} {name}"
-        self.line.show(text, force=done >= total)
+        self.done, self.total, self.source = done, total, source
+        if self.files and source and done < total:
+            try:
+                self.bytes += os.path.getsize(source)
+            except OSError:
+                pass
+        self._show(force=done >= total)
+
+    def tokens(self, n: int) -> None:
+        self.n_tokens = n
+        self._show()
+
+    def _show(self, force: bool = False) -> None:
+        done, total = self.done, self.total
+        count = f"{done}/{total}"
+        if self.files:
+            count += f" files, {self.bytes / 1e6:,.1f} MB, {self.n_tokens:,} tokens"
+        name = Path(self.source).name[:40] if self.source else ""
+        text = f"{self.verb} {bar(done / max(total, 1), 30)} {count} {name}"
+        self.line.show(text, force=force)
 
     def end(self) -> None:
         self.line.done(clear=True)
@@ -140,27 +166,40 @@ def cmd_add(args) -> int:
         r = AddResult()
         for i, text in enumerate(args.text):
             source = "<text>" if len(args.text) == 1 else f"<text {i + 1}>"
-            r.extend(q.add_text(text, source=source, priority=args.priority))
+            r.extend(
+                q.add_text(text, source=source, priority=args.priority, validation=args.validation)
+            )
         for p in args.paths:  # named files always count; patterns choose inside folders
             if str(p) == "-":
-                r.extend(q.add_stream(sys.stdin.buffer, priority=args.priority, field=args.field))
+                r.extend(
+                    q.add_stream(
+                        sys.stdin.buffer,
+                        priority=args.priority,
+                        field=args.field,
+                        validation=args.validation,
+                    )
+                )
             elif p.is_dir():
                 files += walk_files(
                     p, patterns, not args.no_recursive, exclude=args.exclude, skipped=walked
                 )
             else:
                 files.append(p)
-        progress = _Progress("adding")
+        progress = _Progress("adding", files=True)
         try:
             r.extend(
-                q.add_files(files, priority=args.priority, progress=progress, field=args.field)
+                q.add_files(
+                    files,
+                    priority=args.priority,
+                    progress=progress,
+                    field=args.field,
+                    tokens=progress.tokens,
+                    validation=args.validation,
+                )
             )
         finally:
             progress.end()
         r.skipped[:0] = walked
-        if args.validation and r.added:
-            q.set_validation([it.id for it in r.added])
-            r.added = [replace(it, validation=True) for it in r.added]
         _report(args, args.name, q, r)
     return 0
 
@@ -180,12 +219,13 @@ def cmd_list(args) -> int:
             else f"the queue of {args.name} is empty"
         )
         return 0
-    rows = [["ID", "PRIORITY", "TOKENS", "KIND", "ADDED", "SOURCE"]] + [
+    rows = [["ID", "PRIORITY", "TOKENS", "VALIDATION", "KIND", "ADDED", "SOURCE"]] + [
         [
             str(it.id),
             str(it.priority),
             f"{it.n_tokens:,}",
-            it.kind + (" (val)" if it.validation else ""),
+            "yes" if it.validation else "-",
+            it.kind,
             it.added,
             it.source,
         ]
@@ -211,9 +251,17 @@ def cmd_cat(args) -> int:
 
 
 def cmd_set(args) -> int:
+    if args.priority is None and args.validation is None:
+        raise ValidationError("say what to change: --priority N and/or --validation on|off")
     with _open(args) as q:
-        item = q.set_priority(args.item_id, args.priority)
-    print(f"item {item.id} ({item.source}) now has priority {item.priority}")
+        item = q.item(args.item_id)  # an unknown item is refused before anything changes
+        if args.priority is not None:
+            item = q.set_priority(item.id, args.priority)
+            print(f"item {item.id} ({item.source}) now has priority {item.priority}")
+        if args.validation is not None:
+            item = q.set_item_validation(item.id, args.validation == "on")
+            held = "held out for validation" if item.validation else "trained on"
+            print(f"item {item.id} ({item.source}) is now {held}")
     return 0
 
 

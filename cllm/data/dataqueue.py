@@ -26,6 +26,11 @@ Crash safety and sharing between processes (the app, a headless trainer, the cra
 Order is deterministic: priority (higher first), then first in, first out. The same text (by
 SHA-256 of its UTF-8) is stored once; a second add reports it as ``duplicate``.
 
+An item flagged ``validation`` (``set_validation``) is held out whole: a trainer measures it and
+never trains on it. The flag is a column of the item's row, changed in one transaction with the
+queue's ``stamp`` (a counter in ``meta``), which removals and ``clear`` move too: a running trainer
+reads the stamp before each step and drops what left training.
+
 Tokenizer changes: the queue keeps the JSON of the tokenizer its tokens were made with. Opened
 with a different tokenizer (``on_mismatch="retokenize"``, the default), it re-encodes every item
 in one transaction (decoding with the stored tokenizer, so nothing is lost); with
@@ -255,28 +260,70 @@ class _Pending:
     blob: bytes | None
     part: Path | None
     text: str | None = None  # a short text whose tokens the batch makes in one call (n = -1)
+    validation: bool = False  # held out for validation from its first commit
 
 
 class _Batch:
     """Items waiting for one transaction; committed every ``BATCH_ITEMS`` or ``BATCH_SECONDS``.
     A group (the members of one archive) always lands in a single transaction."""
 
-    def __init__(self, q: DataQueue) -> None:
+    def __init__(
+        self,
+        q: DataQueue,
+        on_tokens: Callable[[int], None] | None = None,
+        validation: bool = False,
+    ) -> None:
         self.q = q
+        self.validation = bool(validation)  # every item of this add is held out for validation
         self.result = AddResult()
         self.pending: list[_Pending] = []
         self.order: list[tuple[str, _Pending | str]] = []  # to report in the files' order
         self.since = time.monotonic()
+        # the running token count of an add (``on_tokens``): tokens of the items committed, of
+        # those waiting for the batch's commit (duplicates left out), and, of a big document,
+        # those made so far (of the file in hand's earlier documents: ``group``)
+        self.on_tokens = on_tokens
+        self.committed = self.waiting = self.group = self.inflight = 0
+        self.shas: set[str] = set()  # of the items waiting, to leave duplicates out of the count
+
+    def tick(self, n: int) -> None:
+        """``n`` more tokens of the document being tokenized."""
+        self.inflight += n
+        self._report()
+
+    def prepared(self) -> None:
+        """A document of the file in hand is tokenized (or skipped): the tokens shown while it
+        was read stay shown until the file's documents are added (or turn out duplicates)."""
+        self.group += self.inflight
+        self.inflight = 0
+
+    def _report(self) -> None:
+        if self.on_tokens is not None:
+            self.on_tokens(self.committed + self.waiting + self.group + self.inflight)
+
+    def _is_new(self, sha: str) -> bool:
+        if sha in self.shas:
+            return False
+        with self.q._lock:
+            row = self.q._db.execute("SELECT 1 FROM items WHERE sha256 = ?", (sha,)).fetchone()
+        return row is None
 
     def skip(self, source: str, reason: str) -> None:
         self.order.append((source, reason))
+        self.group = self.inflight = 0
         self._maybe_flush()
 
     def add_group(self, group: list[tuple[str, _Pending | str]]) -> None:
         for source, p in group:
             self.order.append((source, p))
             if isinstance(p, _Pending):
+                p.validation = p.validation or self.validation
                 self.pending.append(p)
+                if self.on_tokens is not None and p.n > 0 and self._is_new(p.sha):
+                    self.waiting += p.n
+                self.shas.add(p.sha)
+        self.group = self.inflight = 0
+        self._report()
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -302,8 +349,11 @@ class _Batch:
                     self.result.skipped.append((source, "duplicate"))
                 else:
                     self.result.added.append(item)
+                    self.committed += item.n_tokens
         self.pending, self.order = [], []
+        self.waiting, self.shas = 0, set()
         self.since = time.monotonic()
+        self._report()
 
     def finish(self) -> AddResult:
         self.flush()
@@ -513,8 +563,12 @@ class DataQueue:
                 yield from flush()
         yield from flush()
 
-    def _encode(self, pieces: Iterable) -> tuple[str, bool, int, bytes | None, Path | None]:
-        """Hash and tokenize text pieces: (sha256, blank, count, inline bytes, ``.part`` file).
+    def _encode(
+        self, pieces: Iterable, tick: Callable[[int], None] | None = None
+    ) -> tuple[str, bool, int, bytes | None, Path | None]:
+        """Hash and tokenize text pieces: (sha256, blank, count, inline bytes, ``.part`` file);
+        once the tokens spill to the file (a big document), ``tick(n)`` hears of them as they
+        are made.
 
         Tokens stay in memory up to ``INLINE_BYTES``, then spill to a fsynced ``.part`` file
         (exactly one of the two is returned). Raises ``Skipped`` (from the source),
@@ -548,8 +602,12 @@ class DataQueue:
                         f = open(part, "wb")
                         f.write(buf)
                         buf = bytearray()
+                        if tick is not None:
+                            tick(n)
                 else:
                     f.write(ids.tobytes())
+                    if tick is not None:
+                        tick(int(ids.size))
             if f is not None:
                 f.flush()
                 os.fsync(f.fileno())
@@ -604,14 +662,20 @@ class DataQueue:
             p.blob, p.n, p.text = ids.tobytes(), int(ids.size), None
 
     def _prepare(
-        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+        self,
+        pieces: Iterable,
+        source: str,
+        priority: int,
+        kind: str,
+        encoding: str = "",
+        tick: Callable[[int], None] | None = None,
     ) -> _Pending | str:
         """An item ready to commit, or the reason it is skipped."""
         try:
             early, pieces = self._deferred(pieces, source, priority, kind, encoding)
             if early is not None:
                 return early
-            sha, blank, n, blob, part = self._encode(pieces)
+            sha, blank, n, blob, part = self._encode(pieces, tick)
         except ArchiveRefused:
             raise  # the whole archive goes, not this member alone
         except Skipped as err:
@@ -663,7 +727,8 @@ class DataQueue:
                     seq += 1
                     cur = db.execute(
                         "INSERT INTO items (seq, priority, source, sha256, n_tokens, added, file,"
-                        " kind, encoding, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " kind, validation, encoding, data)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             seq,
                             p.priority,
@@ -673,6 +738,7 @@ class DataQueue:
                             now,
                             name,
                             p.kind,
+                            int(p.validation),
                             p.encoding,
                             p.blob,
                         ),
@@ -687,6 +753,7 @@ class DataQueue:
                             p.n,
                             now,
                             p.kind,
+                            validation=p.validation,
                             encoding=p.encoding,
                         )
                     )
@@ -698,22 +765,33 @@ class DataQueue:
                     p.part.unlink(missing_ok=True)  # moved ones are gone; the rest are orphans
         return out
 
-    def _add_pieces(
-        self, pieces: Iterable, source: str, priority: int, kind: str, encoding: str = ""
+    def add_text(
+        self,
+        text: str,
+        source: str,
+        priority: int = 0,
+        kind: str = "text",
+        *,
+        validation: bool = False,
     ) -> AddResult:
-        batch = _Batch(self)
-        batch.add_group([(source, self._prepare(pieces, source, priority, kind, encoding))])
+        """Add a text (a crawled page, a pasted document); ``source`` is its path or URL.
+        ``validation=True`` (every add takes it) holds the new items out for validation from the
+        transaction that adds them."""
+        batch = _Batch(self, validation=validation)
+        source = str(source)
+        batch.add_group([(source, self._prepare(iter([text]), source, int(priority), kind))])
         return batch.finish()
 
-    def add_text(self, text: str, source: str, priority: int = 0, kind: str = "text") -> AddResult:
-        """Add a text (a crawled page, a pasted document); ``source`` is its path or URL."""
-        return self._add_pieces(iter([text]), str(source), int(priority), kind)
-
     def add_file(
-        self, path: str | Path, priority: int = 0, *, field: str | None = None
+        self,
+        path: str | Path,
+        priority: int = 0,
+        *,
+        field: str | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add one file's text, streamed; skipped files come back with their reason."""
-        batch = _Batch(self)
+        batch = _Batch(self, validation=validation)
         self._file_into(batch, path, int(priority), field)
         return batch.finish()
 
@@ -730,7 +808,9 @@ class DataQueue:
             batch.skip(str(path), f"unreadable ({err.strerror or err})")
             return
         if stat.S_ISDIR(st.st_mode):
-            batch.result.extend(self.add_folder(path, priority=priority, field=field))
+            batch.result.extend(
+                self.add_folder(path, priority=priority, field=field, validation=batch.validation)
+            )
             return
         source = os.path.abspath(path)
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
@@ -752,7 +832,9 @@ class DataQueue:
                 if doc.skipped:
                     group.append((doc.source, doc.skipped))
                     continue
-                p = self._prepare(doc.pieces, doc.source, priority, doc.kind, doc.encoding)
+                tick = batch.tick if batch.on_tokens is not None else None
+                p = self._prepare(doc.pieces, doc.source, priority, doc.kind, doc.encoding, tick)
+                batch.prepared()
                 group.append((doc.source, p))
                 notes += [(doc.source, note) for note in doc.notes]
         except Skipped as err:  # the whole file (an archive: all its members) is refused
@@ -772,10 +854,11 @@ class DataQueue:
         priority: int = 0,
         *,
         field: str | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add what a binary stream holds (standard input): text in any encoding, or any kind
         of file ``iter_documents`` reads, by its first bytes."""
-        batch = _Batch(self)
+        batch = _Batch(self, validation=validation)
         docs = stream_documents(f, name, source, field=field, limits=self.limits)
         self._docs_into(batch, docs, source, int(priority))
         return batch.finish()
@@ -789,6 +872,8 @@ class DataQueue:
         progress: Progress | None = None,
         exclude: Iterable[str] = (),
         field: str | None = None,
+        *,
+        validation: bool = False,
     ) -> AddResult:
         """Add every matching file under a folder, in sorted order; each entry that cannot be
         read is skipped with its reason and the rest still go in."""
@@ -797,7 +882,9 @@ class DataQueue:
             raise NotFoundError(f"no such folder: {path}")
         skipped: list[tuple[str, str]] = []
         files = walk_files(path, patterns, recursive, exclude=exclude, skipped=skipped)
-        result = self.add_files(files, priority=priority, progress=progress, field=field)
+        result = self.add_files(
+            files, priority=priority, progress=progress, field=field, validation=validation
+        )
         result.skipped[:0] = skipped
         return result
 
@@ -809,11 +896,17 @@ class DataQueue:
         *,
         field: str | None = None,
         cancel: Callable[[], bool] | None = None,
+        tokens: Callable[[int], None] | None = None,
+        validation: bool = False,
     ) -> AddResult:
         """Add files in order, committed in batches; ``cancel()`` returning True stops after the
-        file in hand (what was added stays)."""
+        file in hand (what was added stays). ``tokens(n)`` hears the add's running token count as
+        the files are tokenized: the new items' tokens so far, a big file's counted while it is
+        read (a duplicate is not counted: a big one leaves the count when its end shows it is
+        one; a short text counts when its batch is tokenized, at most ``BATCH_SECONDS`` later).
+        It ends at the result's ``tokens``."""
         files = list(files)
-        batch = _Batch(self)
+        batch = _Batch(self, tokens, validation)
         for i, f in enumerate(files):
             if cancel is not None and cancel():
                 break
@@ -861,6 +954,7 @@ class DataQueue:
                     result.skipped.append((it.source, pend))
                     continue
             pend.sha = it.sha256  # the identity of the text, whatever its tokens
+            pend.validation = it.validation  # held out there, held out here
             (item,) = self._commit_many([pend])
             if item is None:
                 result.skipped.append((it.source, "duplicate"))
@@ -1039,11 +1133,47 @@ class DataQueue:
         return path, n
 
     def set_validation(self, item_ids: Iterable[int], validation: bool = True) -> int:
-        """Mark items validation-only (held out whole) or back to training; returns how many."""
-        ids = [(int(bool(validation)), int(i)) for i in item_ids]
+        """Hold items out for validation (measured whole, never trained on) or give them back to
+        training; returns how many. One transaction: an unknown id refuses them all. Moves the
+        queue's ``stamp``, which a running trainer watches."""
+        ids = sorted({int(i) for i in item_ids})
         with self._write() as db:
-            db.executemany("UPDATE items SET validation = ? WHERE id = ?", ids)
+            known: set[int] = set()
+            for a in range(0, len(ids), 500):
+                part = ids[a : a + 500]
+                marks = ",".join("?" * len(part))
+                known.update(
+                    r[0] for r in db.execute(f"SELECT id FROM items WHERE id IN ({marks})", part)
+                )
+            missing = [i for i in ids if i not in known]
+            if missing:
+                raise NotFoundError(f"queue {self.dir.name} has no item {missing[0]}")
+            db.executemany(
+                "UPDATE items SET validation = ? WHERE id = ?",
+                [(int(bool(validation)), i) for i in ids],
+            )
+            self._bump_stamp()
         return len(ids)
+
+    def set_item_validation(self, item_id: int, validation: bool) -> QueueItem:
+        """``set_validation`` for one item; returns it as it is now."""
+        self.set_validation([item_id], validation)
+        return self.item(item_id)
+
+    def _bump_stamp(self) -> None:
+        """Move the stamp; call inside a write transaction (it commits with the change)."""
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('stamp', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def stamp(self) -> int:
+        """A counter moved by every change that takes items out of training or changes what is
+        held out: validation flags, removals, clearing (adds do not move it: new items join a
+        trainer's next epoch). One indexed read, cheap enough to ask before every step."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'stamp'").fetchone()
+        return int(row[0]) if row else 0
 
     def _pieces_of(self, tok, item_id: int, fname: str, n: int) -> Iterator:
         """An item's text as pieces (``END_OF_TEXT`` where its records are separated), decoded
@@ -1090,6 +1220,7 @@ class DataQueue:
             if row is None:
                 raise NotFoundError(f"queue {self.dir.name} has no item {item_id}")
             db.execute("DELETE FROM items WHERE id = ?", (int(item_id),))
+            self._bump_stamp()
         if not row[-1].startswith(INLINE):  # after the commit: an orphan at worst
             (self.items_dir / row[-1]).unlink(missing_ok=True)
         return QueueItem(*row[:-1])
@@ -1111,6 +1242,7 @@ class DataQueue:
         with self._write() as db:
             files = [f for (f,) in db.execute("SELECT file FROM items")]
             db.execute("DELETE FROM items")
+            self._bump_stamp()
         for f in files:
             if not f.startswith(INLINE):
                 (self.items_dir / f).unlink(missing_ok=True)

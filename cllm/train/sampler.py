@@ -198,6 +198,22 @@ class SequentialStream:
         )
 
 
+def drop_segments(segments, keep: set[int], offset: int | None = None) -> tuple[list, int | None]:
+    """The segments whose item is in ``keep``, and a stream offset moved back by what was dropped
+    before it: the same token when it was in a kept segment, else the start of what followed."""
+    segments = [tuple(s) for s in segments]
+    kept = [s for s in segments if s[0] in keep]
+    if offset is None or len(kept) == len(segments):
+        return kept, offset
+    cut, a = 0, 0
+    for s in segments:
+        n = s[2] - s[1] + 1  # its tokens and the end-of-text after them
+        if s[0] not in keep and a < offset:
+            cut += min(a + n, offset) - a
+        a += n
+    return kept, int(offset) - cut
+
+
 def validation_batches(
     source: TokenSource, segments, eot: int, B: int, T: int, n_batches: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:

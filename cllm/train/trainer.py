@@ -1,13 +1,16 @@
 """The trainer: one model, trained from its queue in a background thread.
 
 An epoch is one pass worth of the queue's training tokens. Each item's tokens are split: the first
-``1 - val_fraction`` train, the rest are held out for validation; items marked validation-only
-(``queue add --validation``) are held out whole. Batches come from ``cllm.train.sampler``: by
+``1 - val_fraction`` train, the rest are held out for validation; items flagged for validation
+(``queue add --validation``, ``queue set --validation on``, the studio's toggle) are held out
+whole: never trained on, measured whole. Batches come from ``cllm.train.sampler``: by
 default each row is a random window of ``T + 1`` tokens drawn from the model's saved RNG,
 token-weighted over the epoch's items (an item's priority raises its weight), and an epoch is
 ``ceil(train tokens / (B * T))`` steps; ``sampling = "sequential"`` streams the items in queue
-order instead. Items added during a run join the next epoch; items removed drop out of the epoch
-in progress.
+order instead. Items added during a run join the next epoch. Items removed or flagged for
+validation leave the epoch in progress at once: before each step the trainer asks the queue's
+``stamp``, which such changes move, and drops them from the epoch (a resumed run does the same
+with the changes made while it was stopped); an item given back to training joins the next epoch.
 
 The learning-rate schedule belongs to the model, not to one run: warmup over the model's first
 ``warmup`` steps, then decay (``schedule``: cosine, linear or constant) to ``min_lr`` at the step
@@ -19,7 +22,9 @@ Validation: one fixed set of ``eval_batches`` batches (``sampler.validation_batc
 every ``eval_interval`` steps, at each epoch end and at the run's end, so every validation loss,
 the best one and early stopping compare the same thing. Each improvement saves the model and keeps
 it as the best checkpoint; ``early_stop = N`` ends training after N measurements without one and
-makes the best checkpoint the model.
+makes the best checkpoint the model. When a removal or a validation flag changes what is held out
+(during the run, or since the run that saved the model), the validation set is built anew and the
+comparison starts over: it is measured after the next step, and that measurement is the new best.
 
 The thread owns the model. Other threads see only ``snapshot()`` (a ``TrainSnapshot`` replaced
 under a lock after every step, never mutated after publishing) and talk only through the command
@@ -46,6 +51,7 @@ so another process can show the run with ``read_progress``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -72,6 +78,7 @@ from cllm.train.sampler import (
     SequentialStream,
     TokenSource,
     WindowSampler,
+    drop_segments,
     item_weight,
     validation_batches,
 )
@@ -304,13 +311,14 @@ class Trainer:
                 f"model {self.name!r} has an empty queue: add data first (--data or Add Files)"
             )
         self.source = TokenSource(self.dq)
+        self._stamp = self.dq.stamp()  # before the items: a change in between is seen later
         self.queue_items = self._read_items()
         self.position = state.get("position")
         if self.position and "sampling" not in self.position:  # saved before random windows
             self.position["sampling"] = "sequential"
+        if self.position:  # items removed or flagged for validation since the stop drop out
+            self._drop_gone(self.position)
         epoch_items = self._epoch_items(self.position)
-        if self.position:
-            self.position["items"] = epoch_items  # items removed since the stop drop out
         self.bpe = self._batches_per_epoch(epoch_items, self._mode())
         whole = self._epoch_items(None)
         if self._batches_per_epoch(whole, self.tc.sampling) < 1:
@@ -329,6 +337,15 @@ class Trainer:
             same = run.get("end") == self.planned and run.get("start", self.step + 1) <= self.step
             self.run = run if same else {"start": self.step, "end": max(self.step, self.planned)}
         self.val_set = self._build_val()
+        self._eval_now = False  # measure after the next step (the validation set changed)
+        self._val_note = None
+        if (
+            state.get("val_hash") is not None
+            and state.get("stamp") != self._stamp
+            and state["val_hash"] != self._val_hash
+        ):  # removals or validation flags since the last run changed what is held out
+            self._restart_best()
+            self._val_note = "the held-out data changed since the last run: best loss starts over"
         self.resumed_from = (
             f"resumed at epoch {self.epochs_trained + 1}, step {self.step}" if self.step else None
         )
@@ -359,16 +376,54 @@ class Trainer:
         )
 
     def _epoch_items(self, position: dict | None) -> list[tuple]:
-        """The items of the epoch in progress: those it started with (minus removed ones), as
-        segments (id, lo, hi, weight)."""
+        """The items of the epoch in progress: those it started with that are still in the queue
+        and not flagged for validation, as segments (id, lo, hi, weight)."""
         if not position:
             return [
                 (i, 0, _split(n, self.tc.val_fraction)[0], w)
                 for i, n, w, val in self.queue_items
                 if not val
             ]
-        now = {q[0] for q in self.queue_items}
+        now = {q[0] for q in self.queue_items if not q[3]}
         return [tuple(s) for s in position["items"] if s[0] in now]
+
+    def _drop_gone(self, position: dict) -> int:
+        """Take the segments of removed and validation-flagged items out of the epoch in
+        progress; a sequential stream's offset moves back by the tokens dropped before it, so it
+        goes on where it was. Returns how many segments went."""
+        n = len(position["items"])
+        keep = {q[0] for q in self.queue_items if not q[3]}
+        items, offset = drop_segments(position["items"], keep, position.get("offset"))
+        position["items"] = items
+        if offset is not None:
+            position["offset"] = offset
+        return n - len(items)
+
+    def _queue_changed(self) -> bool:
+        """Before each step: when the queue's stamp moved (a removal or a validation flag),
+        drop what left training from the epoch and rebuild the validation set if what is held
+        out changed. True when the epoch's items changed."""
+        stamp = self.dq.stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self.queue_items = self._read_items()
+        dropped = self._drop_gone(self.position) if self.position else 0
+        if dropped:
+            self._log(f"{dropped} item(s) removed or held out for validation left the epoch")
+        old = self._val_hash
+        self.val_set = self._build_val()
+        if self._val_hash != old:
+            self._restart_best()
+            self._log("the held-out data changed: the validation set is new, best loss starts over")
+        return bool(dropped)
+
+    def _restart_best(self) -> None:
+        """A new validation set: the best loss and the patience start over from its first
+        measurement (after the next step, or before any checkpoint saved first)."""
+        self.best_loss = self.val_loss = None
+        self.since_best = 0
+        self._eval_now = bool(self.val_set)
 
     def _batches_per_epoch(self, segments: list[tuple], mode: str) -> int:
         cls = SequentialStream if mode == "sequential" else WindowSampler
@@ -380,13 +435,15 @@ class Trainer:
         return self.step + max(0, left)
 
     def _build_val(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The fixed validation batches: every item's held-out tail and the validation-only
-        items, whole."""
+        """The fixed validation batches: every item's held-out tail and the items flagged for
+        validation, whole. ``_val_hash`` names what they were drawn from."""
         segs = []
         for item_id, n, _, val in self.queue_items:
             n_train = 0 if val else _split(n, self.tc.val_fraction)[0]
             if n > n_train:
                 segs.append((item_id, n_train, n))
+        key = json.dumps([segs, self.B, self.T, self.val_batches]).encode()
+        self._val_hash = hashlib.sha256(key).hexdigest()[:16]
         return validation_batches(self.source, segs, self.eot, self.B, self.T, self.val_batches)
 
     # ---- commands and snapshot (any thread) --------------------------------------------------
@@ -547,6 +604,8 @@ class Trainer:
     def _train(self) -> tuple[str, str]:
         if self.resumed_from:
             self._log(self.resumed_from)
+        if self._val_note:
+            self._log(self._val_note)
         if self.run["end"] <= self.step:
             msg = f"nothing to train: {self.epochs_trained} of {self.target_epochs} epochs done"
             return "done", msg
@@ -599,6 +658,15 @@ class Trainer:
         while self.batch < self.bpe and self.step < self.run["end"]:
             if self._commands_say() == "stop":
                 return "stop"
+            if self._queue_changed():  # items left the epoch: batches from what is left
+                segs = [tuple(s) for s in pos["items"]]
+                self.bpe = self._batches_per_epoch(segs, mode)
+                if mode == "sequential":
+                    stream = SequentialStream(self.source, segs, self.eot, self.B, self.T)
+                else:
+                    sampler = WindowSampler(self.source, segs, self.eot, self.B, self.T)
+                if self.batch >= self.bpe:
+                    break
             t0 = time.monotonic()
             if mode == "sequential":
                 xy = stream.batch_at(int(pos["offset"]))
@@ -614,7 +682,7 @@ class Trainer:
             val = None
             # validate every eval_interval steps, at each epoch end and at the run's end
             ends = self.batch == self.bpe or self.step == self.run["end"]
-            if self.step % self.eval_interval == 0 or ends:
+            if self.step % self.eval_interval == 0 or ends or self._eval_now:
                 val = self._evaluate()
             self.history.append(self.step, loss, val)
             improved = val is not None and val == self.best_loss and self.since_best == 0
@@ -692,6 +760,7 @@ class Trainer:
             s["hit_rate"] = float(h / n) if n else 0.0
 
     def _evaluate(self) -> float | None:
+        self._eval_now = False
         if not self.val_set:
             return None
         val = float(np.mean([self.gpt.forward(x, y) for x, y in self.val_set]))
@@ -704,6 +773,8 @@ class Trainer:
         return val
 
     def _end_epoch(self) -> None:
+        if self._eval_now:  # the epoch ended as items left it: measure the new validation set
+            self._evaluate()
         pos = self.position
         self.epochs_trained += 1
         if self.epochs_trained > self.target_epochs:  # a max_steps run trained past the target
@@ -727,6 +798,8 @@ class Trainer:
         self._checkpoint("epoch end", best=improved and self.val_loss == self.best_loss)
 
     def _checkpoint(self, reason: str, best: bool = False) -> None:
+        if self._eval_now:  # a new validation set is measured before anything is saved
+            self._evaluate()
         t0 = time.monotonic()
         lm, meta = self.lm, self.lm.meta
         if self.best_loss is None and self.train_loss is not None:
@@ -758,6 +831,8 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "run": self.run,
             "since_best": self.since_best,
+            "val_hash": self._val_hash,  # what the best loss was measured on
+            "stamp": self._stamp,  # the queue's stamp then
         }
         lm.history = self.history.view()
         self.registry.save(lm)

@@ -145,7 +145,7 @@ def test_progress_line_on_a_terminal(models, data, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", term)
     assert main(["queue", "add", "alpha", str(data), "--models-dir", str(models)]) == 0
     shown = term.getvalue()
-    assert "\radding [" in shown and "4/4" in shown
+    assert "\radding [" in shown and "4/4 files, 0.0 MB, 34 tokens" in shown
     assert shown.endswith("\r")  # the line is wiped once done
 
 
@@ -239,3 +239,49 @@ def test_a_full_disk_during_queue_add_is_one_line(tmp_path, capsys, monkeypatch)
     rc = main(["queue", "add", "m", str(tmp_path / "a.txt"), "--models-dir", str(models)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "no space left" in err
+
+
+def test_set_validation_on_and_off_shows_in_list_and_json(models, data, capsys):
+    run(models, "queue", "add", "alpha", str(data), capsys=capsys)
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    first, second = json.loads(out)[:2]
+    assert not first["validation"] and not second["validation"]
+    code, out, _ = run(
+        models, "queue", "set", "alpha", str(second["id"]), "--validation", "on", capsys=capsys
+    )
+    assert (
+        code == 0
+        and out == f"item {second['id']} ({second['source']}) is now held out for validation\n"
+    )
+    code, out, _ = run(models, "queue", "list", "alpha", capsys=capsys)
+    header, *rows = out.splitlines()
+    assert header.split()[:5] == ["ID", "PRIORITY", "TOKENS", "VALIDATION", "KIND"]
+    assert [r.split()[3] for r in rows] == ["-", "yes", "-"]
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    assert [it["validation"] for it in json.loads(out)] == [False, True, False]
+    code, out, _ = run(
+        models,
+        "queue",
+        "set",
+        "alpha",
+        str(second["id"]),
+        "--validation",
+        "off",
+        "--priority",
+        "4",
+        capsys=capsys,
+    )
+    assert code == 0 and "priority 4" in out and "is now trained on" in out
+    code, out, _ = run(models, "queue", "list", "alpha", "--json", capsys=capsys)
+    assert [(it["priority"], it["validation"]) for it in json.loads(out)][0] == (4, False)
+
+    code, _, err = run(models, "queue", "set", "alpha", str(first["id"]), capsys=capsys)
+    assert code == 2 and "--validation on|off" in err
+    code, _, err = run(models, "queue", "set", "alpha", "999", "--validation", "on", capsys=capsys)
+    assert code == 2 and "no item 999" in err
+    code, out, _ = run(
+        models, "queue", "add", "alpha", "--text", "held", "--validation", "--json", capsys=capsys
+    )
+    assert [it["validation"] for it in json.loads(out)["added"]] == [True]
+    with pytest.raises(SystemExit):  # argparse: on or off only
+        main(["queue", "set", "alpha", "1", "--validation", "yes", "--models-dir", str(models)])

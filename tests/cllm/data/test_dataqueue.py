@@ -537,3 +537,124 @@ def test_short_texts_are_tokenized_in_one_batch_call_exactly_as_alone(tmp_path):
         }
         for it, t in zip(q.items(), texts, strict=True):
             assert q.tokens(it.id).tolist() == tok.encode(t).tolist() and q.text(it.id) == t
+
+
+def test_validation_flags_persist_refuse_unknown_items_and_move_the_stamp(tmp_path):
+    d = tmp_path / "m_queue"
+    with DataQueue(d, ByteTok()) as q:
+        ids = [q.add_text(f"text number {i}", f"s{i}").added[0].id for i in range(4)]
+        assert q.stamp() == 0  # adds do not move it
+        assert q.set_validation(ids[1:3]) == 2
+        assert q.stamp() == 1
+        with pytest.raises(NotFoundError, match="no item 999"):
+            q.set_validation([ids[0], 999])  # one transaction: item 0 stays as it was
+        assert q.stamp() == 1 and not q.item(ids[0]).validation
+        back = q.set_item_validation(ids[2], False)
+        assert not back.validation and q.stamp() == 2
+        with pytest.raises(NotFoundError):
+            q.set_item_validation(999, True)
+    with DataQueue(d, ByteTok()) as q:  # stored in the index: a reopened queue has them
+        assert [it.validation for it in q.items()] == [False, True, False, False]
+        assert q.stamp() == 2
+        q.remove(ids[3])
+        assert q.stamp() == 3
+        q.clear()
+        assert q.stamp() == 4
+
+
+_FLAGGER = """
+import sys
+from tests.cllm.data.test_dataqueue import ByteTok
+from cllm.data.dataqueue import DataQueue
+q = DataQueue(sys.argv[1], ByteTok())
+ids = [it.id for it in q.items()]
+n = 0
+while True:
+    q.set_validation(ids, n % 2 == 0)
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def test_kill_9_while_flagging_leaves_all_flags_of_one_change_or_none(tmp_path):
+    d = tmp_path / "m_queue"
+    with DataQueue(d, ByteTok()) as q:
+        for i in range(300):
+            q.add_text(f"item {i} " * (1 + i % 5), f"s{i}")
+    for round_ in range(3):
+        with DataQueue(d, ByteTok()) as q:
+            before = q.stamp()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _FLAGGER, str(d)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(3 + 5 * round_):
+            last = int(proc.stdout.readline())
+        time.sleep(0.002 * round_)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        with DataQueue(d, ByteTok()) as q:
+            flags = {it.validation for it in q.items()}
+            moved = q.stamp() - before
+            assert moved >= last  # every reported change survived
+            assert flags == {moved % 2 == 1}  # the last committed change, whole: never half
+        with sqlite3.connect(d / "queue.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_folder_add_reports_its_tokens_as_they_are_made(q, tmp_path):
+    d = tmp_path / "docs"
+    d.mkdir()
+    for i in range(5):
+        (d / f"small{i}.txt").write_text(f"small file {i}\n")
+    (d / "big.txt").write_text("a big file of many words.\n" * 120_000)  # read in 1 MB pieces
+    (d / "copy.txt").write_text("small file 0\n")  # a duplicate: not counted
+    seen, at_files = [], []
+
+    def progress(done, total, source):
+        at_files.append(len(seen))
+
+    r = q.add_files(sorted(d.iterdir()), progress=progress, tokens=seen.append)
+    assert len(r.added) == 6 and r.skipped[0][1] == "duplicate"
+    assert seen[-1] == r.tokens == sum(it.n_tokens for it in r.added)
+    assert seen == sorted(seen)  # it only grows (no big duplicate here)
+    big = 26 * 120_000
+    assert any(0 < n < big for n in seen)  # counted while the big file was being read
+    assert len(set(seen)) > 7  # more often than once a file
+
+
+def test_an_add_holds_its_items_out_in_its_own_transaction_and_import_keeps_flags(tmp_path, q):
+    commits = []
+    real = DataQueue._commit_many
+
+    def commit_many(self, pending):
+        out = real(self, pending)
+        # flagged in the rows the add's own transaction wrote: no moment without the flag
+        commits.append([self.item(it.id).validation for it in out if it is not None])
+        return out
+
+    d = tmp_path / "held"
+    d.mkdir()
+    (d / "a.txt").write_text("held out a\n")
+    (d / "b.txt").write_text("held out b\n")
+    try:
+        DataQueue._commit_many = commit_many
+        r = q.add_folder(d, validation=True)
+        t = q.add_text("trained on", "t")
+        s = q.add_text("held text", "s", validation=True)
+    finally:
+        DataQueue._commit_many = real
+    assert commits == [[True, True], [False], [True]]
+    assert [it.validation for it in r.added + t.added + s.added] == [True, True, False, True]
+    assert q.stamp() == 0  # no flag changed after the fact
+    with DataQueue(tmp_path / "other_queue", ByteTok(shift=3)) as other:
+        other.import_from(q)  # re-tokenized
+        assert [(it.source, it.validation) for it in other.items()] == [
+            (it.source, it.validation) for it in q.items()
+        ]
+    with DataQueue(tmp_path / "same_queue", ByteTok()) as same:
+        same.import_from(q)  # copied
+        assert [it.validation for it in same.items()] == [True, True, False, True]
