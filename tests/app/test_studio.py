@@ -229,3 +229,26 @@ def test_the_resource_line_measures_the_studio_with_psutil():
     assert lines[0].startswith("Studio + training: CPU ") and lines[0].endswith(" MB")
     assert os.getpid() in procs  # kept, so the next call measures CPU since this one
     assert resource_lines(procs, 2**22 + 12345, False)[1:] == []  # a run that is gone: no line
+
+
+def test_new_snapshots_alone_repaint_at_most_12_times_a_second(studio, monkeypatch):
+    """A run's snapshots come once a step (up to hundreds a second on a tiny model); with nobody
+    touching the window the studio repaints for them at most every SNAPSHOT_REDRAW_S."""
+    import time
+
+    from app.studio import SNAPSHOT_REDRAW_S
+    from app.tabs import training
+
+    st = studio.st
+    studio.switch(1)
+    studio.pump(2)
+    monkeypatch.setattr(training, "draw", lambda *a: None)  # the tab draws nothing of them
+    monkeypatch.setattr(st, "poll", lambda: None)  # no trainer here to replace our snapshots
+    studio.frame_ms.clear()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        st.snapshot = object()  # a new snapshot every frame, nothing else changes
+        studio.step()
+        time.sleep(0.002)
+    drawn = len(studio.frame_ms)
+    assert 1 / SNAPSHOT_REDRAW_S - 4 <= drawn <= 1 / SNAPSHOT_REDRAW_S + 2, drawn
