@@ -84,7 +84,9 @@ def test_bench_chat_replies_idle_and_while_training(models_dir):
     from cllm.models.registry import Registry
 
     Registry(models_dir).set_settings("alpha", target_epochs=100_000)  # still training at the end
-    r = _run(["--models-dir", str(models_dir), "--bench-chat", "2", "--train", "alpha"], timeout=300)
+    r = _run(
+        ["--models-dir", str(models_dir), "--bench-chat", "2", "--train", "alpha"], timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     line = json.loads(r.stdout.strip().splitlines()[-1])
     for when in ("idle", "training"):

@@ -320,3 +320,43 @@ def test_tiled_attention_matches_torch_in_float32():
     ref.backward(torch.tensor(dy))
     np.testing.assert_allclose(y, ref.detach().numpy(), rtol=1e-4, atol=2e-5)
     np.testing.assert_allclose(dqkv, t.grad.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_exp32_within_5_ulp_over_its_whole_range():
+    """The vectorizing float32 exp (2**k from exponent bits, no float -> int conversion) against
+    float64's exp, from underflow's edge to overflow's, on the hardware the tests run on."""
+    from numba import njit
+
+    from cllm.engine.kernels import _exp
+
+    @njit(fastmath=True, error_model="numpy")
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = _exp(x[i])
+
+    x = np.linspace(-87.0, 88.0, 2_000_003, dtype=np.float32)
+    x = np.concatenate([x, np.float32([-1e-7, 0.0, 1e-7, 0.5, -0.5, 1.0, -1.0])])
+    got = np.empty_like(x)
+    run(x, got)
+    want = np.exp(x.astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(got - want) / ulp) <= 5.0  # 4.5 at worst, near the ends of the range
+
+
+def test_row_max_of_every_length_and_position():
+    from numba import njit
+
+    from cllm.engine.kernels import _row_max
+
+    @njit
+    def run(row, n):
+        return _row_max(row, n)
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 40):
+        for where in range(n):
+            row = rng.standard_normal(48).astype(np.float32)
+            row[where] = 9.0
+            row[n:] = 99.0  # beyond n: never looked at
+            assert run(row, n) == 9.0
+        assert run(np.float32([-3.0, -5.0] * 20), n) == -3.0
