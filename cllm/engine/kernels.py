@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
-from numba.core import types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, overload, register_model
 
 from cllm.engine import threads  # noqa: F401  (picks numba's threading layer before it starts)
 
@@ -346,6 +347,210 @@ DECODE_BLOCK = (
 LN1_W, LN1_B, ATTN_W, ATTN_B, PROJ_W, PROJ_B, LN2_W, LN2_B, FC_W, FC_B, FCP_W, FCP_B = range(12)
 
 
+# 256-bit vectors (8 float32 or 4 float64 lanes) for the batched decoder's register tiles: LLVM
+# does not vectorise the outer loop of a matrix product, so the tile below names its vectors.
+# Each is an LLVM vector value that stays in a register; fmuladd fuses where the CPU has FMA.
+
+
+class _Vec(types.Type):
+    def __init__(self, dtype):
+        self.dtype, self.lanes = dtype, 256 // dtype.bitwidth
+        super().__init__(name=f"vec{self.lanes}x{dtype}")
+
+
+@register_model(_Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        el = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(el, fe_type.lanes))
+
+
+def _element_ptr(context, builder, arrty, arr, i):
+    return builder.gep(context.make_array(arrty)(context, builder, arr).data, [i])
+
+
+@intrinsic
+def _vload(typingctx, arr, i):
+    """arr[i : i + lanes] of a contiguous 1-D array, as a vector (unaligned, unchecked)."""
+    vt = _Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vp = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(vp, align=vt.dtype.bitwidth // 8)
+
+    return vt(arr, i), codegen
+
+
+@intrinsic
+def _vstore(typingctx, arr, i, v):
+    """arr[i : i + lanes] = v."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vp = builder.bitcast(ptr, args[2].type.as_pointer())
+        builder.store(args[2], vp, align=sig.args[2].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, x):
+    """A vector of lanes copies of the float x."""
+    vt = _Vec(x)
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(vt)
+        undef = ir.Constant(ty, ir.Undefined)
+        v = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, undef, zeros)
+
+    return vt(x), codegen
+
+
+@intrinsic
+def _vzero(typingctx, arr):
+    """A vector of zeros in arr's element type."""
+    vt = _Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def _vfma(typingctx, a, b, c):
+    """a * b + c, lane by lane (one rounding where the CPU has FMA, as fastmath's contraction
+    gives the scalar loops: the tile's sums round exactly as the one-row loop's)."""
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        name = f"llvm.fmuladd.v{ty.count}f{sig.args[0].dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _vsum(typingctx, v):
+    """The sum of v's lanes, in one fixed order (halves added until one lane is left)."""
+
+    def codegen(context, builder, sig, args):
+        v, n = args[0], sig.args[0].lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+            hi = ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
+            v = builder.fadd(lo, builder.shuffle_vector(v, v, hi))
+        return builder.extract_element(v, ir.Constant(i32, 0))
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Ask for the cache line of arr[i] in the level-2 cache ahead of its use (a hint: it
+    never faults)."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, i), codegen
+
+
+@intrinsic
+def _lanes(typingctx, arr):
+    """How many of arr's elements a vector holds (a constant)."""
+    n = 256 // arr.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(64), n)
+
+    return types.intp(arr), codegen
+
+
+TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32: level-1 cache)
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy")
+def _linear_tiles(out, x, W, b):
+    """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout).
+
+    Register tiles of 4 rows by 2 vectors of outputs: each weight loaded once serves 4 rows, so
+    the loop runs at the FMA units' pace instead of the loads'. Every output is b[o] plus the
+    x[r, i] W[i, o] in the order of i, each fused, as the one-row loop in ``_linear`` sums it:
+    a row's result is the same whether it runs alone or in a batch. The rows go in blocks that
+    span TILE_BLOCK weights (they stay in the level-1 cache for the 2nd row tile); the next
+    block, one contiguous range of W, is prefetched in order while this one runs. A last tile
+    of fewer than 4 rows repeats its last row (the copies write the same values)."""
+    n, O = out.shape
+    I = x.shape[1]
+    VW = _lanes(b)
+    C = 2 * VW
+    Oc = O - O % C
+    nch = Oc // C
+    IB = max(4, TILE_BLOCK // O)
+    for i0 in range(0, I, IB):
+        i1 = min(I, i0 + IB)
+        p0, p1 = i1 * O, min(I, i1 + IB) * O
+        share = ((p1 - p0) // max(nch, 1) + C - 1) // C * C
+        for c in range(0, Oc, C):
+            q0 = p0 + (c // C) * share
+            for q in range(q0, min(p1, q0 + share), C):
+                _prefetch(W, q)
+            for r in range(0, n, 4):
+                r1, r2, r3 = min(r + 1, n - 1), min(r + 2, n - 1), min(r + 3, n - 1)
+                o0, o1, o2, o3 = out[r], out[r1], out[r2], out[r3]
+                if i0 == 0:
+                    a00, a01 = _vload(b, c), _vload(b, c + VW)
+                    a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
+                else:
+                    a00, a01 = _vload(o0, c), _vload(o0, c + VW)
+                    a10, a11 = _vload(o1, c), _vload(o1, c + VW)
+                    a20, a21 = _vload(o2, c), _vload(o2, c + VW)
+                    a30, a31 = _vload(o3, c), _vload(o3, c + VW)
+                x0, x1, x2, x3 = x[r], x[r1], x[r2], x[r3]
+                k = i0 * O + c
+                for i in range(i0, i1):
+                    w0, w1 = _vload(W, k), _vload(W, k + VW)
+                    s = _vsplat(x0[i])
+                    a00, a01 = _vfma(s, w0, a00), _vfma(s, w1, a01)
+                    s = _vsplat(x1[i])
+                    a10, a11 = _vfma(s, w0, a10), _vfma(s, w1, a11)
+                    s = _vsplat(x2[i])
+                    a20, a21 = _vfma(s, w0, a20), _vfma(s, w1, a21)
+                    s = _vsplat(x3[i])
+                    a30, a31 = _vfma(s, w0, a30), _vfma(s, w1, a31)
+                    k += O
+                _vstore(o0, c, a00)
+                _vstore(o0, c + VW, a01)
+                _vstore(o1, c, a10)
+                _vstore(o1, c + VW, a11)
+                _vstore(o2, c, a20)
+                _vstore(o2, c + VW, a21)
+                _vstore(o3, c, a30)
+                _vstore(o3, c + VW, a31)
+    for r in range(n):  # the outputs past the last whole pair of vectors, as the one-row loop
+        o_r = out[r]
+        for o in range(Oc, O):
+            o_r[o] = b[o]
+        for i in range(I):
+            xi = x[r, i]
+            for o in range(Oc, O):
+                o_r[o] += xi * W[i * O + o]
+
+
 def _linear(out, x, w, s, woff, soff, b):
     """out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above); the matrix starts
     at w[woff], its scales at s[soff]."""
@@ -369,6 +574,9 @@ def _linear_ol(out, x, w, s, woff, soff, b):
     def dense(out, x, w, s, woff, soff, b):
         n, O = out.shape
         I = x.shape[1]
+        if n > 1:
+            _linear_tiles(out, x, w[woff : woff + I * O], b[:O])
+            return
         W = w[woff : woff + I * O].reshape(I, O)
         for r in range(n):
             out[r, :] = b[:O]
@@ -404,11 +612,14 @@ def _layernorm_rows(out, x, w, b):
 @jit
 def attend_cached(y, qkv, kc, vc, slots, pos, att):
     """Row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and
-    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch."""
+    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch.
+    Each row runs alone over its own slot and length: its result does not depend on the others.
+    A head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
     n = y.shape[0]
     _, H, _, hs = kc.shape
     D = H * hs
     scale = 1.0 / math.sqrt(hs)
+    vectors = hs % _lanes(att) == 0
     for r in range(n):
         sl, p = slots[r], pos[r]
         for hd in range(H):
@@ -416,6 +627,10 @@ def attend_cached(y, qkv, kc, vc, slots, pos, att):
             kh, vh = kc[sl, hd], vc[sl, hd]
             kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
             vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+            yh = y[r, hd * hs : (hd + 1) * hs]
+            if vectors:
+                _attend_head(yh, q, kh, vh, p, att, scale)
+                continue
             mx = -1e30
             for j in range(p + 1):
                 t = 0.0
@@ -427,12 +642,50 @@ def attend_cached(y, qkv, kc, vc, slots, pos, att):
             for j in range(p + 1):
                 att[j] = _exp(att[j] - mx)
                 tot += att[j]
-            yh = y[r, hd * hs : (hd + 1) * hs]
             yh[:] = 0.0
             for j in range(p + 1):
                 a = att[j] / tot
                 for i in range(hs):
                     yh[i] += a * vh[j, i]
+
+
+@jit
+def _attend_head(yh, q, kh, vh, p, att, scale):
+    """One head of one row: yh[hs] = softmax(q . kh[0..p] * scale) @ vh[0..p], hs a multiple
+    of the vector width. The scores are vector dot products; the weighted sum of the values
+    keeps its outputs in registers, two vectors at a time, instead of in memory."""
+    hs = q.size
+    VW = _lanes(att)
+    mx = -1e30
+    for j in range(p + 1):
+        kj = kh[j]
+        acc = _vzero(att)
+        for c in range(0, hs, VW):
+            acc = _vfma(_vload(q, c), _vload(kj, c), acc)
+        t = _vsum(acc) * scale
+        att[j] = t
+        mx = max(mx, t)
+    tot = 0.0
+    for j in range(p + 1):
+        att[j] = _exp(att[j] - mx)
+        tot += att[j]
+    inv = 1.0 / tot
+    c = 0
+    while c < hs:
+        a0, a1 = _vzero(att), _vzero(att)
+        two = c + 2 * VW <= hs
+        for j in range(p + 1):
+            s = _vsplat(att[j])
+            vj = vh[j]
+            a0 = _vfma(s, _vload(vj, c), a0)
+            if two:
+                a1 = _vfma(s, _vload(vj, c + VW), a1)
+        _vstore(yh, c, a0)
+        if two:
+            _vstore(yh, c + VW, a1)
+        c += 2 * VW if two else VW
+    for i in range(hs):
+        yh[i] *= inv
 
 
 @jit

@@ -17,6 +17,8 @@ from cllm.engine.quant import DecodeWeights
 from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel
 from cllm.errors import ValidationError
 
+STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
+
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
     views, off = {}, 0
@@ -551,7 +553,12 @@ class GPT:
             raise ValidationError(f"positions must lie in 0..{cfg.block_size - 1}")
         dw = self.decode_weights()
         logits = np.empty((n, cfg.vocab_size), self.dtype)
-        S = min(n, self.threads or default_threads())
+        # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
+        # gets whole tiles (8 rows on 2 threads: 4 each; 3 rows: one thread, not 2 + 1).
+        threads = self.threads or default_threads()
+        per = -(-n // threads)
+        per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
+        parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
 
         def run(sl: slice) -> None:
             K.decode_step(
@@ -560,7 +567,7 @@ class GPT:
                 *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
             )  # fmt: skip
 
-        run_parallel(run, chunks(n, S))
+        run_parallel(run, parts)
         return logits
 
     def prefill(self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0) -> np.ndarray:
