@@ -745,14 +745,76 @@ def _head(logits, x, head, s):
 
 @overload(_head, jit_options={"fastmath": True, "error_model": "numpy"})
 def _head_ol(logits, x, head, s):
-    quant = head.dtype == types.int8
+    if head.dtype != types.int8:
+        return lambda logits, x, head, s: _head_float(logits, x, head)
 
     def impl(logits, x, head, s):
         n, V = logits.shape
         for v in range(V):
             row = head[v]
             for r in range(n):
-                acc = _dot(x[r], row)
-                logits[r, v] = acc * s[v] if quant else acc
+                logits[r, v] = _dot(x[r], row) * s[v]
 
     return impl
+
+
+@njit(inline="always", nogil=True, fastmath=True, error_model="numpy")
+def _head_sum(a0, a1, x, w, D2, D):
+    """One logit from its two vector sums (even and odd pairs of vectors), then the tail."""
+    t = _vsum(a0) + _vsum(a1)
+    for i in range(D2, D):
+        t += x[i] * w[i]
+    return t
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy")
+def _head_float(logits, x, head):
+    """logits[n, V] = x[n, D] @ head[V, D].T for float weights. Every logit is summed in one
+    order whatever n: vectors 0, 2, 4.. of the row into one sum, 1, 3, 5.. into another, their
+    lanes added (``_vsum``), then the elements past the last pair of vectors. One row takes the
+    head rows one by one, in memory order; several rows go in tiles of 2 rows by 2 head rows
+    (each head vector loaded once for both rows, 8 sums in flight)."""
+    n, V = logits.shape
+    D = x.shape[1]
+    VW = _lanes(x)
+    D2 = D - D % (2 * VW)
+    v = 0
+    if n == 1:  # head rows one after another: the order the memory streams them in
+        x0, o = x[0], logits[0]
+        for v in range(V):
+            h0 = head[v]
+            a0 = a1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                a0 = _vfma(_vload(x0, c), _vload(h0, c), a0)
+                a1 = _vfma(_vload(x0, c + VW), _vload(h0, c + VW), a1)
+            o[v] = _head_sum(a0, a1, x0, h0, D2, D)
+        return
+    while v + 2 <= V:
+        h0, h1 = head[v], head[v + 1]
+        for r in range(0, n, 2):
+            r1 = min(r + 1, n - 1)  # an odd last row is done twice (the same values)
+            x0, x1 = x[r], x[r1]
+            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                wa, wb = _vload(h0, c), _vload(h0, c + VW)
+                ua, ub = _vload(h1, c), _vload(h1, c + VW)
+                xa, xb = _vload(x0, c), _vload(x0, c + VW)
+                a0, a1 = _vfma(xa, wa, a0), _vfma(xb, wb, a1)
+                b0, b1 = _vfma(xa, ua, b0), _vfma(xb, ub, b1)
+                xa, xb = _vload(x1, c), _vload(x1, c + VW)
+                c0, c1 = _vfma(xa, wa, c0), _vfma(xb, wb, c1)
+                d0, d1 = _vfma(xa, ua, d0), _vfma(xb, ub, d1)
+            logits[r, v] = _head_sum(a0, a1, x0, h0, D2, D)
+            logits[r, v + 1] = _head_sum(b0, b1, x0, h1, D2, D)
+            logits[r1, v] = _head_sum(c0, c1, x1, h0, D2, D)
+            logits[r1, v + 1] = _head_sum(d0, d1, x1, h1, D2, D)
+        v += 2
+    for u in range(v, V):  # the head rows left over
+        h0 = head[u]
+        for r in range(n):
+            x0 = x[r]
+            a0 = a1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                a0 = _vfma(_vload(x0, c), _vload(h0, c), a0)
+                a1 = _vfma(_vload(x0, c + VW), _vload(h0, c + VW), a1)
+            logits[r, u] = _head_sum(a0, a1, x0, h0, D2, D)
