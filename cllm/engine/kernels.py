@@ -3,7 +3,8 @@
 Every kernel takes its output buffers as arguments (llm.c style) and works for float32 (training)
 and float64 (the gradient checks). Shapes are in the docstrings: N rows (B*T positions), D width,
 F MLP width, V vocabulary, hs head size. Matrix products are not here: they go through NumPy's
-BLAS, except inside the tiled attention and the one-token decoder, whose products are too small.
+BLAS, except inside the tiled attention and the decoder (one token for each of a few streams),
+whose products are too small for it.
 
 The gradient rule, for every backward here and in model.py: a backward **writes** the gradients
 it computes (whatever the buffer held is overwritten), except where a tensor has two consumers,
@@ -328,6 +329,11 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
 #   float32/64 [in, out]   the training weights themselves;
 #   int8       [out, in]   one float32 scale per output channel (row): w = q * scale, turned
 #                          into floats in registers inside the dot products.
+# With float weights and 2 or more streams, each matrix product runs in register tiles
+# (``_linear_tiles``): NumPy's BLAS, at 8 rows, ran at a quarter of its peak (it packs the whole
+# weight matrix again on every call), and a row-at-a-time loop is bound by its loads and stores.
+# Every kernel here sums each output in one order whatever the number of rows, so a stream's
+# logits in a batch are bit for bit those it gets alone.
 
 # A block's tensors in the decoder's offset tables (built from config.param_shapes by name).
 DECODE_BLOCK = (
