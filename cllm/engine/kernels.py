@@ -490,7 +490,7 @@ TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32:
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
-def _linear_tiles(out, x, W, b):
+def _linear_tiles(out, x, W, b, kf, vf, ranges):
     """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout).
 
     Register tiles of 4 rows by 2 vectors of outputs: each weight loaded once serves 4 rows, so
@@ -499,7 +499,10 @@ def _linear_tiles(out, x, W, b):
     a row's result is the same whether it runs alone or in a batch. The rows go in blocks that
     span TILE_BLOCK weights (they stay in the level-1 cache for the 2nd row tile); the next
     block, one contiguous range of W, is prefetched in order while this one runs. A last tile
-    of fewer than 4 rows repeats its last row (the copies write the same values)."""
+    of fewer than 4 rows repeats its last row (the copies write the same values).
+
+    ranges[m, 2]: element ranges of kf and vf (the next layer's keys and values) to prefetch a
+    share at a time between the tiles, so that the attention finds them near when it comes."""
     n, O = out.shape
     I = x.shape[1]
     VW = _lanes(b)
@@ -507,6 +510,13 @@ def _linear_tiles(out, x, W, b):
     Oc = O - O % C
     nch = Oc // C
     IB = max(4, TILE_BLOCK // O)
+    line = 64 // kf.itemsize
+    lines = 0
+    for m in range(ranges.shape[0]):
+        lines += (ranges[m, 1] - ranges[m, 0] + line - 1) // line
+    steps = max(1, nch * ((I + IB - 1) // IB))
+    per_step = (lines + steps - 1) // steps
+    rm, re = 0, ranges[0, 0] if ranges.shape[0] else 0
     for i0 in range(0, I, IB):
         i1 = min(I, i0 + IB)
         p0, p1 = i1 * O, min(I, i1 + IB) * O
@@ -515,6 +525,16 @@ def _linear_tiles(out, x, W, b):
             q0 = p0 + (c // C) * share
             for q in range(q0, min(p1, q0 + share), C):
                 _prefetch(W, q)
+            for _ in range(per_step):
+                if rm >= ranges.shape[0]:
+                    break
+                _prefetch(kf, re)
+                _prefetch(vf, re)
+                re += line
+                if re >= ranges[rm, 1]:
+                    rm += 1
+                    if rm < ranges.shape[0]:
+                        re = ranges[rm, 0]
             for r in range(0, n, 4):
                 r1, r2, r3 = min(r + 1, n - 1), min(r + 2, n - 1), min(r + 3, n - 1)
                 o0, o1, o2, o3 = out[r], out[r1], out[r2], out[r3]
@@ -557,16 +577,17 @@ def _linear_tiles(out, x, W, b):
                 o_r[o] += xi * W[i * O + o]
 
 
-def _linear(out, x, w, s, woff, soff, b):
+def _linear(out, x, w, s, woff, soff, b, kf, vf, ranges):
     """out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above); the matrix starts
-    at w[woff], its scales at s[soff]."""
+    at w[woff], its scales at s[soff]. kf, vf, ranges: what to prefetch meanwhile (see
+    ``_linear_tiles``; the float tiles only)."""
 
 
 @overload(_linear, jit_options={"fastmath": True, "error_model": "numpy"})
-def _linear_ol(out, x, w, s, woff, soff, b):
+def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges):
     if w.dtype == types.int8:
 
-        def int8(out, x, w, s, woff, soff, b):
+        def int8(out, x, w, s, woff, soff, b, kf, vf, ranges):
             n, O = out.shape
             I = x.shape[1]
             W = w[woff : woff + O * I].reshape(O, I)
@@ -577,11 +598,11 @@ def _linear_ol(out, x, w, s, woff, soff, b):
 
         return int8
 
-    def dense(out, x, w, s, woff, soff, b):
+    def dense(out, x, w, s, woff, soff, b, kf, vf, ranges):
         n, O = out.shape
         I = x.shape[1]
         if n > 1:
-            _linear_tiles(out, x, w[woff : woff + I * O], b[:O])
+            _linear_tiles(out, x, w[woff : woff + I * O], b[:O], kf, vf, ranges)
             return
         W = w[woff : woff + I * O].reshape(I, O)
         for r in range(n):
@@ -717,20 +738,31 @@ def decode_step(
         sc = head_s[t] if head_s.size > 1 else head_s[0]  # int8 rows have scales
         for i in range(D):
             x[r, i] = head[t, i] * sc + wpe[pos[r], i]
+    # the keys and values each row's attention reads, as ranges of a layer's flat cache: the
+    # MLP of layer l prefetches those of layer l + 1 between its tiles (several rows only)
+    _, S, H, C, hs = k_cache.shape
+    none = np.empty((0, 2), np.int64)
+    ranges = np.empty((n * H if n > 1 else 0, 2), np.int64)
+    for r in range(ranges.shape[0]):
+        base = (slots[r // H] * H + r % H) * C * hs
+        ranges[r, 0], ranges[r, 1] = base, base + (pos[r // H] + 1) * hs
     for l in range(L):
         blk, q, sc = blocks[l], wq[l], sq[l]
+        kf, vf = k_cache[l].reshape(-1), v_cache[l].reshape(-1)
+        plan = ranges if l + 1 < L else none
+        kn, vn = k_cache[min(l + 1, L - 1)].reshape(-1), v_cache[min(l + 1, L - 1)].reshape(-1)
         _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
-        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :])
+        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], kf, vf, none)
         attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
-        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :])
+        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], kf, vf, none)
         x += ln
         _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])
-        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :])
+        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], kn, vn, plan)
         for r in range(n):
             for i in range(F):
                 v = h[r, i]
                 h[r, i] = v * _gelu_gates(v)[0]
-        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :])
+        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], kn, vn, none)
         x += ln
     _layernorm_rows(ln, x, lnf_w, lnf_b)
     _head(logits, ln, head, head_s)

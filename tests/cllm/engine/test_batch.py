@@ -155,7 +155,8 @@ def test_linear_tiles_match_matmul():
             W = rng.standard_normal((I, O)).astype(dtype)
             b = rng.standard_normal(O).astype(dtype)
             out = np.full((n, O), np.nan, dtype)
-            K._linear_tiles(out, x, W.reshape(-1), b)
+            kv = rng.standard_normal(64).astype(dtype)  # something to prefetch meanwhile
+            K._linear_tiles(out, x, W.reshape(-1), b, kv, kv, np.array([[0, 40], [50, 64]]))
             want = x.astype(np.float64) @ W + b
             tol = 1e-4 if dtype == np.float32 else 1e-12
             np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
