@@ -18,6 +18,10 @@ from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_pa
 from cllm.errors import ValidationError
 
 STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
+# The fewest rows a thread of GPT.step takes: a second thread reads all the weights again, and
+# on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
+# 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
+STEP_ROWS = 8
 
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
@@ -554,9 +558,9 @@ class GPT:
         dw = self.decode_weights()
         logits = np.empty((n, cfg.vocab_size), self.dtype)
         # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
-        # gets whole tiles (8 rows on 2 threads: 4 each; 3 rows: one thread, not 2 + 1).
+        # gets whole tiles, and at least STEP_ROWS rows (another thread reads the weights again).
         threads = self.threads or default_threads()
-        per = -(-n // threads)
+        per = max(-(-n // threads), STEP_ROWS)
         per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
         parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
 
