@@ -537,9 +537,11 @@ class GPT:
 
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
         """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
-        slots[n] (streams may be at different lengths). Returns logits [n, V]. The streams are
-        shared out among the engine's threads; each row's arithmetic is the same whichever
-        rows run beside it, so batching never changes a stream's tokens."""
+        slots[n] (streams may be at different lengths). Returns logits [n, V]. With float
+        weights, 2 or more rows run in register tiles of 4 (``kernels._linear_tiles``); rows are
+        shared out among the engine's threads, at least STEP_ROWS to a thread. Each row's logits
+        are bit for bit the same whichever rows run beside it, so batching never changes a
+        stream's tokens."""
         cfg = self.config
         tokens, slots, pos = (
             np.ascontiguousarray(a, np.int64).reshape(-1) for a in (tokens, slots, pos)
