@@ -367,15 +367,17 @@ def bench_generate(args) -> int:
 
             runs["hf"] = hf_run
     secs, toks = dict.fromkeys(runs, 0.0), {}
+    cpu = dict.fromkeys(runs, 0.0)  # this process's CPU seconds: the work, whatever the load
     for fn in runs.values():  # warm up: compile, allocate, fill caches
         fn()
     made = {k: n_new * (N if k in ("ours_batch", "hf") else 1) for k in runs}
     for r in range(args.repeats):
         for name in runs if r % 2 == 0 else list(runs)[::-1]:
             _pause()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             toks[name] = fn_out = runs[name]()
             secs[name] += time.perf_counter() - t0
+            cpu[name] += time.process_time() - c0
             got = (
                 sum(map(len, fn_out))
                 if name in ("ours_batch",) or (name == "hf" and N > 1)
@@ -394,6 +396,11 @@ def bench_generate(args) -> int:
         out["streams"] = N
         out["batch_tokens_per_s"] = round(rate["ours_batch"], 1)
         out["batch_over_single"] = round(rate["ours_batch"] / rate["ours"], 2)
+        # tokens per CPU-second, batch over single: what a token of a batch costs against one
+        # alone, which the machine's other load hardly moves (the wall-clock ratio it does)
+        out["batch_over_single_per_cpu_s"] = round(
+            made["ours_batch"] / cpu["ours_batch"] / (made["ours"] / cpu["ours"]), 2
+        )
         out["batch_first_stream_same_as_single"] = toks["ours_batch"][0] == toks["ours"]
     if "hf" in rate:
         key = "ours_batch" if N > 1 else "ours"

@@ -98,7 +98,7 @@ class BatchDecoder:
                 raise ValidationError("the prompt is empty")
             ctx = [int(eot_id)]
         slot = self._free[-1]
-        logits = self.gpt.prefill(np.array(ctx, np.int32), self.cache, slot)[-1].copy()
+        logits = self._run_prompt(ctx, slot)
         self._free.pop()
         sid = self._next_id
         self._next_id += 1
@@ -107,6 +107,13 @@ class BatchDecoder:
                      logits, pos=len(ctx))  # fmt: skip
         self._streams[sid] = st
         return sid
+
+    def _run_prompt(self, ctx: list[int], slot: int) -> np.ndarray:
+        """Run ctx into ``slot`` from position 0; the next token's logits. One token takes the
+        one-token step, as ``GPT.decode`` does for a stream alone, so the logits are the same."""
+        if len(ctx) == 1:
+            return self.gpt.step(ctx, self.cache, [slot], [0])[0]
+        return self.gpt.prefill(np.array(ctx, np.int32), self.cache, slot)[-1].copy()
 
     def cancel(self, sid: int) -> None:
         """End a stream now and free its slot (a no-op for an unknown or finished stream)."""
@@ -133,8 +140,7 @@ class BatchDecoder:
             st.ctx.append(tok)
             if st.pos >= C:  # the slot is full: keep the last half of the text and run it again
                 st.ctx = st.ctx[-(C // 2) :] if C > 1 else st.ctx[-1:]
-                ids = np.array(st.ctx, np.int32)
-                st.logits = self.gpt.prefill(ids, self.cache, st.slot)[-1].copy()
+                st.logits = self._run_prompt(st.ctx, st.slot)
                 st.pos = len(st.ctx)
             else:
                 feed.append(st)

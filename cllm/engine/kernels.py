@@ -3,7 +3,8 @@
 Every kernel takes its output buffers as arguments (llm.c style) and works for float32 (training)
 and float64 (the gradient checks). Shapes are in the docstrings: N rows (B*T positions), D width,
 F MLP width, V vocabulary, hs head size. Matrix products are not here: they go through NumPy's
-BLAS, except inside the tiled attention and the one-token decoder, whose products are too small.
+BLAS, except inside the tiled attention and the decoder (one token for each of a few streams),
+whose products are too small for it.
 
 The gradient rule, for every backward here and in model.py: a backward **writes** the gradients
 it computes (whatever the buffer held is overwritten), except where a tensor has two consumers,
@@ -17,9 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
-from numba.core import types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils, types
+from numba.extending import intrinsic, models, overload, register_model
 
 from cllm.engine import threads  # noqa: F401  (picks numba's threading layer before it starts)
 
@@ -370,6 +372,11 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
 #   float32/64 [in, out]   the training weights themselves;
 #   int8       [out, in]   one float32 scale per output channel (row): w = q * scale, turned
 #                          into floats in registers inside the dot products.
+# With float weights and 2 or more streams, each matrix product runs in register tiles
+# (``_linear_tiles``): NumPy's BLAS, at 8 rows, ran at a quarter of its peak (it packs the whole
+# weight matrix again on every call), and a row-at-a-time loop is bound by its loads and stores.
+# Every kernel here sums each output in one order whatever the number of rows, so a stream's
+# logits in a batch are bit for bit those it gets alone.
 
 # A block's tensors in the decoder's offset tables (built from config.param_shapes by name).
 DECODE_BLOCK = (
@@ -389,16 +396,241 @@ DECODE_BLOCK = (
 LN1_W, LN1_B, ATTN_W, ATTN_B, PROJ_W, PROJ_B, LN2_W, LN2_B, FC_W, FC_B, FCP_W, FCP_B = range(12)
 
 
-def _linear(out, x, w, s, woff, soff, b):
+# 256-bit vectors (8 float32 or 4 float64 lanes) for the batched decoder's register tiles: LLVM
+# does not vectorise the outer loop of a matrix product, so the tile below names its vectors.
+# Each is an LLVM vector value that stays in a register; fmuladd fuses where the CPU has FMA.
+
+
+class _Vec(types.Type):
+    def __init__(self, dtype):
+        self.dtype, self.lanes = dtype, 256 // dtype.bitwidth
+        super().__init__(name=f"vec{self.lanes}x{dtype}")
+
+
+@register_model(_Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        el = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(el, fe_type.lanes))
+
+
+def _element_ptr(context, builder, arrty, arr, i):
+    return builder.gep(context.make_array(arrty)(context, builder, arr).data, [i])
+
+
+@intrinsic
+def _vload(typingctx, arr, i):
+    """arr[i : i + lanes] of a contiguous 1-D array, as a vector (unaligned, unchecked)."""
+    vt = _Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vp = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(vp, align=vt.dtype.bitwidth // 8)
+
+    return vt(arr, i), codegen
+
+
+@intrinsic
+def _vstore(typingctx, arr, i, v):
+    """arr[i : i + lanes] = v."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vp = builder.bitcast(ptr, args[2].type.as_pointer())
+        builder.store(args[2], vp, align=sig.args[2].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, i, v), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, x):
+    """A vector of lanes copies of the float x."""
+    vt = _Vec(x)
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(vt)
+        undef = ir.Constant(ty, ir.Undefined)
+        v = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, undef, zeros)
+
+    return vt(x), codegen
+
+
+@intrinsic
+def _vzero(typingctx, arr):
+    """A vector of zeros in arr's element type."""
+    vt = _Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def _vfma(typingctx, a, b, c):
+    """a * b + c, lane by lane (one rounding where the CPU has FMA, as fastmath's contraction
+    gives the scalar loops: the tile's sums round exactly as the one-row loop's)."""
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        name = f"llvm.fmuladd.v{ty.count}f{sig.args[0].dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _vsum(typingctx, v):
+    """The sum of v's lanes, in one fixed order (halves added until one lane is left)."""
+
+    def codegen(context, builder, sig, args):
+        v, n = args[0], sig.args[0].lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+            hi = ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
+            v = builder.fadd(lo, builder.shuffle_vector(v, v, hi))
+        return builder.extract_element(v, ir.Constant(i32, 0))
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """Ask for the cache line of arr[i] in the level-2 cache ahead of its use (a hint: it
+    never faults)."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, i), codegen
+
+
+@intrinsic
+def _lanes(typingctx, arr):
+    """How many of arr's elements a vector holds (a constant)."""
+    n = 256 // arr.dtype.bitwidth
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(64), n)
+
+    return types.intp(arr), codegen
+
+
+TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32: level-1 cache)
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy")
+def _linear_tiles(out, x, W, b, kf, vf, ranges):
+    """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout).
+
+    Register tiles of 4 rows by 2 vectors of outputs: each weight loaded once serves 4 rows, so
+    the loop runs at the FMA units' pace instead of the loads'. Every output is b[o] plus the
+    x[r, i] W[i, o] in the order of i, each fused, as the one-row loop in ``_linear`` sums it:
+    a row's result is the same whether it runs alone or in a batch. The rows go in blocks that
+    span TILE_BLOCK weights (they stay in the level-1 cache for the 2nd row tile); the next
+    block, one contiguous range of W, is prefetched in order while this one runs. A last tile
+    of fewer than 4 rows repeats its last row (the copies write the same values).
+
+    ranges[m, 2]: element ranges of kf and vf (the next layer's keys and values) to prefetch a
+    share at a time between the tiles, so that the attention finds them near when it comes."""
+    n, O = out.shape
+    I = x.shape[1]
+    VW = _lanes(b)
+    C = 2 * VW
+    Oc = O - O % C
+    nch = Oc // C
+    IB = max(4, TILE_BLOCK // O)
+    line = 64 // kf.itemsize
+    lines = 0
+    for m in range(ranges.shape[0]):
+        lines += (ranges[m, 1] - ranges[m, 0] + line - 1) // line
+    steps = max(1, nch * ((I + IB - 1) // IB))
+    per_step = (lines + steps - 1) // steps
+    rm, re = 0, ranges[0, 0] if ranges.shape[0] else 0
+    for i0 in range(0, I, IB):
+        i1 = min(I, i0 + IB)
+        p0, p1 = i1 * O, min(I, i1 + IB) * O
+        share = ((p1 - p0) // max(nch, 1) + C - 1) // C * C
+        for c in range(0, Oc, C):
+            q0 = p0 + (c // C) * share
+            for q in range(q0, min(p1, q0 + share), C):
+                _prefetch(W, q)
+            for _ in range(per_step):
+                if rm >= ranges.shape[0]:
+                    break
+                _prefetch(kf, re)
+                _prefetch(vf, re)
+                re += line
+                if re >= ranges[rm, 1]:
+                    rm += 1
+                    if rm < ranges.shape[0]:
+                        re = ranges[rm, 0]
+            for r in range(0, n, 4):
+                r1, r2, r3 = min(r + 1, n - 1), min(r + 2, n - 1), min(r + 3, n - 1)
+                o0, o1, o2, o3 = out[r], out[r1], out[r2], out[r3]
+                if i0 == 0:
+                    a00, a01 = _vload(b, c), _vload(b, c + VW)
+                    a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
+                else:
+                    a00, a01 = _vload(o0, c), _vload(o0, c + VW)
+                    a10, a11 = _vload(o1, c), _vload(o1, c + VW)
+                    a20, a21 = _vload(o2, c), _vload(o2, c + VW)
+                    a30, a31 = _vload(o3, c), _vload(o3, c + VW)
+                x0, x1, x2, x3 = x[r], x[r1], x[r2], x[r3]
+                k = i0 * O + c
+                for i in range(i0, i1):
+                    w0, w1 = _vload(W, k), _vload(W, k + VW)
+                    s = _vsplat(x0[i])
+                    a00, a01 = _vfma(s, w0, a00), _vfma(s, w1, a01)
+                    s = _vsplat(x1[i])
+                    a10, a11 = _vfma(s, w0, a10), _vfma(s, w1, a11)
+                    s = _vsplat(x2[i])
+                    a20, a21 = _vfma(s, w0, a20), _vfma(s, w1, a21)
+                    s = _vsplat(x3[i])
+                    a30, a31 = _vfma(s, w0, a30), _vfma(s, w1, a31)
+                    k += O
+                _vstore(o0, c, a00)
+                _vstore(o0, c + VW, a01)
+                _vstore(o1, c, a10)
+                _vstore(o1, c + VW, a11)
+                _vstore(o2, c, a20)
+                _vstore(o2, c + VW, a21)
+                _vstore(o3, c, a30)
+                _vstore(o3, c + VW, a31)
+    for r in range(n):  # the outputs past the last whole pair of vectors, as the one-row loop
+        o_r = out[r]
+        for o in range(Oc, O):
+            o_r[o] = b[o]
+        for i in range(I):
+            xi = x[r, i]
+            for o in range(Oc, O):
+                o_r[o] += xi * W[i * O + o]
+
+
+def _linear(out, x, w, s, woff, soff, b, kf, vf, ranges):
     """out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above); the matrix starts
-    at w[woff], its scales at s[soff]."""
+    at w[woff], its scales at s[soff]. kf, vf, ranges: what to prefetch meanwhile (see
+    ``_linear_tiles``; the float tiles only)."""
 
 
 @overload(_linear, jit_options={"fastmath": True, "error_model": "numpy"})
-def _linear_ol(out, x, w, s, woff, soff, b):
+def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges):
     if w.dtype == types.int8:
 
-        def int8(out, x, w, s, woff, soff, b):
+        def int8(out, x, w, s, woff, soff, b, kf, vf, ranges):
             n, O = out.shape
             I = x.shape[1]
             W = w[woff : woff + O * I].reshape(O, I)
@@ -409,9 +641,12 @@ def _linear_ol(out, x, w, s, woff, soff, b):
 
         return int8
 
-    def dense(out, x, w, s, woff, soff, b):
+    def dense(out, x, w, s, woff, soff, b, kf, vf, ranges):
         n, O = out.shape
         I = x.shape[1]
+        if n > 1:
+            _linear_tiles(out, x, w[woff : woff + I * O], b[:O], kf, vf, ranges)
+            return
         W = w[woff : woff + I * O].reshape(I, O)
         for r in range(n):
             out[r, :] = b[:O]
@@ -447,11 +682,14 @@ def _layernorm_rows(out, x, w, b):
 @jit
 def attend_cached(y, qkv, kc, vc, slots, pos, att):
     """Row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and
-    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch."""
+    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch.
+    Each row runs alone over its own slot and length: its result does not depend on the others.
+    A head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
     n = y.shape[0]
     _, H, _, hs = kc.shape
     D = H * hs
     scale = 1.0 / math.sqrt(hs)
+    vectors = hs % _lanes(att) == 0
     for r in range(n):
         sl, p = slots[r], pos[r]
         for hd in range(H):
@@ -459,6 +697,10 @@ def attend_cached(y, qkv, kc, vc, slots, pos, att):
             kh, vh = kc[sl, hd], vc[sl, hd]
             kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
             vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+            yh = y[r, hd * hs : (hd + 1) * hs]
+            if vectors:
+                _attend_head(yh, q, kh, vh, p, att, scale)
+                continue
             mx = -1e30
             for j in range(p + 1):
                 t = 0.0
@@ -470,12 +712,50 @@ def attend_cached(y, qkv, kc, vc, slots, pos, att):
             for j in range(p + 1):
                 att[j] = _exp(att[j] - mx)
                 tot += att[j]
-            yh = y[r, hd * hs : (hd + 1) * hs]
             yh[:] = 0.0
             for j in range(p + 1):
                 a = att[j] / tot
                 for i in range(hs):
                     yh[i] += a * vh[j, i]
+
+
+@jit
+def _attend_head(yh, q, kh, vh, p, att, scale):
+    """One head of one row: yh[hs] = softmax(q . kh[0..p] * scale) @ vh[0..p], hs a multiple
+    of the vector width. The scores are vector dot products; the weighted sum of the values
+    keeps its outputs in registers, two vectors at a time, instead of in memory."""
+    hs = q.size
+    VW = _lanes(att)
+    mx = -1e30
+    for j in range(p + 1):
+        kj = kh[j]
+        acc = _vzero(att)
+        for c in range(0, hs, VW):
+            acc = _vfma(_vload(q, c), _vload(kj, c), acc)
+        t = _vsum(acc) * scale
+        att[j] = t
+        mx = max(mx, t)
+    tot = 0.0
+    for j in range(p + 1):
+        att[j] = _exp(att[j] - mx)
+        tot += att[j]
+    inv = 1.0 / tot
+    c = 0
+    while c < hs:
+        a0, a1 = _vzero(att), _vzero(att)
+        two = c + 2 * VW <= hs
+        for j in range(p + 1):
+            s = _vsplat(att[j])
+            vj = vh[j]
+            a0 = _vfma(s, _vload(vj, c), a0)
+            if two:
+                a1 = _vfma(s, _vload(vj, c + VW), a1)
+        _vstore(yh, c, a0)
+        if two:
+            _vstore(yh, c + VW, a1)
+        c += 2 * VW if two else VW
+    for i in range(hs):
+        yh[i] *= inv
 
 
 @jit
@@ -501,20 +781,31 @@ def decode_step(
         sc = head_s[t] if head_s.size > 1 else head_s[0]  # int8 rows have scales
         for i in range(D):
             x[r, i] = head[t, i] * sc + wpe[pos[r], i]
+    # the keys and values each row's attention reads, as ranges of a layer's flat cache: the
+    # MLP of layer l prefetches those of layer l + 1 between its tiles (several rows only)
+    _, S, H, C, hs = k_cache.shape
+    none = np.empty((0, 2), np.int64)
+    ranges = np.empty((n * H if n > 1 else 0, 2), np.int64)
+    for r in range(ranges.shape[0]):
+        base = (slots[r // H] * H + r % H) * C * hs
+        ranges[r, 0], ranges[r, 1] = base, base + (pos[r // H] + 1) * hs
     for l in range(L):
         blk, q, sc = blocks[l], wq[l], sq[l]
+        kf, vf = k_cache[l].reshape(-1), v_cache[l].reshape(-1)
+        plan = ranges if l + 1 < L else none
+        kn, vn = k_cache[min(l + 1, L - 1)].reshape(-1), v_cache[min(l + 1, L - 1)].reshape(-1)
         _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
-        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :])
+        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], kf, vf, none)
         attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
-        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :])
+        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], kf, vf, none)
         x += ln
         _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])
-        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :])
+        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], kn, vn, plan)
         for r in range(n):
             for i in range(F):
                 v = h[r, i]
                 h[r, i] = v * _gelu_gates(v)[0]
-        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :])
+        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], kn, vn, none)
         x += ln
     _layernorm_rows(ln, x, lnf_w, lnf_b)
     _head(logits, ln, head, head_s)
@@ -535,14 +826,76 @@ def _head(logits, x, head, s):
 
 @overload(_head, jit_options={"fastmath": True, "error_model": "numpy"})
 def _head_ol(logits, x, head, s):
-    quant = head.dtype == types.int8
+    if head.dtype != types.int8:
+        return lambda logits, x, head, s: _head_float(logits, x, head)
 
     def impl(logits, x, head, s):
         n, V = logits.shape
         for v in range(V):
             row = head[v]
             for r in range(n):
-                acc = _dot(x[r], row)
-                logits[r, v] = acc * s[v] if quant else acc
+                logits[r, v] = _dot(x[r], row) * s[v]
 
     return impl
+
+
+@njit(inline="always", nogil=True, fastmath=True, error_model="numpy")
+def _head_sum(a0, a1, x, w, D2, D):
+    """One logit from its two vector sums (even and odd pairs of vectors), then the tail."""
+    t = _vsum(a0) + _vsum(a1)
+    for i in range(D2, D):
+        t += x[i] * w[i]
+    return t
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy")
+def _head_float(logits, x, head):
+    """logits[n, V] = x[n, D] @ head[V, D].T for float weights. Every logit is summed in one
+    order whatever n: vectors 0, 2, 4.. of the row into one sum, 1, 3, 5.. into another, their
+    lanes added (``_vsum``), then the elements past the last pair of vectors. One row takes the
+    head rows one by one, in memory order; several rows go in tiles of 2 rows by 2 head rows
+    (each head vector loaded once for both rows, 8 sums in flight)."""
+    n, V = logits.shape
+    D = x.shape[1]
+    VW = _lanes(x)
+    D2 = D - D % (2 * VW)
+    v = 0
+    if n == 1:  # head rows one after another: the order the memory streams them in
+        x0, o = x[0], logits[0]
+        for v in range(V):
+            h0 = head[v]
+            a0 = a1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                a0 = _vfma(_vload(x0, c), _vload(h0, c), a0)
+                a1 = _vfma(_vload(x0, c + VW), _vload(h0, c + VW), a1)
+            o[v] = _head_sum(a0, a1, x0, h0, D2, D)
+        return
+    while v + 2 <= V:
+        h0, h1 = head[v], head[v + 1]
+        for r in range(0, n, 2):
+            r1 = min(r + 1, n - 1)  # an odd last row is done twice (the same values)
+            x0, x1 = x[r], x[r1]
+            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                wa, wb = _vload(h0, c), _vload(h0, c + VW)
+                ua, ub = _vload(h1, c), _vload(h1, c + VW)
+                xa, xb = _vload(x0, c), _vload(x0, c + VW)
+                a0, a1 = _vfma(xa, wa, a0), _vfma(xb, wb, a1)
+                b0, b1 = _vfma(xa, ua, b0), _vfma(xb, ub, b1)
+                xa, xb = _vload(x1, c), _vload(x1, c + VW)
+                c0, c1 = _vfma(xa, wa, c0), _vfma(xb, wb, c1)
+                d0, d1 = _vfma(xa, ua, d0), _vfma(xb, ub, d1)
+            logits[r, v] = _head_sum(a0, a1, x0, h0, D2, D)
+            logits[r, v + 1] = _head_sum(b0, b1, x0, h1, D2, D)
+            logits[r1, v] = _head_sum(c0, c1, x1, h0, D2, D)
+            logits[r1, v + 1] = _head_sum(d0, d1, x1, h1, D2, D)
+        v += 2
+    for u in range(v, V):  # the head rows left over
+        h0 = head[u]
+        for r in range(n):
+            x0 = x[r]
+            a0 = a1 = _vzero(x0)
+            for c in range(0, D2, 2 * VW):
+                a0 = _vfma(_vload(x0, c), _vload(h0, c), a0)
+                a1 = _vfma(_vload(x0, c + VW), _vload(h0, c + VW), a1)
+            logits[r, u] = _head_sum(a0, a1, x0, h0, D2, D)

@@ -17,6 +17,12 @@ from cllm.engine.quant import DecodeWeights
 from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel
 from cllm.errors import ValidationError
 
+STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
+# The fewest rows a thread of GPT.step takes: a second thread reads all the weights again, and
+# on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
+# 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
+STEP_ROWS = 8
+
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
     views, off = {}, 0
@@ -531,9 +537,11 @@ class GPT:
 
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
         """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
-        slots[n] (streams may be at different lengths). Returns logits [n, V]. The streams are
-        shared out among the engine's threads; each row's arithmetic is the same whichever
-        rows run beside it, so batching never changes a stream's tokens."""
+        slots[n] (streams may be at different lengths). Returns logits [n, V]. With float
+        weights, 2 or more rows run in register tiles of 4 (``kernels._linear_tiles``); rows are
+        shared out among the engine's threads, at least STEP_ROWS to a thread. Each row's logits
+        are bit for bit the same whichever rows run beside it, so batching never changes a
+        stream's tokens."""
         cfg = self.config
         tokens, slots, pos = (
             np.ascontiguousarray(a, np.int64).reshape(-1) for a in (tokens, slots, pos)
@@ -551,7 +559,12 @@ class GPT:
             raise ValidationError(f"positions must lie in 0..{cfg.block_size - 1}")
         dw = self.decode_weights()
         logits = np.empty((n, cfg.vocab_size), self.dtype)
-        S = min(n, self.threads or default_threads())
+        # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
+        # gets whole tiles, and at least STEP_ROWS rows (another thread reads the weights again).
+        threads = self.threads or default_threads()
+        per = max(-(-n // threads), STEP_ROWS)
+        per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
+        parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
 
         def run(sl: slice) -> None:
             K.decode_step(
@@ -560,7 +573,7 @@ class GPT:
                 *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
             )  # fmt: skip
 
-        run_parallel(run, chunks(n, S))
+        run_parallel(run, parts)
         return logits
 
     def prefill(self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0) -> np.ndarray:

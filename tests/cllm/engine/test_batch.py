@@ -86,3 +86,117 @@ def test_step_refuses_bad_rows(gpt):
         gpt.step([1], cache, [0], [CFG.block_size])
     with pytest.raises(ValidationError):
         gpt.step([CFG.vocab_size], cache, [0], [0])
+
+
+# Shapes that take every path of the batched kernels: D 64 with 8 heads (head size 8: vector
+# attention in float32 and float64; 3D, D and 4D all whole register tiles) and D 20 with 2 heads
+# (head size 10: the scalar attention; outputs past the last whole tile, the one-row loop's).
+SHAPES = [
+    GPTConfig(vocab_size=53, n_embd=64, n_layer=2, n_head=8, block_size=40),
+    GPTConfig(vocab_size=37, n_embd=20, n_layer=2, n_head=2, block_size=24),
+]
+
+
+def _filled_cache(gpt, n, rng):
+    """A cache of n slots holding prompts of different lengths; returns it and the lengths."""
+    cache = gpt.new_cache(n)
+    lengths = rng.integers(1, gpt.config.block_size // 2, n)
+    for s in range(n):
+        gpt.prefill(rng.integers(0, gpt.config.vocab_size, lengths[s]), cache, s)
+    return cache, lengths
+
+
+@pytest.mark.parametrize("cfg", SHAPES, ids=["tiles", "tails"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_step_logits_equal_single_rows_exactly(cfg, dtype, threads):
+    """Every row of a batched step (register tiles of 4 rows, rows shared out among threads)
+    gives bit for bit the logits that row gets in a step of its own (the one-row loop)."""
+    gpt = GPT(cfg, seed=5, dtype=dtype, threads=threads)
+    rng = np.random.default_rng(1)
+    for n in (2, 3, 4, 5, 8, 9):
+        cache, lengths = _filled_cache(gpt, n, rng)
+        alone = [gpt.new_cache(1) for _ in range(n)]
+        for s in range(n):
+            alone[s].k[:, 0], alone[s].v[:, 0] = cache.k[:, s], cache.v[:, s]
+        order = rng.permutation(n)  # slots in any order
+        toks = rng.integers(0, cfg.vocab_size, n)
+        got = gpt.step(toks, cache, order, lengths[order])
+        for r, s in enumerate(order):
+            want = gpt.step(toks[r : r + 1], alone[s], [0], [lengths[s]])[0]
+            assert np.array_equal(got[r], want), (n, r)
+        assert np.array_equal(cache.k[:, order[0]], alone[order[0]].k[:, 0])
+
+
+@pytest.mark.parametrize("cfg", SHAPES, ids=["tiles", "tails"])
+def test_batched_step_matches_the_full_forward(cfg):
+    """Batched decoding, token by token, against the plain forward pass over the whole text
+    (float64: only the order of the sums differs)."""
+    gpt = GPT(cfg, seed=2, dtype=np.float64, threads=2)
+    rng = np.random.default_rng(3)
+    n, T = 6, 12
+    ids = rng.integers(0, cfg.vocab_size, (n, T))
+    full = gpt.forward(ids)
+    cache = gpt.new_cache(n)
+    for s in range(n):
+        gpt.prefill(ids[s, :1], cache, s)
+    for t in range(1, T):
+        out = gpt.step(ids[:, t], cache, np.arange(n), np.full(n, t))
+        np.testing.assert_allclose(out, full[:, t], rtol=0, atol=1e-11)
+
+
+def test_linear_tiles_match_matmul():
+    from cllm.engine import kernels as K
+
+    rng = np.random.default_rng(4)
+    for n, I, O in [(2, 16, 48), (3, 7, 33), (5, 40, 16), (8, 64, 200), (9, 1, 17), (4, 30, 5)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((n, I)).astype(dtype)
+            W = rng.standard_normal((I, O)).astype(dtype)
+            b = rng.standard_normal(O).astype(dtype)
+            out = np.full((n, O), np.nan, dtype)
+            kv = rng.standard_normal(64).astype(dtype)  # something to prefetch meanwhile
+            K._linear_tiles(out, x, W.reshape(-1), b, kv, kv, np.array([[0, 40], [50, 64]]))
+            want = x.astype(np.float64) @ W + b
+            tol = 1e-4 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
+def _logits_alone(gpt, prompt, tokens):
+    """The logits a stream sees alone after its prompt and after each of ``tokens``."""
+    cache = gpt.new_cache(1)
+    out = [gpt.decode(np.array([prompt]), cache)[0, -1]]
+    for t in tokens:
+        out.append(gpt.decode(np.array([[t]]), cache)[0, -1])
+    return out
+
+
+@pytest.mark.parametrize("quant", ["none", "int8"])
+def test_joining_and_leaving_streams_see_their_own_logits(quant):
+    """Streams join and leave between steps; after every step each active stream's logits are
+    exactly those it gets alone (float and int8 weights)."""
+    cfg = SHAPES[0]
+    gpt = GPT(cfg, seed=7, threads=2)
+    gpt.set_quant(quant)
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(0, cfg.vocab_size, n).tolist() for n in (3, 9, 1, 6, 4, 12, 2)]
+    lengths = [5, 2, 9, 3, 7, 4, 6]
+    dec = BatchDecoder(gpt, max_streams=4)
+    seen, owner, queue = {}, {}, list(range(len(prompts)))
+    while queue or dec.active:
+        if queue and dec.free_slots and rng.random() < 0.6:  # join at uneven times
+            i = queue.pop(0)
+            sid = dec.add(prompts[i], lengths[i], temperature=0.0)
+            owner[sid], seen[i] = i, [dec._streams[sid].logits.copy()]
+        if not dec.active:
+            continue
+        for ev in dec.step():
+            i = owner[ev.stream]
+            if not ev.done:
+                seen[i].append(dec._streams[ev.stream].logits.copy())
+    for i, p in enumerate(prompts):
+        toks = alone(gpt, p, lengths[i])
+        want = _logits_alone(gpt, p, toks[:-1])
+        assert len(seen[i]) == len(want) == lengths[i]
+        for a, b in zip(seen[i], want, strict=True):
+            assert np.array_equal(a, b)
