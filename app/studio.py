@@ -427,6 +427,24 @@ def screenshots(
     return saved
 
 
+def frame_stats(frame_ms: list[float]) -> dict:
+    """The frames drawn, and their times' p50, p95, p99 and max in ms (benchmarks' JSON)."""
+    ms = sorted(frame_ms)
+    if not ms:
+        return {"frames_drawn": 0}
+
+    def pct(p: float) -> float:
+        return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 2)
+
+    return {
+        "frames_drawn": len(ms),
+        "frame_ms_p50": pct(50),
+        "frame_ms_p95": pct(95),
+        "frame_ms_p99": pct(99),
+        "frame_ms_max": round(ms[-1], 2),
+    }
+
+
 def bench(studio: Studio, frames: int, name: str | None) -> dict:
     """Render `frames` frames at 60 fps while `name` trains; frame times and training speed."""
     st = studio.st
@@ -467,19 +485,10 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
         measure("window", lambda n=n: render(n))
     headless = tokens["headless"] / wall["headless"]
     with_ui = tokens["window"] / wall["window"]
-    ms = sorted(studio.frame_ms)
-
-    def pct(p: float) -> float:
-        return round(ms[min(len(ms) - 1, int(p / 100 * len(ms)))], 2)
-
     return {
         "frames": frames,
-        "frames_drawn": len(ms),  # the others had nothing new to show and were not repainted
+        **frame_stats(studio.frame_ms),  # the others had nothing new to show: not repainted
         "size": list(pygame.display.get_surface().get_size()),
-        "frame_ms_p50": pct(50),
-        "frame_ms_p95": pct(95),
-        "frame_ms_p99": pct(99),
-        "frame_ms_max": round(ms[-1], 2),
         "model": name,
         "train_tokens_per_s": round(with_ui, 1),
         "headless_tokens_per_s": round(headless, 1),
@@ -545,7 +554,6 @@ def bench_chat(studio: Studio, replies: int, name: str | None) -> dict:
     studio.frame_ms.clear()
     stats: list[dict] = []
     beside = speed(lambda: stats.extend(ask(replies)))
-    ms = sorted(studio.frame_ms)
     busy = summary(stats)
     ratio = (
         busy["tokens_per_s_median"] / idle["tokens_per_s_median"]
@@ -560,8 +568,7 @@ def bench_chat(studio: Studio, replies: int, name: str | None) -> dict:
         "speed_while_training_vs_idle": round(ratio, 3) if ratio else None,
         "train_tokens_per_s_alone": round(alone, 1),
         "train_tokens_per_s_during_replies": round(beside, 1),
-        "frame_ms_p95": round(ms[int(0.95 * (len(ms) - 1))], 2) if ms else None,
-        "frame_ms_max": round(ms[-1], 2) if ms else None,
+        **frame_stats(studio.frame_ms),
         "run_state": trainer.snapshot().state,
     }
 

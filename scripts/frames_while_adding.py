@@ -32,7 +32,7 @@ def main() -> int:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-    from app.studio import FPS, Studio, parse_size, wait
+    from app.studio import FPS, Studio, frame_stats, parse_size, wait
     from cllm.data.bench import make_mixed_folder
     from cllm.data.corpus import demo_corpus
     from cllm.engine.machine import machine
@@ -58,11 +58,6 @@ def main() -> int:
             studio.step()
             studio.clock.tick(FPS)
         seconds = time.monotonic() - t0
-        ms = sorted(studio.frame_ms)
-
-        def pct(q: float) -> float:
-            return round(ms[min(len(ms) - 1, int(q / 100 * len(ms)))], 2)
-
         print(
             json.dumps(
                 {
@@ -70,11 +65,7 @@ def main() -> int:
                     "seconds": round(seconds, 1),
                     "MB_per_s": round(size / 1e6 / seconds, 2),
                     "queue_tokens": st.info("m").queue_tokens,
-                    "frames_drawn": len(ms),
-                    "frame_ms_p50": pct(50),
-                    "frame_ms_p95": pct(95),
-                    "frame_ms_p99": pct(99),
-                    "frame_ms_max": round(ms[-1], 2),
+                    **frame_stats(studio.frame_ms),
                     "size": args.size,
                     **machine(),
                     "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -36,7 +36,7 @@ def main() -> int:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-    from app.studio import FPS, Studio, parse_size, wait
+    from app.studio import FPS, Studio, frame_stats, parse_size, wait
     from cllm.data.corpus import demo_corpus
     from cllm.engine.machine import machine
     from cllm.jobs.store import JobStore
@@ -84,22 +84,13 @@ def main() -> int:
             studio.step()
             studio.clock.tick(FPS)
         seconds, after = time.monotonic() - t0, steps()
-        ms = sorted(studio.frame_ms)
-
-        def pct(q: float) -> float:
-            return round(ms[min(len(ms) - 1, int(q / 100 * len(ms)))], 2)
-
         print(
             json.dumps(
                 {
                     "jobs": args.jobs,
                     "frames": args.frames,
-                    "frames_drawn": len(ms),
                     "size": args.size,
-                    "frame_ms_p50": pct(50),
-                    "frame_ms_p95": pct(95),
-                    "frame_ms_p99": pct(99),
-                    "frame_ms_max": round(ms[-1], 2),
+                    **frame_stats(studio.frame_ms),
                     "seconds": round(seconds, 1),
                     "job_steps_during": [b - a for a, b in zip(before, after, strict=True)],
                     "shown_step": getattr(st.snapshot, "step", None),

@@ -35,25 +35,22 @@ jit = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
 
 
 @intrinsic
-def _float_from_bits(typingctx, bits):
-    """Reinterpret an int64 (int32) as a float64 (float32): a bit cast that vectorizes."""
-    ftype = types.float64 if bits.bitwidth == 64 else types.float32
+def _bitcast(typingctx, x):
+    """Reinterpret the bits of an int64 (int32) as a float64 (float32), or of a float as the int of
+    its width: a cast that vectorizes (no conversion, the same bits)."""
+    width = x.bitwidth
+    if isinstance(x, types.Float):
+        out = types.int64 if width == 64 else types.int32
+    else:
+        out = types.float64 if width == 64 else types.float32
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(ftype))
+        return builder.bitcast(args[0], context.get_value_type(out))
 
-    return ftype(bits), codegen
+    return out(x), codegen
 
 
-@intrinsic
-def _bits_from_float(typingctx, x):
-    """Reinterpret a float64 (float32) as an int64 (int32): the other way round."""
-    itype = types.int64 if x.bitwidth == 64 else types.int32
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(itype))
-
-    return itype(x), codegen
+_float_from_bits = _bits_from_float = _bitcast  # the names say which way the bits go
 
 
 def _cast(like, value):
