@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-import time
+import threading
 
 from cllm.cli import add_models_dir, models_dir_of
 
@@ -39,13 +40,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.host not in LOCAL_HOSTS and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key", file=sys.stderr)
-    server.start()
-    print(f"serving {models_dir_of(args)} at {server.url} (Ctrl-C stops)", flush=True)
+    # Ctrl-C and SIGTERM end the wait below as an event, not as an exception that could land
+    # anywhere in the loop; the server then stops within its grace period
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()  # signals reach that one only
+    sigs = (signal.SIGINT, signal.SIGTERM) if main else ()
+    old = {s: signal.signal(s, lambda *_: stop.set()) for s in sigs}
     try:
-        while server.running:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        server.start()
+        print(f"serving {models_dir_of(args)} at {server.url} (Ctrl-C stops)", flush=True)
+        while server.running and not stop.wait(0.5):
+            pass
     finally:
         server.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
     return 0

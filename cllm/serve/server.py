@@ -94,9 +94,14 @@ class Server:
             )
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving: uvicorn closes its sockets and lets requests in flight finish for up to
+        ``timeout`` seconds, then drops what is left (force_exit), so a stop always ends."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(5.0)
         self.app.state.pool.close()
 
     @property

@@ -297,7 +297,7 @@ def test_cllm_serve_command_serves_until_interrupted(served):
 
     reg, _ = served
     root = Path(__file__).resolve().parents[3]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "cllm", "serve", "--port", "0", "--models-dir", str(reg.dir)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -308,8 +308,12 @@ def test_cllm_serve_command_serves_until_interrupted(served):
             assert sorted(m.id for m in client.models.list()) == ["m", "other"]
         p.send_signal(signal.SIGINT)
         # communicate, not wait: it drains stderr, so a chatty shutdown can never fill the pipe
-        # and block the server before it exits (a loaded CI machine took long here once)
-        _, err = p.communicate(timeout=90)
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # every thread's stack, for whoever reads the failure
+            p.send_signal(signal.SIGABRT)
+            _, err = p.communicate(timeout=30)
+            raise AssertionError(f"cllm serve did not stop on SIGINT:\n{err[-6000:]}") from None
         assert p.returncode == 0, err[-2000:]
     finally:
         if p.poll() is None:
