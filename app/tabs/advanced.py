@@ -180,8 +180,11 @@ def _listing(st: AppState, s: dict, name: str) -> tuple[list, int]:
     return cache[name][1] or ([], 0)
 
 
-def checkpoints_panel(ui: UI, st: AppState, s: dict, m, x: int, y: int, w: int, free: bool) -> int:
-    """CHECKPOINTS: one row per kept checkpoint (step, epoch, val loss) with a Restore button."""
+def checkpoints_panel(
+    ui: UI, st: AppState, s: dict, m, x: int, y: int, w: int, free: bool, bottom: int
+) -> int:
+    """CHECKPOINTS: one row per kept checkpoint (step, epoch, val loss) with a Restore button,
+    the newest (the best is listed last) as many as fit above ``bottom``."""
     ui.section((x, y), "CHECKPOINTS")
     y += 22
     if m is None:
@@ -192,7 +195,11 @@ def checkpoints_panel(ui: UI, st: AppState, s: dict, m, x: int, y: int, w: int, 
         return y + ROW_H
     ui.label((x, y), f"{_mb(used)} on disk beyond the model", th.HINT, max_w=w)
     y += ROW_H + 2
-    for c in rows[-8:]:
+    fit = max(0, min(8, (bottom - y) // 28))
+    if len(rows) > fit:  # beside the section's title; a taller window lists more
+        shown = f"newest {fit} of {len(rows)}" if fit else f"{len(rows)} kept"
+        ui.label((x + w, y - ROW_H - 24), shown, th.DIM, align="right")
+    for c in rows[len(rows) - fit :]:
         val = "-" if c.val_loss is None else f"{c.val_loss:.3f}"
         text = f"{'best' if c.best else 'step'} {c.step:,}  ep {c.epoch}  val {val}"
         ui.label((x, y + 4), text, th.SELECTED if c.best else th.TEXT, max_w=w - 74)

@@ -24,6 +24,7 @@ from ..ui import UI, plural
 from . import advanced, jobs_panel
 
 CARD_H = 92
+JOBS_MIN_H = 190  # the Jobs panel's title, three rows of buttons and two jobs
 CARDS_W = 440
 TOKENIZERS = ("bpe", "byte", "char")
 FIELDS = (
@@ -328,16 +329,16 @@ def side_panel(ui: UI, st: AppState, s: ModelsState, panel: pygame.Rect) -> None
     y += 46
     ui.section((x, y), "SELECTED")
     ui.label((x, y + 20), m.name if m else "(none)", th.SELECTED if m else th.DIM, max_w=w)
+    y += 38
     if m is not None and in_use(st, m):
-        ui.label((x, y + 38), "In use: stop its training to change it", th.WARNING, max_w=w)
+        ui.label((x, y), "In use: stop its training to change it", th.WARNING, max_w=w)
+        y += 18
     if st.busy:
-        ui.label(
-            (x, y + 56),
-            f"{st.busy[-1].what.capitalize()} {st.busy[-1].name}...",
-            th.WARNING,
-            max_w=w,
-        )
-    y = advanced.checkpoints_panel(ui, st, s, m, x, y + 84, w, free)
+        busy = f"{st.busy[-1].what.capitalize()} {st.busy[-1].name}..."
+        ui.label((x, y), busy, th.WARNING, max_w=w)
+        y += 18
+    jobs_top = panel.bottom - JOBS_MIN_H  # the Jobs panel keeps its room below the checkpoints
+    y = min(advanced.checkpoints_panel(ui, st, s, m, x, y + 10, w, free, jobs_top), jobs_top)
     jobs_panel.draw(ui, st, s, pygame.Rect(x, y + 12, w, max(0, panel.bottom - y - 22)))
 
 

@@ -36,3 +36,21 @@ def test_no_widget_leaves_the_window_or_overlaps_another(studio, size):
         studio.pump(2)
         found += [f"{label}: {p}" for p in problems(studio.ui.drawn, size)]
     assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("size", [(1024, 640), (1280, 720)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_models_panel_with_many_checkpoints_keeps_the_jobs_panel_clear(studio, models_dir, size):
+    """Kept checkpoints list as many as fit; the Jobs panel below them never gets drawn over."""
+    from cllm.train import checkpoints
+
+    d = checkpoints.folder(models_dir, "alpha")
+    for step in (200, 400, 600, 800, 1000):
+        checkpoints.record(models_dir / "alpha.cllm", d, step, keep=8, best=step == 600)
+    pygame.display.set_mode(size, pygame.RESIZABLE)
+    studio.st.select("alpha")
+    studio.switch(4)  # Models
+    studio.pump(3)
+    settle(studio)
+    studio.pump(3)
+    assert not problems(studio.ui.drawn, size), problems(studio.ui.drawn, size)
+    assert any(t.startswith("newest ") or t.endswith(" kept") for t in studio.ui.texts)
