@@ -407,9 +407,10 @@ class BPETokenizer(Tokenizer):
         super().__init__(table, eot_id=vocab[EOT])
         # the fast path (see encode) where the definition is GPT-2's byte-level BPE exactly
         self._fast = _gpt2_shaped(hf_json)
-        self._words = _Words() if self._fast else None  # each word's ids, as the engine gave
+        # made at the first encode (a model loaded to chat or to be listed never needs them)
+        self._words: _Words | None = None  # each word's ids, as the engine gave them
+        self._classes: np.ndarray | None = None  # each code point's class, found when first met
         self._fast_lock = threading.Lock()
-        self._classes = _ascii_classes()  # each code point's class, found when first met
 
     def _state(self) -> dict:
         return {"hf": self._hf_json}
@@ -437,6 +438,8 @@ class BPETokenizer(Tokenizer):
     def _fast_ids(self, text: str) -> np.ndarray:
         cp = np.frombuffer(text.encode("utf-32-le"), np.uint32)
         with self._fast_lock:  # the tables grow as words are met
+            if self._words is None:
+                self._words, self._classes = _Words(), _ascii_classes()
             cls = self._classes
             if not text.isascii():
                 for c in np.unique(cp[cls[cp] == UNKNOWN]).tolist():  # characters met first now
