@@ -104,12 +104,17 @@ def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
 
 
 # Tiled attention: query tiles of TILE rows against the keys up to each tile's end, so nothing
-# past the diagonal tile is computed and nothing of size T x T is kept; the backward makes each
-# tile's probabilities again from the row statistics (lse) the forward kept. The products stay
-# in BLAS (a tile is TILE x T x hs); numba does the softmax parts. Dense wins at small T, where
-# the whole T x T fits in cache and recomputing is not worth it.
+# past the diagonal tile is computed and nothing of size T x T is kept. The products stay in
+# BLAS (a tile is TILE x T x hs); numba does the softmax parts. The backward needs each tile's
+# probabilities again: a layer whose tiles fit in the memory budget below keeps them from the
+# forward (a causal half, about half of what the dense path keeps); the others make them again
+# from the row statistics (lse) the forward kept, at the cost of one more product and an exp a
+# score. Dense wins at small T, where the whole T x T fits in cache.
 TILE = 128
 TILED_FROM_T = 512  # below it the tiled path is no faster (docs/benchmarks.md)
+# What the kept probabilities of a training step may take, all layers and threads together; at
+# T 1024 (B 2, 4 layers, 4 heads) they take 75 MiB and all are kept, at T 2048 two layers of four.
+KEEP_PROBS_MB = 160
 
 
 def use_tiled(T: int) -> bool:
@@ -122,23 +127,45 @@ def tiled_scratch(H: int, T: int, hs: int, dtype) -> np.ndarray:
     return np.empty(2 * n + H * T * hs, dtype)
 
 
-def attention_tiled_forward(y, lse, qkv, B, T, H, scratch):
+def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
+    """The query tiles (i0, i1, offset) of one sequence's kept probabilities, tile by tile
+    (H x (i1 - i0) x i1 each: keys up to the tile's end), and the size of the whole."""
+    tiles, off = [], 0
+    for i0 in range(0, T, TILE):
+        i1 = min(T, i0 + TILE)
+        tiles.append((i0, i1, off))
+        off += H * (i1 - i0) * i1
+    return tiles, off
+
+
+def kept_layers(cfg: GPTConfig, B: int, T: int, itemsize: int) -> int:
+    """How many layers keep their tiles' probabilities for the backward within KEEP_PROBS_MB."""
+    per_layer = B * tile_layout(T, cfg.n_head)[1] * itemsize
+    return min(cfg.n_layer, int(KEEP_PROBS_MB * 2**20 // max(1, per_layer)))
+
+
+def attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs=None):
     """qkv[B*T, 3D] -> y[B*T, D] as attention_forward; lse[B, H, T] keeps each row's
-    log-sum-exp of its scaled scores for the backward."""
+    log-sum-exp of its scaled scores for the backward, and ``probs`` (B x tile_layout's size,
+    or None) each tile's probabilities."""
     hs = qkv.shape[1] // 3 // H
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     yh = heads(y, B, T, H, hs, 0)
+    tiles, size = tile_layout(T, H)
     for b in range(B):
-        for i0 in range(0, T, TILE):
-            i1 = min(T, i0 + TILE)
-            att = scratch[: H * (i1 - i0) * i1].reshape(H, i1 - i0, i1)
+        for i0, i1, off in tiles:
+            m = H * (i1 - i0) * i1
+            att = (scratch[:m] if probs is None else probs[b * size + off :][:m]).reshape(
+                H, i1 - i0, i1
+            )
             np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
             K.attention_softmax_forward(att, lse[b, :, i0:i1], 1.0 / math.sqrt(hs), i0)
             np.matmul(att, v[b, :, :i1], out=yh[b, :, i0:i1])
 
 
-def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch):
-    """dqkv[B*T, 3D] (written) from dy[B*T, D], given the forward's output y and lse."""
+def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None):
+    """dqkv[B*T, 3D] (written) from dy[B*T, D], given the forward's output y, lse, and its
+    kept probabilities (or None: they are made again from lse)."""
     hs = qkv.shape[1] // 3 // H
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
@@ -147,18 +174,23 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch):
     D = H * hs
     dqkv[:, D:] = 0.0  # dk and dv gather from every later tile
     n = min(TILE, T) * T * H
+    scale = 1.0 / math.sqrt(hs)
+    tiles, size = tile_layout(T, H)
     for b in range(B):
-        for i0 in range(0, T, TILE):
-            i1 = min(T, i0 + TILE)
+        for i0, i1, off in tiles:
             m = H * (i1 - i0) * i1
-            att = scratch[:m].reshape(H, i1 - i0, i1)
             datt = scratch[n : n + m].reshape(H, i1 - i0, i1)
             part = scratch[2 * n : 2 * n + H * i1 * hs].reshape(H, i1, hs)
-            np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
             np.matmul(dyh[b, :, i0:i1], v[b, :, :i1].transpose(0, 2, 1), out=datt)
-            K.attention_softmax_recompute(
-                att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], 1.0 / math.sqrt(hs), i0
-            )
+            if probs is None:
+                att = scratch[:m].reshape(H, i1 - i0, i1)
+                np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
+                K.attention_softmax_recompute(
+                    att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], scale, i0
+                )
+            else:
+                att = probs[b * size + off :][:m].reshape(H, i1 - i0, i1)
+                K.attention_softmax_grad(att, datt, delta[b, :, i0:i1], scale, i0)
             np.matmul(datt, k[b, :, :i1], out=dq[b, :, i0:i1])
             np.matmul(datt.transpose(0, 2, 1), q[b, :, i0:i1], out=part)
             dk[b, :, :i1] += part
@@ -207,7 +239,10 @@ class LayerBuffers:
 class Activations:
     """Every buffer one training step needs for a given (B, T), allocated once."""
 
-    def __init__(self, cfg: GPTConfig, B: int, T: int, dtype, tiled: bool = False):
+    def __init__(
+        self, cfg: GPTConfig, B: int, T: int, dtype, tiled: bool = False, keep: int = 0
+    ):
+        """``keep``: how many layers (the first) keep their tiles' probabilities (tiled only)."""
         L, D, F, H, V, N = cfg.n_layer, cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.vocab_size, B * T
         e = lambda *s: np.empty(s, dtype)  # noqa: E731
         self.B, self.T, self.tiled = B, T, tiled
@@ -218,6 +253,8 @@ class Activations:
         self.qkv = e(L, N, 3 * D)
         if tiled:  # row statistics instead of probabilities, and one tile's scratch
             self.lse, self.scratch = e(L, B, H, T), tiled_scratch(H, T, cfg.head_size, dtype)
+            size = B * tile_layout(T, H)[1]
+            self.probs = [e(size) if l < keep else None for l in range(L)]
         else:
             self.att, self.datt = e(L, B, H, T, T), e(B, H, T, T)
         self.atty = e(L, N, D)
@@ -261,9 +298,9 @@ class KVCache:
 class Shard:
     """One worker's slice of the batch: rows b0:b1, its activations and its own gradients."""
 
-    def __init__(self, gpt: GPT, b0: int, b1: int, T: int, grads: np.ndarray):
+    def __init__(self, gpt: GPT, b0: int, b1: int, T: int, grads: np.ndarray, keep: int = 0):
         self.b0, self.b1 = b0, b1
-        self.acts = Activations(gpt.config, b1 - b0, T, gpt.dtype, gpt.tiled(T))
+        self.acts = Activations(gpt.config, b1 - b0, T, gpt.dtype, gpt.tiled(T), keep)
         self.grads = grads
         self.g = _views(grads, gpt.config)
         self.gl = [_block_views(self.g, l) for l in range(gpt.config.n_layer)]
@@ -340,8 +377,9 @@ class GPT:
                     self.grads if not self._shard_grads else np.zeros(self.n_params, self.dtype)
                 )
             cuts = [B * i // S for i in range(S + 1)]
+            keep = kept_layers(self.config, B, T, self.dtype.itemsize) if self.tiled(T) else 0
             self._plans[key] = [
-                Shard(self, cuts[i], cuts[i + 1], T, self._shard_grads[i]) for i in range(S)
+                Shard(self, cuts[i], cuts[i + 1], T, self._shard_grads[i], keep) for i in range(S)
             ]
             if len(self._plans) > 2:
                 del self._plans[next(iter(self._plans))]
@@ -387,8 +425,10 @@ class GPT:
         x0 += p["wpe"][:T]
         for l in range(cfg.n_layer):
             if a.tiled:
-                lse = a.lse[l]
-                attend = lambda y, qkv: attention_tiled_forward(y, lse, qkv, B, T, H, a.scratch)  # noqa: E731,B023
+                lse, probs = a.lse[l], a.probs[l]
+                attend = lambda y, qkv: attention_tiled_forward(  # noqa: E731
+                    y, lse, qkv, B, T, H, a.scratch, probs  # noqa: B023
+                )
             else:
                 att = a.att[l]
                 attend = lambda y, qkv: attention_forward(y, att, qkv, B, T, H)  # noqa: E731,B023
@@ -484,7 +524,7 @@ class GPT:
             )
             if a.tiled:
                 attention_tiled_backward(
-                    a.dqkv, a.datty, a.atty[l], a.lse[l], a.qkv[l], B, T, H, a.scratch
+                    a.dqkv, a.datty, a.atty[l], a.lse[l], a.qkv[l], B, T, H, a.scratch, a.probs[l]
                 )
             else:
                 attention_backward(a.dqkv, a.datt, a.datty, a.att[l], a.qkv[l], B, T, H)

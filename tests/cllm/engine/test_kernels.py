@@ -265,20 +265,28 @@ def test_numba_cache_keeps_each_cpu_target_apart(tmp_path):
     assert run(host) == (1, 0) and run(other) == (1, 0)  # each finds its own entry
 
 
+@pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("T", [5, 130, 300])
-def test_tiled_attention_matches_dense_and_finite_differences(T):
-    """The tiled attention (query tiles, probabilities made again in the backward from the row
-    statistics) computes the dense one's output and gradients, across tile edges."""
-    from cllm.engine.model import attention_tiled_backward, attention_tiled_forward, tiled_scratch
+def test_tiled_attention_matches_dense_and_finite_differences(T, keep):
+    """The tiled attention (query tiles; the backward makes the probabilities again from the row
+    statistics, or reads those the forward kept) computes the dense one's output and gradients,
+    across tile edges."""
+    from cllm.engine.model import (
+        attention_tiled_backward,
+        attention_tiled_forward,
+        tile_layout,
+        tiled_scratch,
+    )
 
     B, H, D = 2, 2, 8
     hs = D // H
     qkv = RNG.normal(size=(B * T, 3 * D))
     R = RNG.normal(size=(B * T, D))
     y, lse, scratch = np.empty((B * T, D)), np.empty((B, H, T)), tiled_scratch(H, T, hs, float)
+    probs = np.full(B * tile_layout(T, H)[1], np.nan) if keep else None
 
     def f():
-        attention_tiled_forward(y, lse, qkv, B, T, H, scratch)
+        attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs)
         return float((y * R).sum())
 
     f()
@@ -291,8 +299,11 @@ def test_tiled_attention_matches_dense_and_finite_differences(T):
     mx = s.max(-1)
     np.testing.assert_allclose(lse, mx + np.log(np.exp(s - mx[..., None]).sum(-1)), rtol=1e-10)
 
+    if keep:
+        assert not np.isnan(probs).any()  # every kept tile written whole
+        scratch[:] = np.nan  # the backward reads the kept tiles, not the forward's scratch
     dqkv = np.full_like(qkv, np.nan)  # written, not added to
-    attention_tiled_backward(dqkv, R, y, lse, qkv, B, T, H, scratch)
+    attention_tiled_backward(dqkv, R, y, lse, qkv, B, T, H, scratch, probs)
     d_dense = np.empty_like(qkv)
     attention_backward(d_dense, np.empty((B, H, T, T)), R, att, qkv, B, T, H)
     np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
@@ -300,18 +311,25 @@ def test_tiled_attention_matches_dense_and_finite_differences(T):
     np.testing.assert_allclose(dqkv.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
 
 
-def test_tiled_attention_matches_torch_in_float32():
+@pytest.mark.parametrize("keep", [False, True])
+def test_tiled_attention_matches_torch_in_float32(keep):
     torch = pytest.importorskip("torch")
-    from cllm.engine.model import attention_tiled_backward, attention_tiled_forward, tiled_scratch
+    from cllm.engine.model import (
+        attention_tiled_backward,
+        attention_tiled_forward,
+        tile_layout,
+        tiled_scratch,
+    )
 
     B, T, H, D = 1, 300, 4, 64
     qkv = RNG.normal(size=(B * T, 3 * D)).astype(np.float32)
     dy = RNG.normal(size=(B * T, D)).astype(np.float32)
     y, lse = np.empty((B * T, D), np.float32), np.empty((B, H, T), np.float32)
     scratch = tiled_scratch(H, T, D // H, np.float32)
-    attention_tiled_forward(y, lse, qkv, B, T, H, scratch)
+    probs = np.empty(B * tile_layout(T, H)[1], np.float32) if keep else None
+    attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs)
     dqkv = np.empty_like(qkv)
-    attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch)
+    attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs)
 
     t = torch.tensor(qkv, requires_grad=True)
     q, k, v = (x.view(B, T, H, D // H).transpose(1, 2) for x in t.split(D, dim=1))

@@ -219,3 +219,25 @@ def test_alternating_batch_shapes_reuse_buffers():
     ref.forward(*b)
     ref.backward()
     np.testing.assert_allclose(gpt.grads, ref.grads, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("budget_layers", [0, 1, 2])
+def test_tiled_training_keeps_probabilities_within_budget(monkeypatch, budget_layers):
+    """A tiled model keeps the tiles' probabilities of as many layers as KEEP_PROBS_MB allows
+    and makes the others' again; whichever it does, the loss and gradients are the dense path's."""
+    from cllm.engine import model as M
+
+    monkeypatch.setattr(M, "TILE", 8)  # tiles of 8 rows: 3 tiles at T 20
+    cfg = GPTConfig(vocab_size=37, n_embd=16, n_layer=2, n_head=4, block_size=20)
+    x, y = batch(cfg, 3, 20)
+    per_layer = 3 * M.tile_layout(20, 4)[1] * 8  # all threads' tiles of one layer, float64
+    monkeypatch.setattr(M, "KEEP_PROBS_MB", per_layer * budget_layers / 2**20)
+    assert M.kept_layers(cfg, 3, 20, 8) == budget_layers
+    tiled = GPT(cfg, seed=2, dtype=np.float64, threads=2, attention="tiled")
+    dense = GPT(cfg, seed=2, dtype=np.float64, threads=2, attention="dense")
+    assert tiled.forward(x, y) == pytest.approx(dense.forward(x, y), rel=1e-12)
+    kept = [p is not None for p in tiled.shards[0].acts.probs]
+    assert kept == [l < budget_layers for l in range(2)]
+    tiled.backward()
+    dense.backward()
+    np.testing.assert_allclose(tiled.grads, dense.grads, rtol=1e-9, atol=1e-12)
