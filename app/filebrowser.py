@@ -60,6 +60,8 @@ class FileBrowser:
     title: str = "Choose files"
     cwd: Path = field(default_factory=Path.cwd)
     patterns: tuple[str, ...] = ()  # file name suffixes shown in "file" mode, e.g. (".cllm",)
+    # None: no such option; a bool: the footer's "Hold out for validation" box (adds to a queue)
+    hold_out: bool | None = None
     entries: list[Entry] | None = None
     error: str = ""
     selected: set[str] = field(default_factory=set)
@@ -121,8 +123,14 @@ class FileBrowser:
                 self.selected = {e.name}
         # footer
         by = r.bottom - 40
+        left = w - 260  # the labels' room left of the buttons
+        if self.hold_out is not None:
+            self.hold_out = ui.checkbox(
+                (x, by, 200, 28), "Hold out for validation", self.hold_out, key="fb-hold-out"
+            )
+            x, left = x + 210, left - 210
         if self.mode == "folder":
-            ui.label((x, by + 5), f"Folder: {self.cwd}", th.HINT, max_w=w - 260)
+            ui.label((x, by + 5), f"Folder: {self.cwd}", th.HINT, max_w=left)
             if ui.button((r.right - 245, by, 120, 28), "Choose Folder", key="fb-ok"):
                 result = [self.cwd]
         else:

@@ -476,8 +476,11 @@ class AppState:
         self.worker.submit(c.close, done=lambda _: self.refresh(), error=self.fail)
 
     # ------------------------------------------------------------------ queue
-    def add_to_queue(self, paths: list[str], name: str | None = None) -> None:
-        """Add files or folders to a model's queue (default: the current one), in the worker."""
+    def add_to_queue(
+        self, paths: list[str], name: str | None = None, validation: bool = False
+    ) -> None:
+        """Add files or folders to a model's queue (default: the current one), in the worker;
+        ``validation``: every item is held out for validation from the start."""
         name = name or self.current
         if not name:
             self.say(
@@ -520,6 +523,7 @@ class AppState:
                     progress=progress,
                     cancel=lambda: prog["cancel"],
                     tokens=lambda n: prog.__setitem__("tokens", n),
+                    validation=validation,
                 )
             return len(res.added), res.tokens, walked + res.skipped
 
@@ -531,6 +535,7 @@ class AppState:
                 self.say(f"{name}: add cancelled after {added} item(s)", "warning")
                 return
             msg = f"{name}: added {added} item{'s' * (added != 1)} ({tokens:,} tokens)"
+            msg += ", held out for validation" if validation and added else ""
             if skipped:
                 src, why = skipped[0]
                 msg += f"; skipped {len(skipped)} ({Path(str(src)).name}: {why})"

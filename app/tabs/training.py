@@ -346,7 +346,8 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     c, f = info.config, figures(st)
     lines = [
         f"Epochs trained: {f.epochs_trained} / {f.target_epochs}   Steps: {f.step:,}",
-        f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens",
+        f"Queue: {plural(info.queue_items, 'file')}, {info.queue_tokens:,} tokens"
+        + (f"; {held_out(info)}" if info.queue_held_out else ""),
         f"Layers {c.n_layer} · Heads {c.n_head} · Width {c.n_embd}",
         f"Vocab {c.vocab_size:,} · Context {c.block_size} · {format_count(info.n_params)} params",
         f"Loss: train {_loss(f.train_loss)} · best val {_loss(f.best_loss)}",
@@ -358,13 +359,20 @@ def model_info(ui: UI, st: AppState, info, x: int, y: int, w: int) -> int:
     return y + 8
 
 
+def held_out(info) -> str:
+    """How much of the queue is held out for validation: "2 held out, 12% of tokens"."""
+    share = 100 * info.queue_held_out_tokens / info.queue_tokens if info.queue_tokens else 0.0
+    pct = "<1" if 0 < share < 0.5 else f"{share:.0f}"
+    return f"{info.queue_held_out} held out, {pct}% of tokens"
+
+
 def training_data(ui: UI, st: AppState, s: TrainingState, info, x: int, y: int, w: int) -> int:
     return queue_panel.draw(ui, st, s, info, x, y, w, lambda m, t: browse(st, s, m, t))
 
 
 def browse(st: AppState, s: TrainingState, mode: str, title: str) -> None:
     s.dialog = "browser"
-    s.browser = FileBrowser(st.worker, mode, title, s.browse_dir or Path.cwd())
+    s.browser = FileBrowser(st.worker, mode, title, s.browse_dir or Path.cwd(), hold_out=False)
 
 
 def status(ui: UI, st: AppState, x: int, y: int) -> int:
@@ -476,7 +484,7 @@ def dialog(ui: UI, st: AppState, s: TrainingState) -> None:
             s.browse_dir = s.browser.cwd
             s.dialog = None
             if paths:
-                st.add_to_queue([str(p) for p in paths], info.name)
+                st.add_to_queue([str(p) for p in paths], info.name, bool(s.browser.hold_out))
     elif kind == "clear":
         ok = dialogs.confirm(
             ui,

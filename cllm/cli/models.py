@@ -196,7 +196,8 @@ def _print_info(i: ModelInfo) -> None:
         f"warmup {t.warmup}, weight decay {t.weight_decay:g}, clip {t.grad_clip:g}, "
         f"val fraction {t.val_fraction:g}"
     )
-    print(f"  queue         {i.queue_items} items, {i.queue_tokens:,} tokens")
+    held = f" ({i.queue_held_out} held out for validation)" if i.queue_held_out else ""
+    print(f"  queue         {i.queue_items} items, {i.queue_tokens:,} tokens{held}")
     print(f"  created       {m.created or '-'}, modified {m.modified or '-'}")
     if m.sources:
         print(f"  sources       {', '.join(m.sources[:5])}")

@@ -72,6 +72,8 @@ class ModelInfo:
     queue_tokens: int
     busy: str | None  # "training by pid 123 on host h since ..." while locked
     tokenizer_kind: str = ""
+    queue_held_out: int = 0  # items held out for validation, and their tokens
+    queue_held_out_tokens: int = 0
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -126,10 +128,11 @@ def _read_header(path: Path):
     return read_header(path)
 
 
-def _queue_size(db: Path, wal_pending: bool) -> tuple[int, int]:
-    """(items, tokens) from a queue's index, read directly: a DataQueue needs the tokenizer."""
+def _queue_size(db: Path, wal_pending: bool) -> tuple[int, int, int, int]:
+    """(items, tokens, held-out items, their tokens) from a queue's index, read directly: a
+    DataQueue needs the tokenizer. An index older than the validation flag holds none out."""
     if not db.is_file():
-        return 0, 0
+        return 0, 0, 0, 0
     # With no write-ahead log pending, the database file is complete and can be read as
     # immutable, which skips SQLite's locking and is several times faster.
     uri = f"file:{db}?mode=ro" + ("" if wal_pending else "&immutable=1")
@@ -137,11 +140,17 @@ def _queue_size(db: Path, wal_pending: bool) -> tuple[int, int]:
         con = sqlite3.connect(uri, uri=True, timeout=5.0)
         try:
             row = con.execute("SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM items").fetchone()
+            try:
+                held = con.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(n_tokens), 0) FROM items WHERE validation"
+                ).fetchone()
+            except sqlite3.OperationalError:  # no validation column yet
+                held = (0, 0)
         finally:
             con.close()
     except sqlite3.Error:
-        return 0, 0
-    return int(row[0]), int(row[1])
+        return 0, 0, 0, 0
+    return int(row[0]), int(row[1]), int(held[0]), int(held[1])
 
 
 def _busy_text(holder: dict | None) -> str | None:
@@ -329,7 +338,7 @@ class Registry:
     def _clear_leftovers(self, name: str) -> None:
         """Remove side files that a deleted model ``name`` left behind, before a new model takes
         the name. A queue that holds items is never deleted: the caller is refused instead."""
-        items, _ = _queue_size(self.queue_dir(name) / "queue.sqlite", True)
+        items = _queue_size(self.queue_dir(name) / "queue.sqlite", True)[0]
         if items:
             raise ValidationError(
                 f"{self.queue_dir(name)} holds {items} queue items but there is no model "
@@ -379,7 +388,9 @@ class Registry:
         h = _cached(path, _read_header)
         config = h.config
         meta = replace(h.meta, name=name)  # shallow: the cached header's lists are shared
-        items, tokens = _cached(self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True)
+        items, tokens, held, held_tokens = _cached(
+            self.queue_dir(name) / "queue.sqlite", _queue_size, wal=True
+        )
         has_lock = lock_files is None or paths.lock_file(self.dir, name).name in lock_files
         busy = _busy_text(locks.lock_holder(self.dir, name)) if has_lock else None
         if busy is None and (lock_files is None or f"{name}{CRAWL_LOCK}" in lock_files):
@@ -397,6 +408,8 @@ class Registry:
             queue_tokens=tokens,
             busy=busy,
             tokenizer_kind=h.tokenizer_kind,
+            queue_held_out=held,
+            queue_held_out_tokens=held_tokens,
         )
 
     def list(self) -> list[ModelInfo]:

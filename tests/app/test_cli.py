@@ -77,6 +77,7 @@ def test_bench_frames_prints_one_json_line(models_dir):
     assert line["frame_ms_p50"] <= line["frame_ms_p95"] <= line["frame_ms_max"]
     assert line["run_state"] == "running"
     assert line["train_tokens_per_s"] > 0 and line["headless_tokens_per_s"] > 0
+    assert 0 < line["window_thread_cpu_share"] <= 1.05  # the window drew: it used some CPU
 
 
 @pytest.mark.slow

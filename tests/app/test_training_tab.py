@@ -191,6 +191,32 @@ def test_add_files_through_the_file_browser(studio, tmp_path, models_dir):
     assert Registry(models_dir).info("alpha").queue_items == 2
 
 
+def test_add_folder_held_out_for_validation(studio, tmp_path, models_dir):
+    """Add Folder... with "Hold out for validation" ticked: every item added is held out, and
+    MODEL INFO says how much of the queue is."""
+    (tmp_path / "val").mkdir()
+    for i in range(2):
+        (tmp_path / "val" / f"v{i}.txt").write_text(f"held out words number {i} " * 40)
+    press(studio, "training/Add Folder...")
+    s = studio.st.tab("training")
+    fb = s["browser"]
+    assert fb.hold_out is False  # offered, and off until ticked
+    fb.go(tmp_path / "val")
+    frames_until(studio, lambda: fb.entries is not None and fb.cwd == tmp_path / "val")
+    studio.pump(1)
+    press(studio, "training/dialog:files/fb-hold-out")
+    assert fb.hold_out is True
+    press(studio, "training/dialog:files/fb-ok")
+    settle(studio)
+    info = Registry(models_dir).info("alpha")
+    assert (info.queue_items, info.queue_held_out) == (3, 2)
+    with Registry(models_dir).queue("alpha") as q:
+        assert [it.validation for it in q.items()] == [False, True, True]
+    share = round(100 * info.queue_held_out_tokens / info.queue_tokens)
+    said = f"Queue: 3 files, {info.queue_tokens:,} tokens; 2 held out, {share}% of tokens"
+    frames_until(studio, lambda: said in " ".join(studio.ui.texts))  # wrapped in the panel
+
+
 def test_clear_queue_asks_first(studio, models_dir):
     press(studio, "training/Clear Queue")
     press(studio, "training/dialog:confirm/dlg-cancel")

@@ -79,6 +79,28 @@ def test_create_default_names_and_info(reg):
     assert lm.name == "Mine" and lm.config == CFG
 
 
+def test_info_counts_the_queue_and_what_it_holds_out(reg, tmp_path):
+    import sqlite3
+
+    make(reg, "m")
+    with reg.queue("m") as q:
+        q.add_text("trained on " * 50, source="a")
+        (held,) = q.add_text("held out " * 30, source="b").added
+        q.set_item_validation(held.id, True)
+        n_held = q.item(held.id).n_tokens
+    i = reg.info("m")
+    assert (i.queue_items, i.queue_held_out, i.queue_held_out_tokens) == (2, 1, n_held)
+    assert 0 < n_held < i.queue_tokens
+    # an index from before the validation flag holds nothing out, and its counts still read
+    old = tmp_path / "old.sqlite"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, n_tokens INTEGER)")
+    con.executemany("INSERT INTO items (n_tokens) VALUES (?)", [(5,), (7,)])
+    con.commit()
+    con.close()
+    assert registry._queue_size(old, True) == (2, 12, 0, 0)
+
+
 def test_env_var_names_the_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("CLLM_MODELS_DIR", str(tmp_path / "elsewhere"))
     assert Registry().dir == tmp_path / "elsewhere"
