@@ -116,6 +116,10 @@ class UI:
         self.texts: list[str] = []  # the labels drawn this frame, in order (tests)
         self.last_drawn: dict[str, pygame.Rect] = {}
         self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
+        # measured widths and shortened strings: a frame measures the same texts again and
+        # again (elide's search alone measures a long log line a dozen times)
+        self._size_cache: dict[str, tuple[int, int]] = {}
+        self._elide_cache: dict[tuple[str, int], str] = {}
         self._overlay: pygame.Surface | None = None
         self._clipboard = ""  # fallback when the system clipboard is unavailable
 
@@ -314,12 +318,21 @@ class UI:
         return surf
 
     def text_size(self, s: str) -> tuple[int, int]:
-        return self.font.size(_printable(s))
+        size = self._size_cache.get(s)
+        if size is None:
+            if len(self._size_cache) > 5000:  # bounded, as the rendered texts are
+                self._size_cache.clear()
+            size = self._size_cache[s] = self.font.size(_printable(s))
+        return size
 
     def elide(self, s: str, width: int) -> str:
         """Shorten s with an ellipsis so that it fits width pixels."""
         if self.text_size(s)[0] <= width:
             return s
+        key = (s, width)
+        short = self._elide_cache.get(key)
+        if short is not None:
+            return short
         lo, hi = 0, len(s)
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -327,7 +340,10 @@ class UI:
                 lo = mid
             else:
                 hi = mid - 1
-        return s[:lo] + "…"
+        if len(self._elide_cache) > 2000:
+            self._elide_cache.clear()
+        short = self._elide_cache[key] = s[:lo] + "…"
+        return short
 
     def fit(self, width: int, *labels: str, pad: int = 12) -> str:
         """The first of ``labels`` (longest first) that fits ``width`` pixels with ``pad`` to
@@ -938,9 +954,7 @@ class UI:
         data = []
         for name, xs, ys, color in series:
             x = np.asarray(xs, np.float64)
-            y = np.asarray(
-                [np.nan if v is None else v for v in ys] if isinstance(ys, list) else ys, np.float64
-            )
+            y = np.array(ys, np.float64)  # None becomes NaN
             n = min(len(x), len(y))
             x, y = x[:n], y[:n]
             ok = np.isfinite(y)

@@ -207,6 +207,23 @@ def test_wrap_and_elide(ui):
         ui.text_size(odd)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=60), st.integers(0, 300))
+def test_measured_and_shortened_texts_are_remembered_exactly(ui, s, width):
+    """text_size and elide keep what they worked out; what they remember is what they would
+    work out again (the font's own measure; the longest prefix with "…" that fits)."""
+    from app.ui import _printable
+
+    first = ui.elide(s, width)
+    assert ui.text_size(s) == ui.font.size(_printable(s))
+    assert ui.elide(s, width) == first  # the second time from the cache
+    if first != s:
+        assert first.endswith("…") and s.startswith(first[:-1])
+        assert ui.font.size(_printable(first))[0] <= width or len(first) == 1
+        longer = s[: len(first)] + "…"  # one character more no longer fits
+        assert len(first) > len(s) or ui.font.size(_printable(longer))[0] > width
+
+
 def test_behaviour_hot_active_click_and_dragging(ui):
     r = (10, 10, 50, 20)
     out = frame(ui, [mouse(pygame.MOUSEBUTTONDOWN, (20, 15))], lambda u: u.behaviour("w", r))
