@@ -270,31 +270,13 @@ def attention_softmax_forward(att, lse, scale, offset):
 
 
 @jit
-def attention_softmax_recompute(att, datt, lse, delta, scale, offset):
-    """The backward of attention_softmax_forward from the raw scores instead of the stored
-    probabilities: att[BH, Tq, Tk] (raw scores q.k) becomes the probabilities exp(scale q.k -
-    lse), and datt (grad wrt the probabilities) the grad wrt the raw scores, scale p (datt -
-    delta), where delta[BH, Tq] = sum_j p datt = dy . y per row. Row i sees keys 0..i+offset."""
-    BH, Tq, Tk = att.shape
-    sc = _cast(att[0, 0, 0], scale)
-    for bh in range(BH):
-        for i in range(Tq):
-            row, d = att[bh, i], datt[bh, i]
-            n = i + offset + 1
-            m, dl = lse[bh, i], delta[bh, i]
-            for j in range(n):
-                p = _exp(sc * row[j] - m)
-                row[j] = p
-                d[j] = sc * p * (d[j] - dl)
-            for j in range(n, Tk):
-                row[j] = 0.0
-                d[j] = 0.0
-
-
-@jit
-def attention_softmax_grad(att, datt, delta, scale, offset):
-    """attention_softmax_recompute's gradient from kept probabilities att[BH, Tq, Tk] (zero
-    past each row's end): datt becomes scale p (datt - delta). Row i sees keys 0..i+offset."""
+def attention_softmax_grad(att, datt, lse, delta, scale, offset, recompute):
+    """The backward of attention_softmax_forward for att[BH, Tq, Tk]: datt (grad wrt the
+    probabilities) becomes the grad wrt the raw scores, scale p (datt - delta), where delta[BH,
+    Tq] = sum_j p datt = dy . y per row. att holds the probabilities the forward kept (zero past
+    each row's end), or with ``recompute`` the raw scores q.k, which first become the
+    probabilities exp(scale q.k - lse) from the forward's lse[BH, Tq]. Row i sees keys
+    0..i+offset."""
     BH, Tq, Tk = att.shape
     sc = _cast(att[0, 0, 0], scale)
     for bh in range(BH):
@@ -302,6 +284,12 @@ def attention_softmax_grad(att, datt, delta, scale, offset):
             p, d = att[bh, i], datt[bh, i]
             n = i + offset + 1
             dl = delta[bh, i]
+            if recompute:
+                m = lse[bh, i]
+                for j in range(n):
+                    p[j] = _exp(sc * p[j] - m)
+                for j in range(n, Tk):
+                    p[j] = 0.0
             for j in range(n):
                 d[j] = sc * p[j] * (d[j] - dl)
             for j in range(n, Tk):

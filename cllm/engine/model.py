@@ -184,15 +184,14 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
             datt = scratch[n : n + m].reshape(H, i1 - i0, i1)
             part = scratch[2 * n : 2 * n + H * i1 * hs].reshape(H, i1, hs)
             np.matmul(dyh[b, :, i0:i1], v[b, :, :i1].transpose(0, 2, 1), out=datt)
-            if probs is None:
+            if probs is None:  # the scores again, made probabilities by the kernel
                 att = scratch[:m].reshape(H, i1 - i0, i1)
                 np.matmul(q[b, :, i0:i1], k[b, :, :i1].transpose(0, 2, 1), out=att)
-                K.attention_softmax_recompute(
-                    att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], scale, i0
-                )
             else:
                 att = probs[b * size + off :][:m].reshape(H, i1 - i0, i1)
-                K.attention_softmax_grad(att, datt, delta[b, :, i0:i1], scale, i0)
+            K.attention_softmax_grad(
+                att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], scale, i0, probs is None
+            )
             np.matmul(datt, k[b, :, :i1], out=dq[b, :, i0:i1])
             np.matmul(datt.transpose(0, 2, 1), q[b, :, i0:i1], out=part)
             dk[b, :, :i1] += part
