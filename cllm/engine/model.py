@@ -173,8 +173,6 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
     dyh, yh = heads(dy, B, T, H, hs, 0), heads(y, B, T, H, hs, 0)
     delta = np.einsum("bhtd,bhtd->bht", dyh, yh)  # sum_j p_ij dp_ij, per row
-    D = H * hs
-    dqkv[:, D:] = 0.0  # dk and dv gather from every later tile
     n = min(TILE, T) * T * H
     scale = 1.0 / math.sqrt(hs)
     tiles, size = tile_layout(T, H)
@@ -192,11 +190,14 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
             K.attention_softmax_grad(
                 att, datt, lse[b, :, i0:i1], delta[b, :, i0:i1], scale, i0, probs is None
             )
+            # keys i0:i1 get their first share from this tile (earlier tiles end before them)
+            np.matmul(att.transpose(0, 2, 1), dyh[b, :, i0:i1], out=part)  # att still cached
+            dv[b, :, :i0] += part[:, :i0]
+            dv[b, :, i0:i1] = part[:, i0:]
             np.matmul(datt, k[b, :, :i1], out=dq[b, :, i0:i1])
             np.matmul(datt.transpose(0, 2, 1), q[b, :, i0:i1], out=part)
-            dk[b, :, :i1] += part
-            np.matmul(att.transpose(0, 2, 1), dyh[b, :, i0:i1], out=part)
-            dv[b, :, :i1] += part
+            dk[b, :, :i0] += part[:, :i0]
+            dk[b, :, i0:i1] = part[:, i0:]
 
 
 def block_forward(w, a, x_in, x_mid, x_out, attend) -> None:
