@@ -241,9 +241,7 @@ class LayerBuffers:
 class Activations:
     """Every buffer one training step needs for a given (B, T), allocated once."""
 
-    def __init__(
-        self, cfg: GPTConfig, B: int, T: int, dtype, tiled: bool = False, keep: int = 0
-    ):
+    def __init__(self, cfg: GPTConfig, B: int, T: int, dtype, tiled: bool = False, keep: int = 0):
         """``keep``: how many layers (the first) keep their tiles' probabilities (tiled only)."""
         L, D, F, H, V, N = cfg.n_layer, cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.vocab_size, B * T
         e = lambda *s: np.empty(s, dtype)  # noqa: E731
@@ -430,7 +428,7 @@ class GPT:
                 lse, probs = a.lse[l], a.probs[l]
                 attend = lambda y, qkv: attention_tiled_forward(  # noqa: E731
                     y, lse, qkv, B, T, H, a.scratch, probs  # noqa: B023
-                )
+                )  # fmt: skip
             else:
                 att = a.att[l]
                 attend = lambda y, qkv: attention_forward(y, att, qkv, B, T, H)  # noqa: E731,B023

@@ -231,7 +231,7 @@ def test_the_resource_line_measures_the_studio_with_psutil():
     assert resource_lines(procs, 2**22 + 12345, False)[1:] == []  # a run that is gone: no line
 
 
-def test_new_snapshots_alone_repaint_at_most_12_times_a_second(studio, monkeypatch):
+def test_new_snapshots_alone_repaint_at_most_8_times_a_second(studio, monkeypatch):
     """A run's snapshots come once a step (up to hundreds a second on a tiny model); with nobody
     touching the window the studio repaints for them at most every SNAPSHOT_REDRAW_S."""
     import time
@@ -252,3 +252,17 @@ def test_new_snapshots_alone_repaint_at_most_12_times_a_second(studio, monkeypat
         time.sleep(0.002)
     drawn = len(studio.frame_ms)
     assert 1 / SNAPSHOT_REDRAW_S - 4 <= drawn <= 1 / SNAPSHOT_REDRAW_S + 2, drawn
+    # minimized (nothing on screen): no repaint for snapshots at all, input still repaints
+    monkeypatch.setattr(pygame.display, "get_active", lambda: False)
+    studio.frame_ms.clear()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        st.snapshot = object()
+        studio.step()
+        time.sleep(0.002)
+    assert len(studio.frame_ms) == 0
+    pygame.event.post(
+        pygame.event.Event(pygame.MOUSEMOTION, pos=(5, 5), rel=(1, 1), buttons=(0, 0, 0))
+    )
+    studio.step()
+    assert len(studio.frame_ms) == 1
