@@ -37,6 +37,7 @@ import numpy as np
 
 from cllm.atomic import write_atomic
 from cllm.engine.config import GPTConfig, num_params
+from cllm.engine.model import TILE, kept_layers, tile_layout, use_tiled
 
 CACHE_FILE = ".probe-cache.json"
 PROBE_STEPS = 4  # timed training steps after one warm-up step, at least
@@ -69,14 +70,22 @@ def slices(B: int, T: int, threads: int) -> list[int]:
     return [cuts[i + 1] - cuts[i] for i in range(S)]
 
 
-def activation_elements(cfg: GPTConfig, B: int, T: int) -> int:
-    """Entries of ``Activations(cfg, B, T)``: every buffer one training step of B x T needs."""
+def activation_elements(cfg: GPTConfig, B: int, T: int, tiled: bool = False, keep: int = 0) -> int:
+    """Entries of ``Activations(cfg, B, T, tiled=tiled, keep=keep)``: every buffer one training
+    step of B x T needs. Dense attention keeps each layer's T x T probabilities; the tiled one
+    keeps row statistics, one tile's scratch, and the probabilities of ``keep`` layers."""
     L, D, F, H, V, N = cfg.n_layer, cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.vocab_size, B * T
-    # resid_mid, ln1, ln2, atty (N x D each), qkv (N x 3D), their means and rstds, att, fch x 2
-    per_layer = 7 * N * D + 4 * N + B * H * T * T + 2 * N * F
+    # resid_mid, ln1, ln2, atty (N x D each), qkv (N x 3D), their means and rstds, fch x 2
+    per_layer = 7 * N * D + 4 * N + 2 * N * F
+    if tiled:  # lse per layer; kept tiles; scratch for a tile's scores, their grads, a dk or dv
+        attention = L * B * H * T + keep * B * tile_layout(T, H)[1]
+        attention += 2 * min(TILE, T) * T * H + H * T * cfg.head_size
+    else:  # probabilities per layer, and the backward's scratch for their gradients
+        attention = (L + 1) * B * H * T * T
     return (
         (L + 1) * N * D  # resid
         + L * per_layer
+        + attention
         + N * D
         + 2 * N  # ln_f
         + N * V
@@ -84,7 +93,6 @@ def activation_elements(cfg: GPTConfig, B: int, T: int) -> int:
         + 3 * N * D
         + 3 * N * D
         + N * F
-        + B * H * T * T  # backward scratch
         + N  # ones
     )
 
@@ -95,12 +103,14 @@ def memory_parts(
     """Bytes of each array the trainer holds (float32 and int32: 4 bytes an entry)."""
     n = num_params(cfg)
     rows = slices(B, T, threads)
+    tiled = use_tiled(T)  # as a model with attention "auto" trains
+    keep = kept_layers(cfg, B, T, 4) if tiled else 0
     return {
         "params": 4 * n,
         "grads": 4 * n * len(rows),
         "adamw": 4 * n * 3,  # m, v and the weight-decay mask
         # each slice's buffers and the int32 token ids it keeps from its forward
-        "activations": 4 * sum(activation_elements(cfg, b, T) + b * T for b in rows),
+        "activations": 4 * sum(activation_elements(cfg, b, T, tiled, keep) + b * T for b in rows),
         "validation": 4 * eval_batches * B * (T + 1) * 2,
         "tokenizer": TOKENIZER_FACTOR * tokenizer_bytes,
     }

@@ -17,12 +17,21 @@ def _nbytes(obj) -> int:
     return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
 
 
+def _acts_bytes(acts) -> int:
+    probs = getattr(acts, "probs", [])  # the kept tiles: a list, one array or None a layer
+    return _nbytes(acts) + sum(p.nbytes for p in probs if p is not None)
+
+
 @pytest.mark.parametrize("B, T", [(1, 5), (3, 40), (8, 16)])
-def test_activation_count_matches_the_engine(B, T):
-    assert 4 * E.activation_elements(CFG, B, T) == _nbytes(Activations(CFG, B, T, np.float32))
+@pytest.mark.parametrize("tiled, keep", [(False, 0), (True, 0), (True, 1), (True, 2)])
+def test_activation_count_matches_the_engine(B, T, tiled, keep):
+    acts = Activations(CFG, B, T, np.float32, tiled, keep)
+    assert 4 * E.activation_elements(CFG, B, T, tiled, keep) == _acts_bytes(acts)
 
 
-@pytest.mark.parametrize("B, T, threads", [(8, 64, 2), (3, 16, 4), (2, 200, 1), (1, 300, 8)])
+@pytest.mark.parametrize(
+    "B, T, threads", [(8, 64, 2), (3, 16, 4), (2, 200, 1), (1, 300, 8), (3, 260, 2)]
+)
 def test_memory_parts_match_a_trained_step(B, T, threads):
     cfg = GPTConfig(vocab_size=300, n_embd=48, n_layer=2, n_head=3, block_size=max(T, 40))
     gpt = GPT(cfg, threads=threads)
@@ -36,7 +45,7 @@ def test_memory_parts_match_a_trained_step(B, T, threads):
     shard_grads = {id(sh.grads): sh.grads.nbytes for sh in gpt.shards}
     assert parts["grads"] == sum(shard_grads.values())
     assert parts["adamw"] == opt.m.nbytes + opt.v.nbytes + opt.decay_mask.nbytes
-    assert parts["activations"] == sum(_nbytes(sh.acts) for sh in gpt.shards)
+    assert parts["activations"] == sum(_acts_bytes(sh.acts) for sh in gpt.shards)
     assert parts["validation"] == 2 * 2 * B * (T + 1) * 4
     assert parts["tokenizer"] == E.TOKENIZER_FACTOR * 1000
 
