@@ -16,6 +16,8 @@ which the head has already filled). Those two **add**.
 from __future__ import annotations
 
 import math
+import platform
+import sys
 
 import numpy as np
 from llvmlite import ir
@@ -532,20 +534,105 @@ def _lanes(typingctx, arr):
     return types.intp(arr), codegen
 
 
+# A barrier for the threads that share one decode step (``decode_part``): atomics on an int64
+# array, which numba's API lacks, as LLVM instructions.
+BARRIER_SIZE = 16  # int64s: the arrival count in the first cache line, the abort flag in the next
+BARRIER_ABORT = 8
+SPINS = 2000  # spins (a pause each) before each further wait gives the core away (sched_yield)
+
+
+@intrinsic
+def _atomic_add(typingctx, arr, i, v):
+    """arr[i] += v as one atomic step (sequentially consistent); returns the value before."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+        return builder.atomic_rmw("add", ptr, val, "seq_cst")
+
+    return arr.dtype(arr, i, v), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, arr, i):
+    """arr[i], read atomically with acquire order (what another thread wrote before its
+    atomic add is seen after this read)."""
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", sig.args[0].dtype.bitwidth // 8)
+
+    return arr.dtype(arr, i), codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+_POSIX = sys.platform != "win32"
+
+
+@intrinsic
+def _spin_wait(typingctx, long_wait):
+    """One turn of a spin loop: the CPU's pause hint (x86), and with long_wait true, also
+    sched_yield (POSIX), so that a partner thread the OS has descheduled gets the core."""
+
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
+            builder.call(fn, [])
+        if _POSIX:
+            with builder.if_then(args[0]):
+                fn = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield"
+                )
+                builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(long_wait), codegen
+
+
+@njit(nogil=True, cache=True)
+def _barrier(bar, k, parts):
+    """The (k+1)-th barrier of ``parts`` threads: returns k + 1 once all have arrived (at
+    once with parts == 1). bar[0] counts arrivals over the whole step, so a barrier needs no
+    reset and a fast thread cannot run into the next one's count; bar[BARRIER_ABORT] != 0 (a
+    partner that failed) releases every wait."""
+    if parts == 1:
+        return k
+    k += 1
+    _atomic_add(bar, 0, 1)
+    target = parts * k
+    spins = 0
+    while _atomic_load(bar, 0) < target and _atomic_load(bar, BARRIER_ABORT) == 0:
+        spins += 1
+        _spin_wait(spins > SPINS)
+    return k
+
+
 TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32: level-1 cache)
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
 def _linear_tiles(out, x, W, b, kf, vf, ranges):
-    """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout).
+    """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout):
+    every output column (``_linear_cols``)."""
+    _linear_cols(out, x, W, b, kf, vf, ranges, 0, out.shape[1])
+
+
+@njit(nogil=True, fastmath=True, error_model="numpy")
+def _linear_cols(out, x, W, b, kf, vf, ranges, c0, c1):
+    """out[n, c0:c1] of out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the
+    training layout); c0 a multiple of 2 vectors (16 float32), c1 one too or O. Two threads
+    that share a step out by columns each read only their columns of W.
 
     Register tiles of 4 rows by 2 vectors of outputs: each weight loaded once serves 4 rows, so
     the loop runs at the FMA units' pace instead of the loads'. Every output is b[o] plus the
     x[r, i] W[i, o] in the order of i, each fused, as the one-row loop in ``_linear`` sums it:
-    a row's result is the same whether it runs alone or in a batch. The rows go in blocks that
-    span TILE_BLOCK weights (they stay in the level-1 cache for the 2nd row tile); the next
-    block, one contiguous range of W, is prefetched in order while this one runs. A last tile
-    of fewer than 4 rows repeats its last row (the copies write the same values).
+    a row's result is the same whether it runs alone or in a batch, and whatever the columns
+    beside it. The rows go in blocks that span TILE_BLOCK weights of the columns read (they stay
+    in the level-1 cache for the 2nd row tile); the next block's columns are prefetched in
+    memory order while this one runs. A last tile of fewer than 4 rows repeats its last row
+    (the copies write the same values).
 
     ranges[m, 2]: element ranges of kf and vf (the next layer's keys and values) to prefetch a
     share at a time between the tiles, so that the attention finds them near when it comes."""
@@ -554,8 +641,9 @@ def _linear_tiles(out, x, W, b, kf, vf, ranges):
     VW = _lanes(b)
     C = 2 * VW
     Oc = O - O % C
-    nch = Oc // C
-    IB = max(4, TILE_BLOCK // O)
+    e = max(c0, min(c1, Oc))  # columns c0..e in whole tiles, e..c1 one by one
+    nch = (e - c0) // C
+    IB = max(4, TILE_BLOCK // max(c1 - c0, 1))
     line = 64 // kf.itemsize
     lines = 0
     for m in range(ranges.shape[0]):
@@ -563,14 +651,21 @@ def _linear_tiles(out, x, W, b, kf, vf, ranges):
     steps = max(1, nch * ((I + IB - 1) // IB))
     per_step = (lines + steps - 1) // steps
     rm, re = 0, ranges[0, 0] if ranges.shape[0] else 0
+    wline = 64 // W.itemsize
+    row_lines = (c1 - c0 + wline - 1) // wline  # cache lines of one row's columns
     for i0 in range(0, I, IB):
         i1 = min(I, i0 + IB)
-        p0, p1 = i1 * O, min(I, i1 + IB) * O
-        share = ((p1 - p0) // max(nch, 1) + C - 1) // C * C
-        for c in range(0, Oc, C):
-            q0 = p0 + (c // C) * share
-            for q in range(q0, min(p1, q0 + share), C):
-                _prefetch(W, q)
+        i2 = min(I, i1 + IB)  # the next block: rows i1..i2, prefetched a share at a time
+        share = ((i2 - i1) * row_lines + max(nch, 1) - 1) // max(nch, 1)
+        pr, pl = i1, 0
+        for c in range(c0, e, C):
+            for _ in range(share):
+                if pr >= i2:
+                    break
+                _prefetch(W, pr * O + c0 + pl * wline)
+                pl += 1
+                if pl == row_lines:
+                    pr, pl = pr + 1, 0
             for _ in range(per_step):
                 if rm >= ranges.shape[0]:
                     break
@@ -615,50 +710,50 @@ def _linear_tiles(out, x, W, b, kf, vf, ranges):
                 _vstore(o3, c + VW, a31)
     for r in range(n):  # the outputs past the last whole pair of vectors, as the one-row loop
         o_r = out[r]
-        for o in range(Oc, O):
+        for o in range(e, c1):
             o_r[o] = b[o]
         for i in range(I):
             xi = x[r, i]
-            for o in range(Oc, O):
+            for o in range(e, c1):
                 o_r[o] += xi * W[i * O + o]
 
 
-def _linear(out, x, w, s, woff, soff, b, kf, vf, ranges):
-    """out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above); the matrix starts
-    at w[woff], its scales at s[soff]. kf, vf, ranges: what to prefetch meanwhile (see
-    ``_linear_tiles``; the float tiles only)."""
+def _linear(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
+    """out[n, c0:c1] of out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above);
+    the matrix starts at w[woff], its scales at s[soff]; c0 a multiple of 2 vectors (16 float32),
+    c1 one too or O. kf, vf, ranges: what to prefetch meanwhile (see ``_linear_cols``; the float
+    tiles only)."""
 
 
 @overload(_linear, jit_options={"fastmath": True, "error_model": "numpy"})
-def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges):
+def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
     if w.dtype == types.int8:
 
-        def int8(out, x, w, s, woff, soff, b, kf, vf, ranges):
+        def int8(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
             n, O = out.shape
             I = x.shape[1]
             W = w[woff : woff + O * I].reshape(O, I)
-            for o in range(O):
+            for o in range(c0, c1):
                 row, sc = W[o], s[soff + o]
                 for r in range(n):
                     out[r, o] = _dot(x[r], row) * sc + b[o]
 
         return int8
 
-    def dense(out, x, w, s, woff, soff, b, kf, vf, ranges):
+    def dense(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
         n, O = out.shape
         I = x.shape[1]
         if n > 1:
-            _linear_tiles(out, x, w[woff : woff + I * O], b[:O], kf, vf, ranges)
+            _linear_cols(out, x, w[woff : woff + I * O], b[:O], kf, vf, ranges, c0, c1)
             return
-        W = w[woff : woff + I * O].reshape(I, O)
         for r in range(n):
-            out[r, :] = b[:O]
+            out[r][c0:c1] = b[c0:c1]
         for i in range(I):
-            row = W[i]
+            row = w[woff + i * O + c0 : woff + i * O + c1]  # contiguous slices: vector loops
             for r in range(n):
                 xi = x[r, i]
-                o_r = out[r]
-                for o in range(O):
+                o_r = out[r][c0:c1]
+                for o in range(c1 - c0):
                     o_r[o] += xi * row[o]
 
     return dense
@@ -688,38 +783,45 @@ def attend_cached(y, qkv, kc, vc, slots, pos, att):
     value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch.
     Each row runs alone over its own slot and length: its result does not depend on the others.
     A head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
-    n = y.shape[0]
+    _attend_units(y, qkv, kc, vc, slots, pos, att, 0, y.shape[0] * kc.shape[1])
+
+
+@jit
+def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
+    """``attend_cached`` for the (row, head) pairs u0..u1 only, pair u = row u // H, head u % H
+    (two threads that share a step out each attend their own pairs, and write their keys and
+    values)."""
     _, H, _, hs = kc.shape
     D = H * hs
     scale = 1.0 / math.sqrt(hs)
     vectors = hs % _lanes(att) == 0
-    for r in range(n):
+    for u in range(u0, u1):
+        r, hd = u // H, u % H
         sl, p = slots[r], pos[r]
-        for hd in range(H):
-            q = qkv[r, hd * hs : (hd + 1) * hs]
-            kh, vh = kc[sl, hd], vc[sl, hd]
-            kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
-            vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
-            yh = y[r, hd * hs : (hd + 1) * hs]
-            if vectors:
-                _attend_head(yh, q, kh, vh, p, att, scale)
-                continue
-            mx = -1e30
-            for j in range(p + 1):
-                t = 0.0
-                for i in range(hs):
-                    t += q[i] * kh[j, i]
-                att[j] = t * scale
-                mx = max(mx, att[j])
-            tot = 0.0
-            for j in range(p + 1):
-                att[j] = _exp(att[j] - mx)
-                tot += att[j]
-            yh[:] = 0.0
-            for j in range(p + 1):
-                a = att[j] / tot
-                for i in range(hs):
-                    yh[i] += a * vh[j, i]
+        q = qkv[r, hd * hs : (hd + 1) * hs]
+        kh, vh = kc[sl, hd], vc[sl, hd]
+        kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
+        vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+        yh = y[r, hd * hs : (hd + 1) * hs]
+        if vectors:
+            _attend_head(yh, q, kh, vh, p, att, scale)
+            continue
+        mx = -1e30
+        for j in range(p + 1):
+            t = 0.0
+            for i in range(hs):
+                t += q[i] * kh[j, i]
+            att[j] = t * scale
+            mx = max(mx, att[j])
+        tot = 0.0
+        for j in range(p + 1):
+            att[j] = _exp(att[j] - mx)
+            tot += att[j]
+        yh[:] = 0.0
+        for j in range(p + 1):
+            a = att[j] / tot
+            for i in range(hs):
+                yh[i] += a * vh[j, i]
 
 
 @jit
@@ -776,42 +878,113 @@ def decode_step(
     offs). k_cache, v_cache
     [L, S, H, C, hs]; x, ln, y [n, D], qkv [n, 3D], h [n, F], att [C] are scratch.
     """
+    bar = np.zeros(BARRIER_SIZE, np.int64)
+    decode_part(
+        0, 1, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
+        lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, ln, h, logits,
+    )  # fmt: skip
+
+
+@jit
+def _cols(O, part, parts, C):
+    """Part ``part`` of ``parts`` of the columns 0..O, in whole groups of C (the last part
+    takes the rest)."""
+    m = O // C
+    c0 = m * part // parts * C
+    c1 = m * (part + 1) // parts * C if part + 1 < parts else O
+    return c0, c1
+
+
+@jit
+def _units(pos, H, part, parts):
+    """Part ``part`` of ``parts`` of the (row, head) pairs u = r * H + h, pairs in order, cut
+    where each part's attention reads about as many keys (pos[r] + 1 for each pair of row r)."""
+    total = 0
+    for r in range(pos.size):
+        total += (pos[r] + 1) * H
+    lo, hi = total * part // parts, total * (part + 1) // parts
+    u0, u1, cum = pos.size * H, pos.size * H, 0
+    for u in range(pos.size * H):
+        if cum >= lo and u0 == pos.size * H:
+            u0 = u
+        if cum >= hi and u1 == pos.size * H:
+            u1 = u
+        cum += pos[u // H] + 1
+    if part + 1 == parts:
+        u1 = pos.size * H
+    return min(u0, u1), u1
+
+
+@jit
+def decode_part(
+    part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
+    lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+):  # fmt: skip
+    """``decode_step`` shared out among ``parts`` threads, each calling it at once with its own
+    ``part`` (0..parts-1), the same barrier ``bar`` (BARRIER_SIZE zeros before the step) and
+    the same qkv, y, o [n, D], h and logits; x, ln [n, D] and att [C] are each thread's own.
+
+    Each thread computes the residual stream x and its layer norms for every row (small, the
+    same values in both), and of every matrix product and of the head only its part of the
+    output columns, for all the rows: each thread reads only its part of the weights. The
+    attention goes by (row, head) pairs (``_units``); a thread writes the keys and values of its
+    own pairs. They meet at a barrier (``_barrier``) wherever one reads what another wrote: five
+    a layer. Every output is summed in the order of one thread's step, so the logits are bit
+    for bit those of ``decode_step``. With parts == 1 there are no barriers, and o may be ln.
+    """
     n, D = x.shape
     F = h.shape[1]
     L = blocks.shape[0]
+    V = logits.shape[1]
     for r in range(n):
         t = tokens[r]
         sc = head_s[t] if head_s.size > 1 else head_s[0]  # int8 rows have scales
         for i in range(D):
             x[r, i] = head[t, i] * sc + wpe[pos[r], i]
-    # the keys and values each row's attention reads, as ranges of a layer's flat cache: the
-    # MLP of layer l prefetches those of layer l + 1 between its tiles (several rows only)
     _, S, H, C, hs = k_cache.shape
+    u0, u1 = _units(pos, H, part, parts)
+    CW = 2 * _lanes(x)  # the columns of one register tile
+    a0, a1 = _cols(3 * D, part, parts, CW)
+    p0, p1 = _cols(D, part, parts, CW)
+    f0, f1 = _cols(F, part, parts, CW)
+    v0, v1 = _cols(V, part, parts, 2)
+    # the keys and values this thread's attention reads, as ranges of a layer's flat cache:
+    # the MLP of layer l prefetches those of layer l + 1 between its tiles (several rows only)
     none = np.empty((0, 2), np.int64)
-    ranges = np.empty((n * H if n > 1 else 0, 2), np.int64)
-    for r in range(ranges.shape[0]):
-        base = (slots[r // H] * H + r % H) * C * hs
-        ranges[r, 0], ranges[r, 1] = base, base + (pos[r // H] + 1) * hs
+    ranges = np.empty((u1 - u0 if n > 1 else 0, 2), np.int64)
+    for m in range(ranges.shape[0]):
+        u = u0 + m
+        base = (slots[u // H] * H + u % H) * C * hs
+        ranges[m, 0], ranges[m, 1] = base, base + (pos[u // H] + 1) * hs
+    k = 0  # barriers passed
     for l in range(L):
         blk, q, sc = blocks[l], wq[l], sq[l]
         kf, vf = k_cache[l].reshape(-1), v_cache[l].reshape(-1)
         plan = ranges if l + 1 < L else none
         kn, vn = k_cache[min(l + 1, L - 1)].reshape(-1), v_cache[min(l + 1, L - 1)].reshape(-1)
         _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
-        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], kf, vf, none)
-        attend_cached(y, qkv, k_cache[l], v_cache[l], slots, pos, att)
-        _linear(ln, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], kf, vf, none)
-        x += ln
+        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], kf, vf, none,
+                a0, a1)  # fmt: skip
+        k = _barrier(bar, k, parts)
+        _attend_units(y, qkv, k_cache[l], v_cache[l], slots, pos, att, u0, u1)
+        k = _barrier(bar, k, parts)
+        _linear(o, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], kf, vf, none,
+                p0, p1)  # fmt: skip
+        k = _barrier(bar, k, parts)
+        x += o
         _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])
-        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], kn, vn, plan)
+        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], kn, vn, plan, f0, f1)
         for r in range(n):
-            for i in range(F):
+            for i in range(f0, f1):
                 v = h[r, i]
                 h[r, i] = v * _gelu_gates(v)[0]
-        _linear(ln, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], kn, vn, none)
-        x += ln
+        k = _barrier(bar, k, parts)
+        _linear(o, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], kn, vn, none,
+                p0, p1)  # fmt: skip
+        k = _barrier(bar, k, parts)
+        x += o
     _layernorm_rows(ln, x, lnf_w, lnf_b)
-    _head(logits, ln, head, head_s)
+    _head(logits, ln, head, head_s, v0, v1)
 
 
 @njit(inline="always", fastmath=True, error_model="numpy")
@@ -823,18 +996,19 @@ def _dot(x, w):
     return acc
 
 
-def _head(logits, x, head, s):
-    """logits[n, V] = x[n, D] @ head[V, D].T, head float or int8 with row scales s[V]."""
+def _head(logits, x, head, s, v0, v1):
+    """logits[n, v0:v1] of logits[n, V] = x[n, D] @ head[V, D].T, head float or int8 with row
+    scales s[V]; v0 even."""
 
 
 @overload(_head, jit_options={"fastmath": True, "error_model": "numpy"})
-def _head_ol(logits, x, head, s):
+def _head_ol(logits, x, head, s, v0, v1):
     if head.dtype != types.int8:
-        return lambda logits, x, head, s: _head_float(logits, x, head)
+        return lambda logits, x, head, s, v0, v1: _head_float(logits, x, head, v0, v1)
 
-    def impl(logits, x, head, s):
+    def impl(logits, x, head, s, v0, v1):
         n, V = logits.shape
-        for v in range(V):
+        for v in range(v0, v1):
             row = head[v]
             for r in range(n):
                 logits[r, v] = _dot(x[r], row) * s[v]
@@ -852,20 +1026,22 @@ def _head_sum(a0, a1, x, w, D2, D):
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
-def _head_float(logits, x, head):
-    """logits[n, V] = x[n, D] @ head[V, D].T for float weights. Every logit is summed in one
+def _head_float(logits, x, head, v0, v1):
+    """logits[n, v0:v1] of logits[n, V] = x[n, D] @ head[V, D].T for float weights, v0 even
+    (head rows v0..v1 only: two threads that share a step out each read their own rows). Every
+    logit is summed in one
     order whatever n: vectors 0, 2, 4.. of the row into one sum, 1, 3, 5.. into another, their
     lanes added (``_vsum``), then the elements past the last pair of vectors. One row takes the
     head rows one by one, in memory order; several rows go in tiles of 2 rows by 2 head rows
     (each head vector loaded once for both rows, 8 sums in flight)."""
-    n, V = logits.shape
+    n = logits.shape[0]
     D = x.shape[1]
     VW = _lanes(x)
     D2 = D - D % (2 * VW)
-    v = 0
+    v = v0
     if n == 1:  # head rows one after another: the order the memory streams them in
         x0, o = x[0], logits[0]
-        for v in range(V):
+        for v in range(v0, v1):
             h0 = head[v]
             a0 = a1 = _vzero(x0)
             for c in range(0, D2, 2 * VW):
@@ -873,7 +1049,7 @@ def _head_float(logits, x, head):
                 a1 = _vfma(_vload(x0, c + VW), _vload(h0, c + VW), a1)
             o[v] = _head_sum(a0, a1, x0, h0, D2, D)
         return
-    while v + 2 <= V:
+    while v + 2 <= v1:
         h0, h1 = head[v], head[v + 1]
         for r in range(0, n, 2):
             r1 = min(r + 1, n - 1)  # an odd last row is done twice (the same values)
@@ -893,7 +1069,7 @@ def _head_float(logits, x, head):
             logits[r1, v] = _head_sum(c0, c1, x1, h0, D2, D)
             logits[r1, v + 1] = _head_sum(d0, d1, x1, h1, D2, D)
         v += 2
-    for u in range(v, V):  # the head rows left over
+    for u in range(v, v1):  # the head rows left over
         h0 = head[u]
         for r in range(n):
             x0 = x[r]

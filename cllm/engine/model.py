@@ -22,6 +22,9 @@ STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
 # on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
 # 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
 STEP_ROWS = 8
+# From this many rows GPT.step (step_split "auto") shares every row's work out among the threads
+# by output columns instead of by rows (each thread reads only its share of the weights).
+SPLIT_MIN_ROWS = 2
 
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
@@ -285,6 +288,19 @@ class KVCache:
         self.batch = batch
         self.pos = 0
         self.scratch: dict[tuple, tuple] = {}  # decode_step's buffers for each thread's rows
+
+    def split_scratch(self, cfg: GPTConfig, n: int, parts: int, dtype) -> tuple:
+        """decode_part's buffers for n rows on ``parts`` threads: the barrier, the shared
+        (qkv, y, o, h) and each thread's own (x, ln, att)."""
+        key = ("columns", n, parts)
+        if key not in self.scratch:
+            D, F, C = cfg.n_embd, cfg.n_inner, cfg.block_size
+            e = lambda *s: np.zeros(s, dtype)  # noqa: E731
+            bar = np.zeros(K.BARRIER_SIZE, np.int64)
+            shared = (e(n, 3 * D), e(n, D), e(n, D), e(n, F))
+            own = [(e(n, D), e(n, D), e(C)) for _ in range(parts)]
+            self.scratch[key] = (bar, shared, own)
+        return self.scratch[key]
 
     def step_scratch(self, cfg: GPTConfig, rows: slice, dtype) -> tuple:
         key = (rows.start, rows.stop)
@@ -575,6 +591,11 @@ class GPT:
             self._decode_weights = DecodeWeights(self.config, self.params, "none")
         return self._decode_weights
 
+    # How GPT.step shares a step out among threads: "rows" (each thread all the weights for its
+    # rows), "columns" (every row on every thread, each its share of the weights' columns) or
+    # "auto" (columns from SPLIT_MIN_ROWS rows when there are 2 or more threads).
+    step_split = "auto"
+
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
         """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
         slots[n] (streams may be at different lengths). Returns logits [n, V]. With float
@@ -599,9 +620,15 @@ class GPT:
             raise ValidationError(f"positions must lie in 0..{cfg.block_size - 1}")
         dw = self.decode_weights()
         logits = np.empty((n, cfg.vocab_size), self.dtype)
+        threads = self.threads or default_threads()
+        split = self.step_split
+        if split == "auto":
+            split = "columns" if threads > 1 and n >= SPLIT_MIN_ROWS else "rows"
+        if split == "columns" and threads > 1:
+            self._step_columns(tokens, cache, slots, pos, logits, threads)
+            return logits
         # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
         # gets whole tiles, and at least STEP_ROWS rows (another thread reads the weights again).
-        threads = self.threads or default_threads()
         per = max(-(-n // threads), STEP_ROWS)
         per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
         parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
@@ -615,6 +642,27 @@ class GPT:
 
         run_parallel(run, parts)
         return logits
+
+    def _step_columns(self, tokens, cache: KVCache, slots, pos, logits, parts: int) -> None:
+        """``step`` with every row on all ``parts`` threads at once, each computing its share of
+        every product's output columns (``kernels.decode_part``): each reads only its share of
+        the weights, and they meet at barriers. Same logits, bit for bit, as one thread."""
+        cfg, dw, n = self.config, self.decode_weights(), tokens.size
+        bar, shared, own = cache.split_scratch(cfg, n, parts, self.dtype)
+        bar[:] = 0
+
+        def run(part: int) -> None:
+            try:
+                K.decode_part(
+                    part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks, dw.offs, dw.wq,
+                    dw.woffs, dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k,
+                    cache.v, *own[part], *shared, logits,
+                )  # fmt: skip
+            except BaseException:
+                bar[K.BARRIER_ABORT] = 1  # the partners' barriers stop waiting for this one
+                raise
+
+        run_parallel(run, list(range(parts)), group="step")
 
     def prefill(self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0) -> np.ndarray:
         """Run ids [T] into cache slot ``slot`` at positions pos.. (a prompt: one matrix product

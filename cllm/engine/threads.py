@@ -22,8 +22,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 _BLAS: list | None = None
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # one pool per priority (nice value) of its callers
-_POOL_SIZES: dict[int, int] = {}
+_POOLS: dict[tuple, ThreadPoolExecutor] = {}  # one pool per group and priority (nice value)
+_POOL_SIZES: dict[tuple, int] = {}
 
 
 def blas_one_thread() -> None:
@@ -64,21 +64,24 @@ def lower_priority(nice: int) -> bool:
     return True
 
 
-def run_parallel(fn, items: list) -> list:
+def run_parallel(fn, items: list, group: str = "gpt") -> list:
     """fn(item) for every item: the first on this thread, the rest on a worker pool whose threads
-    run at this thread's priority (a niced trainer's slices never run at the window's)."""
+    run at this thread's priority (a niced trainer's slices never run at the window's). Each
+    ``group`` has its own pools: items that meet at barriers (a decode step's parts, "step")
+    never wait in a queue behind another group's work while their partner spins."""
     if len(items) == 1:
         return [fn(items[0])]
-    nice = thread_nice()
-    if _POOL_SIZES.get(nice, 0) < len(items) - 1:
-        _POOLS[nice] = ThreadPoolExecutor(
+    key = (group, thread_nice())
+    nice = key[1]
+    if _POOL_SIZES.get(key, 0) < len(items) - 1:
+        _POOLS[key] = ThreadPoolExecutor(
             max_workers=len(items) - 1,
-            thread_name_prefix=f"cllm-gpt{nice:+d}" if nice else "cllm-gpt",
+            thread_name_prefix=f"cllm-{group}{nice:+d}" if nice else f"cllm-{group}",
             initializer=lower_priority if nice else None,
             initargs=(nice,) if nice else (),
         )
-        _POOL_SIZES[nice] = len(items) - 1
-    pool = _POOLS[nice]
+        _POOL_SIZES[key] = len(items) - 1
+    pool = _POOLS[key]
     futures = [pool.submit(fn, it) for it in items[1:]]
     first = fn(items[0])
     return [first] + [f.result() for f in futures]

@@ -160,6 +160,13 @@ def test_linear_tiles_match_matmul():
             want = x.astype(np.float64) @ W + b
             tol = 1e-4 if dtype == np.float32 else 1e-12
             np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+            C = 2 * (32 // np.dtype(dtype).itemsize)  # one register tile's columns
+            cuts = sorted({0, O, *range(0, O, C)[1:3], O - O % C})
+            part = np.full((n, O), np.nan, dtype)
+            for c0, c1 in zip(cuts, cuts[1:], strict=False):  # column ranges, one at a time
+                K._linear_cols(part, x, W.reshape(-1), b, kv, kv, np.array([[0, 64]]), c0, c1)
+                assert np.isnan(part[:, c1:]).all()
+            assert np.array_equal(part, out)
 
 
 def _logits_alone(gpt, prompt, tokens):
@@ -200,3 +207,110 @@ def test_joining_and_leaving_streams_see_their_own_logits(quant):
         assert len(seen[i]) == len(want) == lengths[i]
         for a, b in zip(seen[i], want, strict=True):
             assert np.array_equal(a, b)
+
+
+# A step shared out by output columns (kernels.decode_part on several threads at once, meeting
+# at barriers) gives every row exactly the logits of a one-thread step.
+@pytest.mark.parametrize("cfg", SHAPES, ids=["tiles", "tails"])
+@pytest.mark.parametrize(
+    "dtype,quant", [(np.float32, "none"), (np.float64, "none"), (np.float32, "int8")]
+)
+def test_column_split_step_equals_one_thread_exactly(cfg, dtype, quant):
+    one = GPT(cfg, seed=5, dtype=dtype, threads=1)
+    one.set_quant(quant)
+    rng = np.random.default_rng(2)
+    for parts in (2, 3):
+        split = GPT(cfg, seed=5, dtype=dtype, threads=parts)
+        split.set_quant(quant)
+        split.step_split = "columns"
+        for n in range(1, 10):
+            cache, lengths = _filled_cache(one, n, rng)
+            other = one.new_cache(n)
+            other.k[:], other.v[:] = cache.k, cache.v
+            order = rng.permutation(n)
+            toks = rng.integers(0, cfg.vocab_size, n)
+            want = one.step(toks, cache, order, lengths[order])
+            got = split.step(toks, other, order, lengths[order])
+            assert np.array_equal(got, want), (parts, n)
+            assert np.array_equal(other.k, cache.k) and np.array_equal(other.v, cache.v)
+
+
+def test_auto_split_by_columns_from_two_rows():
+    gpt = GPT(SHAPES[0], seed=1, threads=2)
+    cache = gpt.new_cache(2)
+    gpt.step([1, 2], cache, [0, 1], [0, 0])
+    assert ("columns", 2, 2) in cache.scratch
+    gpt.step([3], cache, [0], [1])  # one row: one thread, as before
+    assert (0, 1) in cache.scratch
+
+
+def _decode_part_args(gpt, n, cache, parts):
+    from cllm.engine import kernels as K
+
+    dw, cfg = gpt.decode_weights(), gpt.config
+    bar, shared, own = cache.split_scratch(cfg, n, parts, gpt.dtype)
+    bar[:] = 0
+    logits = np.zeros((n, cfg.vocab_size), gpt.dtype)
+    toks, slots, pos = np.arange(n), np.arange(n), np.zeros(n, np.int64)
+
+    def args(part):
+        return (
+            part, parts, bar, toks, slots, pos, dw.wpe, dw.blocks, dw.offs, dw.wq, dw.woffs,
+            dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v,
+            *own[part], *shared, logits,
+        )  # fmt: skip
+
+    return K, bar, args, logits
+
+
+def test_barriers_hold_when_a_part_has_nothing_to_do():
+    """One head, one row and D 16 (one 16-wide tile): the first thread has no attention and no
+    columns at all; both still pass the same barriers, and the step ends with the logits of one
+    thread."""
+    import threading
+
+    cfg = GPTConfig(vocab_size=9, n_embd=16, n_layer=2, n_head=1, block_size=8)
+    gpt = GPT(cfg, seed=4, threads=2)
+    want = gpt.step([0], gpt.new_cache(1), [0], [0])
+    K, bar, args, logits = _decode_part_args(gpt, 1, gpt.new_cache(1), 2)
+    assert K._units(np.zeros(1, np.int64), 1, 0, 2) == (0, 0)  # part 0: no attention
+    assert K._cols(16, 0, 2, 16) == (0, 0)  # and no columns
+    t = threading.Thread(target=K.decode_part, args=args(1), daemon=True)
+    t.start()
+    K.decode_part(*args(0))
+    t.join(timeout=60)
+    assert not t.is_alive()
+    assert np.array_equal(logits, want)
+    assert bar[0] == 2 * 5 * cfg.n_layer  # five barriers a layer, both threads at each
+
+
+def test_a_part_that_never_comes_is_released_by_the_abort_flag():
+    import threading
+
+    gpt = GPT(SHAPES[0], seed=4, threads=2)
+    K, bar, args, _ = _decode_part_args(gpt, 2, gpt.new_cache(2), 2)
+    t = threading.Thread(target=K.decode_part, args=args(0), daemon=True)
+    t.start()  # its partner never starts: it waits at the first barrier
+    t.join(timeout=0.5)
+    assert t.is_alive()
+    bar[K.BARRIER_ABORT] = 1
+    t.join(timeout=60)
+    assert not t.is_alive()
+
+
+def test_a_failing_part_releases_its_partner(monkeypatch):
+    from cllm.engine import kernels as K
+
+    gpt = GPT(SHAPES[0], seed=4, threads=2)
+    gpt.step_split = "columns"
+    cache = gpt.new_cache(2)
+    real = K.decode_part
+
+    def flaky(part, *a):
+        if part == 1:
+            raise RuntimeError("part 1 failed")
+        return real(part, *a)
+
+    monkeypatch.setattr(K, "decode_part", flaky)
+    with pytest.raises(RuntimeError, match="part 1 failed"):
+        gpt.step([1, 2], cache, [0, 1], [0, 0])
