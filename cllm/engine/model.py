@@ -22,9 +22,14 @@ STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
 # on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
 # 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
 STEP_ROWS = 8
-# From this many rows GPT.step (step_split "auto") shares every row's work out among the threads
-# by output columns instead of by rows (each thread reads only its share of the weights).
-SPLIT_MIN_ROWS = 2
+# GPT.step ("auto") shares a step out by output columns (every row on every thread, each reading
+# its share of the weights) when the weights are int8 and at least this many bytes: stored a row
+# per output, a share is a contiguous block. Measured on 2 cores (AVX2), one stream, tokens/s
+# rows / columns: GPT-2 small int8 67-89 / 141, float 47-51 / 32-36 (float matrices are stored
+# [in, out]: a share is half of every row, which streams worse); D 512 L 8 int8 391-419 /
+# 467-628; D 256 L 6 int8 (6 MB) 2,298 / 2,213-2,520, where waking the second thread costs
+# what it saves; 8 float streams of that size 0.78-1.21x (docs/benchmarks.md).
+SPLIT_MIN_BYTES = 16 * 2**20
 
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
@@ -593,7 +598,7 @@ class GPT:
 
     # How GPT.step shares a step out among threads: "rows" (each thread all the weights for its
     # rows), "columns" (every row on every thread, each its share of the weights' columns) or
-    # "auto" (columns from SPLIT_MIN_ROWS rows when there are 2 or more threads).
+    # "auto" (columns for int8 weights of SPLIT_MIN_BYTES or more, when there are 2+ threads).
     step_split = "auto"
 
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
@@ -623,7 +628,8 @@ class GPT:
         threads = self.threads or default_threads()
         split = self.step_split
         if split == "auto":
-            split = "columns" if threads > 1 and n >= SPLIT_MIN_ROWS else "rows"
+            big = dw.quant == "int8" and dw.wq.nbytes + dw.head.nbytes >= SPLIT_MIN_BYTES
+            split = "columns" if threads > 1 and big else "rows"
         if split == "columns" and threads > 1:
             self._step_columns(tokens, cache, slots, pos, logits, threads)
             return logits

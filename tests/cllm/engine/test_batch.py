@@ -235,13 +235,24 @@ def test_column_split_step_equals_one_thread_exactly(cfg, dtype, quant):
             assert np.array_equal(other.k, cache.k) and np.array_equal(other.v, cache.v)
 
 
-def test_auto_split_by_columns_from_two_rows():
+def test_auto_split_by_columns_for_big_int8_weights_only(monkeypatch):
+    """"auto" shares a step out by columns for int8 weights of SPLIT_MIN_BYTES or more (one row
+    too), and by rows for float weights and small int8 ones."""
+    from cllm.engine import model as M
+
     gpt = GPT(SHAPES[0], seed=1, threads=2)
     cache = gpt.new_cache(2)
-    gpt.step([1, 2], cache, [0, 1], [0, 0])
-    assert ("columns", 2, 2) in cache.scratch
-    gpt.step([3], cache, [0], [1])  # one row: one thread, as before
-    assert (0, 1) in cache.scratch
+    gpt.step([1, 2], cache, [0, 1], [0, 0])  # float: rows, both on one thread (< STEP_ROWS)
+    assert (0, 2) in cache.scratch and not any(k[0] == "columns" for k in cache.scratch)
+    gpt.set_quant("int8")
+    gpt.step([3], cache, [0], [1])  # int8 below the size: rows
+    assert not any(k[0] == "columns" for k in cache.scratch)
+    dw = gpt.decode_weights()
+    monkeypatch.setattr(M, "SPLIT_MIN_BYTES", dw.wq.nbytes + dw.head.nbytes)
+    one = gpt.step([4], cache, [0], [2])
+    assert ("columns", 1, 2) in cache.scratch  # one stream shared out by columns
+    gpt.threads = 1
+    np.testing.assert_array_equal(gpt.step([4], cache, [0], [2]), one)  # the same logits
 
 
 def _decode_part_args(gpt, n, cache, parts):
