@@ -538,7 +538,8 @@ def _lanes(typingctx, arr):
 # array, which numba's API lacks, as LLVM instructions.
 BARRIER_SIZE = 16  # int64s: the arrival count in the first cache line, the abort flag in the next
 BARRIER_ABORT = 8
-SPINS = 300  # spins (a pause each: ~35 ns on Zen 3) before each further wait gives the core away (sched_yield)
+# spins (a pause each: ~35 ns on Zen 3) before each further wait gives the core away (sched_yield)
+SPINS = 300
 
 
 @intrinsic
