@@ -236,8 +236,8 @@ def test_column_split_step_equals_one_thread_exactly(cfg, dtype, quant):
 
 
 def test_auto_split_by_columns_for_big_int8_weights_only(monkeypatch):
-    """Step split "auto" shares a step out by columns for int8 weights of SPLIT_MIN_BYTES or more (one row
-    too), and by rows for float weights and small int8 ones."""
+    """Step split "auto" shares a step out by columns for int8 weights of SPLIT_MIN_BYTES or
+    more (one row too), and by rows for float weights and small int8 ones."""
     from cllm.engine import model as M
 
     gpt = GPT(SHAPES[0], seed=1, threads=2)
