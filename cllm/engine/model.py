@@ -652,7 +652,8 @@ class GPT:
     def _step_columns(self, tokens, cache: KVCache, slots, pos, logits, parts: int) -> None:
         """``step`` with every row on all ``parts`` threads at once, each computing its share of
         every product's output columns (``kernels.decode_part``): each reads only its share of
-        the weights, and they meet at barriers. Same logits, bit for bit, as one thread."""
+        the weights, and they meet at barriers. The same logits as one thread (bit for bit in all
+        but two test runs, which differed by rounding: tests/cllm/engine/test_batch.py)."""
         cfg, dw, n = self.config, self.decode_weights(), tokens.size
         bar, shared, own = cache.split_scratch(cfg, n, parts, self.dtype)
         bar[:] = 0
