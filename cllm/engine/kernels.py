@@ -378,7 +378,7 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
 #   int8       [out, in]   one float32 scale per output channel (row): w = q * scale, turned
 #                          into floats in registers inside the dot products.
 # With float weights and 2 or more streams, each matrix product runs in register tiles
-# (``_linear_tiles``): NumPy's BLAS, at 8 rows, ran at a quarter of its peak (it packs the whole
+# (``_linear_cols``): NumPy's BLAS, at 8 rows, ran at a quarter of its peak (it packs the whole
 # weight matrix again on every call), and a row-at-a-time loop is bound by its loads and stores.
 # Every kernel here sums each output in one order whatever the number of rows, so a stream's
 # logits in a batch are bit for bit those it gets alone.
@@ -614,13 +614,6 @@ TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32:
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
-def _linear_tiles(out, x, W, b, kf, vf, ranges):
-    """out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the training layout):
-    every output column (``_linear_cols``)."""
-    _linear_cols(out, x, W, b, kf, vf, ranges, 0, out.shape[1])
-
-
-@njit(nogil=True, fastmath=True, error_model="numpy")
 def _linear_cols(out, x, W, b, kf, vf, ranges, c0, c1):
     """out[n, c0:c1] of out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the
     training layout); c0 a multiple of 2 vectors (16 float32), c1 one too or O. Two threads
@@ -779,19 +772,13 @@ def _layernorm_rows(out, x, w, b):
 
 
 @jit
-def attend_cached(y, qkv, kc, vc, slots, pos, att):
-    """Row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and
-    value are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch.
-    Each row runs alone over its own slot and length: its result does not depend on the others.
-    A head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
-    _attend_units(y, qkv, kc, vc, slots, pos, att, 0, y.shape[0] * kc.shape[1])
-
-
-@jit
 def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
-    """``attend_cached`` for the (row, head) pairs u0..u1 only, pair u = row u // H, head u % H
-    (two threads that share a step out each attend their own pairs, and write their keys and
-    values)."""
+    """The attention of the (row, head) pairs u0..u1, pair u = row u // H, head u % H (two
+    threads that share a step out each attend their own pairs, and write their keys and values):
+    row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and value
+    are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch. Each
+    row runs alone over its own slot and length: its result does not depend on the others. A
+    head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
     _, H, _, hs = kc.shape
     D = H * hs
     scale = 1.0 / math.sqrt(hs)

@@ -17,7 +17,7 @@ from cllm.engine.quant import DecodeWeights
 from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel
 from cllm.errors import ValidationError
 
-STEP_TILE = 4  # rows in one register tile of kernels._linear_tiles
+STEP_TILE = 4  # rows in one register tile of kernels._linear_cols
 # The fewest rows a thread of GPT.step takes: a second thread reads all the weights again, and
 # on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
 # 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
@@ -604,7 +604,7 @@ class GPT:
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
         """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
         slots[n] (streams may be at different lengths). Returns logits [n, V]. With float
-        weights, 2 or more rows run in register tiles of 4 (``kernels._linear_tiles``); rows are
+        weights, 2 or more rows run in register tiles of 4 (``kernels._linear_cols``); rows are
         shared out among the engine's threads, at least STEP_ROWS to a thread. Each row's logits
         are bit for bit the same whichever rows run beside it, so batching never changes a
         stream's tokens."""

@@ -145,7 +145,7 @@ def test_batched_step_matches_the_full_forward(cfg):
         np.testing.assert_allclose(out, full[:, t], rtol=0, atol=1e-11)
 
 
-def test_linear_tiles_match_matmul():
+def test_linear_cols_match_matmul():
     from cllm.engine import kernels as K
 
     rng = np.random.default_rng(4)
@@ -156,7 +156,8 @@ def test_linear_tiles_match_matmul():
             b = rng.standard_normal(O).astype(dtype)
             out = np.full((n, O), np.nan, dtype)
             kv = rng.standard_normal(64).astype(dtype)  # something to prefetch meanwhile
-            K._linear_tiles(out, x, W.reshape(-1), b, kv, kv, np.array([[0, 40], [50, 64]]))
+            ranges = np.array([[0, 40], [50, 64]])
+            K._linear_cols(out, x, W.reshape(-1), b, kv, kv, ranges, 0, O)
             want = x.astype(np.float64) @ W + b
             tol = 1e-4 if dtype == np.float32 else 1e-12
             np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
