@@ -10,8 +10,9 @@
 Streams may sit at different lengths; a step runs every active stream's next token through
 ``GPT.step`` at once, so the weights are read once for all of them (decoding is bound by that
 reading), and the streams are shared out among the engine's threads. A finished stream frees its
-slot for the next ``add``. Under greedy decoding each stream gets exactly the tokens that
-``generate.sample_stream`` gives it alone: a row's arithmetic does not depend on its neighbours.
+slot for the next ``add``. Under greedy decoding each stream gets the tokens that
+``generate.sample_stream`` gives it alone: a row's arithmetic does not depend on its neighbours
+(bit for bit on one thread; see ``GPT.step`` for several).
 
 Not thread-safe: one thread drives a decoder (a server's loop), others hand it work.
 """
@@ -113,7 +114,7 @@ class BatchDecoder:
         one-token step, as ``GPT.decode`` does for a stream alone, so the logits are the same."""
         if len(ctx) == 1:
             return self.gpt.step(ctx, self.cache, [slot], [0])[0]
-        return self.gpt.prefill(np.array(ctx, np.int32), self.cache, slot)[-1].copy()
+        return self.gpt.prefill(np.array(ctx, np.int32), self.cache, slot, last=True)
 
     def cancel(self, sid: int) -> None:
         """End a stream now and free its slot (a no-op for an unknown or finished stream)."""

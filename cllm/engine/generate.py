@@ -78,7 +78,7 @@ def sample_stream(
         ctx = [int(eot_id)]
     rng = np.random.default_rng(seed)
     cache = gpt.new_cache(1)
-    logits = gpt.decode(np.array([ctx], np.int32), cache)[0, -1]
+    logits = gpt.decode(np.array([ctx], np.int32), cache, last=True)[0, -1]
     for n in range(max_new_tokens):
         if stop is not None and stop.is_set():
             return
@@ -94,6 +94,6 @@ def sample_stream(
         if cache.pos >= C:  # the context is full: keep the last half and run it again
             ctx = ctx[-(C // 2) :] if C > 1 else ctx[-1:]
             cache = gpt.new_cache(1)
-            logits = gpt.decode(np.array([ctx], np.int32), cache)[0, -1]
+            logits = gpt.decode(np.array([ctx], np.int32), cache, last=True)[0, -1]
         else:
             logits = gpt.decode(np.array([[tok]], np.int32), cache)[0, -1]

@@ -377,11 +377,12 @@ def adamw_update(params, grads, m, v, decay, lr, beta1, beta2, eps, weight_decay
 #   float32/64 [in, out]   the training weights themselves;
 #   int8       [out, in]   one float32 scale per output channel (row): w = q * scale, turned
 #                          into floats in registers inside the dot products.
-# With float weights and 2 or more streams, each matrix product runs in register tiles
-# (``_linear_cols``): NumPy's BLAS, at 8 rows, ran at a quarter of its peak (it packs the whole
-# weight matrix again on every call), and a row-at-a-time loop is bound by its loads and stores.
-# Every kernel here sums each output in one order whatever the number of rows, so a stream's
-# logits in a batch are bit for bit those it gets alone.
+# With float weights and 2 or more streams, each matrix product runs in register tiles over a
+# copy of the matrix in panels (``_linear_panels``): NumPy's BLAS, at 8 rows, ran at a quarter
+# of its peak (it packs the whole weight matrix again on every call), and a row-at-a-time loop
+# is bound by its loads and stores. Every kernel here sums each output in one order whatever
+# the number of rows, so a stream's logits in a batch are bit for bit those it gets alone (on
+# one thread; see GPT._step_columns for several).
 
 # A block's tensors in the decoder's offset tables (built from config.param_shapes by name).
 DECODE_BLOCK = (
@@ -610,99 +611,100 @@ def _barrier(bar, k, parts):
     return k
 
 
-TILE_BLOCK = 8192  # elements of W a block of its rows spans (32 KiB of float32: level-1 cache)
+@njit(nogil=True, cache=True)
+def spin_until(flag, i, value, spins):
+    """Wait, spinning without the GIL, until flag[i] >= value (True), or give up after
+    ``spins`` turns of the CPU's pause hint (False): how a thread of ``threads.Team`` waits a
+    short while for the next round before it sleeps."""
+    for _ in range(spins):
+        if _atomic_load(flag, i) >= value:
+            return True
+        _spin_wait(False)
+    return _atomic_load(flag, i) >= value
+
+
+@njit(nogil=True, cache=True)
+def signal(flag, i):
+    """flag[i] += 1, atomically, seen by ``spin_until`` on another thread."""
+    _atomic_add(flag, i, 1)
+
+
+PANEL_LANES = 2  # vectors of outputs one panel holds: a register tile's columns
 
 
 @njit(nogil=True, fastmath=True, error_model="numpy")
-def _linear_cols(out, x, W, b, kf, vf, ranges, c0, c1):
-    """out[n, c0:c1] of out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, W flat [I * O] (the
-    training layout); c0 a multiple of 2 vectors (16 float32), c1 one too or O. Two threads
-    that share a step out by columns each read only their columns of W.
+def _linear_panels(out, x, P, W, b, c0, c1, kf, vf, ranges):
+    """out[n, c0:c1] of out[n, O] = x[n, I] @ W[I, O] + b for n >= 2 rows, c0 a multiple of
+    C = PANEL_LANES vectors (16 float32), c1 one too or O. P holds W's first O - O % C columns
+    in panels of C columns, each panel its I rows one after another ([O // C, I, C] flat,
+    ``quant.pack_panels``): the loop over i streams a panel from memory in order. W (flat,
+    [I * O], the training layout) serves the columns past the last whole panel.
 
     Register tiles of 4 rows by 2 vectors of outputs: each weight loaded once serves 4 rows, so
-    the loop runs at the FMA units' pace instead of the loads'. Every output is b[o] plus the
+    the loop runs at the FMA units' pace; a panel (I * C weights, 16 KiB at I 256) is still in
+    the level-1 or level-2 cache when the next 4 rows read it. Every output is b[o] plus the
     x[r, i] W[i, o] in the order of i, each fused, as the one-row loop in ``_linear`` sums it:
     a row's result is the same whether it runs alone or in a batch, and whatever the columns
-    beside it. The rows go in blocks that span TILE_BLOCK weights of the columns read (they stay
-    in the level-1 cache for the 2nd row tile); the next block's columns are prefetched in
-    memory order while this one runs. A last tile of fewer than 4 rows repeats its last row
-    (the copies write the same values).
+    beside it. A last tile of fewer than 4 rows repeats its last row (the copies write the same
+    values).
 
-    ranges[m, 2]: element ranges of kf and vf (the next layer's keys and values) to prefetch a
-    share at a time between the tiles, so that the attention finds them near when it comes."""
+    ranges[m, 2]: element ranges of kf and vf (the next layer's keys and values that this
+    thread's attention will read) to ask the cache for, a share with each panel: decoding
+    streams reads them from memory, and meanwhile the loop here is busy with the FMA units."""
     n, O = out.shape
     I = x.shape[1]
     VW = _lanes(b)
-    C = 2 * VW
+    C = PANEL_LANES * VW
     Oc = O - O % C
-    e = max(c0, min(c1, Oc))  # columns c0..e in whole tiles, e..c1 one by one
-    nch = (e - c0) // C
-    IB = max(4, TILE_BLOCK // max(c1 - c0, 1))
+    e = max(c0, min(c1, Oc))  # columns c0..e in whole panels, e..c1 one by one
     line = 64 // kf.itemsize
     lines = 0
     for m in range(ranges.shape[0]):
         lines += (ranges[m, 1] - ranges[m, 0] + line - 1) // line
-    steps = max(1, nch * ((I + IB - 1) // IB))
-    per_step = (lines + steps - 1) // steps
+    share = (lines + max(1, (e - c0) // C) - 1) // max(1, (e - c0) // C)
     rm, re = 0, ranges[0, 0] if ranges.shape[0] else 0
-    wline = 64 // W.itemsize
-    row_lines = (c1 - c0 + wline - 1) // wline  # cache lines of one row's columns
-    for i0 in range(0, I, IB):
-        i1 = min(I, i0 + IB)
-        i2 = min(I, i1 + IB)  # the next block: rows i1..i2, prefetched a share at a time
-        share = ((i2 - i1) * row_lines + max(nch, 1) - 1) // max(nch, 1)
-        pr, pl = i1, 0
-        for c in range(c0, e, C):
-            for _ in range(share):
-                if pr >= i2:
-                    break
-                _prefetch(W, pr * O + c0 + pl * wline)
-                pl += 1
-                if pl == row_lines:
-                    pr, pl = pr + 1, 0
-            for _ in range(per_step):
-                if rm >= ranges.shape[0]:
-                    break
-                _prefetch(kf, re)
-                _prefetch(vf, re)
-                re += line
-                if re >= ranges[rm, 1]:
-                    rm += 1
-                    if rm < ranges.shape[0]:
-                        re = ranges[rm, 0]
-            for r in range(0, n, 4):
-                r1, r2, r3 = min(r + 1, n - 1), min(r + 2, n - 1), min(r + 3, n - 1)
-                o0, o1, o2, o3 = out[r], out[r1], out[r2], out[r3]
-                if i0 == 0:
-                    a00, a01 = _vload(b, c), _vload(b, c + VW)
-                    a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
-                else:
-                    a00, a01 = _vload(o0, c), _vload(o0, c + VW)
-                    a10, a11 = _vload(o1, c), _vload(o1, c + VW)
-                    a20, a21 = _vload(o2, c), _vload(o2, c + VW)
-                    a30, a31 = _vload(o3, c), _vload(o3, c + VW)
-                x0, x1, x2, x3 = x[r], x[r1], x[r2], x[r3]
-                k = i0 * O + c
-                for i in range(i0, i1):
-                    w0, w1 = _vload(W, k), _vload(W, k + VW)
-                    s = _vsplat(x0[i])
-                    a00, a01 = _vfma(s, w0, a00), _vfma(s, w1, a01)
-                    s = _vsplat(x1[i])
-                    a10, a11 = _vfma(s, w0, a10), _vfma(s, w1, a11)
-                    s = _vsplat(x2[i])
-                    a20, a21 = _vfma(s, w0, a20), _vfma(s, w1, a21)
-                    s = _vsplat(x3[i])
-                    a30, a31 = _vfma(s, w0, a30), _vfma(s, w1, a31)
-                    k += O
-                _vstore(o0, c, a00)
-                _vstore(o0, c + VW, a01)
-                _vstore(o1, c, a10)
-                _vstore(o1, c + VW, a11)
-                _vstore(o2, c, a20)
-                _vstore(o2, c + VW, a21)
-                _vstore(o3, c, a30)
-                _vstore(o3, c + VW, a31)
-    for r in range(n):  # the outputs past the last whole pair of vectors, as the one-row loop
+    for c in range(c0, e, C):
+        for _ in range(share):
+            if rm >= ranges.shape[0]:
+                break
+            _prefetch(kf, re)
+            _prefetch(vf, re)
+            re += line
+            if re >= ranges[rm, 1]:
+                rm += 1
+                if rm < ranges.shape[0]:
+                    re = ranges[rm, 0]
+        base = c * I  # panel c // C starts at (c // C) * I * C
+        for r in range(0, n, 4):
+            r1, r2, r3 = min(r + 1, n - 1), min(r + 2, n - 1), min(r + 3, n - 1)
+            o0, o1, o2, o3 = out[r], out[r1], out[r2], out[r3]
+            a00, a01 = _vload(b, c), _vload(b, c + VW)
+            a10, a11, a20, a21, a30, a31 = a00, a01, a00, a01, a00, a01
+            x0, x1, x2, x3 = x[r], x[r1], x[r2], x[r3]
+            k = base
+            ahead = r == 0 and c + C < e  # the first rows ask for the next panel meanwhile
+            for i in range(I):
+                if ahead:
+                    _prefetch(P, k + I * C)
+                w0, w1 = _vload(P, k), _vload(P, k + VW)
+                s = _vsplat(x0[i])
+                a00, a01 = _vfma(s, w0, a00), _vfma(s, w1, a01)
+                s = _vsplat(x1[i])
+                a10, a11 = _vfma(s, w0, a10), _vfma(s, w1, a11)
+                s = _vsplat(x2[i])
+                a20, a21 = _vfma(s, w0, a20), _vfma(s, w1, a21)
+                s = _vsplat(x3[i])
+                a30, a31 = _vfma(s, w0, a30), _vfma(s, w1, a31)
+                k += C
+            _vstore(o0, c, a00)
+            _vstore(o0, c + VW, a01)
+            _vstore(o1, c, a10)
+            _vstore(o1, c + VW, a11)
+            _vstore(o2, c, a20)
+            _vstore(o2, c + VW, a21)
+            _vstore(o3, c, a30)
+            _vstore(o3, c + VW, a31)
+    for r in range(n):  # the outputs past the last whole panel, as the one-row loop
         o_r = out[r]
         for o in range(e, c1):
             o_r[o] = b[o]
@@ -712,18 +714,18 @@ def _linear_cols(out, x, W, b, kf, vf, ranges, c0, c1):
                 o_r[o] += xi * W[i * O + o]
 
 
-def _linear(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
+def _linear(out, x, w, s, woff, soff, b, pw, poff, c0, c1, kf, vf, ranges):
     """out[n, c0:c1] of out[n, O] = x[n, I] @ W + b[O] for the weight format of w (see above);
     the matrix starts at w[woff], its scales at s[soff]; c0 a multiple of 2 vectors (16 float32),
-    c1 one too or O. kf, vf, ranges: what to prefetch meanwhile (see ``_linear_cols``; the float
-    tiles only)."""
+    c1 one too or O. Float weights and 2 or more rows: the matrix's panels start at pw[poff]
+    (``_linear_panels``), which asks for the keys and values in ``ranges`` meanwhile."""
 
 
 @overload(_linear, jit_options={"fastmath": True, "error_model": "numpy"})
-def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
+def _linear_ol(out, x, w, s, woff, soff, b, pw, poff, c0, c1, kf, vf, ranges):
     if w.dtype == types.int8:
 
-        def int8(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
+        def int8(out, x, w, s, woff, soff, b, pw, poff, c0, c1, kf, vf, ranges):
             n, O = out.shape
             I = x.shape[1]
             W = w[woff : woff + O * I].reshape(O, I)
@@ -734,11 +736,12 @@ def _linear_ol(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
 
         return int8
 
-    def dense(out, x, w, s, woff, soff, b, kf, vf, ranges, c0, c1):
+    def dense(out, x, w, s, woff, soff, b, pw, poff, c0, c1, kf, vf, ranges):
         n, O = out.shape
         I = x.shape[1]
         if n > 1:
-            _linear_cols(out, x, w[woff : woff + I * O], b[:O], kf, vf, ranges, c0, c1)
+            P = pw[poff : poff + (O - O % (PANEL_LANES * _lanes(b))) * I]
+            _linear_panels(out, x, P, w[woff : woff + I * O], b[:O], c0, c1, kf, vf, ranges)
             return
         for r in range(n):
             out[r][c0:c1] = b[c0:c1]
@@ -772,15 +775,28 @@ def _layernorm_rows(out, x, w, b):
 
 
 @jit
-def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
-    """The attention of the (row, head) pairs u0..u1, pair u = row u // H, head u % H (two
-    threads that share a step out each attend their own pairs, and write their keys and values):
-    row r's query attends to keys 0..pos[r] of cache slot slots[r], after its own key and value
-    are written at pos[r]. qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch. Each
-    row runs alone over its own slot and length: its result does not depend on the others. A
-    head size that is a multiple of the vector width runs in vectors (``_attend_head``)."""
+def _write_kv(qkv, kc, vc, slots, pos, u0, u1):
+    """The keys and values of the (row, head) pairs u0..u1 (see ``_attend_units``) into the
+    cache: row r's at position pos[r] of slot slots[r]."""
     _, H, _, hs = kc.shape
     D = H * hs
+    for u in range(u0, u1):
+        r, hd = u // H, u % H
+        kc[slots[r], hd, pos[r], :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
+        vc[slots[r], hd, pos[r], :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
+
+
+@jit
+def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
+    """The attention of the (row, head) pairs u0..u1, pair u = row u // H, head u % H (two
+    threads that share a step out each attend their own pairs): row r's query attends to keys
+    0..pos[r] of cache slot slots[r], every row's key and value already written
+    (``_write_kv``). Rows may share a slot at consecutive positions (a prompt: each attends to
+    the ones before it). qkv[n, 3D] -> y[n, D]; kc, vc [S, H, C, hs]; att[C] scratch. A row's
+    result depends only on its slot's keys and values up to its position, not on the other
+    rows. A head size that is a multiple of the vector width runs in vectors
+    (``_attend_head``)."""
+    _, H, _, hs = kc.shape
     scale = 1.0 / math.sqrt(hs)
     vectors = hs % _lanes(att) == 0
     for u in range(u0, u1):
@@ -788,8 +804,6 @@ def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
         sl, p = slots[r], pos[r]
         q = qkv[r, hd * hs : (hd + 1) * hs]
         kh, vh = kc[sl, hd], vc[sl, hd]
-        kh[p, :] = qkv[r, D + hd * hs : D + (hd + 1) * hs]
-        vh[p, :] = qkv[r, 2 * D + hd * hs : 2 * D + (hd + 1) * hs]
         yh = y[r, hd * hs : (hd + 1) * hs]
         if vectors:
             _attend_head(yh, q, kh, vh, p, att, scale)
@@ -815,12 +829,30 @@ def _attend_units(y, qkv, kc, vc, slots, pos, att, u0, u1):
 @jit
 def _attend_head(yh, q, kh, vh, p, att, scale):
     """One head of one row: yh[hs] = softmax(q . kh[0..p] * scale) @ vh[0..p], hs a multiple
-    of the vector width. The scores are vector dot products; the weighted sum of the values
-    keeps its outputs in registers, two vectors at a time, instead of in memory."""
+    of the vector width. The scores go 4 keys at a time (4 independent sums, each weight of q
+    loaded once for them); the weighted sum of the values keeps up to 4 vectors of outputs in
+    registers, with the even and the odd keys in separate sums (added at the end), so that no
+    sum waits on the one before it."""
     hs = q.size
     VW = _lanes(att)
+    n = p + 1
     mx = -1e30
-    for j in range(p + 1):
+    j = 0
+    while j + 4 <= n:
+        k0, k1, k2, k3 = kh[j], kh[j + 1], kh[j + 2], kh[j + 3]
+        a0 = a1 = a2 = a3 = _vzero(att)
+        for c in range(0, hs, VW):
+            qv = _vload(q, c)
+            a0 = _vfma(qv, _vload(k0, c), a0)
+            a1 = _vfma(qv, _vload(k1, c), a1)
+            a2 = _vfma(qv, _vload(k2, c), a2)
+            a3 = _vfma(qv, _vload(k3, c), a3)
+        t0, t1 = _vsum(a0) * scale, _vsum(a1) * scale
+        t2, t3 = _vsum(a2) * scale, _vsum(a3) * scale
+        att[j], att[j + 1], att[j + 2], att[j + 3] = t0, t1, t2, t3
+        mx = max(mx, max(max(t0, t1), max(t2, t3)))
+        j += 4
+    for j in range(j, n):
         kj = kh[j]
         acc = _vzero(att)
         for c in range(0, hs, VW):
@@ -829,47 +861,77 @@ def _attend_head(yh, q, kh, vh, p, att, scale):
         att[j] = t
         mx = max(mx, t)
     tot = 0.0
-    for j in range(p + 1):
-        att[j] = _exp(att[j] - mx)
-        tot += att[j]
+    for j in range(n):
+        e = _exp(att[j] - mx)
+        att[j] = e
+        tot += e
     inv = 1.0 / tot
+    one = _vsplat(_cast(att[0], 1.0))  # fma(1, a, b): an exact a + b
     c = 0
     while c < hs:
-        a0, a1 = _vzero(att), _vzero(att)
-        two = c + 2 * VW <= hs
-        for j in range(p + 1):
-            s = _vsplat(att[j])
-            vj = vh[j]
-            a0 = _vfma(s, _vload(vj, c), a0)
-            if two:
-                a1 = _vfma(s, _vload(vj, c + VW), a1)
-        _vstore(yh, c, a0)
-        if two:
-            _vstore(yh, c + VW, a1)
-        c += 2 * VW if two else VW
+        if c + 4 * VW <= hs:
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = _vzero(att)
+            j = 0
+            while j + 2 <= n:
+                s, u = _vsplat(att[j]), _vsplat(att[j + 1])
+                v0, v1 = vh[j], vh[j + 1]
+                a0 = _vfma(s, _vload(v0, c), a0)
+                a1 = _vfma(s, _vload(v0, c + VW), a1)
+                a2 = _vfma(s, _vload(v0, c + 2 * VW), a2)
+                a3 = _vfma(s, _vload(v0, c + 3 * VW), a3)
+                b0 = _vfma(u, _vload(v1, c), b0)
+                b1 = _vfma(u, _vload(v1, c + VW), b1)
+                b2 = _vfma(u, _vload(v1, c + 2 * VW), b2)
+                b3 = _vfma(u, _vload(v1, c + 3 * VW), b3)
+                j += 2
+            if j < n:
+                s, v0 = _vsplat(att[j]), vh[j]
+                a0 = _vfma(s, _vload(v0, c), a0)
+                a1 = _vfma(s, _vload(v0, c + VW), a1)
+                a2 = _vfma(s, _vload(v0, c + 2 * VW), a2)
+                a3 = _vfma(s, _vload(v0, c + 3 * VW), a3)
+            _vstore(yh, c, _vfma(one, a0, b0))
+            _vstore(yh, c + VW, _vfma(one, a1, b1))
+            _vstore(yh, c + 2 * VW, _vfma(one, a2, b2))
+            _vstore(yh, c + 3 * VW, _vfma(one, a3, b3))
+            c += 4 * VW
+        else:  # fewer than 4 vectors left: one at a time
+            a0 = b0 = _vzero(att)
+            j = 0
+            while j + 2 <= n:
+                a0 = _vfma(_vsplat(att[j]), _vload(vh[j], c), a0)
+                b0 = _vfma(_vsplat(att[j + 1]), _vload(vh[j + 1], c), b0)
+                j += 2
+            if j < n:
+                a0 = _vfma(_vsplat(att[j]), _vload(vh[j], c), a0)
+            _vstore(yh, c, _vfma(one, a0, b0))
+            c += VW
     for i in range(hs):
         yh[i] *= inv
 
 
 @jit
 def decode_step(
-    tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
+    tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs, head, head_s,
     lnf_w, lnf_b, k_cache, v_cache, x, ln, qkv, y, h, att, logits,
 ):  # fmt: skip
     """Stream r's token tokens[r] at position pos[r] of cache slot slots[r], through the model:
-    logits[n, V] for the next token; the caches gain each stream's key and value.
+    logits[n, V] for the next token; the caches gain each stream's key and value. Rows may
+    also be a prompt's tokens, one slot at consecutive positions; logits [m, V] with m < n
+    takes the last m rows' only.
 
     head[V, D] (float, or int8 with row scales head_s[V]) is the tied token embedding and head;
     wpe[C, D] the position embedding. blocks[L, S]: each block's
     float tensors, at offs[k] for DECODE_BLOCK[k]. wq[L, Q], sq[L, R]: each block's matrices in
     their format, at woffs[k] and scales at soffs[k] (for float weights wq is blocks, woffs is
-    offs). k_cache, v_cache
+    offs). pw[L, P]: each block's float matrices in panels at poffs[k] (``_linear_panels``;
+    read for 2 or more rows only, so one row may pass an empty [L, 0]). k_cache, v_cache
     [L, S, H, C, hs]; x, ln, y [n, D], qkv [n, 3D], h [n, F], att [C] are scratch.
     """
     bar = np.zeros(BARRIER_SIZE, np.int64)
     decode_part(
-        0, 1, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
-        lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, ln, h, logits,
+        0, 1, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs, head,
+        head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, ln, h, logits,
     )  # fmt: skip
 
 
@@ -905,8 +967,8 @@ def _units(pos, H, part, parts):
 
 @jit
 def decode_part(
-    part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, head, head_s,
-    lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+    part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
+    head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
 ):  # fmt: skip
     """``decode_step`` shared out among ``parts`` threads, each calling it at once with its own
     ``part`` (0..parts-1), the same barrier ``bar`` (BARRIER_SIZE zeros before the step) and
@@ -916,7 +978,7 @@ def decode_part(
     same values in both), and of every matrix product and of the head only its part of the
     output columns, for all the rows: each thread reads only its part of the weights. The
     attention goes by (row, head) pairs (``_units``); a thread writes the keys and values of its
-    own pairs. They meet at a barrier (``_barrier``) wherever one reads what another wrote: five
+    own pairs. They meet at a barrier (``_barrier``) wherever one reads what another wrote: six
     a layer. Every output is summed in the order of one thread's step, so the logits are bit
     for bit those of ``decode_step``. With parts == 1 there are no barriers, and o may be ln.
     """
@@ -931,13 +993,13 @@ def decode_part(
             x[r, i] = head[t, i] * sc + wpe[pos[r], i]
     _, S, H, C, hs = k_cache.shape
     u0, u1 = _units(pos, H, part, parts)
-    CW = 2 * _lanes(x)  # the columns of one register tile
+    CW = PANEL_LANES * _lanes(x)  # the columns of one register tile (and panel)
     a0, a1 = _cols(3 * D, part, parts, CW)
     p0, p1 = _cols(D, part, parts, CW)
     f0, f1 = _cols(F, part, parts, CW)
     v0, v1 = _cols(V, part, parts, 2)
     # the keys and values this thread's attention reads, as ranges of a layer's flat cache:
-    # the MLP of layer l prefetches those of layer l + 1 between its tiles (several rows only)
+    # the MLP of layer l asks for those of layer l + 1 (several rows only)
     none = np.empty((0, 2), np.int64)
     ranges = np.empty((u1 - u0 if n > 1 else 0, 2), np.int64)
     for m in range(ranges.shape[0]):
@@ -946,34 +1008,37 @@ def decode_part(
         ranges[m, 0], ranges[m, 1] = base, base + (pos[u // H] + 1) * hs
     k = 0  # barriers passed
     for l in range(L):
-        blk, q, sc = blocks[l], wq[l], sq[l]
+        blk, q, sc, pl = blocks[l], wq[l], sq[l], pw[l]
         kf, vf = k_cache[l].reshape(-1), v_cache[l].reshape(-1)
         plan = ranges if l + 1 < L else none
         kn, vn = k_cache[min(l + 1, L - 1)].reshape(-1), v_cache[min(l + 1, L - 1)].reshape(-1)
         _layernorm_rows(ln, x, blk[offs[LN1_W] :], blk[offs[LN1_B] :])
-        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], kf, vf, none,
-                a0, a1)  # fmt: skip
+        _linear(qkv, ln, q, sc, woffs[ATTN_W], soffs[ATTN_W], blk[offs[ATTN_B] :], pl,
+                poffs[ATTN_W], a0, a1, kf, vf, none)  # fmt: skip
         k = _barrier(bar, k, parts)
+        _write_kv(qkv, k_cache[l], v_cache[l], slots, pos, u0, u1)
+        k = _barrier(bar, k, parts)  # a prompt's rows read the keys of the rows before them
         _attend_units(y, qkv, k_cache[l], v_cache[l], slots, pos, att, u0, u1)
         k = _barrier(bar, k, parts)
-        _linear(o, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], kf, vf, none,
-                p0, p1)  # fmt: skip
+        _linear(o, y, q, sc, woffs[PROJ_W], soffs[PROJ_W], blk[offs[PROJ_B] :], pl,
+                poffs[PROJ_W], p0, p1, kf, vf, none)  # fmt: skip
         k = _barrier(bar, k, parts)
         x += o
         _layernorm_rows(ln, x, blk[offs[LN2_W] :], blk[offs[LN2_B] :])
-        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], kn, vn, plan, f0, f1)
+        _linear(h, ln, q, sc, woffs[FC_W], soffs[FC_W], blk[offs[FC_B] :], pl, poffs[FC_W],
+                f0, f1, kn, vn, plan)  # fmt: skip
         for r in range(n):
             hr = h[r][f0:f1]  # a contiguous slice: the loop runs in vectors (a range does not)
             for i in range(f1 - f0):
                 v = hr[i]
                 hr[i] = v * _gelu_gates(v)[0]
         k = _barrier(bar, k, parts)
-        _linear(o, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], kn, vn, none,
-                p0, p1)  # fmt: skip
+        _linear(o, h, q, sc, woffs[FCP_W], soffs[FCP_W], blk[offs[FCP_B] :], pl,
+                poffs[FCP_W], p0, p1, kn, vn, none)  # fmt: skip
         k = _barrier(bar, k, parts)
         x += o
     _layernorm_rows(ln, x, lnf_w, lnf_b)
-    _head(logits, ln, head, head_s, v0, v1)
+    _head(logits, ln[n - logits.shape[0] :], head, head_s, v0, v1)
 
 
 @njit(inline="always", fastmath=True, error_model="numpy")
@@ -1007,8 +1072,9 @@ def _head_ol(logits, x, head, s, v0, v1):
 
 @njit(inline="always", nogil=True, fastmath=True, error_model="numpy")
 def _head_sum(a0, a1, x, w, D2, D):
-    """One logit from its two vector sums (even and odd pairs of vectors), then the tail."""
-    t = _vsum(a0) + _vsum(a1)
+    """One logit from its two vector sums (even and odd pairs of vectors): added lane by lane,
+    the lanes summed (one ``_vsum``), then the tail."""
+    t = _vsum(_vfma(_vsplat(_cast(x[0], 1.0)), a0, a1))  # fma(1, a0, a1): exactly a0 + a1
     for i in range(D2, D):
         t += x[i] * w[i]
     return t
@@ -1019,8 +1085,9 @@ def _head_float(logits, x, head, v0, v1):
     """logits[n, v0:v1] of logits[n, V] = x[n, D] @ head[V, D].T for float weights, v0 even
     (head rows v0..v1 only: two threads that share a step out each read their own rows). Every
     logit is summed in one
-    order whatever n: vectors 0, 2, 4.. of the row into one sum, 1, 3, 5.. into another, their
-    lanes added (``_vsum``), then the elements past the last pair of vectors. One row takes the
+    order whatever n: vectors 0, 2, 4.. of the row into one sum, 1, 3, 5.. into another, the
+    two added and their lanes summed (``_head_sum``), then the elements past the last pair of
+    vectors. One row takes the
     head rows one by one, in memory order; several rows go in tiles of 2 rows by 2 head rows
     (each head vector loaded once for both rows, 8 sums in flight)."""
     n = logits.shape[0]

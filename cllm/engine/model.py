@@ -14,22 +14,27 @@ import numpy as np
 from cllm.engine import kernels as K
 from cllm.engine.config import GPTConfig, param_shapes
 from cllm.engine.quant import DecodeWeights
-from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel
+from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel, run_team
 from cllm.errors import ValidationError
 
-STEP_TILE = 4  # rows in one register tile of kernels._linear_cols
+STEP_TILE = 4  # rows in one register tile of kernels._linear_panels
 # The fewest rows a thread of GPT.step takes: a second thread reads all the weights again, and
 # on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
 # 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
 STEP_ROWS = 8
 # GPT.step ("auto") shares a step out by output columns (every row on every thread, each reading
-# its share of the weights) when the weights are int8 and at least this many bytes: stored a row
-# per output, a share is a contiguous block. Measured on 2 cores (AVX2), one stream, tokens/s
-# rows / columns: GPT-2 small int8 67-89 / 141, float 47-51 / 32-36 (float matrices are stored
-# [in, out]: a share is half of every row, which streams worse); D 512 L 8 int8 391-419 /
-# 467-628; D 256 L 6 int8 (6 MB) 2,298 / 2,213-2,520, where waking the second thread costs
-# what it saves; 8 float streams of that size 0.78-1.21x (docs/benchmarks.md).
+# its share of the weights) for 2 or more rows of float weights, which then read their panels
+# (a share of the columns is whole panels), and for int8 weights of at least this many bytes:
+# stored a row per output, a share is a contiguous block. Measured on 2 cores (AVX2), one
+# stream, tokens/s rows / columns: GPT-2 small int8 67-89 / 141, float 47-51 / 32-36 (float
+# matrices are stored [in, out]: a share is half of every row, which streams worse); D 512 L 8
+# int8 391-419 / 467-628; D 256 L 6 int8 (6 MB) 2,298 / 2,213-2,520, where waking the second
+# thread costs what it saves. Float D 256 L 6 from panels, steps of n rows, tokens/s rows /
+# columns: n 2 1,711 / 2,067, n 4 2,489 / 3,863, n 8 3,120 / 4,848 (docs/benchmarks.md).
 SPLIT_MIN_BYTES = 16 * 2**20
+# A prompt of up to this many tokens (one stream) runs through the decoding kernels, a row a
+# token, shared out by columns on every thread, instead of NumPy's products on one thread.
+PROMPT_ROWS = 64
 
 
 def _views(flat: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
@@ -582,9 +587,10 @@ class GPT:
         return KVCache(self.config, batch, self.dtype)
 
     def set_quant(self, quant: str) -> None:
-        """Decode one token at a time with the block matrices and head in ``quant`` ("none",
-        "int8"; see quant.py): a quantised copy of the parameters as they are now, for
-        generation. Training, and prompts of several tokens, use the float parameters."""
+        """Decode with the block matrices and head in ``quant`` ("none", "int8"; see quant.py):
+        a quantised copy of the parameters as they are now, for generation (one token at a
+        time, and prompts of up to PROMPT_ROWS tokens). Training, and longer prompts, use the
+        float parameters."""
         self._decode_weights = DecodeWeights(self.config, self.params, quant)
 
     @property
@@ -598,16 +604,19 @@ class GPT:
 
     # How GPT.step shares a step out among threads: "rows" (each thread all the weights for its
     # rows), "columns" (every row on every thread, each its share of the weights' columns) or
-    # "auto" (columns for int8 weights of SPLIT_MIN_BYTES or more, when there are 2+ threads).
+    # "auto" (columns for 2 or more rows of float weights and for int8 weights of
+    # SPLIT_MIN_BYTES or more, when there are 2+ threads).
     step_split = "auto"
 
     def step(self, tokens, cache: KVCache, slots, pos) -> np.ndarray:
         """One new token for each of n streams: tokens[n] at positions pos[n] of cache slots
         slots[n] (streams may be at different lengths). Returns logits [n, V]. With float
-        weights, 2 or more rows run in register tiles of 4 (``kernels._linear_cols``); rows are
-        shared out among the engine's threads, at least STEP_ROWS to a thread. Each row's logits
-        are bit for bit the same whichever rows run beside it, so batching never changes a
-        stream's tokens."""
+        weights, 2 or more rows run in register tiles of 4 over the matrices' panels
+        (``kernels._linear_panels``), each thread computing its share of the output columns
+        (``step_split``). On one thread, and shared out by rows, each row's logits are bit for
+        bit the same whichever rows run beside it; shared out by columns they are the same but
+        for a rare difference of one rounding (``_step_columns``), so batching does not change
+        a stream's greedy tokens short of an exact tie."""
         cfg = self.config
         tokens, slots, pos = (
             np.ascontiguousarray(a, np.int64).reshape(-1) for a in (tokens, slots, pos)
@@ -623,62 +632,80 @@ class GPT:
             raise ValidationError(f"slots must be distinct and lie in 0..{cache.batch - 1}")
         if pos.min() < 0 or pos.max() >= cfg.block_size:
             raise ValidationError(f"positions must lie in 0..{cfg.block_size - 1}")
-        dw = self.decode_weights()
         logits = np.empty((n, cfg.vocab_size), self.dtype)
+        self._rows(tokens, cache, slots, pos, logits)
+        return logits
+
+    def _rows(self, tokens, cache: KVCache, slots, pos, logits, prompt: bool = False) -> None:
+        """``step``'s work, checks done: the logits of the rows into logits [n, V], or of the
+        last m rows into logits [m, V]. ``prompt``: the rows are one slot's prompt at
+        consecutive positions, each reading the keys of the ones before it, so they are never
+        cut by rows among threads."""
+        cfg, dw, n = self.config, self.decode_weights(), tokens.size
         threads = self.threads or default_threads()
         split = self.step_split
-        if split == "auto":
+        if split == "auto" or prompt:
             big = dw.quant == "int8" and dw.wq.nbytes + dw.head.nbytes >= SPLIT_MIN_BYTES
-            split = "columns" if threads > 1 and big else "rows"
+            panels = dw.quant == "none" and n > 1
+            split = "columns" if threads > 1 and (big or panels or prompt) else "rows"
         if split == "columns" and threads > 1:
             self._step_columns(tokens, cache, slots, pos, logits, threads)
-            return logits
+            return
         # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
         # gets whole tiles, and at least STEP_ROWS rows (another thread reads the weights again).
         per = max(-(-n // threads), STEP_ROWS)
         per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
         parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
+        pw, poffs = dw.panel_weights() if n > 1 else dw.no_panels
 
         def run(sl: slice) -> None:
             K.decode_step(
                 tokens[sl], slots[sl], pos[sl], dw.wpe, dw.blocks, dw.offs, dw.wq, dw.woffs,
-                dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v,
-                *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
+                dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k,
+                cache.v, *cache.step_scratch(cfg, sl, self.dtype), logits[sl],
             )  # fmt: skip
 
         run_parallel(run, parts)
-        return logits
 
     def _step_columns(self, tokens, cache: KVCache, slots, pos, logits, parts: int) -> None:
         """``step`` with every row on all ``parts`` threads at once, each computing its share of
         every product's output columns (``kernels.decode_part``): each reads only its share of
-        the weights, and they meet at barriers. The same logits as one thread (bit for bit in all
-        but two test runs, which differed by rounding: tests/cllm/engine/test_batch.py)."""
+        the weights, and they meet at barriers. The same logits as one thread: bit for bit in
+        thousands of comparisons of a stress loop, but a few test runs (two in one session, two
+        in another, never when repeated) saw a float32 row differ by one rounding, with no cause
+        found; the tests hold this path to rounding (tests/cllm/engine/test_batch.py)."""
         cfg, dw, n = self.config, self.decode_weights(), tokens.size
         bar, shared, own = cache.split_scratch(cfg, n, parts, self.dtype)
         bar[:] = 0
+        pw, poffs = dw.panel_weights() if n > 1 else dw.no_panels
 
         def run(part: int) -> None:
             try:
                 K.decode_part(
                     part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks, dw.offs, dw.wq,
-                    dw.woffs, dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k,
-                    cache.v, *own[part], *shared, logits,
+                    dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s, dw.lnf_w,
+                    dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
                 )  # fmt: skip
             except BaseException:
                 bar[K.BARRIER_ABORT] = 1  # the partners' barriers stop waiting for this one
                 raise
 
-        run_parallel(run, list(range(parts)), group="step")
+        run_team(run, parts)
 
-    def prefill(self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0) -> np.ndarray:
+    def prefill(
+        self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0, last: bool = False
+    ) -> np.ndarray:
         """Run ids [T] into cache slot ``slot`` at positions pos.. (a prompt: one matrix product
-        per layer, float weights); returns the logits [T, V]."""
+        per layer, float weights); returns the logits [T, V], or with ``last`` only the last
+        position's [V] (the head's product for one row instead of T)."""
         ids = np.ascontiguousarray(ids, np.int32).reshape(1, -1)
-        return self._prefill(ids, cache, slice(slot, slot + 1), pos)[0]
+        out = self._prefill(ids, cache, slice(slot, slot + 1), pos, last)
+        return out[0, -1] if last else out[0]
 
-    def decode(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
-        """Run ids [B, t] at positions cache.pos.. with the KV cache; returns logits [B, t, V]."""
+    def decode(self, ids: np.ndarray, cache: KVCache, last: bool = False) -> np.ndarray:
+        """Run ids [B, t] at positions cache.pos.. with the KV cache; returns logits [B, t, V],
+        or with ``last`` [B, 1, V], the last position's only (what sampling needs: the head's
+        product for one row, and the logits ``prefill(last=True)`` gives a batched stream)."""
         ids = np.ascontiguousarray(ids, dtype=np.int32)
         if ids.ndim == 1:
             ids = ids[None]
@@ -694,17 +721,25 @@ class GPT:
         if T == 1:
             out = self.step(ids[:, 0], cache, np.arange(B), np.full(B, pos))
         else:
-            out = self._prefill(ids, cache, slice(0, B), pos)
+            out = self._prefill(ids, cache, slice(0, B), pos, last)
         cache.pos = pos + T
-        return out.reshape(B, T, -1)
+        return out.reshape(B, 1 if last else T, -1)
 
-    def _prefill(self, ids: np.ndarray, cache: KVCache, slots: slice, pos: int) -> np.ndarray:
+    def _prefill(
+        self, ids: np.ndarray, cache: KVCache, slots: slice, pos: int, last: bool = False
+    ) -> np.ndarray:
         cfg, p = self.config, self.p
         B, T = ids.shape
         if pos < 0 or pos + T > cfg.block_size:
             raise ValidationError(f"the cache holds {cfg.block_size} positions; {pos + T} asked")
         if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
             raise ValidationError(f"token ids must lie in 0..{cfg.vocab_size - 1}")
+        if B == 1 and T <= PROMPT_ROWS:  # a row a token, on every thread
+            logits = np.empty((1 if last else T, cfg.vocab_size), self.dtype)
+            rows = np.arange(pos, pos + T, dtype=np.int64)
+            slot = np.full(T, slots.start, np.int64)
+            self._rows(ids[0].astype(np.int64), cache, slot, rows, logits, prompt=True)
+            return logits[None]
         N, H = B * T, cfg.n_head
         x = (p["wte"][ids] + p["wpe"][pos : pos + T]).reshape(N, -1).astype(self.dtype)
         x_mid = np.empty_like(x)
@@ -717,6 +752,8 @@ class GPT:
             block_forward(self.pl[l], bufs, x, x_mid, x, attend)
         ln = bufs.ln1
         K.layernorm_forward(ln, bufs.ln1_mean, bufs.ln1_rstd, x, p["ln_f.weight"], p["ln_f.bias"])
+        if last:  # [B, 1, V]: the next token's logits only
+            return (ln.reshape(B, T, -1)[:, -1] @ p["wte"].T).reshape(B, 1, -1)
         return (ln @ p["wte"].T).reshape(B, T, -1)
 
     # ------------------------------------------------------------------------------------------

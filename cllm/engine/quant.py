@@ -14,6 +14,10 @@ does not vectorise the nibble unpacking on AVX2 (the shifts and int64 conversion
 so it ran 10x slower than int8 at 0.6 bytes a weight, and decoding was compute-bound.
 
 Training always stays float32; this is a copy made for generation.
+
+Float weights decoding several streams at once read their matrices from a second copy, in
+panels (``pack_panels``): made when first needed and made again whenever the parameters have
+changed since (``DecodeWeights.panel_weights``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import numpy as np
 
 from cllm.engine.config import GPTConfig, param_shapes
-from cllm.engine.kernels import DECODE_BLOCK
+from cllm.engine.kernels import DECODE_BLOCK, PANEL_LANES
 from cllm.errors import ValidationError
 
 FORMATS = ("none", "int8")
@@ -43,6 +47,16 @@ def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(wt / s[:, None]), -127, 127).astype(np.int8)
     return np.ascontiguousarray(q), s
+
+
+def pack_panels(w: np.ndarray, lanes: int) -> np.ndarray:
+    """W[in, out] -> its first out - out % C columns in panels of C = PANEL_LANES * lanes
+    columns, [out // C, in, C] flat: a panel's rows one after another, as
+    ``kernels._linear_panels`` streams them."""
+    I, O = w.shape
+    C = PANEL_LANES * lanes
+    m = O // C
+    return np.ascontiguousarray(w[:, : m * C].reshape(I, m, C).transpose(1, 0, 2)).reshape(-1)
 
 
 def dequantize_int8(q: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -97,6 +111,9 @@ class DecodeWeights:
         self.blocks = params[base : base + L * size].reshape(L, size)
         self.offs = np.array([offs["h.0." + k][0] - base for k in DECODE_BLOCK], np.int64)
         self.lnf_w, self.lnf_b = view("ln_f.weight"), view("ln_f.bias")
+        self._shapes = {m: offs["h.0." + m][1] for m in MATRICES}
+        self._panels: tuple | None = None  # (panels, poffs, stamp) once several rows asked
+        self.no_panels = (np.zeros((L, 0), params.dtype), np.zeros(12, np.int64))
         if quant == "none":
             self.wq, self.woffs = self.blocks, self.offs
             self.sq, self.soffs = np.ones((L, 1), params.dtype), np.zeros(12, np.int64)
@@ -122,3 +139,43 @@ class DecodeWeights:
         n_mat = sum(math.prod(offs["h.0." + m][1]) for m in MATRICES)
         float_bytes = params.dtype.itemsize * (self.blocks.size - L * n_mat)
         self.bytes_per_token = self.wq.nbytes + self.sq.nbytes + q.nbytes + s.nbytes + float_bytes
+
+    # The parameters a panel copy was made from are told apart by the bits of a sample of the
+    # blocks: an optimizer step moves every element (weight decay alone moves a matrix's by
+    # more than its rounding), and a load replaces them all. Taking it costs a few microseconds
+    # a step (a cache line per sample).
+    STAMP_SAMPLES = 1024
+
+    def _stamp(self) -> bytes:
+        flat = self.blocks.reshape(-1)
+        return flat[:: max(1, flat.size // self.STAMP_SAMPLES)].tobytes()
+
+    def panel_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pw[L, P], poffs[12]): the float block matrices in panels (``pack_panels``), at
+        poffs[k] for DECODE_BLOCK[k], for steps of 2 or more rows. Made on first use, and again
+        when the parameters have changed since (training in place, a load): each call compares a
+        sample of them. Int8 weights have none (empty arrays)."""
+        if self.quant != "none":
+            return self.no_panels
+        stamp = self._stamp()
+        got = self._panels
+        if got is not None and got[2] == stamp:
+            return got[0], got[1]
+        L = self.blocks.shape[0]
+        lanes = 32 // self.blocks.dtype.itemsize  # a 256-bit vector's elements
+        C = PANEL_LANES * lanes
+        poffs, size = np.zeros(12, np.int64), 0
+        for m in MATRICES:
+            I, O = self._shapes[m]
+            poffs[DECODE_BLOCK.index(m)] = size
+            size += I * (O - O % C)
+        pw = np.empty((L, size), self.blocks.dtype)
+        for l in range(L):
+            for m in MATRICES:
+                k = DECODE_BLOCK.index(m)
+                I, O = self._shapes[m]
+                w = self.blocks[l, self.offs[k] : self.offs[k] + I * O].reshape(I, O)
+                part = pack_panels(w, lanes)
+                pw[l, poffs[k] : poffs[k] + part.size] = part
+        self._panels = (pw, poffs, stamp)
+        return pw, poffs

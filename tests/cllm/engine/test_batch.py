@@ -110,9 +110,11 @@ def _filled_cache(gpt, n, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_batched_step_logits_equal_single_rows_exactly(cfg, dtype, threads):
-    """Every row of a batched step (register tiles of 4 rows, rows shared out among threads)
-    gives bit for bit the logits that row gets in a step of its own (the one-row loop)."""
+    """Every row of a batched step shared out by rows (register tiles of 4 rows over the
+    panels, rows shared out among threads) gives bit for bit the logits that row gets in a
+    step of its own (the one-row loop)."""
     gpt = GPT(cfg, seed=5, dtype=dtype, threads=threads)
+    gpt.step_split = "rows"
     rng = np.random.default_rng(1)
     for n in (2, 3, 4, 5, 8, 9):
         cache, lengths = _filled_cache(gpt, n, rng)
@@ -145,8 +147,15 @@ def test_batched_step_matches_the_full_forward(cfg):
         np.testing.assert_allclose(out, full[:, t], rtol=0, atol=1e-11)
 
 
-def test_linear_cols_match_matmul():
+def test_linear_panels_match_matmul():
+    from numba import njit
+
     from cllm.engine import kernels as K
+    from cllm.engine.quant import pack_panels
+
+    @njit
+    def linear(out, x, W, b, P, c0, c1):  # the one-row loop of a float step
+        K._linear(out, x, W, b[:1], 0, 0, b, P, 0, c0, c1, b, b, np.empty((0, 2), np.int64))
 
     rng = np.random.default_rng(4)
     for n, I, O in [(2, 16, 48), (3, 7, 33), (5, 40, 16), (8, 64, 200), (9, 1, 17), (4, 30, 5)]:
@@ -154,26 +163,68 @@ def test_linear_cols_match_matmul():
             x = rng.standard_normal((n, I)).astype(dtype)
             W = rng.standard_normal((I, O)).astype(dtype)
             b = rng.standard_normal(O).astype(dtype)
+            lanes = 32 // np.dtype(dtype).itemsize
+            P = pack_panels(W, lanes)
+            C = K.PANEL_LANES * lanes  # one panel's columns
+            assert P.size == I * (O - O % C)
             out = np.full((n, O), np.nan, dtype)
             kv = rng.standard_normal(64).astype(dtype)  # something to prefetch meanwhile
             ranges = np.array([[0, 40], [50, 64]])
-            K._linear_cols(out, x, W.reshape(-1), b, kv, kv, ranges, 0, O)
+            K._linear_panels(out, x, P, W.reshape(-1), b, 0, O, kv, kv, ranges)
             want = x.astype(np.float64) @ W + b
             tol = 1e-4 if dtype == np.float32 else 1e-12
             np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
-            C = 2 * (32 // np.dtype(dtype).itemsize)  # one register tile's columns
+            one = np.full((1, O), np.nan, dtype)  # a row alone sums in the same order
+            for r in range(n):
+                linear(one, x[r : r + 1], W.reshape(-1), b, P, 0, O)
+                assert np.array_equal(one[0], out[r])
             cuts = sorted({0, O, *range(0, O, C)[1:3], O - O % C})
             part = np.full((n, O), np.nan, dtype)
             for c0, c1 in zip(cuts, cuts[1:], strict=False):  # column ranges, one at a time
-                K._linear_cols(part, x, W.reshape(-1), b, kv, kv, np.array([[0, 64]]), c0, c1)
+                K._linear_panels(part, x, P, W.reshape(-1), b, c0, c1, kv, kv, ranges[:1])
                 assert np.isnan(part[:, c1:]).all()
             assert np.array_equal(part, out)
+
+
+def _same_logits(a, b):
+    """Logits of one stream by two paths: equal, or (float32 shared out by columns, see the
+    column split's test below) within rounding."""
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_panels_follow_the_parameters():
+    """Several float rows read a panel copy of the matrices; after the parameters change in
+    place (a load, an optimizer step) the next step reads panels of the new ones."""
+    from cllm.engine.optim import AdamW
+
+    cfg = SHAPES[0]
+    gpt = GPT(cfg, seed=1, threads=2)
+    rows = ([1, 2], [0, 1], [0, 0])  # tokens, slots, positions
+
+    def logits(model):  # two streams' first tokens, on a fresh cache
+        return model.step(rows[0], model.new_cache(2), rows[1], rows[2])
+
+    def differ(a, b):  # far more than rounding
+        return np.abs(a - b).max() > 1e-3
+
+    before = logits(gpt)
+    other = GPT(cfg, seed=2, threads=2)
+    gpt.params[:] = other.params  # a load into the same buffer
+    _same_logits(logits(gpt), logits(other))
+    assert differ(logits(gpt), before)
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal(gpt.n_params).astype(gpt.dtype)
+    AdamW.for_model(gpt).step(gpt.params, grads, lr=1e-3)
+    fresh = GPT(cfg, seed=3, threads=2)
+    fresh.params[:] = gpt.params
+    _same_logits(logits(gpt), logits(fresh))
+    assert differ(logits(gpt), logits(other))
 
 
 def _logits_alone(gpt, prompt, tokens):
     """The logits a stream sees alone after its prompt and after each of ``tokens``."""
     cache = gpt.new_cache(1)
-    out = [gpt.decode(np.array([prompt]), cache)[0, -1]]
+    out = [gpt.decode(np.array([prompt]), cache, last=True)[0, -1]]
     for t in tokens:
         out.append(gpt.decode(np.array([[t]]), cache)[0, -1])
     return out
@@ -182,7 +233,8 @@ def _logits_alone(gpt, prompt, tokens):
 @pytest.mark.parametrize("quant", ["none", "int8"])
 def test_joining_and_leaving_streams_see_their_own_logits(quant):
     """Streams join and leave between steps; after every step each active stream's logits are
-    exactly those it gets alone (float and int8 weights)."""
+    those it gets alone (float and int8 weights; on 2 threads, float steps of several streams
+    are shared out by columns)."""
     cfg = SHAPES[0]
     gpt = GPT(cfg, seed=7, threads=2)
     gpt.set_quant(quant)
@@ -207,7 +259,7 @@ def test_joining_and_leaving_streams_see_their_own_logits(quant):
         want = _logits_alone(gpt, p, toks[:-1])
         assert len(seen[i]) == len(want) == lengths[i]
         for a, b in zip(seen[i], want, strict=True):
-            assert np.array_equal(a, b)
+            _same_logits(a, b)
 
 
 # A step shared out by output columns (kernels.decode_part on several threads at once, meeting
@@ -242,15 +294,19 @@ def test_column_split_step_equals_one_thread(cfg, dtype, quant):
             np.testing.assert_allclose(other.v, cache.v, **tol)
 
 
-def test_auto_split_by_columns_for_big_int8_weights_only(monkeypatch):
-    """Step split "auto" shares a step out by columns for int8 weights of SPLIT_MIN_BYTES or
-    more (one row too), and by rows for float weights and small int8 ones."""
+def test_auto_split_by_columns_for_float_rows_and_big_int8_weights(monkeypatch):
+    """Step split "auto" shares a step out by columns for 2 or more rows of float weights (from
+    their panels), and for int8 weights of SPLIT_MIN_BYTES or more (one row too); by rows for
+    one float row and for small int8 weights."""
     from cllm.engine import model as M
 
     gpt = GPT(SHAPES[0], seed=1, threads=2)
     cache = gpt.new_cache(2)
-    gpt.step([1, 2], cache, [0, 1], [0, 0])  # float: rows, both on one thread (< STEP_ROWS)
-    assert (0, 2) in cache.scratch and not any(k[0] == "columns" for k in cache.scratch)
+    gpt.step([1], cache, [0], [0])  # one float row: rows, one thread
+    assert (0, 1) in cache.scratch and not any(k[0] == "columns" for k in cache.scratch)
+    gpt.step([1, 2], cache, [0, 1], [0, 0])  # two: columns, from the panels
+    assert ("columns", 2, 2) in cache.scratch
+    cache.scratch.clear()
     gpt.set_quant("int8")
     gpt.step([3], cache, [0], [1])  # int8 below the size: rows
     assert not any(k[0] == "columns" for k in cache.scratch)
@@ -274,8 +330,8 @@ def _decode_part_args(gpt, n, cache, parts):
     def args(part):
         return (
             part, parts, bar, toks, slots, pos, dw.wpe, dw.blocks, dw.offs, dw.wq, dw.woffs,
-            dw.sq, dw.soffs, dw.head, dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v,
-            *own[part], *shared, logits,
+            dw.sq, dw.soffs, *(dw.panel_weights() if n > 1 else dw.no_panels), dw.head,
+            dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
         )  # fmt: skip
 
     return K, bar, args, logits
@@ -299,7 +355,7 @@ def test_barriers_hold_when_a_part_has_nothing_to_do():
     t.join(timeout=60)
     assert not t.is_alive()
     assert np.array_equal(logits, want)
-    assert bar[0] == 2 * 5 * cfg.n_layer  # five barriers a layer, both threads at each
+    assert bar[0] == 2 * 6 * cfg.n_layer  # six barriers a layer, both threads at each
 
 
 def test_a_part_that_never_comes_is_released_by_the_abort_flag():
