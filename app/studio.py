@@ -46,6 +46,10 @@ IDLE_REDRAW_S = 0.25  # a screen with nothing new is still repainted this often 
 # A new training snapshot alone (a step finished; nobody touches the window) repaints at most this
 # often: the charts move once a step, and every frame drawn is taken from the training's cores.
 SNAPSHOT_REDRAW_S = 1 / 8
+# Such a repaint redraws only the tab's main area where the tab can (its draw_view), leaving the
+# panel and the tab bar as the last full frame drew them; a full frame comes at least this often
+# (the resource line beside the tabs changes once a second) and on anything else.
+FULL_REDRAW_S = 1.0
 
 
 class Studio:
@@ -80,6 +84,9 @@ class Studio:
         self.skipped = 0  # frames with nothing new: input polled, nothing repainted
         self._drawn_key: tuple = ()
         self._drawn_at = 0.0
+        self._full_at = 0.0  # the last full frame
+        self._view_only = False  # this frame repaints the main area alone (a new snapshot)
+        self.view_frames = 0  # frames that repainted the main area alone
         self._settle = True
         self._res_at = 0.0
         self._res_lines: list[str] = []
@@ -147,6 +154,10 @@ class Studio:
             return self.running
         ui = self.ui
         ui.surface = pygame.display.get_surface()
+        if self._view_only and self._draw_view(events):
+            self.frame_ms.append((time.perf_counter() - t0) * 1000)
+            return self.running
+        self._full_at = time.monotonic()
         ui.begin(events)
         self._shortcuts()
         bar, main, panel = self.layout()
@@ -206,7 +217,36 @@ class Studio:
                 draw = True
         if draw:
             self._drawn_key, self._drawn_at, self._settle = key, now, bool(events or results)
+            self._view_only = (
+                only_snapshot
+                and now - self._full_at < FULL_REDRAW_S
+                and not self.ui.toasts
+                and not self.banner
+                and not self.ui.overlaid
+            )
         return draw
+
+    def _draw_view(self, events: list) -> bool:
+        """Repaint the main area alone through the tab's draw_view(ui, st, main) -> bool (False:
+        it cannot now, e.g. a dialog is open over it; nothing drawn). False where the tab has
+        none."""
+        hook = getattr(self.module(self.tab_name), "draw_view", None)
+        if hook is None:
+            return False
+        ui = self.ui
+        _, main, _ = self.layout()
+        ui.begin_region(events, main)
+        try:
+            if not hook(ui, self.st, main):
+                return False
+            ui.end()
+        except Exception as err:
+            ui.recover()
+            self._tab_failed(err)
+            return False
+        pygame.display.update(main)
+        self.view_frames += 1
+        return True
 
     def _shortcuts(self) -> None:
         """Global keys, taken before any tab sees them (none of them types a character)."""
@@ -486,7 +526,7 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
     time.sleep(1.0)
     render(FPS)
     studio.frame_ms.clear()
-    studio.skipped = 0
+    studio.skipped = studio.view_frames = 0
     for i in range(rounds):
         n = frames // rounds + (1 if i < frames % rounds else 0)
         measure("headless", lambda n=n: time.sleep(n / FPS))  # the main thread only sleeps
@@ -503,6 +543,7 @@ def bench(studio: Studio, frames: int, name: str | None) -> dict:
         "ratio": round(with_ui / headless, 3) if headless else None,
         # the window thread's CPU time over the windowed stretches' wall time: a share of one core
         "window_thread_cpu_share": round(ui_cpu["window"] / wall["window"], 3),
+        "main_area_only_frames": studio.view_frames,  # of frames_drawn: the panel kept
         "cpus": os.cpu_count(),
         "seconds": round(seconds, 2),
         "run_state": trainer.snapshot().state,  # "running": the run lasted the whole bench

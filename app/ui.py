@@ -114,6 +114,7 @@ class UI:
         self._focus_claimed = False
         self.drawn: dict[str, pygame.Rect] = {}  # widget id -> rect this frame (tests, tours)
         self.texts: list[str] = []  # the labels drawn this frame, in order (tests)
+        self._text_at: list[tuple[int, int]] = []  # where each of texts was drawn
         self.last_drawn: dict[str, pygame.Rect] = {}
         self._text_cache: dict[tuple[str, th.Color], pygame.Surface] = {}
         # measured widths and shortened strings: a frame measures the same texts again and
@@ -150,8 +151,24 @@ class UI:
         self.hot = None
         self._focus_claimed = False
         self.last_drawn, self.drawn = self.drawn, {}
-        self.texts = []
+        self.texts, self._text_at = [], []
         self._layers, self._layer, self._clips, self._ids = [], None, [], []
+
+    @property
+    def overlaid(self) -> bool:
+        """The last frame drew an overlay or a dialog (a layer over the tab)."""
+        return bool(self._prev_layers)
+
+    def begin_region(self, events: Sequence[pygame.event.Event], rect: pygame.Rect) -> None:
+        """``begin`` for a frame that repaints only ``rect``: what the last frame drew outside
+        it stays on screen, so its widgets (``drawn``) and labels (``texts``) are kept."""
+        rect = pygame.Rect(rect)
+        drawn = {k: r for k, r in self.drawn.items() if not rect.colliderect(r)}
+        kept = [(t, p) for t, p in zip(self.texts, self._text_at) if not rect.collidepoint(p)]
+        self.begin(events)
+        self.drawn.update(drawn)
+        self.texts = [t for t, _ in kept]
+        self._text_at = [p for _, p in kept]
 
     def end(self) -> None:
         """Draw deferred overlays and toasts, then settle active and focus for the next frame."""
@@ -367,6 +384,7 @@ class UI:
         if max_w is not None:
             s = self.elide(s, max_w)
         self.texts.append(s)
+        self._text_at.append(pos)
         surf = self.render(s, color)
         x, y = pos
         if align == "right":
@@ -380,6 +398,7 @@ class UI:
         r = pygame.Rect(rect)
         s = self.elide(s, r.w - 8)
         self.texts.append(s)
+        self._text_at.append(r.center)
         surf = self.render(s, color)
         self.surface.blit(surf, surf.get_rect(center=r.center))
 

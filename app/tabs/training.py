@@ -47,6 +47,18 @@ def draw(ui: UI, st: AppState, main: pygame.Rect, panel: pygame.Rect) -> None:
         dialog(ui, st, s)
 
 
+def draw_view(ui: UI, st: AppState, main: pygame.Rect) -> bool:
+    """The main area alone, for a repaint that only a new training snapshot asks for (the
+    studio keeps the panel as it was). False, drawing nothing, while a dialog is open."""
+    s = st.tab("training")
+    if s.dialog is not None:
+        return False
+    ui.surface.fill(th.BG, main)
+    with ui.scope("training"):
+        view(ui, st, main)
+    return True
+
+
 # ---------------------------------------------------------------------------- model state
 def remote_run(st: AppState):
     """A headless run of the current model (another process), or None."""

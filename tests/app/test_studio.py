@@ -243,6 +243,7 @@ def test_new_snapshots_alone_repaint_at_most_8_times_a_second(studio, monkeypatc
     studio.switch(1)
     studio.pump(2)
     monkeypatch.setattr(training, "draw", lambda *a: None)  # the tab draws nothing of them
+    monkeypatch.setattr(training, "draw_view", lambda *a: True)
     monkeypatch.setattr(st, "poll", lambda: None)  # no trainer here to replace our snapshots
     studio.frame_ms.clear()
     t0 = time.monotonic()
@@ -266,3 +267,66 @@ def test_new_snapshots_alone_repaint_at_most_8_times_a_second(studio, monkeypatc
     )
     studio.step()
     assert len(studio.frame_ms) == 1
+
+
+def test_a_new_snapshot_alone_repaints_the_main_area_only(studio, monkeypatch):
+    """Repaints for new snapshots alone draw the Training tab's main area (draw_view) and keep
+    the panel as the last full frame drew it, its labels and widgets still known to the UI; a
+    full frame comes at least every FULL_REDRAW_S, and at once on input or while a dialog is
+    open."""
+    import time
+
+    from app.studio import FULL_REDRAW_S
+    from app.tabs import training
+
+    st = studio.st
+    studio.switch(1)
+    studio.pump(2)
+    calls = {"full": 0, "view": 0}
+
+    def draw(ui, st, main, panel):
+        calls["full"] += 1
+        ui.label((panel.x + 10, panel.y + 10), "panel text")
+        ui.button((panel.x + 10, panel.y + 40, 100, 30), "Panel button")
+        ui.label((main.x + 10, main.y + 10), "old view text")
+
+    def draw_view(ui, st, main):
+        if st.tab("training").dialog is not None:
+            return False
+        calls["view"] += 1
+        ui.label((main.x + 10, main.y + 10), "view text")
+        return True
+
+    monkeypatch.setattr(training, "draw", draw)
+    monkeypatch.setattr(training, "draw_view", draw_view)
+    monkeypatch.setattr(st, "poll", lambda: None)
+    studio.step()  # input pending from the switch: full frames first
+    studio.step()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.2 * FULL_REDRAW_S:
+        st.snapshot = object()
+        studio.step()
+        time.sleep(0.002)
+    assert calls["view"] >= 8 and 2 <= calls["full"] <= 6, calls
+    assert studio.view_frames == calls["view"]
+    studio._full_at = time.monotonic()  # a full frame just now: the next snapshot is view-only
+    studio._drawn_at = 0.0
+    st.snapshot = object()
+    views = calls["view"]
+    studio.step()
+    assert calls["view"] == views + 1
+    ui = studio.ui
+    assert "panel text" in ui.texts and "view text" in ui.texts
+    assert "old view text" not in ui.texts
+    assert any(k.endswith("Panel button") for k in ui.drawn)
+    # a dialog open over the tab: full frames only
+    st.tab("training").dialog = "clear"
+    monkeypatch.setattr(training, "dialog", lambda *a: None)
+    before = dict(calls)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        st.snapshot = object()
+        studio.step()
+        time.sleep(0.002)
+    assert calls["view"] == before["view"] and calls["full"] > before["full"]
+    st.tab("training").dialog = None
