@@ -1041,6 +1041,20 @@ def decode_part(
     _head(logits, ln[n - logits.shape[0] :], head, head_s, v0, v1)
 
 
+@jit
+def decode_part_signal(
+    flag, part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw,
+    poffs, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+):  # fmt: skip
+    """``decode_part``, then flag[8] += 1 (``signal``: a ``threads.Team`` helper's part says it
+    has finished before it takes the GIL back)."""
+    decode_part(
+        part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
+        head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+    )  # fmt: skip
+    signal(flag, 8)
+
+
 @njit(inline="always", fastmath=True, error_model="numpy")
 def _dot(x, w):
     """x . w in the float type of x, w float or int8 (converted in registers)."""

@@ -679,18 +679,18 @@ class GPT:
         bar[:] = 0
         pw, poffs = dw.panel_weights() if n > 1 else dw.no_panels
 
-        def run(part: int) -> None:
+        def run(part: int, flag: np.ndarray) -> None:
             try:
-                K.decode_part(
-                    part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks, dw.offs, dw.wq,
-                    dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s, dw.lnf_w,
+                K.decode_part_signal(
+                    flag, part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks, dw.offs,
+                    dw.wq, dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s, dw.lnf_w,
                     dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
                 )  # fmt: skip
             except BaseException:
                 bar[K.BARRIER_ABORT] = 1  # the partners' barriers stop waiting for this one
                 raise
 
-        run_team(run, parts)
+        run_team(run, parts, signals=True)
 
     def prefill(
         self, ids: np.ndarray, cache: KVCache, slot: int, pos: int = 0, last: bool = False

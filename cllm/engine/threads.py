@@ -107,7 +107,9 @@ class Team:
 
     def __init__(self, parts: int, nice: int = 0):
         self.parts = parts
-        self.flag = np.zeros(16, np.int64)  # [0] rounds posted, [8] parts done (own cache line)
+        self.flag = np.zeros(16, np.int64)  # [0] rounds posted, [DONE] parts done (own line)
+        self.fn_signals = False
+        self._own = np.zeros(16, np.int64)  # what the caller's part signals into (ignored)
         self.cond = threading.Condition()
         self.lock = threading.Lock()
         self.fn = None
@@ -128,32 +130,44 @@ class Team:
                     while self.flag[0] <= seen:
                         self.cond.wait()
             seen += 1
+            fn, signals = self.fn, self.fn_signals
             try:
-                self.fn(part)
+                if signals:
+                    fn(part, self.flag)
+                else:
+                    fn(part)
             except BaseException as e:  # handed to the caller, which raises it
                 self.errors[part] = e
-            K.signal(self.flag, 8)
+                signals = False
+            if not signals:
+                K.signal(self.flag, self.DONE)
             with self.cond:
                 self.cond.notify_all()
 
-    def run(self, fn):
+    DONE = 8
+
+    def run(self, fn, signals: bool = False):
         """fn(0) here and fn(1)..fn(parts - 1) on the helpers, at once; returns fn(0)'s result
-        once every part has ended, or raises the first part's exception."""
+        once every part has ended, or raises the first part's exception.
+
+        ``signals``: fn(part, flag) itself ends with ``kernels.signal(flag, Team.DONE)`` in
+        compiled code, and raises only before it: the caller learns that a helper has finished
+        without waiting for that helper to take the GIL back (tens of microseconds)."""
         from cllm.engine import kernels as K
 
         with self.lock:
-            self.fn = fn
+            self.fn, self.fn_signals = fn, signals
             self.errors = [None] * self.parts
-            done = int(self.flag[8]) + self.parts - 1
+            done = int(self.flag[self.DONE]) + self.parts - 1
             with self.cond:
                 K.signal(self.flag, 0)
                 self.cond.notify_all()
             try:
-                first = fn(0)
+                first = fn(0, self._own) if signals else fn(0)
             finally:
-                if not K.spin_until(self.flag, 8, done, TEAM_SPINS):
+                if not K.spin_until(self.flag, self.DONE, done, TEAM_SPINS):
                     with self.cond:
-                        while self.flag[8] < done:
+                        while self.flag[self.DONE] < done:
                             self.cond.wait()
             for e in self.errors[1:]:
                 if e is not None:
@@ -161,16 +175,16 @@ class Team:
             return first
 
 
-def run_team(fn, parts: int):
+def run_team(fn, parts: int, signals: bool = False):
     """fn(0)..fn(parts - 1) at once on a ``Team`` of this thread's priority (made on first
-    use, then kept); fn(0)'s result."""
+    use, then kept); fn(0)'s result. ``signals``: see ``Team.run``."""
     if parts == 1:
-        return fn(0)
+        return fn(0, np.zeros(16, np.int64)) if signals else fn(0)
     key = (parts, thread_nice())
     team = _TEAMS.get(key)
     if team is None:
         team = _TEAMS.setdefault(key, Team(parts, key[1]))
-    return team.run(fn)
+    return team.run(fn, signals)
 
 
 def chunks(n: int, parts: int) -> list[slice]:

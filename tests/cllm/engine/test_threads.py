@@ -43,3 +43,65 @@ def test_lower_priority_never_raises_it():
         return threads.thread_nice()
 
     assert _in_thread(twice) == base + 4
+
+
+@pytest.mark.parametrize("spins", [0, 30_000])
+def test_a_team_runs_every_part_once_a_round(monkeypatch, spins):
+    """Rounds in a row, helpers spinning between them or (0 spins) asleep: every part runs
+    once a round, at once (they meet at a barrier), and run returns part 0's result."""
+    import threading
+
+    from cllm.engine import threads as T
+
+    monkeypatch.setattr(T, "TEAM_SPINS", spins)
+    team = T.Team(3)
+    meet = threading.Barrier(3, timeout=30)
+    for r in range(50):
+        seen = []
+
+        def fn(part, r=r, seen=seen):
+            meet.wait()  # all three at once, or this times out
+            seen.append(part)
+            return (r, part)
+
+        assert team.run(fn) == (r, 0)
+        assert sorted(seen) == [0, 1, 2]
+
+
+def test_a_team_hands_a_helper_failure_to_the_caller_and_goes_on():
+    from cllm.engine import threads as T
+
+    team = T.Team(2)
+
+    def fn(part):
+        if part == 1:
+            raise ValueError("helper failed")
+        return "caller"
+
+    with pytest.raises(ValueError, match="helper failed"):
+        team.run(fn)
+    assert team.run(lambda part: part) == 0  # the next round runs
+
+
+def test_team_parts_that_signal_their_own_end():
+    """signals=True: each helper's part ends by signalling Team.DONE itself (as the decoding
+    kernel does, without the GIL); run waits for exactly those signals."""
+    import numpy as np
+
+    from cllm.engine import kernels as K
+    from cllm.engine import threads as T
+
+    team = T.Team(3)
+    ran = []
+
+    def fn(part, flag):
+        ran.append(part)
+        K.signal(flag, T.Team.DONE)
+
+    for _ in range(20):
+        ran.clear()
+        team.run(fn, signals=True)
+        assert sorted(ran) == [0, 1, 2]
+    assert team.flag[T.Team.DONE] == 2 * 20  # the helpers' signals only
+    assert T.run_team(lambda part, flag: part, 1, signals=True) == 0
+    assert isinstance(team._own, np.ndarray)
