@@ -18,9 +18,10 @@ from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_pa
 from cllm.errors import ValidationError
 
 STEP_TILE = 4  # rows in one register tile of kernels._linear_panels
-# The fewest rows a thread of GPT.step takes: a second thread reads all the weights again, and
-# on the 2-core machine 8 streams on one thread beat 4 + 4 on two (2,021 against 1,812 tokens/s,
-# 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
+# The fewest rows a thread of GPT.step takes when a step is shared out by rows (small int8
+# models; "rows"): a second thread reads all the weights again, and on the 2-core machine 8 float
+# streams on one thread beat 4 + 4 on two with the kernels before the panels (2,021 against
+# 1,812 tokens/s, 2,024 against 1,668 per CPU-second; docs/benchmarks.md).
 STEP_ROWS = 8
 # GPT.step ("auto") shares a step out by output columns (every row on every thread, each reading
 # its share of the weights) for 2 or more rows of float weights, which then read their panels

@@ -88,11 +88,13 @@ def run_parallel(fn, items: list) -> list:
     return [first] + [f.result() for f in futures]
 
 
-# A team's helpers wait for the next round this many turns of the CPU's pause hint (~35 ns each
-# on Zen 3: about a millisecond) spinning before they sleep, and the caller as long for the
-# round's end: the steps of a batched decode, a few hundred microseconds of Python apart, start
-# and end without waking a thread (tens of microseconds each way, measured: 42 to start the
-# partner and 68 to learn it had finished, of a 1.9 ms step).
+# A team's helpers wait for the next round this many turns of the CPU's pause hint (33 ns each
+# on the 2-core EPYC: about a millisecond) spinning before they sleep, and the caller as long
+# for the round's end: the steps of a batched decode, a few hundred microseconds of Python
+# apart, need no thread woken from sleep (from a thread pool's queue: 42 us to start the partner
+# and 68 to learn it had finished, of a 1.9 ms step). A helper still takes the GIL from the
+# caller to start its part (about 60 us); parts that signal their end from compiled code
+# (``Team.run(signals=True)``) end without it.
 TEAM_SPINS = 30_000
 _TEAMS: dict[tuple, Team] = {}
 
