@@ -320,6 +320,8 @@ class Studio:
             r = pygame.Rect(main.x + 10, main.y - 18, main.w - 20, 26)
             self.ui.rect(r, (60, 20, 20), th.ERROR)
             self.ui.label((r.x + 8, r.y + 5), self.banner[0], th.ERROR, max_w=r.w - 16)
+        elif self.banner:  # expired, and this full frame has drawn over it
+            self.banner = None
 
     # ------------------------------------------------------------------ loop
     def run(self) -> None:

@@ -119,6 +119,16 @@ def test_exception_in_a_tab_becomes_a_banner(studio, monkeypatch):
     assert any("boom" in t.text for t in studio.ui.toasts)
 
 
+def test_an_expired_banner_is_cleared_by_the_next_full_frame(studio):
+    """A banner past its time is drawn over by the next full frame and then dropped, so that
+    repaints of the main area alone (which need no banner up) resume."""
+    import time
+
+    studio.banner = ("Training tab: RuntimeError: gone", time.time() - 1)
+    studio.pump(2)
+    assert studio.banner is None
+
+
 def test_every_tab_draws(studio):
     for i in range(len(TABS)):
         key(studio, pygame.K_1 + i, CTRL)
