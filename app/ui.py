@@ -164,7 +164,8 @@ class UI:
         it stays on screen, so its widgets (``drawn``) and labels (``texts``) are kept."""
         rect = pygame.Rect(rect)
         drawn = {k: r for k, r in self.drawn.items() if not rect.colliderect(r)}
-        kept = [(t, p) for t, p in zip(self.texts, self._text_at) if not rect.collidepoint(p)]
+        texts = zip(self.texts, self._text_at, strict=True)
+        kept = [(t, p) for t, p in texts if not rect.collidepoint(p)]
         self.begin(events)
         self.drawn.update(drawn)
         self.texts = [t for t, _ in kept]

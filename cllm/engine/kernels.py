@@ -852,13 +852,13 @@ def _attend_head(yh, q, kh, vh, p, att, scale):
         att[j], att[j + 1], att[j + 2], att[j + 3] = t0, t1, t2, t3
         mx = max(mx, max(max(t0, t1), max(t2, t3)))
         j += 4
-    for j in range(j, n):
-        kj = kh[j]
+    for i in range(j, n):  # the keys past the last 4
+        ki = kh[i]
         acc = _vzero(att)
         for c in range(0, hs, VW):
-            acc = _vfma(_vload(q, c), _vload(kj, c), acc)
+            acc = _vfma(_vload(q, c), _vload(ki, c), acc)
         t = _vsum(acc) * scale
-        att[j] = t
+        att[i] = t
         mx = max(mx, t)
     tot = 0.0
     for j in range(n):
@@ -1043,16 +1043,16 @@ def decode_part(
 
 @jit
 def decode_part_signal(
-    flag, part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw,
-    poffs, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+    flag, done, part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs,
+    pw, poffs, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
 ):  # fmt: skip
-    """``decode_part``, then flag[8] += 1 (``signal``: a ``threads.Team`` helper's part says it
-    has finished before it takes the GIL back)."""
+    """``decode_part``, then flag[done] += 1 (``signal``: a ``threads.Team`` helper's part says
+    it has finished before it takes the GIL back)."""
     decode_part(
         part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
         head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
     )  # fmt: skip
-    signal(flag, 8)
+    signal(flag, done)
 
 
 @njit(inline="always", fastmath=True, error_model="numpy")

@@ -14,7 +14,14 @@ import numpy as np
 from cllm.engine import kernels as K
 from cllm.engine.config import GPTConfig, param_shapes
 from cllm.engine.quant import DecodeWeights
-from cllm.engine.threads import blas_one_thread, chunks, default_threads, run_parallel, run_team
+from cllm.engine.threads import (
+    Team,
+    blas_one_thread,
+    chunks,
+    default_threads,
+    run_parallel,
+    run_team,
+)
 from cllm.errors import ValidationError
 
 STEP_TILE = 4  # rows in one register tile of kernels._linear_panels
@@ -649,15 +656,16 @@ class GPT:
             big = dw.quant == "int8" and dw.wq.nbytes + dw.head.nbytes >= SPLIT_MIN_BYTES
             panels = dw.quant == "none" and n > 1
             split = "columns" if threads > 1 and (big or panels or prompt) else "rows"
+        panels = dw.panel_weights() if n > 1 else dw.no_panels  # 2+ rows read the panels
         if split == "columns" and threads > 1:
-            self._step_columns(tokens, cache, slots, pos, logits, threads)
+            self._step_columns(tokens, cache, slots, pos, logits, threads, panels)
             return
         # Each thread reads every weight once for its rows, 4 rows to a register tile: a thread
         # gets whole tiles, and at least STEP_ROWS rows (another thread reads the weights again).
         per = max(-(-n // threads), STEP_ROWS)
         per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
         parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
-        pw, poffs = dw.panel_weights() if n > 1 else dw.no_panels
+        pw, poffs = panels
 
         def run(sl: slice) -> None:
             K.decode_step(
@@ -668,7 +676,9 @@ class GPT:
 
         run_parallel(run, parts)
 
-    def _step_columns(self, tokens, cache: KVCache, slots, pos, logits, parts: int) -> None:
+    def _step_columns(
+        self, tokens, cache: KVCache, slots, pos, logits, parts: int, panels: tuple
+    ) -> None:
         """``step`` with every row on all ``parts`` threads at once, each computing its share of
         every product's output columns (``kernels.decode_part``): each reads only its share of
         the weights, and they meet at barriers. The same logits as one thread: bit for bit in
@@ -678,14 +688,14 @@ class GPT:
         cfg, dw, n = self.config, self.decode_weights(), tokens.size
         bar, shared, own = cache.split_scratch(cfg, n, parts, self.dtype)
         bar[:] = 0
-        pw, poffs = dw.panel_weights() if n > 1 else dw.no_panels
+        pw, poffs = panels
 
         def run(part: int, flag: np.ndarray) -> None:
             try:
                 K.decode_part_signal(
-                    flag, part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks, dw.offs,
-                    dw.wq, dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s, dw.lnf_w,
-                    dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
+                    flag, Team.DONE, part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks,
+                    dw.offs, dw.wq, dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s,
+                    dw.lnf_w, dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
                 )  # fmt: skip
             except BaseException:
                 bar[K.BARRIER_ABORT] = 1  # the partners' barriers stop waiting for this one

@@ -380,10 +380,10 @@ def test_a_failing_part_releases_its_partner(monkeypatch):
     cache = gpt.new_cache(2)
     real = K.decode_part_signal
 
-    def flaky(flag, part, *a):
+    def flaky(flag, done, part, *a):
         if part == 1:
             raise RuntimeError("part 1 failed")
-        return real(flag, part, *a)
+        return real(flag, done, part, *a)
 
     monkeypatch.setattr(K, "decode_part_signal", flaky)
     with pytest.raises(RuntimeError, match="part 1 failed"):
