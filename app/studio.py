@@ -197,9 +197,11 @@ class Studio:
             pygame.display.get_surface().get_size(),
         )
         # the frame after input is drawn too: widgets drawn before a click see its effect then
+        if not events and not pygame.display.get_active():
+            # minimized: nothing is on screen until it is restored, which is an event; results
+            # and the frame after input wait for it
+            return False
         touched = bool(events or results or self._settle or self.ui.active is not None)
-        if not touched and not pygame.display.get_active():
-            return False  # minimized: nothing is on screen until it is restored (an event)
         hook = getattr(self.module(self.tab_name), "wants_frame", None)
         # a new snapshot and nothing else: wait for SNAPSHOT_REDRAW_S (the key stays undrawn)
         only_snapshot = key[1:] == self._drawn_key[1:] and not touched

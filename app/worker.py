@@ -57,15 +57,18 @@ class Worker:
             return self._pending
 
     def poll(self) -> int:
-        """Run the callbacks of finished jobs (UI thread); returns how many results came."""
+        """Run the callbacks of finished jobs (UI thread); returns how many results of submitted
+        jobs came. Periodic jobs' results are not counted: a callback of theirs that changes what
+        is shown says so itself (a new listing bumps the state's version, a problem is a toast),
+        so an unchanged scan every second does not force a repaint."""
         n = 0
         while True:
             try:
                 ok, value, cb, counted = self._results.get_nowait()
             except queue.Empty:
                 return n
-            n += 1
             if counted:
+                n += 1
                 with self._lock:
                     self._pending -= 1
             try:

@@ -60,6 +60,19 @@ def test_periodic_jobs_run_while_idle():
     w = Worker()
     ticks = []
     w.every(0.05, lambda: time.monotonic(), ticks.append)
-    _poll_until(w, lambda: len(ticks) >= 3)
-    assert w.busy == 0  # periodic results are not counted as pending jobs
+    counted = []
+
+    def poll():
+        counted.append(w.poll())
+        return len(ticks) >= 3
+
+    _poll_until(w, poll)
+    # periodic results are neither pending jobs nor results that force the studio to repaint
+    assert w.busy == 0 and sum(counted) == 0
+    w.submit(lambda: 1, done=ticks.append)
+    end = time.monotonic() + 5
+    while w.busy and time.monotonic() < end:
+        counted.append(w.poll())
+        time.sleep(0.01)
+    assert sum(counted) == 1
     w.stop()
