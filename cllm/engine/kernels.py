@@ -930,8 +930,9 @@ def decode_step(
     """
     bar = np.zeros(BARRIER_SIZE, np.int64)
     decode_part(
-        0, 1, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs, head,
-        head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, ln, h, logits,
+        0, 1, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
+        pw[0, :0], head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, ln, h,
+        logits,
     )  # fmt: skip
 
 
@@ -968,7 +969,7 @@ def _units(pos, H, part, parts):
 @jit
 def decode_part(
     part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
-    head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+    hp, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
 ):  # fmt: skip
     """``decode_step`` shared out among ``parts`` threads, each calling it at once with its own
     ``part`` (0..parts-1), the same barrier ``bar`` (BARRIER_SIZE zeros before the step) and
@@ -980,7 +981,11 @@ def decode_part(
     attention goes by (row, head) pairs (``_units``); a thread writes the keys and values of its
     own pairs. They meet at a barrier (``_barrier``) wherever one reads what another wrote: six
     a layer. Every output is summed in the order of one thread's step, so the logits are bit
-    for bit those of ``decode_step``. With parts == 1 there are no barriers, and o may be ln.
+    for bit those of ``decode_step``; except where ``hp`` holds the head in panels
+    (``quant.pack_panels`` of head.T; empty: the head's rows are read as they are): two or more
+    rows' logits then come from the panel kernel, each logit summed over the model width in
+    order rather than as ``_head_float``'s dot products, which differ by rounding. With parts ==
+    1 there are no barriers, and o may be ln.
     """
     n, D = x.shape
     F = h.shape[1]
@@ -997,7 +1002,7 @@ def decode_part(
     a0, a1 = _cols(3 * D, part, parts, CW)
     p0, p1 = _cols(D, part, parts, CW)
     f0, f1 = _cols(F, part, parts, CW)
-    v0, v1 = _cols(V, part, parts, 2)
+    v0, v1 = _cols(V, part, parts, CW if hp.size else 2)
     # the keys and values this thread's attention reads, as ranges of a layer's flat cache:
     # the MLP of layer l asks for those of layer l + 1 (several rows only)
     none = np.empty((0, 2), np.int64)
@@ -1038,19 +1043,31 @@ def decode_part(
         k = _barrier(bar, k, parts)
         x += o
     _layernorm_rows(ln, x, lnf_w, lnf_b)
-    _head(logits, ln[n - logits.shape[0] :], head, head_s, v0, v1)
+    m = logits.shape[0]
+    if hp.size == 0 or m < 2:
+        _head(logits, ln[n - m :], head, head_s, v0, v1)
+        return
+    # the head in panels, as the block matrices (no bias: zeros); the columns past the last
+    # whole panel (V % CW of them, the last part's) by the rows of head
+    Vc = V - V % CW
+    e = min(v1, Vc)
+    if e > v0:
+        _linear_panels(logits, ln[n - m :], hp, hp, np.zeros(V, x.dtype), v0, e, hp, hp, none)
+    if v1 > max(v0, Vc):
+        _head(logits, ln[n - m :], head, head_s, max(v0, Vc), v1)
 
 
 @jit
 def decode_part_signal(
     flag, done, part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs,
-    pw, poffs, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+    pw, poffs, hp, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h,
+    logits,
 ):  # fmt: skip
     """``decode_part``, then flag[done] += 1 (``signal``: a ``threads.Team`` helper's part says
     it has finished before it takes the GIL back)."""
     decode_part(
         part, parts, bar, tokens, slots, pos, wpe, blocks, offs, wq, woffs, sq, soffs, pw, poffs,
-        head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
+        hp, head, head_s, lnf_w, lnf_b, k_cache, v_cache, x, ln, att, qkv, y, o, h, logits,
     )  # fmt: skip
     signal(flag, done)
 

@@ -622,9 +622,10 @@ class GPT:
         weights, 2 or more rows run in register tiles of 4 over the matrices' panels
         (``kernels._linear_panels``), each thread computing its share of the output columns
         (``step_split``). On one thread, and shared out by rows, each row's logits are bit for
-        bit the same whichever rows run beside it; shared out by columns they are the same but
-        for a rare difference of one rounding (``_step_columns``), so batching does not change
-        a stream's greedy tokens short of an exact tie."""
+        bit the same whichever rows run beside it; shared out by columns they are the same to
+        rounding (``_step_columns``: float weights take the head from its panels there, summed
+        in another order), so batching does not change a stream's greedy tokens short of a
+        near tie."""
         cfg = self.config
         tokens, slots, pos = (
             np.ascontiguousarray(a, np.int64).reshape(-1) for a in (tokens, slots, pos)
@@ -665,7 +666,7 @@ class GPT:
         per = max(-(-n // threads), STEP_ROWS)
         per = -(-per // STEP_TILE) * STEP_TILE if n > 1 else 1
         parts = [slice(i, min(n, i + per)) for i in range(0, n, per)]
-        pw, poffs = panels
+        pw, poffs, _ = panels  # the head's rows as they are: a row's logits the same alone
 
         def run(sl: slice) -> None:
             K.decode_step(
@@ -681,21 +682,24 @@ class GPT:
     ) -> None:
         """``step`` with every row on all ``parts`` threads at once, each computing its share of
         every product's output columns (``kernels.decode_part``): each reads only its share of
-        the weights, and they meet at barriers. The same logits as one thread: bit for bit in
-        thousands of comparisons of a stress loop, but a few test runs (two in one session, two
-        in another, never when repeated) saw a float32 row differ by one rounding, with no cause
-        found; the tests hold this path to rounding (tests/cllm/engine/test_batch.py)."""
+        the weights, and they meet at barriers. The same logits as one thread to rounding: two or
+        more rows of float weights take the head from its panels (``DecodeWeights.panel_weights``;
+        0.34 -> about 0.2 ms of an 8-row step of the small preset), each logit summed along the
+        model width rather than as a dot product of vector halves. Before that head, this path
+        was bit for bit one thread's in thousands of comparisons of a stress loop, but a few
+        test runs saw a float32 row differ by one rounding, with no cause found; the tests hold
+        it to rounding (tests/cllm/engine/test_batch.py)."""
         cfg, dw, n = self.config, self.decode_weights(), tokens.size
         bar, shared, own = cache.split_scratch(cfg, n, parts, self.dtype)
         bar[:] = 0
-        pw, poffs = panels
+        pw, poffs, hp = panels
 
         def run(part: int, flag: np.ndarray) -> None:
             try:
                 K.decode_part_signal(
                     flag, Team.DONE, part, parts, bar, tokens, slots, pos, dw.wpe, dw.blocks,
-                    dw.offs, dw.wq, dw.woffs, dw.sq, dw.soffs, pw, poffs, dw.head, dw.head_s,
-                    dw.lnf_w, dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
+                    dw.offs, dw.wq, dw.woffs, dw.sq, dw.soffs, pw, poffs, hp, dw.head,
+                    dw.head_s, dw.lnf_w, dw.lnf_b, cache.k, cache.v, *own[part], *shared, logits,
                 )  # fmt: skip
             except BaseException:
                 bar[K.BARRIER_ABORT] = 1  # the partners' barriers stop waiting for this one

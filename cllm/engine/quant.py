@@ -112,8 +112,9 @@ class DecodeWeights:
         self.offs = np.array([offs["h.0." + k][0] - base for k in DECODE_BLOCK], np.int64)
         self.lnf_w, self.lnf_b = view("ln_f.weight"), view("ln_f.bias")
         self._shapes = {m: offs["h.0." + m][1] for m in MATRICES}
-        self._panels: tuple | None = None  # (panels, poffs, stamp) once several rows asked
-        self.no_panels = (np.zeros((L, 0), params.dtype), np.zeros(12, np.int64))
+        self._panels: tuple | None = None  # (panels, poffs, hp, stamp) once several rows ask
+        empty = np.zeros(0, params.dtype)
+        self.no_panels = (np.zeros((L, 0), params.dtype), np.zeros(12, np.int64), empty)
         if quant == "none":
             self.wq, self.woffs = self.blocks, self.offs
             self.sq, self.soffs = np.ones((L, 1), params.dtype), np.zeros(12, np.int64)
@@ -147,20 +148,24 @@ class DecodeWeights:
     STAMP_SAMPLES = 1024
 
     def _stamp(self) -> bytes:
-        flat = self.blocks.reshape(-1)
-        return flat[:: max(1, flat.size // self.STAMP_SAMPLES)].tobytes()
+        flat, head = self.blocks.reshape(-1), self.head.reshape(-1)
+        return (
+            flat[:: max(1, flat.size // self.STAMP_SAMPLES)].tobytes()
+            + head[:: max(1, head.size // self.STAMP_SAMPLES)].tobytes()
+        )
 
-    def panel_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """(pw[L, P], poffs[12]): the float block matrices in panels (``pack_panels``), at
-        poffs[k] for DECODE_BLOCK[k], for steps of 2 or more rows. Made on first use, and again
-        when the parameters have changed since (training in place, a load): each call compares a
-        sample of them. Int8 weights have none (empty arrays)."""
+    def panel_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pw[L, P], poffs[12], hp): the float block matrices in panels (``pack_panels``), at
+        poffs[k] for DECODE_BLOCK[k], and the head's transpose [D, V] in panels (hp), for steps
+        of 2 or more rows. Made on first use, and again when the parameters have changed since
+        (training in place, a load): each call compares a sample of them. Int8 weights have
+        none (empty arrays)."""
         if self.quant != "none":
             return self.no_panels
         stamp = self._stamp()
         got = self._panels
-        if got is not None and got[2] == stamp:
-            return got[0], got[1]
+        if got is not None and got[3] == stamp:
+            return got[:3]
         L = self.blocks.shape[0]
         lanes = 32 // self.blocks.dtype.itemsize  # a 256-bit vector's elements
         C = PANEL_LANES * lanes
@@ -177,5 +182,6 @@ class DecodeWeights:
                 w = self.blocks[l, self.offs[k] : self.offs[k] + I * O].reshape(I, O)
                 part = pack_panels(w, lanes)
                 pw[l, poffs[k] : poffs[k] + part.size] = part
-        self._panels = (pw, poffs, stamp)
-        return pw, poffs
+        hp = pack_panels(self.head.T, lanes)
+        self._panels = (pw, poffs, hp, stamp)
+        return pw, poffs, hp
