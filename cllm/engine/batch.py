@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cllm.engine.generate import sample_next
+from cllm.engine.generate import penalize_repeats, sample_next
 from cllm.errors import ValidationError
 
 
@@ -52,6 +52,7 @@ class _Stream:
     eot_id: int | None
     rng: np.random.Generator
     logits: np.ndarray
+    penalty: float = 1.0
     made: int = 0
     pos: int = 0  # tokens in the cache slot
 
@@ -85,9 +86,11 @@ class BatchDecoder:
         top_p: float = 0.9,
         seed: int | None = None,
         eot_id: int | None = None,
+        repetition_penalty: float = 1.0,
     ) -> int:
         """Start a stream: its prompt (the last block_size tokens of it) runs now, into a free
-        slot. Returns the stream's id. Raises ValidationError when every slot is taken."""
+        slot. Returns the stream's id. Raises ValidationError when every slot is taken. The
+        arguments mean what they mean to ``generate.sample_stream``."""
         if not self._free:
             raise ValidationError(f"all {self.cache.batch} streams are busy")
         if max_new_tokens < 1:
@@ -105,7 +108,7 @@ class BatchDecoder:
         self._next_id += 1
         rng = np.random.default_rng(seed)
         st = _Stream(sid, slot, ctx, int(max_new_tokens), temperature, top_k, top_p, eot_id, rng,
-                     logits, pos=len(ctx))  # fmt: skip
+                     logits, float(repetition_penalty), pos=len(ctx))  # fmt: skip
         self._streams[sid] = st
         return sid
 
@@ -127,7 +130,10 @@ class BatchDecoder:
         C = self.gpt.config.block_size
         events, feed = [], []
         for st in list(self._streams.values()):
-            tok = sample_next(st.logits, st.temperature, st.top_k, st.top_p, st.rng)
+            logits = st.logits
+            if st.penalty != 1.0:
+                logits = penalize_repeats(logits, st.ctx, st.penalty)
+            tok = sample_next(logits, st.temperature, st.top_k, st.top_p, st.rng)
             if st.eot_id is not None and tok == st.eot_id:
                 events.append(Event(st.sid, None, True, "stop"))
                 self.cancel(st.sid)

@@ -185,8 +185,9 @@ def completion_ids(tokenizer, prompt: str) -> np.ndarray:
 class Generation:
     """Text pieces of one continuation of ``ids``, stopped at the first stop sequence (which is
     not part of the text), at end-of-text, after ``max_tokens`` tokens, or when ``cancel`` is
-    set. Iterate it once; afterwards ``text``, ``finish_reason`` ("stop", "length" or
-    "cancelled") and ``completion_tokens`` say how it ended.
+    set. Iterate it once (or drive it with start/feed/end); afterwards ``text``,
+    ``finish_reason`` ("stop", "length" or "cancelled") and ``completion_tokens`` say how it
+    ended.
 
     A piece that might be the start of a stop sequence is held back until it is known not to be,
     so no stop sequence, or part of one, is ever shown."""
@@ -209,8 +210,6 @@ class Generation:
 
     def __iter__(self) -> Iterator[str]:
         s = self.sampling
-        scan = StopScanner(s.stop)
-        dec = StreamDecoder(self.tokenizer)
         stream = sample_stream(
             self.gpt,
             self.ids,
@@ -223,40 +222,62 @@ class Generation:
             stop=self.cancel,
             repetition_penalty=float(s.repetition_penalty),
         )
-        started = not self.strip_leading_space
+        self.start()
         try:
             for tok in stream:
-                self.completion_tokens += 1
-                if self.on_token is not None:
-                    self.on_token(tok)
-                piece = dec.feed(tok)
-                if not started:
-                    piece = piece.lstrip(" ")
-                    started = bool(piece)
-                out = scan.feed(piece)
+                out = self.feed(tok)
                 if out:
                     yield out
-                if scan.stopped:
+                if self.stopped:
                     break
         finally:
             stream.close()
-        if not scan.stopped:
-            tail = dec.flush()
-            out = scan.feed(tail if started else tail.lstrip(" "))
-            if out:
-                yield out
-        out = scan.finish()
+        out = self.end()
         if out:
             yield out
+
+    # Driven token by token (a batched decoder samples the tokens; ``__iter__`` is these three
+    # over ``sample_stream``): start(), then feed(token) for each until ``stopped`` or no more
+    # tokens, then end().
+
+    def start(self) -> None:
+        self._scan = StopScanner(self.sampling.stop)
+        self._dec = StreamDecoder(self.tokenizer)
+        self._started = not self.strip_leading_space  # a first piece of only spaces is dropped
+
+    def feed(self, tok: int) -> str:
+        """Take the next sampled token; the text that can be shown now ("" if none)."""
+        self.completion_tokens += 1
+        if self.on_token is not None:
+            self.on_token(tok)
+        piece = self._dec.feed(tok)
+        if not self._started:
+            piece = piece.lstrip(" ")
+            self._started = bool(piece)
+        return self._scan.feed(piece)
+
+    @property
+    def stopped(self) -> bool:
+        """A stop sequence has ended the text: feed no more tokens."""
+        return self._scan.stopped
+
+    def end(self) -> str:
+        """No more tokens: the text still held back; sets ``text`` and ``finish_reason``."""
+        scan, out = self._scan, ""
+        if not scan.stopped:
+            tail = self._dec.flush()
+            out = scan.feed(tail if self._started else tail.lstrip(" "))
+        out += scan.finish()
         self.text = scan.text
         if scan.stopped:
             self.finish_reason = "stop"
-        elif self.completion_tokens >= s.max_tokens:
+        elif self.completion_tokens >= self.sampling.max_tokens:
             self.finish_reason = "length"
         elif self.cancel is not None and self.cancel.is_set():
             self.finish_reason = "cancelled"
         else:
             self.finish_reason = "stop"  # end-of-text
+        return out
 
     def run(self) -> str:
         """Generate it all; the text."""

@@ -5,11 +5,13 @@ every request and, when the file changed (a trainer saved a checkpoint, a model 
 loads the new one for new requests while the old worker finishes the requests it already has.
 So a model in training is served from its last saved file and follows it without a restart.
 
-A worker runs its requests' ``Generation`` iterators round-robin, one step (one token, with any
-text it completes) each, on one thread: eight streams to one model all make progress at once,
-none waits for another to finish, and the event loop never runs model code. Batched decoding
-plugs in at ``ModelWorker._step``: instead of advancing each job by one ``decode`` of batch 1,
-advance them all with one batched decode over their KV caches.
+A worker decodes its requests together on one thread, with continuous batching
+(``engine.batch.BatchDecoder``): each request holds a key-value cache slot, every step gives each
+active request its next token in one model call (the weights are read once for all of them), a
+finished request leaves its slot between steps and a waiting one takes it. So eight streams to
+one model all make progress at once, none waits for another to finish, and the event loop never
+runs model code. A ``Generation`` of another model (anything not of the worker's own weights) is
+iterated one token per round beside the batch instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cllm.engine.batch import BatchDecoder
+from cllm.engine.chat import Generation
 from cllm.errors import NotFoundError
 
 
@@ -34,18 +38,22 @@ class Job:
     emit: Callable[[str], None]
     finish: Callable[[BaseException | None], None]
     cancel: threading.Event = field(default_factory=threading.Event)
-    _it: object = None
+    _it: object = None  # the iterator of a generation decoded alone
+    _sid: int | None = None  # the stream of a generation in the worker's batch
 
 
 class ModelWorker:
-    MAX_ACTIVE = 16  # requests decoded in turn; more wait in the queue
+    MAX_ACTIVE = 16  # requests decoded at once (cache slots); more wait in the queue
 
     def __init__(self, name: str, lm, stamp: tuple) -> None:
         self.name, self.lm, self.stamp = name, lm, stamp
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
+        self._batch: BatchDecoder | None = None  # made at the first request (its cache)
+        self._streams: dict[int, Job] = {}  # the batch's stream id -> its job
         self._retired = False
         self.served = 0
+        self.steps = 0  # batched steps run (each one token for every stream in the batch)
         self._thread = threading.Thread(target=self._run, name=f"cllm-serve-{name}", daemon=True)
         self._thread.start()
 
@@ -77,30 +85,91 @@ class ModelWorker:
                 if self._retired:
                     return
                 continue
-            for job in list(self._active):
+            self._step_batch()
+            for job in [j for j in self._active if j._it is not None]:
                 self._step(job)
 
     def _start(self, job: Job) -> None:
         if job.cancel.is_set():  # its client left while it waited
-            try:
-                job.finish(None)
-            except RuntimeError:  # the event loop is gone
-                pass
+            _tell(job, None)
             return
         _blas_one_thread()  # (again, if someone raised it since: a ctypes call)
         try:
             if callable(job.gen):
                 job.gen = job.gen(self.lm)
-            job._it = iter(job.gen)
+            gen = job.gen
+            if isinstance(gen, Generation) and gen.gpt is self.lm.gpt:
+                if self._batch is None:
+                    self._batch = BatchDecoder(self.lm.gpt, self.MAX_ACTIVE)
+                s = gen.sampling
+                job._sid = self._batch.add(  # runs the prompt
+                    gen.ids,
+                    s.max_tokens,
+                    float(s.temperature),
+                    int(s.top_k),
+                    float(s.top_p),
+                    s.seed,
+                    gen.tokenizer.eot_id,
+                    float(s.repetition_penalty),
+                )
+                gen.start()
+                self._streams[job._sid] = job
+            else:
+                job._it = iter(gen)
             self._active.append(job)
         except BaseException as err:  # a bad request: its own error, the worker goes on
+            _tell(job, err)
+
+    def _step_batch(self) -> None:
+        """One token for every request in the batch, in one model call."""
+        dec = self._batch
+        if dec is None or not self._streams:
+            return
+        for sid, job in list(self._streams.items()):
+            if job.cancel.is_set() or (job.gen.cancel is not None and job.gen.cancel.is_set()):
+                dec.cancel(sid)
+                self._done(job, None)
+        if not self._streams:
+            return
+        try:
+            events = dec.step()
+        except BaseException as err:  # the model failed: every stream in the step with it
+            self._batch = None
+            for job in list(self._streams.values()):
+                self._done(job, err)
+            return
+        self.steps += 1
+        for ev in events:
+            job = self._streams[ev.stream]
             try:
-                job.finish(err)
-            except RuntimeError:  # the event loop is gone
-                pass
+                piece = job.gen.feed(ev.token) if ev.token is not None else ""
+                if piece:
+                    job.emit(piece)
+            except BaseException as err:  # its own failure (or its client's loop closed)
+                dec.cancel(ev.stream)
+                self._done(job, err)
+                continue
+            if job.gen.stopped and not ev.done:  # a stop sequence: it leaves the batch now
+                dec.cancel(ev.stream)
+            if ev.done or job.gen.stopped:
+                self._done(job, None)
+
+    def _done(self, job: Job, err: BaseException | None) -> None:
+        """A batched job ends: the text it held back, then its finish."""
+        self._streams.pop(job._sid, None)
+        if err is None:
+            try:
+                tail = job.gen.end()
+                if tail:
+                    job.emit(tail)
+                self.served += 1
+            except BaseException as e:
+                err = e
+        self._active.remove(job)
+        _tell(job, err)
 
     def _step(self, job: Job) -> None:
-        """Advance one job by one token (where batched decoding would advance all at once)."""
+        """Advance a job decoded alone by one token."""
         try:
             piece = next(job._it)
             if piece:
@@ -112,10 +181,14 @@ class ModelWorker:
         except BaseException as e:  # its own failure (or its client's loop closed): not ours
             err = e
         self._active.remove(job)
-        try:
-            job.finish(err)
-        except RuntimeError:  # the event loop is gone (the server stopped): nobody to tell
-            pass
+        _tell(job, err)
+
+
+def _tell(job: Job, err: BaseException | None) -> None:
+    try:
+        job.finish(err)
+    except RuntimeError:  # the event loop is gone (the server stopped): nobody to tell
+        pass
 
 
 _BLAS: list | None = None

@@ -401,3 +401,20 @@ def test_a_failing_part_releases_its_partner(monkeypatch):
     monkeypatch.setattr(K, "decode_part_signal", real)  # the team goes on with the next step
     want = GPT(SHAPES[0], seed=4, threads=1).step([1, 2], gpt.new_cache(2), [0, 1], [0, 0])
     _same_logits(gpt.step([1, 2], cache, [0, 1], [0, 0]), want)
+
+
+def test_repetition_penalty_and_sampling_as_a_stream_alone(gpt):
+    """A stream with a repetition penalty, sampled with a seed, beside others, gets the tokens
+    sample_stream gives it alone (the penalty counts the window the stream itself sees)."""
+    kw = dict(temperature=0.9, top_k=0, top_p=0.95, seed=4, repetition_penalty=1.7)
+    want = list(sample_stream(gpt, [3, 1, 3], 30, **kw))  # 30 tokens: the window slides
+    plain = list(sample_stream(gpt, [3, 1, 3], 30, **{**kw, "repetition_penalty": 1.0}))
+    assert want != plain  # the penalty changes the text, so the comparison below means something
+    dec = BatchDecoder(gpt, max_streams=3)
+    dec.add([5, 6], 25, temperature=0.0)
+    sid = dec.add([3, 1, 3], 30, **kw)
+    dec.add([7], 8, temperature=1.0, seed=1)
+    got = []
+    while dec.active:
+        got += [ev.token for ev in dec.step() if ev.stream == sid]
+    assert got == want

@@ -47,6 +47,42 @@ def test_sampling_follows_the_distribution():
     np.testing.assert_allclose(counts / 4000, [0.5, 0.3, 0.2], atol=0.03)
 
 
+def _reference(z, temperature, top_p, u):
+    """sample_next's nucleus as it reads: sort all tokens, most likely first (ties by id)."""
+    z = np.asarray(z, np.float64) / temperature
+    order = np.argsort(-z, kind="stable")
+    p = np.exp(z[order] - z[order[0]])
+    cum = np.cumsum(p / p.sum())
+    if top_p < 1:
+        cum = cum[: min(int(np.searchsorted(cum, top_p)) + 1, cum.size)]
+    return int(order[min(int(np.searchsorted(cum, u * cum[-1], side="right")), cum.size - 1)])
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0, 8.0])  # flat (the nucleus spans thousands) to peaked
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])
+def test_large_vocabularies_sample_as_a_full_sort_would(scale, top_p):
+    """Without top-k, sample_next sorts no more than it must: a nucleus is looked for among the
+    most likely 256 or 4,096 first (the same draws give the tokens a full sort gives, to float
+    rounding at a boundary); the whole distribution is drawn from block by block in id order
+    (other tokens for the same draw, the same frequencies)."""
+    z = np.random.default_rng(7).standard_normal(5000) * scale
+    z[123] = -np.inf  # a token of no weight is never drawn
+    got = [sample_next(z, 0.9, 0, top_p, np.random.default_rng(s)) for s in range(1500)]
+    assert 123 not in got
+    if top_p < 1:
+        want = [_reference(z, 0.9, top_p, np.random.default_rng(s).random()) for s in range(1500)]
+        assert sum(g != w for g, w in zip(got, want, strict=True)) <= 3
+    else:
+        p = np.exp((z - z.max()) / 0.9)
+        p /= p.sum()
+        draws = np.random.default_rng(0)
+        counts = np.bincount(
+            [sample_next(z, 0.9, 0, 1.0, draws) for _ in range(20000)], minlength=z.size
+        )
+        top = np.argsort(-p)[:5]  # the likeliest few, whatever the scale
+        np.testing.assert_allclose(counts[top] / 20000, p[top], atol=0.012)
+
+
 def test_greedy_stream_equals_full_forward_argmax(gpt):
     prompt = [1, 5, 7]
     out = list(sample_stream(gpt, prompt, 8, temperature=0))
@@ -89,7 +125,7 @@ def test_long_prompt_and_sliding_window(gpt):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    logits=st.lists(st.floats(-20, 20), min_size=2, max_size=40),
+    logits=st.lists(st.floats(-20, 20), min_size=2, max_size=700),  # past blocks and 256
     top_k=st.integers(0, 45),
     top_p=st.floats(0.05, 1.0),
     temperature=st.floats(0.1, 3.0),
