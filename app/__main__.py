@@ -7,4 +7,5 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # our output is the ap
 
 from .studio import main  # noqa: E402  (after the environment is set)
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a training process (spawned) imports this as its main
+    sys.exit(main())

@@ -26,6 +26,7 @@ from .worker import Worker
 if TYPE_CHECKING:  # the trainer takes a third of a second to import: not at start-up
     from cllm.crawl.crawler import CrawlConfig, Crawler, CrawlSnapshot
     from cllm.engine.lm import LanguageModel
+    from cllm.train.process import TrainerProcess
     from cllm.train.trainer import Trainer, TrainSnapshot
 
 log = logging.getLogger("app")
@@ -35,7 +36,11 @@ DEMO_NAME = "demo"
 DEMO_TARGET_EPOCHS = 20
 # The studio's training threads run at this nice value: the window's thread (and a chat reply)
 # gets a core the moment it wants one, and the training has every cycle they leave.
-TRAIN_NICE = 5
+TRAIN_NICE = 10
+# A run trains in a process of its own (cllm.train.process): pygame holds the interpreter lock
+# through every draw, and a trainer thread in this process waited on each repaint. False: a
+# trainer thread here (what the studio did before).
+TRAIN_IN_PROCESS = True
 
 
 @dataclass
@@ -353,16 +358,19 @@ class AppState:
             self.say(f"{self.trainer_name!r} is training; stop it first", "error")
             return
 
-        def make() -> Trainer:
-            from cllm.train.trainer import (
-                Trainer,  # a third of a second to import: not on the UI thread
-            )
+        def make() -> Trainer | TrainerProcess:
+            # a third of a second to import: not on the UI thread
+            from cllm.train.process import TrainerProcess
+            from cllm.train.trainer import Trainer
 
-            t = Trainer(self.registry, name, nice=TRAIN_NICE, **kwargs)
+            if TRAIN_IN_PROCESS:
+                t = TrainerProcess(self.registry.dir, name, nice=TRAIN_NICE, **kwargs)
+            else:
+                t = Trainer(self.registry, name, nice=TRAIN_NICE, **kwargs)
             t.start()
             return t
 
-        def done(t: Trainer) -> None:
+        def done(t: Trainer | TrainerProcess) -> None:
             self.trainer, self.trainer_name = t, name
 
         self.run("train", name, make, done=done, refresh=False)
@@ -388,7 +396,7 @@ class AppState:
             # a headless run if there is one, else the end of our last run of this model
             self.snapshot = self.remote or self.finished.get(self.current)
 
-    def _trainer_ended(self, t: Trainer, snap: TrainSnapshot) -> None:
+    def _trainer_ended(self, t: Trainer | TrainerProcess, snap: TrainSnapshot) -> None:
         name = self.trainer_name
         self.trainer, self.trainer_name = None, None
         self.finished[name] = snap

@@ -277,16 +277,21 @@ class Studio:
         self._resource_line(pygame.Rect(bar.right, 0, self.ui.surface.get_width() - bar.right, TOP))
 
     def _resource_line(self, r: pygame.Rect) -> None:
-        """The strip beside the tab bar: CPU and memory of the studio (its training thread
-        included) and of a headless run of the current model, sampled once a second."""
+        """The strip beside the tab bar: CPU and memory of the studio and of the process of the
+        current model's run (the studio's training process, or a headless run), sampled once a
+        second."""
         if r.w < 40:
             return
         now = time.monotonic()
         if now - self._res_at >= 1.0:
             self._res_at = now
-            snap = self.st.snapshot
-            pid = snap.pid if snap is not None and self.st.remote is snap else None
-            self._res_lines = resource_lines(self._procs, pid, self.st.training)
+            snap, t = self.st.snapshot, self.st.trainer
+            if snap is not None and self.st.remote is snap:  # a headless run of this model
+                pid = snap.pid
+            else:  # our run: its own process, or a thread of ours (its pid is ours)
+                pid = t.snapshot().pid if t is not None else None
+            here = t is not None and pid == os.getpid()
+            self._res_lines = resource_lines(self._procs, pid, here)
         for i, line in enumerate(self._res_lines):
             self.ui.label((r.x + 10, r.y + 4 + 18 * i), line, th.HINT, max_w=r.w - 20)
 
@@ -355,16 +360,21 @@ class Studio:
 
 def resource_lines(procs: dict, run_pid: int | None, training_here: bool) -> list[str]:
     """'Studio: CPU 35% · 410 MB' (with '+ training' while a run trains in this process) and the
-    same for a headless run's process. psutil measures CPU since the previous call, so the
-    Process objects are kept in procs between calls."""
+    same for the process of a run elsewhere (the studio's own, or a headless run). psutil
+    measures CPU since the previous call, so the Process objects are kept in procs between calls
+    (the first call gives the average since the process started)."""
     import psutil
 
     def usage(pid: int) -> str | None:
         try:
             p = procs.get(pid)
-            if p is None:
+            if p is None:  # first sight: the average since the process started
                 p = procs[pid] = psutil.Process(pid)
-            cpu = p.cpu_percent(interval=None)
+                p.cpu_percent(interval=None)  # (the next call measures from here)
+                t = p.cpu_times()
+                cpu = 100 * (t.user + t.system) / max(1e-3, time.time() - p.create_time())
+            else:
+                cpu = p.cpu_percent(interval=None)
             mem = p.memory_info().rss
         except (psutil.Error, OSError):
             procs.pop(pid, None)

@@ -143,17 +143,28 @@ class _History:
         self.n = n
 
     def append(self, step: int, train: float, val: float | None) -> None:
-        if self.n == len(self.steps):  # grow into new arrays: views already handed out stay valid
-            cap = 2 * self.n
+        self._room(1)
+        i = self.n
+        self.steps[i], self.train[i] = step, train
+        self.val[i] = np.nan if val is None else val
+        self.n += 1
+
+    def extend(self, steps, train, val) -> None:
+        """Append many (val NaN where not measured)."""
+        k = len(steps)
+        self._room(k)
+        i = self.n
+        self.steps[i : i + k], self.train[i : i + k], self.val[i : i + k] = steps, train, val
+        self.n += k
+
+    def _room(self, k: int) -> None:
+        if self.n + k > len(self.steps):  # grow into new arrays: views handed out stay valid
+            cap = max(2 * self.n, self.n + k)
             for key in ("steps", "train", "val"):
                 old = getattr(self, key)
                 new = np.full(cap, np.nan, old.dtype) if key != "steps" else np.zeros(cap, np.int64)
                 new[: self.n] = old[: self.n]
                 setattr(self, key, new)
-        i = self.n
-        self.steps[i], self.train[i] = step, train
-        self.val[i] = np.nan if val is None else val
-        self.n += 1
 
     def view(self) -> dict:
         n = self.n

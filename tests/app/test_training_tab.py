@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 
@@ -348,6 +349,8 @@ def test_elapsed_is_frozen_while_paused_and_run_figures_survive_a_new_session(st
     st = studio.st
     press(studio, "training/train")
     frames_until(studio, lambda: st.snapshot is not None and st.snapshot.step >= 3, timeout=60)
+    # the run trains in a process of its own (no interpreter lock shared with the window)
+    assert st.snapshot.pid == st.trainer.pid != os.getpid()
     press(studio, "training/pause")
     frames_until(studio, lambda: st.snapshot.state == "paused", timeout=30)
     frozen = st.snapshot.elapsed
