@@ -387,10 +387,11 @@ class AppState:
             self._crawl_ended(c)
         t = self.trainer
         if t is not None:
+            alive = t.is_alive()  # first: once it reads False, the snapshot below is the last
             snap = t.snapshot()
             if self.trainer_name == self.current:
                 self.snapshot = snap
-            if not t.is_alive():
+            if not alive:
                 self._trainer_ended(t, snap)
         if not self.training_current:
             # a headless run if there is one, else the end of our last run of this model

@@ -248,7 +248,7 @@ def progress_line(snap, width: int = 24) -> str:
 
 def train_main(args: argparse.Namespace) -> int:
     from cllm.models.registry import Registry
-    from cllm.train.trainer import Trainer
+    from cllm.train.trainer import Trainer, freeze_start_up
 
     if len(args.name) > 1:  # several models: a job each (cllm.cli.jobs)
         from cllm.cli.jobs import train_many
@@ -299,6 +299,7 @@ def train_main(args: argparse.Namespace) -> int:
         reg.set_settings(name, **settings)
 
     trainer = Trainer(reg, name, max_steps=args.steps)  # refuses a bad model before any output
+    freeze_start_up()
     if args.data_parallel is not None:  # the batch's slices on Ray actors (cllm.jobs)
         from cllm.jobs.data_parallel import attach
 

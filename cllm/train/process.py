@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cllm.errors import CLLMError
-from cllm.train.trainer import TrainSnapshot, _History
+from cllm.train.trainer import TrainSnapshot, _History, freeze_start_up
 
 SEND_S = 0.05  # the child sends at most this often (the studio repaints a snapshot at most 8/s)
 
@@ -168,6 +168,7 @@ def _child(conn, models_dir: str, name: str, nice: int, settings: dict) -> None:
         n0, sent[0] = sent[0], len(h["steps"])
         return replace(snap, history={}), h["steps"][n0:], h["train"][n0:], h["val"][n0:]
 
+    freeze_start_up()
     last = t.snapshot()
     conn.send(("ready", message(last)))
     try:

@@ -51,6 +51,7 @@ so another process can show the run with ``read_progress``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -169,6 +170,14 @@ class _History:
     def view(self) -> dict:
         n = self.n
         return {"steps": self.steps[:n], "train": self.train[:n], "val": self.val[:n]}
+
+
+def freeze_start_up() -> None:
+    """For a process that trains one run: collect, then freeze what is alive (gc.freeze), which
+    lives as long as the run. Full collections otherwise scan it all (numba's objects among it:
+    tens of ms, every few seconds) while the step's Python waits."""
+    gc.collect()
+    gc.freeze()
 
 
 def progress_path(models_dir: Path, name: str) -> Path:

@@ -229,6 +229,25 @@ def test_the_studio_reopens_the_last_model_used(models_dir):
         s.close()
 
 
+def test_the_app_freezes_its_start_up_objects_once_started(models_dir):
+    """Full collections scanned start-up's objects (numba's types, fonts) every few seconds, a
+    dropped frame each; the app freezes them once the first model is loaded."""
+    import gc
+
+    from app.studio import Studio
+
+    s = Studio((1024, 640), models_dir, demo=False)
+    try:
+        s.pump(3)
+        assert not s._gc_frozen  # a studio made by a test leaves the collector alone
+        s.settle_gc = True
+        frames_until(s, lambda: s._gc_frozen)
+        assert s.st.listed and not s.st.loading and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        s.close()
+
+
 def test_the_resource_line_measures_the_studio_with_psutil():
     import os
 
