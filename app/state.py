@@ -438,7 +438,7 @@ class AppState:
             if train:
                 from cllm.train.continuous import ContinuousTraining
 
-                follower = ContinuousTraining(self.models_dir, name)
+                follower = ContinuousTraining(self.models_dir, name, in_process=TRAIN_IN_PROCESS)
             c = Crawler(self.models_dir, name, cfg, follower=follower)  # opens its store: disk
             try:
                 c.add_urls(urls)

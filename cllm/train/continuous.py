@@ -19,11 +19,14 @@ Report = Callable[[str, str], None]  # report(kind, text); see cllm.crawl.crawle
 
 
 class ContinuousTraining:
-    """Trains model `name` of `models_dir` on what a crawl queues (in the crawl's thread)."""
+    """Trains model `name` of `models_dir` on what a crawl queues (driven from the crawl's thread;
+    each round a trainer thread, or with `in_process` a training process of its own, as the
+    studio's runs: cllm.train.process)."""
 
-    def __init__(self, models_dir: str | Path, name: str) -> None:
+    def __init__(self, models_dir: str | Path, name: str, *, in_process: bool = False) -> None:
         self.models_dir = Path(models_dir)
         self.name = name
+        self.in_process = in_process
         self.trainer = None  # the round in progress
         self.untrained = 0  # items queued since that round started
         self._problem = ""  # why the last round could not start (reported once)
@@ -69,7 +72,12 @@ class ContinuousTraining:
             epochs = meta.epochs_trained
             # one more epoch, or the rest of the user's own target if that is further
             target = max(epochs + 1, meta.target_epochs)
-            trainer = Trainer(registry, self.name, target_epochs=target)
+            if self.in_process:
+                from cllm.train.process import TrainerProcess
+
+                trainer = TrainerProcess(self.models_dir, self.name, target_epochs=target)
+            else:
+                trainer = Trainer(registry, self.name, target_epochs=target)
         except CLLMError as err:  # busy elsewhere, too few tokens yet: try again after a page
             if str(err) != self._problem:
                 self._problem = str(err)

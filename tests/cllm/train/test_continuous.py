@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cllm.crawl.crawler import CrawlConfig, Crawler
 from cllm.engine.config import GPTConfig
 from cllm.models.registry import Registry
@@ -18,7 +20,8 @@ def make_model(tmp_path) -> Registry:
     return reg
 
 
-def test_train_continuously(tmp_path):
+@pytest.mark.parametrize("in_process", [False, True])  # the studio's rounds train in a process
+def test_train_continuously(tmp_path, in_process):
     reg = make_model(tmp_path)
     with Site(chain_routes(4)) as site:
         c = Crawler(
@@ -26,7 +29,7 @@ def test_train_continuously(tmp_path):
             "m",
             CrawlConfig(**FAST),
             queue_factory=lambda: reg.queue("m"),
-            follower=ContinuousTraining(tmp_path, "m"),
+            follower=ContinuousTraining(tmp_path, "m", in_process=in_process),
         )
         c.start([site.url("/p0")])
         assert c.join(timeout=60), "crawl did not end"
