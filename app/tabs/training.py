@@ -95,6 +95,7 @@ def _sync(ui: UI, st: AppState, s: TrainingState, info) -> dict:
 # ---------------------------------------------------------------------------- right panel
 FOOTER_H = 240  # STATUS and ACTIONS (until measured): pinned to the panel's bottom when the
 # rest must scroll
+FOOTER_GAP, FOOTER_MARGIN = 6, 6  # above the pinned footer, and below it
 
 
 def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) -> None:
@@ -103,7 +104,9 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
     content_h = s.panel_h or PANEL_CONTENT_H
     footer_h = s.footer_h or FOOTER_H
     pinned = panel.h < content_h + footer_h
-    body = pygame.Rect(panel.x, panel.y, panel.w, panel.h - footer_h) if pinned else panel
+    # pinned: the footer sits FOOTER_GAP below the body and keeps a margin at the window's edge
+    body_h = panel.h - footer_h - FOOTER_GAP - FOOTER_MARGIN
+    body = pygame.Rect(panel.x, panel.y, panel.w, body_h) if pinned else panel
     scrolling = body.h < content_h
     off = ui.scroll_offset("training-panel") if scrolling else 0
     x, w = panel.x + 10, panel.w - 20 - (10 if scrolling else 0)
@@ -122,7 +125,7 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
     if scrolling:
         ui.scroll(body, "training-panel", content_h)
     if pinned:
-        y = body.bottom + 6
+        y = body.bottom + FOOTER_GAP
         pygame.draw.line(
             ui.surface, th.METRIC_BORDER, (panel.x, body.bottom), (panel.right, body.bottom)
         )

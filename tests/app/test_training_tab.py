@@ -253,6 +253,10 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert any(t.startswith("This epoch: batch ") for t in texts)
     # while training: sliders locked, START became STOP, PAUSE and RESUME work
     assert studio.st.training_current
+    _, _, panel = studio.layout()  # the pinned footer, a line taller now, fits in the window
+    for wid in ("training/pause", "training/Save", "training/Load"):
+        r = rect_of(studio, wid)
+        assert r.h == 26 and r.bottom <= panel.bottom, (wid, r)
     press(studio, "training/pause")
     frames_until(studio, lambda: st.snapshot.state == "paused", timeout=30)
     step = st.snapshot.step
