@@ -19,6 +19,7 @@ from cllm.train.estimate import for_model
 
 from .. import dialogs
 from .. import theme as th
+from ..figures import figures
 from ..state import AppState
 from ..ui import UI
 
@@ -118,7 +119,8 @@ def _estimate_key(st: AppState, info) -> tuple:
 
 def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> int:
     """The estimate of training to the target in one line: time, peak memory, checkpoint disk
-    (``python -m cllm.train NAME --dry-run`` says it in full); returns the y below."""
+    (``python -m cllm.train NAME --dry-run`` says it in full); while the model trains, the time is
+    the run's own (the header's Remaining). Returns the y below."""
     if info is None:
         return y
     key = _estimate_key(st, info)
@@ -138,7 +140,9 @@ def cost_line(ui: UI, st: AppState, s: dict, info, x: int, y: int, w: int) -> in
     elif isinstance(est, str) or est is None:
         text = f"No estimate: {est}"
     else:  # time to the target, peak memory, checkpoint disk
-        when, ram, disk = _duration(est.seconds), _mb(est.peak_bytes), _mb(est.checkpoint_bytes)
+        f = figures(st)  # while the model trains: the run's measured pace, as the header says
+        seconds = f.remaining if f.live and f.remaining is not None else est.seconds
+        when, ram, disk = _duration(seconds), _mb(est.peak_bytes), _mb(est.checkpoint_bytes)
         text = ui.fit(  # a narrow panel: the short form, nothing cut
             w,
             f"{when} to target · RAM {ram} · disk {disk}",

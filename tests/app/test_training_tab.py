@@ -10,6 +10,8 @@ import time
 import pygame
 import pytest
 
+from app.figures import figures
+from app.tabs import advanced
 from app.tabs import training as tab_training
 from cllm.models.registry import Registry
 
@@ -253,6 +255,12 @@ def test_train_a_few_steps_shows_loss_and_spheres(studio):
     assert any(t.startswith("This epoch: batch ") for t in texts)
     # while training: sliders locked, START became STOP, PAUSE and RESUME work
     assert studio.st.training_current
+    # the footer's time to the target is the run's own, the header's Remaining (not the
+    # estimate made before the run)
+    frames_until(studio, lambda: any(" to target · " in t for t in studio.ui.texts))
+    studio.pump(1)  # a frame drawn from the snapshot figures() reads below
+    line = next(t for t in studio.ui.texts if " to target · " in t)
+    assert line.startswith(f"{advanced._duration(figures(st).remaining)} to target"), line
     _, _, panel = studio.layout()  # the pinned footer, a line taller now, fits in the window
     for wid in ("training/pause", "training/Save", "training/Load"):
         r = rect_of(studio, wid)
