@@ -739,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         studio = Studio(size, args.models_dir, fullscreen=args.fullscreen, demo=not args.no_demo)
     studio.settle_gc = True
+    from cllm.engine import warm
+
+    warm.start()  # a fresh install's first reply need not wait for the compiler
     try:
         if args.screenshot:
             for path in screenshots(studio, args.screenshot, args.model, args.train, args.steps):

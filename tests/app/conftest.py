@@ -23,13 +23,9 @@ TEXT = ("The quick brown fox jumps over the lazy dog. " * 40 + "\n") * 6
 def compiled_decoding():
     """A fresh checkout's first reply compiles the decoding kernels (15-25 s on 2 cores); done
     once here, so that the tests' frame-by-frame waits time the studio, not the compiler."""
-    import numpy as np
+    from cllm.engine.warm import warm_decoding
 
-    from cllm.engine.generate import sample_stream
-    from cllm.engine.model import GPT
-
-    gpt = GPT(TINY, threads=1)
-    list(sample_stream(gpt, np.array([1, 2, 3]), 3, 0.8, 50, 0.9, 0, None))
+    warm_decoding()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,46 @@
+"""Compile the decoding kernels ahead of a first reply.
+
+numba compiles a kernel on its first call and keeps the machine code in its on-disk cache. On a
+fresh install the first reply therefore waits for the decoding kernels to compile (15-25 s on 2
+cores); once cached, a process loads them in well under a second. ``warm_decoding`` runs a tiny
+model's prompt and a few new tokens through the same paths a chat reply takes, which fills the
+cache; the studio runs it in a short-lived process of its own when it starts (``start``), at a
+low priority, so the window and a training run hardly notice, and it costs about a second once the
+cache is warm.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import numpy as np
+
+
+def warm_decoding() -> None:
+    """Decode a prompt and a few tokens with a tiny model: every decoding kernel a reply calls."""
+    from cllm.engine.config import GPTConfig
+    from cllm.engine.generate import sample_stream
+    from cllm.engine.model import GPT
+
+    cfg = GPTConfig(vocab_size=257, n_embd=32, n_layer=1, n_head=2, block_size=64)
+    gpt = GPT(cfg)
+    for prompt in ([1], [1, 2, 3, 4, 5]):  # one token, and a prompt through the prefill
+        list(sample_stream(gpt, np.array(prompt), 3, 0.8, 50, 0.9, 0, None))
+
+
+def _child(nice: int) -> None:
+    try:
+        os.nice(nice)
+    except (AttributeError, OSError):
+        pass
+    warm_decoding()
+
+
+def start(nice: int = 10) -> multiprocessing.Process:
+    """``warm_decoding`` in a spawned process at ``nice``; returns it (started, daemonic)."""
+    p = multiprocessing.get_context("spawn").Process(
+        target=_child, args=(nice,), name="cllm-warm-decoding", daemon=True
+    )
+    p.start()
+    return p
