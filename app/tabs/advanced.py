@@ -158,7 +158,7 @@ def _mb(b: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = max(int(seconds), 0)  # whole seconds down, as the header's Remaining
     if s >= 3600:
         return f"{s // 3600} h {s // 60 % 60:02d} min"
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
