@@ -208,20 +208,22 @@ class Generation:
         self.sampling.check()
         self.prompt_tokens = int(len(self.ids))
 
-    def __iter__(self) -> Iterator[str]:
+    def sample_args(self) -> dict:
+        """What to sample with, as ``sample_stream`` and ``BatchDecoder.add`` take it (after the
+        prompt ids)."""
         s = self.sampling
-        stream = sample_stream(
-            self.gpt,
-            self.ids,
-            s.max_tokens,
+        return dict(
+            max_new_tokens=s.max_tokens,
             temperature=float(s.temperature),
             top_k=int(s.top_k),
             top_p=float(s.top_p),
             seed=s.seed,
             eot_id=self.tokenizer.eot_id,
-            stop=self.cancel,
             repetition_penalty=float(s.repetition_penalty),
         )
+
+    def __iter__(self) -> Iterator[str]:
+        stream = sample_stream(self.gpt, self.ids, stop=self.cancel, **self.sample_args())
         self.start()
         try:
             for tok in stream:

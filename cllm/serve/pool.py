@@ -101,17 +101,7 @@ class ModelWorker:
             if isinstance(gen, Generation) and gen.gpt is self.lm.gpt:
                 if self._batch is None:
                     self._batch = BatchDecoder(self.lm.gpt, self.MAX_ACTIVE)
-                s = gen.sampling
-                job._sid = self._batch.add(  # runs the prompt
-                    gen.ids,
-                    s.max_tokens,
-                    float(s.temperature),
-                    int(s.top_k),
-                    float(s.top_p),
-                    s.seed,
-                    gen.tokenizer.eot_id,
-                    float(s.repetition_penalty),
-                )
+                job._sid = self._batch.add(gen.ids, **gen.sample_args())  # runs the prompt
                 gen.start()
                 self._streams[job._sid] = job
             else:
