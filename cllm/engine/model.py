@@ -146,9 +146,11 @@ def use_tiled(T: int) -> bool:
 
 
 def tiled_scratch(H: int, T: int, hs: int, dtype) -> np.ndarray:
-    """Scratch for one tile's scores and their gradients, and a tile's dk or dv."""
+    """Scratch for one tile's scores and their gradients, a tile's dk or dv, and a sequence's
+    dk and dv as they build up (contiguous: a += on the strided heads of dqkv took 2 ns a float,
+    7 of a layer's 56 ms at T 2048; on these 0.4 ns)."""
     n = min(TILE, T) * T * H
-    return np.empty(2 * n + H * T * hs, dtype)
+    return np.empty(2 * n + 3 * H * T * hs, dtype)
 
 
 def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
@@ -198,6 +200,7 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     n = min(TILE, T) * T * H
     scale = 1.0 / math.sqrt(hs)
     tiles, size = tile_layout(T, H)
+    acc_k, acc_v = scratch[2 * n + H * T * hs :].reshape(2, H, T, hs)
     for b in range(B):
         for i0, i1, off in tiles:
             m = H * (i1 - i0) * i1
@@ -214,12 +217,13 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
             )
             # keys i0:i1 get their first share from this tile (earlier tiles end before them)
             np.matmul(att.transpose(0, 2, 1), dyh[b, :, i0:i1], out=part)  # att still cached
-            dv[b, :, :i0] += part[:, :i0]
-            dv[b, :, i0:i1] = part[:, i0:]
+            acc_v[:, :i0] += part[:, :i0]
+            acc_v[:, i0:i1] = part[:, i0:]
             np.matmul(datt, k[b, :, :i1], out=dq[b, :, i0:i1])
             np.matmul(datt.transpose(0, 2, 1), q[b, :, i0:i1], out=part)
-            dk[b, :, :i0] += part[:, :i0]
-            dk[b, :, i0:i1] = part[:, i0:]
+            acc_k[:, :i0] += part[:, :i0]
+            acc_k[:, i0:i1] = part[:, i0:]
+        dk[b], dv[b] = acc_k, acc_v
 
 
 def block_forward(w, a, x_in, x_mid, x_out, attend) -> None:
