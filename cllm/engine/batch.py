@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cllm.engine.generate import penalize_repeats, sample_next
+from cllm.engine.generate import sample_next
 from cllm.errors import ValidationError
 
 
@@ -130,10 +130,9 @@ class BatchDecoder:
         C = self.gpt.config.block_size
         events, feed = [], []
         for st in list(self._streams.values()):
-            logits = st.logits
-            if st.penalty != 1.0:
-                logits = penalize_repeats(logits, st.ctx, st.penalty)
-            tok = sample_next(logits, st.temperature, st.top_k, st.top_p, st.rng)
+            tok = sample_next(
+                st.logits, st.temperature, st.top_k, st.top_p, st.rng, st.ctx, st.penalty
+            )
             if st.eot_id is not None and tok == st.eot_id:
                 events.append(Event(st.sid, None, True, "stop"))
                 self.cancel(st.sid)

@@ -40,6 +40,34 @@ def test_top_k_and_top_p_restrict_support():
     assert {sample_next(logits, 1.0, 1, 1.0, rng) for _ in range(50)} == {39}
 
 
+def test_the_penalty_inside_sampling_is_penalize_repeats():
+    """sample_next(..., context, penalty) draws as sample_next does from penalize_repeats' logits,
+    token for token with the same draws, on every path (greedy, top-k, nucleus, the whole)."""
+    from cllm.engine.generate import penalize_repeats
+
+    z = np.random.default_rng(3).standard_normal(300).astype(np.float32) * 2
+    ctx = [5, 7, 7, 250, 299, int(np.argmax(z))]
+    for temperature, top_k, top_p in [(0, 0, 1.0), (0.8, 40, 0.9), (1.1, 0, 0.97), (1.0, 0, 1.0)]:
+        a, b = np.random.default_rng(9), np.random.default_rng(9)
+        got = [sample_next(z, temperature, top_k, top_p, a, ctx, 1.3) for _ in range(200)]
+        pen = penalize_repeats(z, ctx, 1.3)
+        want = [sample_next(pen, temperature, top_k, top_p, b) for _ in range(200)]
+        assert got == want
+    assert sample_next(z, 0, 0, 1.0, a, ctx, 1e9) != int(np.argmax(z))  # greedy avoids it
+
+
+def test_ties_rank_by_id_and_dead_tokens_are_never_drawn():
+    rng = np.random.default_rng(0)
+    z = np.array([1.0, 2.0, 2.0, 2.0, 0.0], np.float32)
+    assert {sample_next(z, 1.0, 2, 1.0, rng) for _ in range(300)} == {1, 2}  # the first two ties
+    assert sample_next(z, 0.0, 0, 1.0, rng) == 1
+    z = np.full(3000, -np.inf, np.float32)
+    z[[17, 2900]] = 0.0
+    for top_k, top_p in [(0, 1.0), (0, 0.5), (5, 1.0), (5, 0.3)]:
+        assert {sample_next(z, 0.7, top_k, top_p, rng) for _ in range(200)} <= {17, 2900}
+    assert sample_next(np.full(4, -np.inf, np.float32), 1.0, 0, 1.0, rng) == 0  # nothing alive
+
+
 def test_sampling_follows_the_distribution():
     rng = np.random.default_rng(1)
     logits = np.log(np.array([0.5, 0.3, 0.2]))
