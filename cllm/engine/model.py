@@ -149,8 +149,11 @@ def tiled_scratch(H: int, T: int, hs: int, dtype) -> np.ndarray:
     """Scratch for one tile's scores and their gradients, a tile's dk or dv, and a sequence's
     dk and dv as they build up (contiguous: a += on the strided heads of dqkv took 2 ns a float,
     7 of a layer's 56 ms at T 2048; on these 0.4 ns)."""
-    n = min(TILE, T) * T * H
-    return np.empty(2 * n + 3 * H * T * hs, dtype)
+    return np.empty(tiled_scratch_size(H, T, hs), dtype)
+
+
+def tiled_scratch_size(H: int, T: int, hs: int) -> int:
+    return 2 * min(TILE, T) * T * H + 3 * H * T * hs
 
 
 def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
@@ -194,7 +197,7 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     kept probabilities (or None: they are made again from lse).
 
     Making them again, a tile runs a head at a time: its scores and their gradients (2 x TILE x T
-    floats, 2 MiB at T 2048) stay in the cache through the six products and the softmax's pass,
+    floats, 2 MiB at T 2048) stay in the cache through the five products and the softmax's pass,
     where four heads' together (8 MiB) did not. A layer's backward at T 2048, one thread, medians
     of 12 (AVX2): 69.5 -> 64.5 and 73.1 -> 63.1 ms. With kept probabilities the heads go
     together: a head at a time was faster alone (48.2 -> 44.9 ms) but not in a training step

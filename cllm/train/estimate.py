@@ -37,7 +37,7 @@ import numpy as np
 
 from cllm.atomic import write_atomic
 from cllm.engine.config import GPTConfig, num_params
-from cllm.engine.model import TILE, kept_layers, tile_layout, use_tiled
+from cllm.engine.model import kept_layers, tile_layout, tiled_scratch_size, use_tiled
 
 CACHE_FILE = ".probe-cache.json"
 PROBE_STEPS = 4  # timed training steps after one warm-up step, at least
@@ -77,9 +77,9 @@ def activation_elements(cfg: GPTConfig, B: int, T: int, tiled: bool = False, kee
     L, D, F, H, V, N = cfg.n_layer, cfg.n_embd, cfg.n_inner, cfg.n_head, cfg.vocab_size, B * T
     # resid_mid, ln1, ln2, atty (N x D each), qkv (N x 3D), their means and rstds, fch x 2
     per_layer = 7 * N * D + 4 * N + 2 * N * F
-    if tiled:  # lse per layer; kept tiles; scratch for a tile's scores, their grads, a dk or dv
+    if tiled:  # lse per layer; kept tiles; scratch: a tile's scores and grads, dk and dv
         attention = L * B * H * T + keep * B * tile_layout(T, H)[1]
-        attention += 2 * min(TILE, T) * T * H + H * T * cfg.head_size
+        attention += tiled_scratch_size(H, T, cfg.head_size)
     else:  # probabilities per layer, and the backward's scratch for their gradients
         attention = (L + 1) * B * H * T * T
     return (
