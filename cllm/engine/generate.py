@@ -134,18 +134,17 @@ def _sample(logits, seen, penalty, temperature, top_k, top_p, u):
     if penalty != 1.0 and seen.size:
         _penalize(z, seen, penalty)
     if temperature <= 0:
-        return _argmax(z)
+        return np.argmax(z)
     t = _cast(z[0], temperature)
     for i in range(V):
         z[i] = z[i] / t
     mx = z.max()
     if not -np.inf < mx < np.inf:  # every logit -inf (or a nan): as greedy would
-        return _argmax(z)
+        return np.argmax(z)
     if 0 < top_k < V:
         cand = _top(z, top_k)
     else:
         e = np.empty(V, np.float64)
-        total = 0.0
         for i in range(V):
             e[i] = _weight(z[i] - mx)
             total += e[i]
@@ -211,15 +210,6 @@ def _sort_all(z):
         k, k2, ids, ids2 = k2, k, ids2, ids
         w *= 2
     return ids
-
-
-@njit(inline="always")
-def _argmax(z):
-    best = 0
-    for i in range(1, z.size):
-        if z[i] > z[best]:
-            best = i
-    return best
 
 
 def penalize_repeats(logits: np.ndarray, context: Sequence[int], penalty: float) -> np.ndarray:
