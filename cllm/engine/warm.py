@@ -4,9 +4,10 @@ numba compiles a kernel on its first call and keeps the machine code in its on-d
 fresh install the first reply therefore waits for the decoding kernels to compile (15-25 s on 2
 cores); once cached, a process loads them in well under a second. ``warm_decoding`` runs a tiny
 model's prompt and a few new tokens through the same paths a chat reply takes, which fills the
-cache; the studio runs it in a short-lived process of its own when it starts (``start``), at a
-low priority, so the window and a training run hardly notice, and it costs about a second once the
-cache is warm.
+cache; the studio and ``cllm serve`` run it in a short-lived process of their own when they start
+(``start``), at a low priority, so the window, a training run and the requests hardly notice, and
+it costs about a second once the cache is warm. (``cllm serve`` on a fresh cache: a first
+completion 45 s after the start took 30.8 s without it, 0.5 s with it.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def warm_decoding() -> None:
 
 
 def _child(nice: int) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which ends us
     try:
         os.nice(nice)
     except (AttributeError, OSError):

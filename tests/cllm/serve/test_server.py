@@ -304,6 +304,7 @@ def test_cllm_serve_command_serves_until_interrupted(served):
         line = p.stdout.readline()
         assert line.startswith("serving ") and "http://127.0.0.1:" in line, p.stderr.read()
         url = line.split(" at ")[1].split()[0]
+        assert _niced_child(p.pid), "the decoding kernels are not compiled ahead (engine.warm)"
         with openai.OpenAI(base_url=url, api_key="none", max_retries=0) as client:
             assert sorted(m.id for m in client.models.list()) == ["m", "other"]
         p.send_signal(signal.SIGINT)
@@ -318,3 +319,22 @@ def test_cllm_serve_command_serves_until_interrupted(served):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def _niced_child(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process pid starts a child at nice 10 or more within timeout (cllm.engine.warm's
+    compile ahead: it lives for a second or more, importing numba)."""
+    import time
+
+    import psutil
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if any(c.nice() >= 10 for c in psutil.Process(pid).children()):
+                return True
+        except psutil.Error:  # a child that ended between the listing and the question
+            pass
+        time.sleep(0.02)
+    return False
+
