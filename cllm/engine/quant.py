@@ -41,10 +41,11 @@ def check_format(quant: str, cfg: GPTConfig) -> str:
 
 
 def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """W[in, out] -> (q[out, in] int8, scale[out] float32); rows of zeros get scale 1."""
+    """W[in, out] -> (q[out, in] int8, scale[out] float32); rows of zeros, and rows so small that
+    their scale underflows float32 (which made 0 / 0 and a NaN cast to int8), get scale 1."""
     wt = np.asarray(w, np.float32).T
-    amax = np.abs(wt).max(axis=1)
-    s = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    s = (np.abs(wt).max(axis=1) / np.float32(127.0)).astype(np.float32)
+    s[s == 0] = 1.0
     q = np.clip(np.rint(wt / s[:, None]), -127, 127).astype(np.int8)
     return np.ascontiguousarray(q), s
 

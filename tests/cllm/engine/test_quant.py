@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -14,8 +14,10 @@ from cllm.errors import ValidationError
 CFG = GPTConfig(vocab_size=41, n_embd=32, n_layer=2, n_head=4, block_size=16)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # no 0 / 0 for a row of subnormals
 @settings(max_examples=50, deadline=None)
 @given(arrays(np.float32, (5, 7), elements=st.floats(-1e3, 1e3, width=32)))
+@example(np.where(np.eye(5, 7) > 0, np.float32(1e-45), np.float32(0)))  # scales under float32's
 def test_int8_round_trip_error_is_half_a_step(w):
     q, s = quantize_int8(w)
     assert q.shape == (7, 5) and q.dtype == np.int8 and s.shape == (7,)
