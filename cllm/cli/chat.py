@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli.common import first_token_hint, warm_ahead
 from cllm.cli.generate import add_sampling_args, sampling_of, write
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             "/quit.",
             file=sys.stderr,
         )
+        warm_ahead()  # while the first message is typed
     turn = 0
     while True:
         if tty:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             )
         write(f"{lm.name}> ")
         try:
-            for piece in gen:
+            for piece in first_token_hint(gen) if turn == 1 else gen:
                 write(piece)
         except KeyboardInterrupt:  # Ctrl-C stops this reply, not the chat
             write(" [stopped]")

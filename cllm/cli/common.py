@@ -4,6 +4,8 @@
   occasional plain lines in a log or a pipe, so stdout stays for results.
 - :func:`duration`: seconds as ``m:ss`` or ``h:mm:ss``.
 - :func:`snapshot_json`: a run's snapshot (a dataclass) as the one JSON line of ``--json``.
+- :func:`first_token_hint`: a line on stderr when a reply's first piece is slow to come.
+- :func:`warm_ahead`: the decoding kernels compiled ahead, in a low-priority process.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 import math
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 _UNSET = object()
@@ -103,3 +106,41 @@ def snapshot_json(model: str, snap: Any, names: Iterable[str], **extra: Any) -> 
     snapshot, then `extra` (values the command measured itself, or fields renamed)."""
     out = {"model": model, **{n: getattr(snap, n) for n in names}, **extra}
     return json.dumps(_plain(out), allow_nan=False)
+
+
+FIRST_TOKEN_HINT = (
+    "(waiting for the first token: the first run on this machine compiles the decoding kernels, "
+    "about half a minute; later runs start at once)"
+)
+
+
+def first_token_hint(
+    pieces: Iterable[str], after: float = 3.0, stream: TextIO | None = None
+) -> Iterator[str]:
+    """``pieces`` as they come; if the first one takes longer than ``after`` seconds, a line on
+    stderr says why a fresh install is slow to start (numba compiles the kernels once, then
+    loads them from its cache), so that nobody takes the wait for a hang."""
+    out = stream if stream is not None else sys.stderr
+    timer = threading.Timer(after, lambda: print(FIRST_TOKEN_HINT, file=out, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        for piece in pieces:
+            timer.cancel()
+            yield piece
+    finally:
+        timer.cancel()
+
+
+def warm_ahead() -> None:
+    """Compile the decoding kernels into numba's cache now, in a niced process of their own
+    (``cllm.engine.warm``), so that on a fresh install a first reply need not wait for the
+    compiler: ``cllm serve`` before its first request, ``cllm chat`` while the first message is
+    typed (the studio does the same at start)."""
+    from cllm.engine import warm
+
+    try:
+        warm.start()
+    except OSError as err:  # no process to spare: the first reply compiles them instead
+        print(f"note: kernels not compiled ahead ({err})", file=sys.stderr)
+

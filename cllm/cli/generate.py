@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli.common import first_token_hint
 
 # built-in values of the options a preset can set (a preset, then an explicit option, wins)
 BASE = {"temperature": 0.8, "top_k": 50, "top_p": 0.9, "repetition_penalty": 1.0}
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     lm.check_finite("generate")
     if args.quant != "none":  # a copy for generation: the model file is not touched
         lm.gpt.set_quant(args.quant)
-    for piece in complete(lm.gpt, lm.tokenizer, args.prompt, sampling):
+    for piece in first_token_hint(complete(lm.gpt, lm.tokenizer, args.prompt, sampling)):
         write(piece)
     write("\n")
     return 0

@@ -8,6 +8,7 @@ import sys
 import threading
 
 from cllm.cli import add_models_dir, models_dir_of
+from cllm.cli.common import warm_ahead
 
 
 def register(subparsers) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         print(f"serving {models_dir_of(args)} at {server.url} (Ctrl-C stops)", flush=True)
-        _warm()
+        warm_ahead()
         while server.running and not stop.wait(0.5):
             pass
     finally:
@@ -57,15 +58,3 @@ def run(args: argparse.Namespace) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     return 0
-
-
-def _warm() -> None:
-    """Compile the decoding kernels into numba's cache now, in a niced process of their own, so
-    that on a fresh install the first request need not wait for the compiler (as the studio does
-    at start)."""
-    from cllm.engine import warm
-
-    try:
-        warm.start()
-    except OSError as err:  # no process to spare: the first request compiles them instead
-        print(f"note: kernels not compiled ahead ({err})", file=sys.stderr)

@@ -122,3 +122,34 @@ def test_snapshot_json_is_strict_json():
     }
     assert "NaN" not in out and "Infinity" not in out
     assert list(json.loads(out))[0] == "model"
+
+
+def test_first_token_hint_speaks_only_when_the_first_piece_is_slow():
+    import io
+    import time
+
+    from cllm.cli.common import FIRST_TOKEN_HINT, first_token_hint
+
+    def slow():
+        time.sleep(0.4)
+        yield "a"
+        yield "b"
+
+    out = io.StringIO()
+    assert list(first_token_hint(slow(), after=0.1, stream=out)) == ["a", "b"]
+    assert out.getvalue().strip() == FIRST_TOKEN_HINT
+
+    out = io.StringIO()
+    assert list(first_token_hint(iter(["a", "b"]), after=0.1, stream=out)) == ["a", "b"]
+    time.sleep(0.3)  # past `after`: the timer was cancelled with the first piece
+    assert out.getvalue() == ""
+
+    def broken():
+        raise ValueError("no model")
+        yield  # (a generator)
+
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        list(first_token_hint(broken(), after=0.1, stream=out))
+    time.sleep(0.3)
+    assert out.getvalue() == ""
