@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from cllm.cli import add_models_dir, models_dir_of
-from cllm.cli.common import first_token_hint, warm_ahead
+from cllm.cli.common import first_token_hint
 from cllm.cli.generate import add_sampling_args, sampling_of, write
 
 
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
             "/quit.",
             file=sys.stderr,
         )
-        warm_ahead()  # while the first message is typed
+        from cllm.engine import warm
+
+        warm.start()  # the decoding kernels compile while the first message is typed
     turn = 0
     while True:
         if tty:

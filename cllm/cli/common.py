@@ -5,7 +5,6 @@
 - :func:`duration`: seconds as ``m:ss`` or ``h:mm:ss``.
 - :func:`snapshot_json`: a run's snapshot (a dataclass) as the one JSON line of ``--json``.
 - :func:`first_token_hint`: a line on stderr when a reply's first piece is slow to come.
-- :func:`warm_ahead`: the decoding kernels compiled ahead, in a low-priority process.
 """
 
 from __future__ import annotations
@@ -130,17 +129,3 @@ def first_token_hint(
             yield piece
     finally:
         timer.cancel()
-
-
-def warm_ahead() -> None:
-    """Compile the decoding kernels into numba's cache now, in a niced process of their own
-    (``cllm.engine.warm``), so that on a fresh install a first reply need not wait for the
-    compiler: ``cllm serve`` before its first request, ``cllm chat`` while the first message is
-    typed (the studio does the same at start)."""
-    from cllm.engine import warm
-
-    try:
-        warm.start()
-    except OSError as err:  # no process to spare: the first reply compiles them instead
-        print(f"note: kernels not compiled ahead ({err})", file=sys.stderr)
-

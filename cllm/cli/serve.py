@@ -8,7 +8,6 @@ import sys
 import threading
 
 from cllm.cli import add_models_dir, models_dir_of
-from cllm.cli.common import warm_ahead
 
 
 def register(subparsers) -> None:
@@ -50,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         print(f"serving {models_dir_of(args)} at {server.url} (Ctrl-C stops)", flush=True)
-        warm_ahead()
+        from cllm.engine import warm
+
+        warm.start()  # a fresh install's first request need not wait for the compiler
         while server.running and not stop.wait(0.5):
             pass
     finally:

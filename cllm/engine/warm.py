@@ -4,18 +4,22 @@ numba compiles a kernel on its first call and keeps the machine code in its on-d
 fresh install the first reply therefore waits for the decoding kernels to compile (15-25 s on 2
 cores); once cached, a process loads them in well under a second. ``warm_decoding`` runs a tiny
 model's prompt and a few new tokens through the same paths a chat reply takes, which fills the
-cache; the studio and ``cllm serve`` run it in a short-lived process of their own when they start
-(``start``), at a low priority, so the window, a training run and the requests hardly notice, and
-it costs about a second once the cache is warm. (``cllm serve`` on a fresh cache: a first
-completion 45 s after the start took 30.8 s without it, 0.5 s with it.)
+cache. The studio, ``cllm serve`` and ``cllm chat`` (on a terminal) run it in a short-lived
+process of their own when they start (``start``), at a low priority, so the window, a training
+run and the requests hardly notice; it costs about a second once the cache is warm. (``cllm
+serve`` on a fresh cache: a first completion 45 s after the start took 30.8 s without it, 0.5 s
+with it.)
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def warm_decoding() -> None:
@@ -41,10 +45,15 @@ def _child(nice: int) -> None:
     warm_decoding()
 
 
-def start(nice: int = 10) -> multiprocessing.Process:
-    """``warm_decoding`` in a spawned process at ``nice``; returns it (started, daemonic)."""
+def start(nice: int = 10) -> multiprocessing.Process | None:
+    """``warm_decoding`` in a spawned process at ``nice``; returns it (started, daemonic), or None
+    where no process could be started (the first reply then compiles the kernels itself)."""
     p = multiprocessing.get_context("spawn").Process(
         target=_child, args=(nice,), name="cllm-warm-decoding", daemon=True
     )
-    p.start()
+    try:
+        p.start()
+    except OSError as err:
+        log.warning("decoding kernels not compiled ahead: %s", err)
+        return None
     return p
