@@ -395,7 +395,10 @@ class AppState:
                 self._trainer_ended(t, snap)
         if not self.training_current:
             # a headless run if there is one, else the end of our last run of this model
-            self.snapshot = self.remote or self.finished.get(self.current)
+            remote, last = self.remote, self.finished.get(self.current)
+            if remote is not None and last is not None and _writer(remote) == _writer(last):
+                remote = None  # our own run's progress file (its process publishes one): old news
+            self.snapshot = remote or last
 
     def _trainer_ended(self, t: Trainer | TrainerProcess, snap: TrainSnapshot) -> None:
         name = self.trainer_name
@@ -557,3 +560,8 @@ class AppState:
 def _stamp(meta) -> tuple:
     """What changes whenever a model file is saved with new weights or settings."""
     return meta.modified, meta.steps, meta.epochs_trained
+
+
+def _writer(snap: TrainSnapshot) -> tuple:
+    """The process that made a snapshot."""
+    return snap.pid, snap.host
