@@ -253,7 +253,7 @@ def bench_train(args) -> int:
     out["model_gflops_per_s"] = round(gflops, 1)
     out["sgemm_peak_gflops_per_s"] = round(peak_gflops, 1)
     out["share_of_sgemm_peak"] = round(gflops / peak_gflops, 3)
-    out["attention"] = "tiled" if gpt.tiled(T) else "dense"
+    out["attention"] = attention_path(gpt, T)
     out["loss"] = round(losses["ours"], 4)
     if "torch" in losses:
         out["torch_loss"] = round(losses["torch"], 4)
@@ -261,6 +261,15 @@ def bench_train(args) -> int:
     out.update(info)
     print(json.dumps(out), flush=True)
     return 0
+
+
+def attention_path(gpt, T: int) -> str:
+    """Which attention a training step of length T runs: dense, tiled, or tiled and fused."""
+    from cllm.engine.model import fused_attention
+
+    if not gpt.tiled(T):
+        return "dense"
+    return "tiled, fused" if fused_attention(gpt.dtype) else "tiled"
 
 
 def _describe(cfg: GPTConfig, args, **extra) -> dict:

@@ -2,9 +2,10 @@
 
 Every kernel takes its output buffers as arguments (llm.c style) and works for float32 (training)
 and float64 (the gradient checks). Shapes are in the docstrings: N rows (B*T positions), D width,
-F MLP width, V vocabulary, hs head size. Matrix products are not here: they go through NumPy's
-BLAS, except inside the tiled attention and the decoder (one token for each of a few streams),
-whose products are too small for it.
+F MLP width, V vocabulary, hs head size. Matrix products go through NumPy's BLAS: from Python
+(np.matmul) in model.py, or called from a kernel (``_gemm``, the fused attention, whose blocks
+are too many for a Python call each). The decoder (one token for each of a few streams) does its
+own, too small for BLAS.
 
 The gradient rule, for every backward here and in model.py: a backward **writes** the gradients
 it computes (whatever the buffer held is overwritten), except where a tensor has two consumers,
@@ -312,6 +313,181 @@ def attention_softmax_backward(datt, att, scale):
                 d[j] = scale * p[j] * (d[j] - dot)
             for j in range(i + 1, T):
                 d[j] = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Fused causal attention: blocks of TILE query rows x TILE keys whose scores never leave the
+# core's L2 cache (64 KiB in float32), the products done by NumPy's own BLAS routine called from
+# here (blas.gemm), the softmax between them in place. A score matrix written whole by np.matmul
+# (a query tile against every key: 1 MiB a head at T 2048) went out to L3, and its product ran
+# at 53 GFLOP/s against 71 into a block that stays in L2 (one thread, AVX2). The forward keeps a
+# running max and sum per row (online softmax); the backward makes each block's probabilities
+# again from the forward's log-sum-exp, key block by key block, and lets the routine add into
+# dq, dk and dv where they lie in dqkv (beta = 1). On the diagonal block, row groups of ``diag``
+# rows take only the keys they see, so fewer masked scores are computed.
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+@intrinsic
+def _gemm(typingctx, fn, wide, ta, tb, M, N, K, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc):
+    """C = alpha op(A) op(B) + beta C, row-major, through cblas_?gemm at address ``fn`` (``wide``:
+    its integers are 64-bit). A, B and C start at element ao, bo, co of contiguous arrays a, b, c
+    (unchecked); ta, tb are _NO_TRANS or _TRANS."""
+    sig = types.none(fn, wide, ta, tb, M, N, K, alpha, a, ao, lda, b, bo, ldb, beta, c, co, ldc)
+
+    def codegen(context, builder, sig, args):
+        at = sig.args
+        fl = context.get_value_type(at[8].dtype)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+
+        def int64(k):
+            return context.cast(builder, args[k], at[k], types.int64)
+
+        def real(k):
+            return context.cast(builder, args[k], at[k], at[8].dtype)
+
+        ptrs = [_element_ptr(context, builder, at[k], args[k], int64(k + 1)) for k in (8, 11, 15)]
+
+        def call(it):
+            n = (lambda k: builder.trunc(int64(k), i32)) if it is i32 else int64
+            fnty = ir.FunctionType(
+                ir.VoidType(),
+                [i32, i32, i32, it, it, it, fl, fl.as_pointer(), it, fl.as_pointer(), it, fl]
+                + [fl.as_pointer(), it],
+            )
+            fp = builder.inttoptr(int64(0), fnty.as_pointer())
+            order = ir.Constant(i32, _ROW_MAJOR)
+            trans = [builder.trunc(int64(k), i32) for k in (2, 3)]
+            builder.call(
+                fp,
+                [order, *trans, n(4), n(5), n(6), real(7), ptrs[0], n(10), ptrs[1], n(13)]
+                + [real(14), ptrs[2], n(17)],
+            )
+
+        w = context.cast(builder, args[1], at[1], types.boolean)
+        with builder.if_else(cgutils.as_bool_bit(builder, w)) as (then, otherwise):
+            with then:
+                call(i64)
+            with otherwise:
+                call(i32)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def attention_flash_forward(fn, wide, y, lse, qkv, B, T, H, scale, tile, diag, s, o, ml):
+    """qkv[B*T, 3D] -> y[B*T, D] (causal attention, heads of D / H), lse[B, H, T] each row's
+    log-sum-exp of its scaled scores. Scratch: s[tile * tile] a block's scores, o[tile * hs] a
+    tile's output as it builds up, ml[2, tile] its rows' running max and sum. ``diag`` divides
+    ``tile``."""
+    D3 = qkv.shape[1]
+    D = D3 // 3
+    hs = D // H
+    sc = _cast(s[0], scale)
+    for b in range(B):
+        for h in range(H):
+            for i0 in range(0, T, tile):
+                i1 = min(T, i0 + tile)
+                for r in range(i1 - i0):
+                    ml[0, r] = -np.inf
+                    ml[1, r] = 0.0
+                for r in range((i1 - i0) * hs):
+                    o[r] = 0.0
+                for j0 in range(0, i1, tile):  # key blocks; the last is the diagonal one
+                    j1 = min(i1, j0 + tile)
+                    step = diag if j1 > i0 else i1 - i0
+                    for g0 in range(i0, i1, step):
+                        g1 = min(i1, g0 + step)
+                        n, nk = g1 - g0, min(j1, g1) - j0
+                        q0 = (b * T + g0) * D3 + h * hs
+                        k0 = (b * T + j0) * D3 + D + h * hs
+                        _gemm(fn, wide, _NO_TRANS, _TRANS, n, nk, hs, sc, qkv, q0, D3, qkv, k0, D3,
+                              0.0, s, 0, nk)  # fmt: skip
+                        for rr in range(n):
+                            r = g0 - i0 + rr
+                            row = s[rr * nk : (rr + 1) * nk]
+                            see = min(nk, g0 + rr - j0 + 1)  # keys j0 .. the row's own
+                            m0 = ml[0, r]
+                            m1 = max(m0, _row_max(row, see))
+                            t = _cast(m1, 0.0)
+                            for j in range(see):
+                                e = _exp(row[j] - m1)
+                                row[j] = e
+                                t += e
+                            for j in range(see, nk):
+                                row[j] = 0.0
+                            fix = _exp(m0 - m1)  # the row's earlier terms, to the new max
+                            ml[0, r] = m1
+                            ml[1, r] = ml[1, r] * fix + t
+                            if fix != 1.0:
+                                for d in range(hs):
+                                    o[r * hs + d] *= fix
+                        _gemm(fn, wide, _NO_TRANS, _NO_TRANS, n, hs, nk, 1.0, s, 0, nk, qkv, k0 + D,
+                              D3, 1.0, o, (g0 - i0) * hs, hs)  # fmt: skip
+                for r in range(i1 - i0):
+                    inv = _cast(s[0], 1.0) / ml[1, r]
+                    for d in range(hs):
+                        y[b * T + i0 + r, h * hs + d] = o[r * hs + d] * inv
+                    lse[b, h, i0 + r] = ml[0, r] + math.log(ml[1, r])
+
+
+@jit
+def attention_flash_backward(fn, wide, dqkv, dy, y, lse, qkv, B, T, H, scale, tile, diag, s, dp,
+                             delta):  # fmt: skip
+    """dqkv[B*T, 3D] (written) from dy[B*T, D], the forward's output y and lse. Scratch:
+    s and dp[tile * tile] a block's probabilities and their gradients, delta[T]."""
+    D3 = qkv.shape[1]
+    D = D3 // 3
+    hs = D // H
+    sc = _cast(s[0], scale)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):  # sum_j p_ij dp_ij = dy . y, per row
+                acc = _cast(s[0], 0.0)
+                for d in range(hs):
+                    acc += dy[b * T + i, h * hs + d] * y[b * T + i, h * hs + d]
+                delta[i] = acc
+            for j0 in range(0, T, tile):  # a key block, against every query tile that sees it
+                j1 = min(T, j0 + tile)
+                k0 = (b * T + j0) * D3 + D + h * hs
+                first = True
+                for i0 in range(j0, T, tile):
+                    i1 = min(T, i0 + tile)
+                    step = diag if j1 > i0 else i1 - i0
+                    # row groups last first: the last sees every key of the block, so the
+                    # first product into the block's dk and dv (beta 0) covers all of them
+                    g0 = i0 + ((i1 - i0 - 1) // step) * step
+                    while g0 >= i0:
+                        g1 = min(i1, g0 + step)
+                        n, nk = g1 - g0, min(j1, g1) - j0
+                        q0 = (b * T + g0) * D3 + h * hs
+                        y0 = (b * T + g0) * D + h * hs
+                        _gemm(fn, wide, _NO_TRANS, _TRANS, n, nk, hs, sc, qkv, q0, D3, qkv, k0, D3,
+                              0.0, s, 0, nk)  # fmt: skip
+                        _gemm(fn, wide, _NO_TRANS, _TRANS, n, nk, hs, 1.0, dy, y0, D, qkv, k0 + D,
+                              D3, 0.0, dp, 0, nk)  # fmt: skip
+                        for r in range(n):
+                            row, drow = s[r * nk : (r + 1) * nk], dp[r * nk : (r + 1) * nk]
+                            see = min(nk, g0 + r - j0 + 1)
+                            m, dl = lse[b, h, g0 + r], delta[g0 + r]
+                            for j in range(see):
+                                p = _exp(row[j] - m)
+                                row[j] = p
+                                drow[j] = p * (drow[j] - dl)
+                            for j in range(see, nk):
+                                row[j] = 0.0
+                                drow[j] = 0.0
+                        beta = 0.0 if first else 1.0
+                        _gemm(fn, wide, _TRANS, _NO_TRANS, nk, hs, n, 1.0, s, 0, nk, dy, y0, D,
+                              beta, dqkv, k0 + D, D3)  # fmt: skip
+                        _gemm(fn, wide, _TRANS, _NO_TRANS, nk, hs, n, sc, dp, 0, nk, qkv, q0, D3,
+                              beta, dqkv, k0, D3)  # fmt: skip
+                        _gemm(fn, wide, _NO_TRANS, _NO_TRANS, n, hs, nk, sc, dp, 0, nk, qkv, k0, D3,
+                              0.0 if j0 == 0 else 1.0, dqkv, q0, D3)  # fmt: skip
+                        first = False
+                        g0 -= step
 
 
 @jit

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from cllm.engine import blas
 from cllm.engine import kernels as K
 from cllm.engine.config import GPTConfig, param_shapes
 from cllm.engine.quant import DecodeWeights
@@ -126,18 +127,28 @@ def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
 
 
 # Tiled attention: query tiles of TILE rows against the keys up to each tile's end, so nothing
-# past the diagonal tile is computed and nothing of size T x T is kept. The products stay in
-# BLAS (a tile is TILE x T x hs); numba does the softmax parts. The backward needs each tile's
-# probabilities again: a layer whose tiles fit in the memory budget below keeps them from the
-# forward (a causal half, about half of what the dense path keeps); the others make them again
-# from the row statistics (lse) the forward kept, at the cost of one more product and an exp a
-# score. Dense wins at small T, where the whole T x T fits in cache.
+# past the diagonal tile is computed and nothing of size T x T is kept. Two ways to run it:
+# - fused (where NumPy's BLAS is an OpenBLAS whose product routine the kernels can call,
+#   blas.gemm): kernels.attention_flash_*, blocks of FLASH_TILE x FLASH_TILE scores that stay in
+#   the core's cache; nothing but each row's log-sum-exp is kept for the backward, which makes
+#   every block's probabilities again. T 2048, one thread, AVX2, one layer's forward / backward:
+#   19.6 / 44 ms (NumPy products, probabilities made again) and 20.1 / 36 (kept) -> 17.6-18.0 /
+#   35.7-38.0 ms fused, with no probabilities kept.
+# - NumPy's products otherwise (np.matmul on a tile's scores against all its keys, the softmax
+#   parts in numba). The backward needs each tile's probabilities again: a layer whose tiles fit
+#   in the memory budget below keeps them from the forward (a causal half, about half of what
+#   the dense path keeps); the others make them again from the row statistics (lse) the
+#   forward kept, at the cost of one more product and an exp a score.
+# Dense wins at small T, where the whole T x T fits in cache.
 TILE = 128
+FLASH_TILE = 128  # query rows and keys of one fused block (64 KiB of float32 scores)
+FLASH_DIAG = 64  # rows of a group on the diagonal block: each takes only the keys it sees
 # Below it the tiled path is no faster: attention forward + backward, one thread, AVX2, 2,048
 # tokens (B x T), dense / tiled: 12.1 / 12.6 ms at T 128, 23.6 / 18.4 at 256, 43.2 / 27.6 at 512.
 TILED_FROM_T = 256
 # What the kept probabilities of a training step may take, all layers and threads together; at
 # T 1024 (B 2, 4 layers, 4 heads) they take 75 MiB and all are kept, at T 2048 two layers of four.
+# The fused path keeps none.
 KEEP_PROBS_MB = 160
 
 
@@ -145,15 +156,26 @@ def use_tiled(T: int) -> bool:
     return T >= TILED_FROM_T
 
 
-def tiled_scratch(H: int, T: int, hs: int, dtype) -> np.ndarray:
+def tiled_scratch(H: int, T: int, hs: int, dtype, fused: bool | None = None) -> np.ndarray:
     """Scratch for one tile's scores and their gradients, a tile's dk or dv, and a sequence's
     dk and dv as they build up (contiguous: a += on the strided heads of dqkv took 2 ns a float,
     7 of a layer's 56 ms at T 2048; on these 0.4 ns)."""
-    return np.empty(tiled_scratch_size(H, T, hs), dtype)
+    fused = fused_attention(dtype) if fused is None else fused
+    return np.empty(tiled_scratch_size(H, T, hs, fused), dtype)
 
 
-def tiled_scratch_size(H: int, T: int, hs: int) -> int:
+def tiled_scratch_size(H: int, T: int, hs: int, fused: bool) -> int:
+    """``fused``: for the fused kernels, else for NumPy's products (which kept probabilities
+    need)."""
+    if fused:  # a block's scores and their gradients, a tile's output, row stats
+        t = min(FLASH_TILE, T)
+        return 2 * t * t + t * hs + 2 * t + T
     return 2 * min(TILE, T) * T * H + 3 * H * T * hs
+
+
+def fused_attention(dtype=np.float32) -> bool:
+    """Whether the tiled attention runs fused (kernels calling NumPy's BLAS routine)."""
+    return blas.gemm(dtype) is not None
 
 
 def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
@@ -169,6 +191,8 @@ def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
 
 def kept_layers(cfg: GPTConfig, B: int, T: int, itemsize: int) -> int:
     """How many layers keep their tiles' probabilities for the backward within KEEP_PROBS_MB."""
+    if fused_attention(np.float32 if itemsize == 4 else np.float64):
+        return 0
     per_layer = B * tile_layout(T, cfg.n_head)[1] * itemsize
     return min(cfg.n_layer, int(KEEP_PROBS_MB * 2**20 // max(1, per_layer)))
 
@@ -178,6 +202,14 @@ def attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs=None):
     log-sum-exp of its scaled scores for the backward, and ``probs`` (B x tile_layout's size,
     or None) each tile's probabilities."""
     hs = qkv.shape[1] // 3 // H
+    gemm = blas.gemm(qkv.dtype) if probs is None else None
+    if gemm is not None:
+        t = min(FLASH_TILE, T)
+        s, o, ml = scratch[: t * t], scratch[2 * t * t :][: t * hs], scratch[2 * t * t + t * hs :]
+        _check_fused(y, lse, qkv)
+        K.attention_flash_forward(*gemm, y, lse, qkv, B, T, H, 1.0 / math.sqrt(hs), FLASH_TILE,
+                                  FLASH_DIAG, s, o, ml[: 2 * t].reshape(2, t))  # fmt: skip
+        return
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     yh = heads(y, B, T, H, hs, 0)
     tiles, size = tile_layout(T, H)
@@ -203,6 +235,14 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     together: a head at a time was faster alone (48.2 -> 44.9 ms) but not in a training step
     (T 1024, all layers kept, steps of 423 / 435 ms, 365 / 381)."""
     hs = qkv.shape[1] // 3 // H
+    gemm = blas.gemm(qkv.dtype) if probs is None else None
+    if gemm is not None:
+        t = min(FLASH_TILE, T)
+        s, dp, delta = scratch[: t * t], scratch[t * t : 2 * t * t], scratch[-T:]
+        _check_fused(dqkv, dy, y, lse, qkv)
+        K.attention_flash_backward(*gemm, dqkv, dy, y, lse, qkv, B, T, H, 1.0 / math.sqrt(hs),
+                                   FLASH_TILE, FLASH_DIAG, s, dp, delta)  # fmt: skip
+        return
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
     dyh, yh = heads(dy, B, T, H, hs, 0), heads(y, B, T, H, hs, 0)
@@ -238,6 +278,12 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
                 acc_k[g, :i0] += part[:, :i0]
                 acc_k[g, i0:i1] = part[:, i0:]
         dk[b], dv[b] = acc_k, acc_v
+
+
+def _check_fused(*arrays) -> None:
+    """The fused kernels address their arrays by flat offsets: they must be contiguous."""
+    if not all(a.flags.c_contiguous for a in arrays) or FLASH_TILE % FLASH_DIAG:
+        raise ValueError("the fused attention needs contiguous arrays and FLASH_DIAG | FLASH_TILE")
 
 
 def block_forward(w, a, x_in, x_mid, x_out, attend) -> None:
@@ -292,7 +338,9 @@ class Activations:
         self.ln2, self.ln2_mean, self.ln2_rstd = e(L, N, D), e(L, N), e(L, N)
         self.qkv = e(L, N, 3 * D)
         if tiled:  # row statistics instead of probabilities, and one tile's scratch
-            self.lse, self.scratch = e(L, B, H, T), tiled_scratch(H, T, cfg.head_size, dtype)
+            self.lse = e(L, B, H, T)
+            fused = fused_attention(dtype) and not keep
+            self.scratch = tiled_scratch(H, T, cfg.head_size, dtype, fused)
             size = B * tile_layout(T, H)[1]
             self.probs = [e(size) if l < keep else None for l in range(L)]
         else:

@@ -265,12 +265,43 @@ def test_numba_cache_keeps_each_cpu_target_apart(tmp_path):
     assert run(host) == (1, 0) and run(other) == (1, 0)  # each finds its own entry
 
 
-@pytest.mark.parametrize("keep", [False, True])
+# the tiled attention's three ways: fused (blocks of scores, the kernels calling NumPy's BLAS
+# routine), NumPy's products making the probabilities again, NumPy's products reading those kept
+PATHS = ["fused", "numpy", "numpy-kept"]
+
+
+def _tiled_path(monkeypatch, path):
+    """Set the tiled attention up for ``path``; returns whether it keeps probabilities."""
+    from cllm.engine import blas
+    from cllm.engine import model as M
+
+    if path == "fused":
+        assert M.fused_attention(np.float64) and M.fused_attention(np.float32)
+        monkeypatch.setattr(M, "FLASH_TILE", 64)  # several blocks and diagonal groups at T 300
+        monkeypatch.setattr(M, "FLASH_DIAG", 16)
+    else:
+        monkeypatch.setattr(blas, "gemm", lambda dtype: None)
+    return path == "numpy-kept"
+
+
+def test_numpys_blas_routine_is_found():
+    """The fused attention runs wherever NumPy's BLAS is OpenBLAS (its wheels bundle one): if
+    the routine is not found there, the engine silently takes the slower path."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from cllm.engine import blas
+
+    if not threadpoolctl.ThreadpoolController().select(internal_api="openblas").lib_controllers:
+        pytest.skip("NumPy's BLAS is not OpenBLAS here")
+    for dtype in (np.float32, np.float64):
+        assert blas.gemm(dtype) is not None
+    assert blas.gemm(np.int32) is None
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("T", [5, 130, 300])
-def test_tiled_attention_matches_dense_and_finite_differences(T, keep):
-    """The tiled attention (query tiles; the backward makes the probabilities again from the row
-    statistics, or reads those the forward kept) computes the dense one's output and gradients,
-    across tile edges."""
+def test_tiled_attention_matches_dense_and_finite_differences(monkeypatch, T, path):
+    """The tiled attention computes the dense one's output and gradients, across tile edges and
+    the fused path's blocks (whole and partial, on and off the diagonal)."""
     from cllm.engine.model import (
         attention_tiled_backward,
         attention_tiled_forward,
@@ -278,11 +309,13 @@ def test_tiled_attention_matches_dense_and_finite_differences(T, keep):
         tiled_scratch,
     )
 
+    keep = _tiled_path(monkeypatch, path)
     B, H, D = 2, 2, 8
     hs = D // H
     qkv = RNG.normal(size=(B * T, 3 * D))
     R = RNG.normal(size=(B * T, D))
-    y, lse, scratch = np.empty((B * T, D)), np.empty((B, H, T)), tiled_scratch(H, T, hs, float)
+    scratch = tiled_scratch(H, T, hs, float, fused=path == "fused")
+    y, lse = np.empty((B * T, D)), np.empty((B, H, T))
     probs = np.full(B * tile_layout(T, H)[1], np.nan) if keep else None
 
     def f():
@@ -301,7 +334,7 @@ def test_tiled_attention_matches_dense_and_finite_differences(T, keep):
 
     if keep:
         assert not np.isnan(probs).any()  # every kept tile written whole
-        scratch[:] = np.nan  # the backward reads the kept tiles, not the forward's scratch
+    scratch[:] = np.nan  # the backward reads the kept tiles or the lse, not the forward's scratch
     dqkv = np.full_like(qkv, np.nan)  # written, not added to
     attention_tiled_backward(dqkv, R, y, lse, qkv, B, T, H, scratch, probs)
     d_dense = np.empty_like(qkv)
@@ -311,8 +344,8 @@ def test_tiled_attention_matches_dense_and_finite_differences(T, keep):
     np.testing.assert_allclose(dqkv.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_tiled_attention_matches_torch_in_float32(keep):
+@pytest.mark.parametrize("path", PATHS)
+def test_tiled_attention_matches_torch_in_float32(monkeypatch, path):
     torch = pytest.importorskip("torch")
     from cllm.engine.model import (
         attention_tiled_backward,
@@ -321,11 +354,12 @@ def test_tiled_attention_matches_torch_in_float32(keep):
         tiled_scratch,
     )
 
-    B, T, H, D = 1, 300, 4, 64
+    keep = _tiled_path(monkeypatch, path)
+    B, T, H, D = 2, 300, 4, 64
     qkv = RNG.normal(size=(B * T, 3 * D)).astype(np.float32)
     dy = RNG.normal(size=(B * T, D)).astype(np.float32)
     y, lse = np.empty((B * T, D), np.float32), np.empty((B, H, T), np.float32)
-    scratch = tiled_scratch(H, T, D // H, np.float32)
+    scratch = tiled_scratch(H, T, D // H, np.float32, fused=path == "fused")
     probs = np.empty(B * tile_layout(T, H)[1], np.float32) if keep else None
     attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs)
     dqkv = np.empty_like(qkv)

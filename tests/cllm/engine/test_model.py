@@ -225,8 +225,11 @@ def test_alternating_batch_shapes_reuse_buffers():
 def test_tiled_training_keeps_probabilities_within_budget(monkeypatch, budget_layers):
     """A tiled model keeps the tiles' probabilities of as many layers as KEEP_PROBS_MB allows
     and makes the others' again; whichever it does, the loss and gradients are the dense path's."""
+    from cllm.engine import blas
     from cllm.engine import model as M
 
+    # NumPy's products: the fused path keeps no probabilities
+    monkeypatch.setattr(blas, "gemm", lambda dtype: None)
     monkeypatch.setattr(M, "TILE", 8)  # tiles of 8 rows: 3 tiles at T 20
     cfg = GPTConfig(vocab_size=37, n_embd=16, n_layer=2, n_head=4, block_size=20)
     x, y = batch(cfg, 3, 20)
@@ -238,6 +241,25 @@ def test_tiled_training_keeps_probabilities_within_budget(monkeypatch, budget_la
     assert tiled.forward(x, y) == pytest.approx(dense.forward(x, y), rel=1e-12)
     kept = [p is not None for p in tiled.shards[0].acts.probs]
     assert kept == [l < budget_layers for l in range(2)]
+    tiled.backward()
+    dense.backward()
+    np.testing.assert_allclose(tiled.grads, dense.grads, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_training_matches_dense_and_keeps_no_probabilities(monkeypatch):
+    """The fused attention (blocks of scores, NumPy's BLAS routine called from the kernels)
+    trains as the dense path does, on two threads, and keeps nothing of size T x T."""
+    from cllm.engine import model as M
+
+    assert M.fused_attention(np.float64)
+    monkeypatch.setattr(M, "FLASH_TILE", 8)  # 3 blocks a row at T 20, groups of 4 on the diagonal
+    monkeypatch.setattr(M, "FLASH_DIAG", 4)
+    cfg = GPTConfig(vocab_size=37, n_embd=16, n_layer=2, n_head=4, block_size=20)
+    x, y = batch(cfg, 3, 20)
+    tiled = GPT(cfg, seed=2, dtype=np.float64, threads=2, attention="tiled")
+    dense = GPT(cfg, seed=2, dtype=np.float64, threads=2, attention="dense")
+    assert tiled.forward(x, y) == pytest.approx(dense.forward(x, y), rel=1e-12)
+    assert all(p is None for sh in tiled.shards for p in sh.acts.probs)
     tiled.backward()
     dense.backward()
     np.testing.assert_allclose(tiled.grads, dense.grads, rtol=1e-9, atol=1e-12)
