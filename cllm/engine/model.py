@@ -146,6 +146,10 @@ FLASH_DIAG = 64  # rows of a group on the diagonal block: each takes only the ke
 # Below it the tiled path is no faster: attention forward + backward, one thread, AVX2, 2,048
 # tokens (B x T), dense / tiled: 12.1 / 12.6 ms at T 128, 23.6 / 18.4 at 256, 43.2 / 27.6 at 512.
 TILED_FROM_T = 256
+# The fused path from here: whole steps, one thread, dense / fused: 87.9 / 87.6 ms at T 64 (V 2048,
+# D 128, L 4, B 16), 189.9 / 184.5 at T 128 (B 16), 222.9 / 194.3 at T 256 (B 8); on two threads
+# 45.1 / 45.4 at T 64, 96.8 / 94.8 at T 128 (AVX2). From T 128 it is no slower and keeps no T x T.
+FUSED_FROM_T = 128
 # What the kept probabilities of a training step may take, all layers and threads together; at
 # T 1024 (B 2, 4 layers, 4 heads) they take 75 MiB and all are kept, at T 2048 two layers of four.
 # The fused path keeps none.
@@ -153,7 +157,7 @@ KEEP_PROBS_MB = 160
 
 
 def use_tiled(T: int) -> bool:
-    return T >= TILED_FROM_T
+    return T >= (FUSED_FROM_T if fused_attention() else TILED_FROM_T)
 
 
 def tiled_scratch(H: int, T: int, hs: int, dtype, fused: bool | None = None) -> np.ndarray:
