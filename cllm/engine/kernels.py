@@ -213,34 +213,24 @@ def gelu_backward(dout, pre):
 
 @njit(inline="always", fastmath=True, error_model="numpy")
 def _row_max(row, n):
-    """max(row[:n]), n >= 1, in eight running maxima: one chain of comparisons waits on each
-    element in turn (numba does not vectorize that reduction), eight keep the core busy (3x)."""
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = row[0]
+    """max(row[:n]), n >= 1, of a contiguous row: two running vector maxima (numba does not
+    vectorize this reduction; one scalar chain of comparisons waits on each element in turn)."""
+    W = _lanes(row)
+    c = row[0]
     j = 0
-    while j + 8 <= n:
-        v = row[j]
-        c0 = c0 if c0 > v else v
-        v = row[j + 1]
-        c1 = c1 if c1 > v else v
-        v = row[j + 2]
-        c2 = c2 if c2 > v else v
-        v = row[j + 3]
-        c3 = c3 if c3 > v else v
-        v = row[j + 4]
-        c4 = c4 if c4 > v else v
-        v = row[j + 5]
-        c5 = c5 if c5 > v else v
-        v = row[j + 6]
-        c6 = c6 if c6 > v else v
-        v = row[j + 7]
-        c7 = c7 if c7 > v else v
-        j += 8
-    c0 = max(max(max(c0, c1), max(c2, c3)), max(max(c4, c5), max(c6, c7)))
+    if n >= 2 * W:
+        a, b = _vload(row, 0), _vload(row, W)
+        j = 2 * W
+        while j + 2 * W <= n:
+            a = _vmax(a, _vload(row, j))
+            b = _vmax(b, _vload(row, j + W))
+            j += 2 * W
+        c = _vmax_lanes(_vmax(a, b))
     while j < n:
         v = row[j]
-        c0 = c0 if c0 > v else v
+        c = c if c > v else v
         j += 1
-    return c0
+    return c
 
 
 @jit
@@ -678,6 +668,35 @@ def _vsum(typingctx, v):
             lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
             hi = ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
             v = builder.fadd(lo, builder.shuffle_vector(v, v, hi))
+        return builder.extract_element(v, ir.Constant(i32, 0))
+
+    return v.dtype(v), codegen
+
+
+@intrinsic
+def _vmax(typingctx, a, b):
+    """The larger of a and b, lane by lane (a where a > b, else b: as the scalar comparison)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def _vmax_lanes(typingctx, v):
+    """The largest of v's lanes."""
+
+    def codegen(context, builder, sig, args):
+        v, n = args[0], sig.args[0].lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+            hi = builder.shuffle_vector(
+                v, v, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
+            )
+            v = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
         return builder.extract_element(v, ir.Constant(i32, 0))
 
     return v.dtype(v), codegen
