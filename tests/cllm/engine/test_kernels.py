@@ -405,10 +405,11 @@ def test_row_max_of_every_length_and_position():
         return _row_max(row, n)
 
     rng = np.random.default_rng(0)
-    for n in range(1, 40):
-        for where in range(n):
-            row = rng.standard_normal(48).astype(np.float32)
-            row[where] = 9.0
-            row[n:] = 99.0  # beyond n: never looked at
-            assert run(row, n) == 9.0
-        assert run(np.float32([-3.0, -5.0] * 20), n) == -3.0
+    for dtype in (np.float32, np.float64):  # vectors of 8 and 4 lanes
+        for n in range(1, 40):
+            for where in range(n):
+                row = rng.standard_normal(48).astype(dtype)
+                row[where] = 9.0
+                row[n:] = 99.0  # beyond n: never looked at
+                assert run(row, n) == 9.0
+            assert run(np.array([-3.0, -5.0] * 20, dtype), n) == -3.0
