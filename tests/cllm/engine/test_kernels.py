@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cllm.engine import kernels as K
 from cllm.engine.model import attention_backward, attention_forward, matmul_backward, matmul_forward
@@ -342,6 +344,45 @@ def test_tiled_attention_matches_dense_and_finite_differences(monkeypatch, T, pa
     np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
     idx, num = numgrad(f, qkv, n_check=60)
     np.testing.assert_allclose(dqkv.reshape(-1)[idx], num, rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    B=st.integers(1, 2),
+    T=st.integers(1, 70),
+    H=st.integers(1, 3),
+    hs=st.integers(1, 6),
+    diag=st.sampled_from([1, 2, 4, 8]),
+    groups=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_attention_of_any_shape_and_blocking(B, T, H, hs, diag, groups, seed):
+    """The fused kernels against the dense attention for any lengths, head counts and sizes,
+    blocks (``diag * groups`` rows and keys) and diagonal groups: partial blocks at the end,
+    a single row, a block wider than the sequence."""
+    from cllm.engine import blas
+
+    gemm = blas.gemm(np.float64)
+    assert gemm is not None
+    tile = diag * groups
+    D = H * hs
+    rng = np.random.default_rng(seed)
+    qkv, dy = rng.normal(size=(B * T, 3 * D)), rng.normal(size=(B * T, D))
+    t = min(tile, T)
+    s, o, ml = np.empty(t * t), np.empty(t * hs), np.empty((2, t))
+    y, lse = np.full((B * T, D), np.nan), np.full((B, H, T), np.nan)
+    scale = 1.0 / math.sqrt(hs)
+    K.attention_flash_forward(*gemm, y, lse, qkv, B, T, H, scale, tile, diag, s, o, ml)
+    dqkv = np.full_like(qkv, np.nan)
+    dp, delta = np.empty(t * t), np.empty(T)
+    K.attention_flash_backward(*gemm, dqkv, dy, y, lse, qkv, B, T, H, scale, tile, diag, s, dp,
+                               delta)  # fmt: skip
+    y_dense, att = np.empty((B * T, D)), np.empty((B, H, T, T))
+    attention_forward(y_dense, att, qkv, B, T, H)
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
+    d_dense = np.empty_like(qkv)
+    attention_backward(d_dense, np.empty((B, H, T, T)), dy, att, qkv, B, T, H)
+    np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("path", PATHS)
