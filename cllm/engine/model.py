@@ -175,10 +175,22 @@ def tiled_scratch(H: int, T: int, hs: int, dtype, fused: bool | None = None) -> 
 def tiled_scratch_size(H: int, T: int, hs: int, fused: bool) -> int:
     """``fused``: for the fused kernels, else for NumPy's products (which kept probabilities
     need)."""
-    if fused:  # a block's scores and their gradients, a tile's output, row stats
+    if fused:  # _fused_scratch's parts
         t = min(FLASH_TILE, T)
-        return 2 * t * t + t * hs + 2 * t + T
+        return 2 * t * t + t * hs + 2 * t + T + hs * T + hs * t
     return 2 * min(TILE, T) * T * H + 3 * H * T * hs
+
+
+def _fused_scratch(scratch: np.ndarray, T: int, hs: int) -> tuple:
+    """The fused kernels' scratch: a block's scores s and their gradients dp (t x t), a tile's
+    output o (t x hs), its rows' running max and sum ml (2 x t), the rows' delta (T), keys
+    transposed kt (a head's in the forward, hs x T; a block's in the backward) and a block's
+    values transposed vt (hs x t)."""
+    t = min(FLASH_TILE, T)
+    sizes = (t * t, t * t, t * hs, 2 * t, T, hs * T, hs * t)
+    parts = np.split(scratch[: sum(sizes)], np.cumsum(sizes)[:-1])
+    parts[3] = parts[3].reshape(2, t)
+    return tuple(parts)
 
 
 def fused_attention(dtype=np.float32) -> bool:
@@ -212,11 +224,10 @@ def attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs=None):
     hs = qkv.shape[1] // 3 // H
     gemm = blas.gemm(qkv.dtype) if probs is None else None
     if gemm is not None:
-        t = min(FLASH_TILE, T)
-        s, o, ml = scratch[: t * t], scratch[2 * t * t :][: t * hs], scratch[2 * t * t + t * hs :]
+        s, _, o, ml, _, kt, _ = _fused_scratch(scratch, T, hs)
         _check_fused(y, lse, qkv)
         K.attention_flash_forward(*gemm, y, lse, qkv, B, T, H, 1.0 / math.sqrt(hs), FLASH_TILE,
-                                  FLASH_DIAG, s, o, ml[: 2 * t].reshape(2, t))  # fmt: skip
+                                  FLASH_DIAG, s, o, ml, kt)  # fmt: skip
         return
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     yh = heads(y, B, T, H, hs, 0)
@@ -245,11 +256,10 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     hs = qkv.shape[1] // 3 // H
     gemm = blas.gemm(qkv.dtype) if probs is None else None
     if gemm is not None:
-        t = min(FLASH_TILE, T)
-        s, dp, delta = scratch[: t * t], scratch[t * t : 2 * t * t], scratch[-T:]
+        s, dp, _, _, delta, kt, vt = _fused_scratch(scratch, T, hs)
         _check_fused(dqkv, dy, y, lse, qkv)
         K.attention_flash_backward(*gemm, dqkv, dy, y, lse, qkv, B, T, H, 1.0 / math.sqrt(hs),
-                                   FLASH_TILE, FLASH_DIAG, s, dp, delta)  # fmt: skip
+                                   FLASH_TILE, FLASH_DIAG, s, dp, delta, kt, vt)  # fmt: skip
         return
     q, k, v = (heads(qkv, B, T, H, hs, i) for i in range(3))
     dq, dk, dv = (heads(dqkv, B, T, H, hs, i) for i in range(3))
