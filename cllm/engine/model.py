@@ -133,8 +133,10 @@ def attention_backward(dqkv, datt, dy, att, qkv, B, T, H):
 #   the core's cache; nothing but each row's log-sum-exp is kept for the backward, which makes
 #   every block's probabilities again. T 2048, one thread, AVX2, one layer's forward / backward:
 #   19.6 / 44 ms (NumPy products, probabilities made again) and 20.1 / 36 (kept) -> 17.6-18.0 /
-#   35.7-38.0 ms fused, with no probabilities kept. Of the fused forward's 4.6 ms at T 1024, the
-#   products take 3.35 and the online softmax the rest; of the backward's 9, the products 8.
+#   35.7-38.0 ms fused, with no probabilities kept; with keys and values transposed for the
+#   products against them (kernels._head_columns), forward + backward 50.5 -> 46.0 ms (T 1024:
+#   13.0 -> 11.6). The elementwise work (online softmax; probabilities made again and their
+#   gradients) takes 4.9 / 6.3 us of a 128 x 128 block, whose products take 19 / 47 us.
 # - NumPy's products otherwise (np.matmul on a tile's scores against all its keys, the softmax
 #   parts in numba). The backward needs each tile's probabilities again: a layer whose tiles fit
 #   in the memory budget below keeps them from the forward (a causal half, about half of what
