@@ -366,6 +366,13 @@ def _gemm(typingctx, fn, wide, ta, tb, M, N, K, alpha, a, ao, lda, b, bo, ldb, b
     return sig, codegen
 
 
+@njit(inline="always")
+def _qkv_widths(qkv, H):
+    """Widths of qkv[N, 3D]: a row (3D), q, k or v (D), and a head (hs = D / H)."""
+    D3 = qkv.shape[1]
+    return D3, D3 // 3, D3 // 3 // H
+
+
 @njit(inline="always", fastmath=True, error_model="numpy")
 def _head_columns(out, qkv, row0, col0, n, hs):
     """out[hs * n] = columns col0 .. col0 + hs of rows row0 .. row0 + n of qkv, transposed
@@ -382,9 +389,7 @@ def attention_flash_forward(fn, wide, y, lse, qkv, B, T, H, scale, tile, diag, s
     log-sum-exp of its scaled scores. Scratch: s[tile * tile] a block's scores, o[tile * hs] a
     tile's output as it builds up, ml[2, tile] its rows' running max and sum, kt[hs * T] a
     head's keys transposed. ``diag`` divides ``tile``."""
-    D3 = qkv.shape[1]
-    D = D3 // 3
-    hs = D // H
+    D3, D, hs = _qkv_widths(qkv, H)
     sc = _cast(s[0], scale)
     for b in range(B):
         for h in range(H):
@@ -440,9 +445,7 @@ def attention_flash_backward(fn, wide, dqkv, dy, y, lse, qkv, B, T, H, scale, ti
     """dqkv[B*T, 3D] (written) from dy[B*T, D], the forward's output y and lse. Scratch:
     s and dp[tile * tile] a block's probabilities and their gradients, delta[T], kt and vt
     [hs * tile] a key block's keys and values transposed."""
-    D3 = qkv.shape[1]
-    D = D3 // 3
-    hs = D // H
+    D3, D, hs = _qkv_widths(qkv, H)
     sc = _cast(s[0], scale)
     for b in range(B):
         for h in range(H):
@@ -670,19 +673,23 @@ def _vfma(typingctx, a, b, c):
     return a(a, b, c), codegen
 
 
+def _fold_lanes(builder, v, n, combine):
+    """combine(lo, hi) over the halves of vector v (n lanes) until one lane is left: its value."""
+    i32 = ir.IntType(32)
+    while n > 1:
+        n //= 2
+        lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+        hi = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
+        v = combine(lo, hi)
+    return builder.extract_element(v, ir.Constant(i32, 0))
+
+
 @intrinsic
 def _vsum(typingctx, v):
     """The sum of v's lanes, in one fixed order (halves added until one lane is left)."""
 
     def codegen(context, builder, sig, args):
-        v, n = args[0], sig.args[0].lanes
-        i32 = ir.IntType(32)
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
-            hi = ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
-            v = builder.fadd(lo, builder.shuffle_vector(v, v, hi))
-        return builder.extract_element(v, ir.Constant(i32, 0))
+        return _fold_lanes(builder, args[0], sig.args[0].lanes, builder.fadd)
 
     return v.dtype(v), codegen
 
@@ -702,16 +709,10 @@ def _vmax_lanes(typingctx, v):
     """The largest of v's lanes."""
 
     def codegen(context, builder, sig, args):
-        v, n = args[0], sig.args[0].lanes
-        i32 = ir.IntType(32)
-        while n > 1:
-            n //= 2
-            lo = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n), list(range(n))))
-            hi = builder.shuffle_vector(
-                v, v, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n)))
-            )
-            v = builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
-        return builder.extract_element(v, ir.Constant(i32, 0))
+        def larger(lo, hi):
+            return builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
+
+        return _fold_lanes(builder, args[0], sig.args[0].lanes, larger)
 
     return v.dtype(v), codegen
 
