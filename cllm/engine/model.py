@@ -8,6 +8,7 @@ product is ``x @ W`` with no transposes. Activations are allocated once per (B, 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -197,7 +198,15 @@ def _fused_scratch(scratch: np.ndarray, T: int, hs: int) -> tuple:
 
 def fused_attention(dtype=np.float32) -> bool:
     """Whether the tiled attention runs fused (kernels calling NumPy's BLAS routine)."""
-    return blas.gemm(dtype) is not None
+    return _fused_gemm(dtype) is not None
+
+
+def _fused_gemm(dtype) -> blas.Gemm | None:
+    """The BLAS routine the fused kernels call, or None: none found, or the environment
+    variable CLLM_FUSED_ATTENTION=0 turns the fused path off (NumPy's products instead)."""
+    if os.environ.get("CLLM_FUSED_ATTENTION", "1").strip() == "0":
+        return None
+    return blas.gemm(dtype)
 
 
 def tile_layout(T: int, H: int) -> tuple[list[tuple[int, int, int]], int]:
@@ -224,7 +233,7 @@ def attention_tiled_forward(y, lse, qkv, B, T, H, scratch, probs=None):
     log-sum-exp of its scaled scores for the backward, and ``probs`` (B x tile_layout's size,
     or None) each tile's probabilities."""
     hs = qkv.shape[1] // 3 // H
-    gemm = blas.gemm(qkv.dtype) if probs is None else None
+    gemm = _fused_gemm(qkv.dtype) if probs is None else None
     if gemm is not None:
         s, _, o, ml, _, kt, _ = _fused_scratch(scratch, T, hs)
         _check_fused(y, lse, qkv)
@@ -256,7 +265,7 @@ def attention_tiled_backward(dqkv, dy, y, lse, qkv, B, T, H, scratch, probs=None
     together: a head at a time was faster alone (48.2 -> 44.9 ms) but not in a training step
     (T 1024, all layers kept, steps of 423 / 435 ms, 365 / 381)."""
     hs = qkv.shape[1] // 3 // H
-    gemm = blas.gemm(qkv.dtype) if probs is None else None
+    gemm = _fused_gemm(qkv.dtype) if probs is None else None
     if gemm is not None:
         s, dp, _, _, delta, kt, vt = _fused_scratch(scratch, T, hs)
         _check_fused(dqkv, dy, y, lse, qkv)

@@ -263,3 +263,19 @@ def test_fused_training_matches_dense_and_keeps_no_probabilities(monkeypatch):
     tiled.backward()
     dense.backward()
     np.testing.assert_allclose(tiled.grads, dense.grads, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_attention_can_be_turned_off(monkeypatch):
+    """CLLM_FUSED_ATTENTION=0 takes NumPy's products (and their kept probabilities) instead."""
+    from cllm.engine import model as M
+
+    monkeypatch.setenv("CLLM_FUSED_ATTENTION", "0")
+    assert not M.fused_attention(np.float32)
+    cfg = GPTConfig(vocab_size=37, n_embd=16, n_layer=2, n_head=4, block_size=20)
+    x, y = batch(cfg, 2, 20)
+    tiled = GPT(cfg, seed=2, dtype=np.float64, threads=1, attention="tiled")
+    dense = GPT(cfg, seed=2, dtype=np.float64, threads=1, attention="dense")
+    assert tiled.forward(x, y) == pytest.approx(dense.forward(x, y), rel=1e-12)
+    assert all(p is not None for p in tiled.shards[0].acts.probs)  # kept: the NumPy path
+    monkeypatch.setenv("CLLM_FUSED_ATTENTION", "1")
+    assert M.fused_attention(np.float32)
