@@ -168,9 +168,10 @@ def use_tiled(T: int) -> bool:
 
 
 def tiled_scratch(H: int, T: int, hs: int, dtype, fused: bool | None = None) -> np.ndarray:
-    """Scratch for one tile's scores and their gradients, a tile's dk or dv, and a sequence's
-    dk and dv as they build up (contiguous: a += on the strided heads of dqkv took 2 ns a float,
-    7 of a layer's 56 ms at T 2048; on these 0.4 ns)."""
+    """Scratch for the tiled attention: the fused kernels' (_fused_scratch), or for NumPy's
+    products one tile's scores and their gradients, a tile's dk or dv, and a sequence's dk and
+    dv as they build up (contiguous: a += on the strided heads of dqkv took 2 ns a float, 7 of a
+    layer's 56 ms at T 2048; on these 0.4 ns). ``fused``: None, as this machine runs it."""
     fused = fused_attention(dtype) if fused is None else fused
     return np.empty(tiled_scratch_size(H, T, hs, fused), dtype)
 
@@ -191,6 +192,8 @@ def _fused_scratch(scratch: np.ndarray, T: int, hs: int) -> tuple:
     values transposed vt (hs x t)."""
     t = min(FLASH_TILE, T)
     sizes = (t * t, t * t, t * hs, 2 * t, T, hs * T, hs * t)
+    if scratch.size < sum(sizes):  # the kernels do not check their bounds
+        raise ValueError("the scratch is too small for the fused attention")
     parts = np.split(scratch[: sum(sizes)], np.cumsum(sizes)[:-1])
     parts[3] = parts[3].reshape(2, t)
     return tuple(parts)

@@ -386,6 +386,17 @@ def test_fused_attention_of_any_shape_and_blocking(B, T, H, hs, diag, groups, se
     np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
 
 
+def test_fused_attention_refuses_a_scratch_too_small():
+    """The fused kernels do not check their bounds: a scratch sized for another path is
+    refused before they run."""
+    from cllm.engine.model import attention_tiled_forward, tiled_scratch
+
+    B, T, H, D = 1, 100, 1, 4
+    qkv, y, lse = np.ones((B * T, 3 * D)), np.empty((B * T, D)), np.empty((B, H, T))
+    with pytest.raises(ValueError, match="too small"):
+        attention_tiled_forward(y, lse, qkv, B, T, H, tiled_scratch(H, T, D, float, True)[:-1])
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_tiled_attention_matches_torch_in_float32(monkeypatch, path):
     torch = pytest.importorskip("torch")
