@@ -694,12 +694,17 @@ def _vsum(typingctx, v):
     return v.dtype(v), codegen
 
 
+def _larger(builder, a, b):
+    """a where a > b, else b, lane by lane: as the scalar comparison ``a if a > b else b``."""
+    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
+
 @intrinsic
 def _vmax(typingctx, a, b):
     """The larger of a and b, lane by lane (a where a > b, else b: as the scalar comparison)."""
 
     def codegen(context, builder, sig, args):
-        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+        return _larger(builder, *args)
 
     return a(a, b), codegen
 
@@ -709,10 +714,7 @@ def _vmax_lanes(typingctx, v):
     """The largest of v's lanes."""
 
     def codegen(context, builder, sig, args):
-        def larger(lo, hi):
-            return builder.select(builder.fcmp_ordered(">", lo, hi), lo, hi)
-
-        return _fold_lanes(builder, args[0], sig.args[0].lanes, larger)
+        return _fold_lanes(builder, args[0], sig.args[0].lanes, lambda a, b: _larger(builder, a, b))
 
     return v.dtype(v), codegen
 

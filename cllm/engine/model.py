@@ -204,6 +204,11 @@ def fused_attention(dtype=np.float32) -> bool:
     return _fused_gemm(dtype) is not None
 
 
+def fused_scratch(keep: int, dtype=np.float32) -> bool:
+    """Whether a tiled step's scratch is the fused kernels' (no layer keeps probabilities)."""
+    return fused_attention(dtype) and not keep
+
+
 def _fused_gemm(dtype) -> blas.Gemm | None:
     """The BLAS routine the fused kernels call, or None: none found, or the environment
     variable CLLM_FUSED_ATTENTION=0 turns the fused path off (NumPy's products instead)."""
@@ -371,8 +376,7 @@ class Activations:
         self.qkv = e(L, N, 3 * D)
         if tiled:  # row statistics instead of probabilities, and one tile's scratch
             self.lse = e(L, B, H, T)
-            fused = fused_attention(dtype) and not keep
-            self.scratch = tiled_scratch(H, T, cfg.head_size, dtype, fused)
+            self.scratch = tiled_scratch(H, T, cfg.head_size, dtype, fused_scratch(keep, dtype))
             size = B * tile_layout(T, H)[1]
             self.probs = [e(size) if l < keep else None for l in range(L)]
         else:

@@ -38,7 +38,7 @@ import numpy as np
 from cllm.atomic import write_atomic
 from cllm.engine.config import GPTConfig, num_params
 from cllm.engine.model import (
-    fused_attention,
+    fused_scratch,
     kept_layers,
     tile_layout,
     tiled_scratch_size,
@@ -85,7 +85,7 @@ def activation_elements(cfg: GPTConfig, B: int, T: int, tiled: bool = False, kee
     per_layer = 7 * N * D + 4 * N + 2 * N * F
     if tiled:  # lse per layer; kept tiles; scratch: a tile's scores and grads, dk and dv
         attention = L * B * H * T + keep * B * tile_layout(T, H)[1]
-        attention += tiled_scratch_size(H, T, cfg.head_size, fused_attention() and not keep)
+        attention += tiled_scratch_size(H, T, cfg.head_size, fused_scratch(keep))
     else:  # probabilities per layer, and the backward's scratch for their gradients
         attention = (L + 1) * B * H * T * T
     return (
