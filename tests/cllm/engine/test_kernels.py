@@ -327,7 +327,10 @@ def test_tiled_attention_matches_dense_and_finite_differences(monkeypatch, T, pa
     f()
     y_dense, att = np.empty((B * T, D)), np.empty((B, H, T, T))
     attention_forward(y_dense, att, qkv, B, T, H)
-    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
+    # the float64 exp is within 1e-11 relative; the fused forward's exps are of scores less a
+    # row's reference max (up to LAZY_MAX below the true one), the dense one's less the true max,
+    # so their errors differ: an output of terms near 1 cancelling to 0.0026 differed by 1.7e-12
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-11)
     q, k = (qkv[:, i * D : (i + 1) * D].reshape(B, T, H, hs).transpose(0, 2, 1, 3) for i in (0, 1))
     s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs)
     s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
@@ -384,6 +387,33 @@ def test_fused_attention_of_any_shape_and_blocking(B, T, H, hs, diag, groups, se
     d_dense = np.empty_like(qkv)
     attention_backward(d_dense, np.empty((B, H, T, T)), dy, att, qkv, B, T, H)
     np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("rise", [0.01, 0.2, 3.0])  # per key: under, near, far over LAZY_MAX a block
+def test_fused_forward_moves_its_row_max_lazily_and_stays_exact(rise):
+    """The fused forward keeps a row's reference max until a block's scores exceed it by more
+    than LAZY_MAX: scores rising along the keys (by ``rise`` a key, blocks of 8) take it through
+    both branches, the reference kept and the output and sum rescaled, against dense attention."""
+    from cllm.engine import blas
+
+    gemm = blas.gemm(np.float64)
+    B, T, H, hs, tile, diag = 1, 80, 2, 4, 8, 4
+    D = H * hs
+    rng = np.random.default_rng(0)
+    qkv = rng.normal(size=(B * T, 3 * D)) * 0.1
+    qkv[:, :D] += 1.0  # every query (0.1-noisy) ones, every key along ones: scores rise with j
+    qkv[:, D : 2 * D] += rise * math.sqrt(hs) / hs * np.arange(T)[:, None]
+    y, lse = np.empty((B * T, D)), np.empty((B, H, T))
+    s, o, ml, kt = np.empty(tile * tile), np.empty(tile * hs), np.empty((2, tile)), np.empty(hs * T)
+    K.attention_flash_forward(*gemm, y, lse, qkv, B, T, H, 1.0 / math.sqrt(hs), tile, diag,
+                              s, o, ml, kt)  # fmt: skip
+    y_dense, att = np.empty((B * T, D)), np.empty((B, H, T, T))
+    attention_forward(y_dense, att, qkv, B, T, H)
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
+    q, k = (qkv[:, i * D : (i + 1) * D].reshape(T, H, hs).transpose(1, 0, 2) for i in (0, 1))
+    sc = np.where(np.tril(np.ones((T, T), bool)), q @ k.transpose(0, 2, 1) / math.sqrt(hs), -np.inf)
+    mx = sc.max(-1)
+    np.testing.assert_allclose(lse[0], mx + np.log(np.exp(sc - mx[..., None]).sum(-1)), rtol=1e-10)
 
 
 def test_fused_attention_refuses_a_scratch_too_small():
