@@ -264,6 +264,7 @@ def test_train_a_few_steps_shows_loss_and_spheres(long_target, studio):
     assert any(t.startswith("This epoch: batch ") for t in texts)
     # while training: sliders locked, START became STOP, PAUSE and RESUME work
     assert studio.st.training_current
+
     # the footer's time to the target is the run's own, the header's Remaining (not the
     # estimate made before the run)
     # (the panel chooses the long form "... to target · RAM ..." or the short one frame by frame,

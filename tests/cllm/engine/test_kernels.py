@@ -389,7 +389,7 @@ def test_fused_attention_of_any_shape_and_blocking(B, T, H, hs, diag, groups, se
     np.testing.assert_allclose(dqkv, d_dense, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("rise", [0.01, 0.2, 3.0])  # per key: under, near, far over LAZY_MAX a block
+@pytest.mark.parametrize("rise", [0.01, 0.2, 3.0])  # a block of 8 keys rises 0.08, 1.6, 24
 def test_fused_forward_moves_its_row_max_lazily_and_stays_exact(rise):
     """The fused forward keeps a row's reference max until a block's scores exceed it by more
     than LAZY_MAX: scores rising along the keys (by ``rise`` a key, blocks of 8) take it through
@@ -409,7 +409,7 @@ def test_fused_forward_moves_its_row_max_lazily_and_stays_exact(rise):
                               s, o, ml, kt)  # fmt: skip
     y_dense, att = np.empty((B * T, D)), np.empty((B, H, T, T))
     attention_forward(y_dense, att, qkv, B, T, H)
-    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y, y_dense, rtol=1e-10, atol=1e-11)  # the exp's 1e-11, as above
     q, k = (qkv[:, i * D : (i + 1) * D].reshape(T, H, hs).transpose(1, 0, 2) for i in (0, 1))
     sc = np.where(np.tril(np.ones((T, T), bool)), q @ k.transpose(0, 2, 1) / math.sqrt(hs), -np.inf)
     mx = sc.max(-1)
