@@ -143,9 +143,10 @@ def _torch(no_torch: bool, threads: int):
     return torch
 
 
-def sgemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
+def sgemm_peak(threads: int, n: int = 1024, repeats: int = 8) -> float:
     """GFLOP/s of NumPy's float32 matrix product (n x n x n) on ``threads`` BLAS threads, the
-    best of ``repeats``: the machine's practical arithmetic peak."""
+    best of ``repeats`` 10 ms apart (a busy moment of the host lasts longer than a product):
+    the machine's practical arithmetic peak."""
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     c = np.empty_like(a)
     try:
@@ -160,6 +161,7 @@ def sgemm_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
             t0 = time.perf_counter()
             np.matmul(a, a, out=c)
             best = min(best, time.perf_counter() - t0)
+            time.sleep(0.01)
     finally:
         if limit is not None:
             limit.restore_original_limits()
@@ -245,8 +247,9 @@ def bench_train(args) -> int:
             run(name, n, timed=True)
         order.reverse()
         left -= n
-    # and again after the timed steps, the better of the two: one taken while the host was busy
-    # made our share of it 1.31
+    # and again after the timed steps (PyTorch's threads idle first), the better of the two: one
+    # taken while the host was busy made our share of it 1.31
+    _pause()
     peak_gflops = max(peak_gflops, sgemm_peak(info["threads"]))
     tok = B * T * args.steps
     out = {"bench": "train", "tokens_per_s": round(tok / secs["ours"], 1)}
@@ -255,6 +258,7 @@ def bench_train(args) -> int:
         out["ratio"] = round(secs["torch"] / secs["ours"], 3)
         out["torch_version"] = torch.__version__
         out["torch_threads"] = torch.get_num_threads()
+        out["torch_isa"] = _torch_isa(torch)
     out["peak_step_mb"] = round(peak / 2**20, 1)
     gflops = train_flops_per_token(cfg, T) * tok / secs["ours"] / 1e9
     out["model_gflops_per_s"] = round(gflops, 1)
@@ -268,6 +272,15 @@ def bench_train(args) -> int:
     out.update(info)
     print(json.dumps(out), flush=True)
     return 0
+
+
+def _torch_isa(torch) -> str:
+    """The vector ISA PyTorch's own kernels dispatch to (ATEN_CPU_CAPABILITY can lower it), so
+    that a figure names what both engines ran."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except AttributeError:  # older PyTorch
+        return "unknown"
 
 
 def attention_path(gpt, T: int) -> str:

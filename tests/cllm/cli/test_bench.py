@@ -35,6 +35,9 @@ def test_bench_train_with_torch_trains_the_same_model(capsys):
     assert out["ratio"] == pytest.approx(out["tokens_per_s"] / out["torch_tokens_per_s"], rel=0.01)
     # same weights, same batches, same optimizer: the two engines end at the same loss
     assert out["loss"] == pytest.approx(out["torch_loss"], abs=2e-3)
+    # each figure names the ISA both engines ran: PyTorch's kernels' as well as the CPU's
+    assert out["torch_isa"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "SVE256", "unknown")
+    assert 0 < out["share_of_sgemm_peak"] < 2 and out["sgemm_peak_gflops_per_s"] > 0
 
 
 def test_bench_generate(capsys):
