@@ -123,6 +123,7 @@ class UI:
         self._elide_cache: dict[tuple[str, int], str] = {}
         self._overlay: pygame.Surface | None = None
         self._clipboard = ""  # fallback when the system clipboard is unavailable
+        self._fades: dict[tuple, pygame.Surface] = {}  # edge gradients by (w, h, color, top)
 
     # ---------------------------------------------------------------- frame
     def begin(self, events: Sequence[pygame.event.Event]) -> None:
@@ -851,10 +852,13 @@ class UI:
         *,
         step: int = 40,
         stick_bottom: bool = False,
+        fade: th.Color | None = None,
     ) -> int:
         """Wheel and scrollbar for a region of content_h pixels shown in rect; returns the
         offset to draw the content at. With stick_bottom, a view scrolled to the end follows new
-        content (logs)."""
+        content (logs). With ``fade`` (the background's colour), an edge with more content past
+        it fades into the background, over the content drawn before this call: a row of
+        buttons cut at the edge reads as "more below", not as a broken widget."""
         r = pygame.Rect(rect)
         wid = self.id("scroll:" + key)
         st = self.state.setdefault(wid, {"off": 0, "bottom": True})
@@ -883,7 +887,32 @@ class UI:
             )
         off = max(0, min(max_off, off))
         st["off"], st["bottom"] = off, off >= max_off
+        if fade is not None and max_off > 0:
+            view = pygame.Rect(r.x, r.y, r.w - 8, r.h)
+            if off > 0:
+                self._fade_edge(view, fade, top=True)
+            if off < max_off:
+                self._fade_edge(view, fade, top=False)
         return off
+
+    FADE_H = 18
+
+    def _fade_edge(self, r: pygame.Rect, color: th.Color, top: bool) -> None:
+        """The FADE_H pixels at r's top or bottom edge blend into ``color`` (opaque at the edge)."""
+        h = min(self.FADE_H, r.h // 3)
+        if h <= 0 or r.w <= 0:
+            return
+        key = (r.w, h, tuple(color), top)
+        surf = self._fades.get(key)
+        if surf is None:
+            surf = pygame.Surface((r.w, h), pygame.SRCALPHA)
+            for i in range(h):  # alpha rises towards the edge
+                a = (h - i if top else i + 1) * 255 // h
+                surf.fill((*color[:3], a), pygame.Rect(0, i, r.w, 1))
+            if len(self._fades) > 32:
+                self._fades.clear()
+            self._fades[key] = surf
+        self.surface.blit(surf, (r.x, r.y if top else r.bottom - h))
 
     def scroll_offset(self, key: str) -> int:
         """The offset scroll(key) returned last frame (to lay out content before calling it)."""

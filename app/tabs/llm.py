@@ -652,7 +652,7 @@ def control_panel(ui: UI, st: AppState, s: LLMState, panel: pygame.Rect) -> None
         y = compare(ui, st, s, x, y, w)
         server_panel(ui, st, s, x, y + 6, w)
     if scrolling:
-        ui.scroll(panel, "llm-panel", PANEL_CONTENT_H)
+        ui.scroll(panel, "llm-panel", PANEL_CONTENT_H, fade=th.PANEL)
 
 
 def status(ui: UI, st: AppState, s: LLMState, x: int, y: int, w: int) -> int:

@@ -123,7 +123,7 @@ def control_panel(ui: UI, st: AppState, panel: pygame.Rect, s: TrainingState) ->
         y = training_data(ui, st, s, info, x, y, w)
     s.panel_h = y + off - body.y  # measured, so the scroll range fits what was drawn
     if scrolling:
-        ui.scroll(body, "training-panel", content_h)
+        ui.scroll(body, "training-panel", content_h, fade=th.PANEL)
     if pinned:
         y = body.bottom + FOOTER_GAP
         pygame.draw.line(

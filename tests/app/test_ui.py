@@ -268,3 +268,29 @@ def test_slider_snaps_to_its_values_and_steps_between_them(ui):
     assert (v, done) == (16.0, True)
     v, _ = frame(ui, [kd(pygame.K_LEFT)], lambda u: slider(u, 5.0))  # between snaps: to 4
     assert v == 4.0
+
+
+def test_a_scrolled_region_fades_the_edges_its_content_continues_past(ui):
+    """With ``fade``, an edge with more content past it blends into the background (opaque at
+    the edge): a row cut there reads as "more below". At the end of the range the bottom edge is
+    the content's own, and the top fades instead."""
+    bg, content = (40, 40, 50), (255, 255, 255)
+    r = pygame.Rect(10, 10, 200, 120)
+
+    def draw(u):
+        u.surface.fill(content, r)
+        return u.scroll(r, "fade-test", 400, fade=bg)
+
+    def px(y):
+        return tuple(ui.surface.get_at((r.x + 50, y)))[:3]
+
+    assert frame(ui, fn=draw) == 0
+    assert px(r.bottom - 1) == bg and px(r.y) == content  # more below only
+    assert px(r.centery) == content and px(r.bottom - UI.FADE_H // 2) not in (bg, content)
+    wheel = pygame.event.Event(pygame.MOUSEWHEEL, x=0, y=-100, flipped=False, precise_x=0.0,
+                               precise_y=-100.0)  # fmt: skip
+    pygame.mouse.set_pos(r.center)
+    frame(ui, [pygame.event.Event(pygame.MOUSEMOTION, pos=r.center, rel=(0, 0), buttons=(0, 0, 0))])
+    off = frame(ui, [wheel], draw)
+    assert off == 400 - r.h  # scrolled to the end
+    assert px(r.y) == bg and px(r.bottom - 1) == content
