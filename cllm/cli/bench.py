@@ -247,9 +247,8 @@ def bench_train(args) -> int:
             run(name, n, timed=True)
         order.reverse()
         left -= n
-    # and again after the timed steps (PyTorch's threads idle first), the better of the two: one
-    # taken while the host was busy made our share of it 1.31
-    _pause()
+    # and again after the timed steps (run() has paused: PyTorch's threads are idle), the better
+    # of the two: one taken while the host was busy made our share of it 1.31
     peak_gflops = max(peak_gflops, sgemm_peak(info["threads"]))
     tok = B * T * args.steps
     out = {"bench": "train", "tokens_per_s": round(tok / secs["ours"], 1)}
